@@ -1,0 +1,79 @@
+"""The exceptions kubetune raises, and what the CLI makes of them.
+
+    KubetuneError               anything kubetune reports to a user
+    ├── UserError               the user can fix it by changing their input   → exit 2
+    │   ├── SpecError           a job spec is malformed: one or more issues, each with a path
+    │   └── ConfigError         a valid spec that cannot be used for what was asked
+    └── WorldError              something outside the input failed             → exit 1
+        └── RenderError         the Helm engine refused or failed to render the chart
+
+The CLI prints each as one red line per issue (no traceback unless ``KUBETUNE_DEBUG=1``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Exit code for mistakes in the user's input. The chart's podFailurePolicy fails a Job
+#: at once on this code, so a bad spec never burns retries.
+EXIT_USER = 2
+#: Exit code for failures of the world (network, cluster, engine).
+EXIT_WORLD = 1
+
+
+class KubetuneError(Exception):
+    """Base of every error kubetune reports to a user."""
+
+    exit_code = EXIT_WORLD
+
+    def lines(self) -> list[str]:
+        """The error as one or more one-line messages."""
+        return [str(self)]
+
+
+class UserError(KubetuneError):
+    """The input is wrong; changing it fixes the problem."""
+
+    exit_code = EXIT_USER
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem in a spec: where it is and what to change."""
+
+    path: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class SpecError(UserError):
+    """A job spec has one or more problems; all of them are reported at once."""
+
+    def __init__(self, issues: list[Issue], source: str | None = None) -> None:
+        self.issues = issues
+        self.source = source
+        super().__init__("; ".join(str(i) for i in issues))
+
+    def lines(self) -> list[str]:
+        out = []
+        for issue in self.issues:
+            prefix = self.source or ""
+            if prefix and issue.line is not None:
+                prefix = f"{prefix}:{issue.line}"
+            out.append(f"{prefix}: {issue}" if prefix else str(issue))
+        return out
+
+
+class ConfigError(UserError):
+    """A valid spec that cannot be used for the requested action."""
+
+
+class WorldError(KubetuneError):
+    """Something outside the user's input failed."""
+
+
+class RenderError(WorldError):
+    """The Helm engine failed to render the chart."""

@@ -1,0 +1,838 @@
+"""The job spec: one typed model of a fine-tuning task, loaded safely from YAML.
+
+Field names follow Hugging Face ``TrainingArguments`` and peft ``LoraConfig`` where one
+exists. Every field documents itself (``Field(description=…)``); the JSON Schema committed at
+``schema/jobspec.schema.json`` is generated from these models.
+
+Validation reports every problem at once, each as an :class:`~kubetune.errors.Issue` naming
+the dotted path and what to change. Cross-field rules live in one place,
+:func:`_cross_field_issues`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from kubetune import _yaml
+from kubetune.errors import Issue, SpecError
+
+Task = Literal["classification", "ner", "seq2seq", "causal-lm", "zero-shot"]
+FINE_TUNING_TASKS: tuple[str, ...] = ("classification", "ner", "seq2seq", "causal-lm")
+
+#: Longest job name: leaves room for ``-<8 hex>`` run ids and ``-<index>`` pod hostnames
+#: inside Kubernetes' 63-character label limit.
+MAX_NAME = 40
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+_QUANTITY = re.compile(r"^(\d+(\.\d+)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+_IMAGE = re.compile(
+    r"^(?:[a-zA-Z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:[._/-][a-z0-9]+)*"
+    r"(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+)
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_S3_URI = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/.*)?$")
+# Values that look like credentials rather than the name of a Secret holding them.
+_CREDENTIAL = re.compile(r"^(AKIA|ASIA)[A-Z0-9]{16}$|^[0-9a-f]{40}$|^[A-Za-z0-9/+=]{40}$")
+
+_QUANTITY_SUFFIX = {
+    "": 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+    "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50, "Ei": 2.0**60,
+}  # fmt: skip
+
+DEFAULT_IMAGE = "ghcr.io/kubetune/kubetune-trainer:0.1.0"
+
+
+# --- field types ---------------------------------------------------------------------------
+
+
+def _dns_label(value: str) -> str:
+    if len(value) > MAX_NAME:
+        raise ValueError(f"must be at most {MAX_NAME} characters (got {len(value)})")
+    if not _DNS_LABEL.match(value):
+        raise ValueError(
+            f"{value!r} is not a DNS-1123 label: use lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+def _secret_name(value: str) -> str:
+    if _CREDENTIAL.match(value):
+        raise ValueError(
+            "looks like a credential, not a Secret name: store it in a Kubernetes Secret "
+            "and give the Secret's name here"
+        )
+    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+        raise ValueError(f"{value!r} is not a valid Kubernetes Secret name (DNS-1123 subdomain)")
+    return value
+
+
+def _subdomain(value: str) -> str:
+    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+        raise ValueError(f"{value!r} is not a valid Kubernetes name (DNS-1123 subdomain)")
+    return value
+
+
+def _quantity(value: str | int | float) -> str:
+    text = str(value)
+    if not _QUANTITY.match(text):
+        raise ValueError(
+            f"{text!r} is not a Kubernetes quantity: write e.g. '4', '500m', '32Gi'"
+        )
+    return text
+
+
+def _image(value: str) -> str:
+    if not _IMAGE.match(value):
+        raise ValueError(
+            f"{value!r} is not an image reference: write registry/repository:tag "
+            "or registry/repository@sha256:<digest>"
+        )
+    return value
+
+
+def _labels(value: dict[str, str]) -> dict[str, str]:
+    for key, val in value.items():
+        if not _LABEL_KEY.match(key):
+            raise ValueError(f"{key!r} is not a valid Kubernetes label key")
+        if not _LABEL_VALUE.match(val):
+            raise ValueError(f"{val!r} (for {key!r}) is not a valid Kubernetes label value")
+    return value
+
+
+def quantity_value(text: str) -> float:
+    """The numeric value of a Kubernetes quantity (``'32Gi'`` → 34359738368.0)."""
+    match = _QUANTITY.match(text)
+    if not match:
+        raise ValueError(f"not a quantity: {text!r}")
+    return float(match.group(1)) * _QUANTITY_SUFFIX[match.group(3) or ""]
+
+
+DnsLabel = Annotated[str, AfterValidator(_dns_label)]
+SecretName = Annotated[str, AfterValidator(_secret_name)]
+KubeName = Annotated[str, AfterValidator(_subdomain)]
+Quantity = Annotated[str | int | float, AfterValidator(_quantity)]
+ImageRef = Annotated[str, AfterValidator(_image)]
+LabelMap = Annotated[dict[str, str], AfterValidator(_labels)]
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
+class _Model(BaseModel):
+    """Shared config: unknown keys are errors, NaN and infinity are not numbers."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
+
+
+# --- sections ------------------------------------------------------------------------------
+
+
+class ModelSpec(_Model):
+    """The pretrained model to start from."""
+
+    name: NonEmpty = Field(
+        description="Hugging Face hub id, local directory, or s3:// URI of the pretrained model."
+    )
+    revision: str | None = Field(
+        None,
+        description="Hub branch, tag or commit sha to pin. Required as a 40-hex commit sha "
+        "when trust_remote_code is true, so the code you trust cannot change under you.",
+    )
+    trust_remote_code: bool = Field(
+        False, description="Run model code shipped with the checkpoint (transformers' flag)."
+    )
+
+
+class DataSpec(_Model):
+    """Where the examples come from and which columns hold what."""
+
+    train: str | None = Field(
+        None,
+        description="Training data: a local .jsonl/.csv/.parquet file or folder, an s3:// URI, "
+        "or a hub dataset id. Required by every task except zero-shot.",
+    )
+    eval: str | None = Field(
+        None,
+        description="Evaluation data, same forms as train. When absent, a seeded "
+        "validation_split of train is held out.",
+    )
+    test: str | None = Field(None, description="Held-out test data, scored once at the end.")
+    config: str | None = Field(None, description="Hub dataset configuration name.")
+    revision: str | None = Field(None, description="Hub dataset revision to pin.")
+    text_column: str = Field("text", description="Input text (classification, causal-lm, zero-shot).")
+    text_pair_column: str | None = Field(
+        None, description="Optional second text for sentence-pair classification."
+    )
+    label_column: str = Field("label", description="Class label (classification, zero-shot).")
+    tokens_column: str = Field("tokens", description="List of words per example (ner).")
+    tags_column: str = Field("ner_tags", description="List of BIO tags per example (ner).")
+    source_column: str = Field("document", description="Input document (seq2seq).")
+    target_column: str = Field("summary", description="Target text (seq2seq).")
+    labels: list[NonEmpty] | None = Field(
+        None,
+        description="Label names in id order. Inferred from the training data when absent; "
+        "required for zero-shot, which has no training data to infer them from.",
+    )
+    max_length: int = Field(128, ge=8, le=32768, description="Truncate inputs to this many tokens.")
+    max_target_length: int = Field(
+        128, ge=1, le=32768, description="Truncate seq2seq targets to this many tokens."
+    )
+    validation_split: float = Field(
+        0.1, gt=0, le=0.5, description="Share of train held out for eval when eval is absent."
+    )
+    label_all_tokens: bool = Field(
+        False,
+        description="NER: label every sub-token of a word (B- becomes I- after the first) "
+        "instead of only the first.",
+    )
+    max_train_samples: int | None = Field(
+        None, ge=1, description="Use at most this many training examples (quick trials)."
+    )
+    max_eval_samples: int | None = Field(
+        None, ge=1, description="Use at most this many evaluation examples."
+    )
+
+
+Scheduler = Literal[
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+    "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr",
+    "warmup_stable_decay",
+]  # fmt: skip
+Strategy = Literal["no", "steps", "epoch"]
+
+
+class TrainSpec(_Model):
+    """Optimisation settings; names follow transformers' TrainingArguments."""
+
+    epochs: float = Field(3.0, gt=0, le=1000, description="Passes over the training data.")
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many optimiser steps (overrides epochs)."
+    )
+    learning_rate: float = Field(5e-5, gt=0, le=1, description="Peak learning rate.")
+    batch_size: int = Field(16, ge=1, le=65536, description="Training batch size per device.")
+    eval_batch_size: int | None = Field(
+        None, ge=1, le=65536, description="Evaluation batch size per device (default: 2 × batch_size)."
+    )
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, le=4096, description="Micro-batches accumulated per optimiser step."
+    )
+    weight_decay: float = Field(0.0, ge=0, le=1, description="AdamW weight decay.")
+    warmup_steps: float = Field(
+        0.0,
+        ge=0,
+        description="Warm-up: a float in [0, 1) is a fraction of total steps, an integer ≥ 1 "
+        "a number of steps (transformers 5 semantics; replaces warmup_ratio).",
+    )
+    lr_scheduler_type: Scheduler = Field("linear", description="Learning-rate schedule.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 disables).")
+    optim: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "sgd"] = Field(
+        "adamw_torch", description="Optimiser."
+    )
+    label_smoothing_factor: float = Field(0.0, ge=0, lt=1, description="Label smoothing.")
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="auto: bf16 on GPUs that support it, else fp16 on GPU, fp32 on CPU."
+    )
+    gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+    group_by_length: bool = Field(
+        False, description="Batch examples of similar length together to cut padding."
+    )
+    eval_strategy: Strategy = Field("epoch", description="When to evaluate.")
+    eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (eval_strategy: steps).")
+    save_strategy: Strategy = Field("epoch", description="When to checkpoint.")
+    save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps (save_strategy: steps).")
+    save_total_limit: int = Field(2, ge=1, le=100, description="Keep the last K checkpoints.")
+    logging_steps: int = Field(50, ge=1, description="Log training loss every N steps.")
+    metric_for_best_model: str | None = Field(
+        None, description="Eval metric that picks the best checkpoint and drives early stopping."
+    )
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after this many evaluations without improvement."
+    )
+    early_stopping_threshold: float = Field(
+        0.0, ge=0, description="Smallest improvement that resets early-stopping patience."
+    )
+    seed: int = Field(42, ge=0, lt=2**32, description="Seeds python, numpy, torch and data order.")
+    deterministic: bool = Field(
+        False, description="Use deterministic algorithms (slower; bit-identical reruns on GPU)."
+    )
+
+
+class LoraSpec(_Model):
+    """Low-rank adapters; names follow peft's LoraConfig."""
+
+    r: int = Field(8, ge=1, le=1024, description="Rank of the update matrices.")
+    lora_alpha: float = Field(16, gt=0, description="Scaling: updates are multiplied by lora_alpha / r.")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: list[NonEmpty] | Literal["all-linear"] | None = Field(
+        None,
+        description="Module names to adapt, or 'all-linear'. Absent: peft's default for the "
+        "architecture.",
+    )
+    bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases to train.")
+    modules_to_save: list[NonEmpty] | None = Field(
+        None,
+        description="Modules trained in full and saved beside the adapter (the task head is "
+        "added automatically).",
+    )
+    use_rslora: bool = Field(False, description="Rank-stabilised scaling lora_alpha / sqrt(r).")
+
+
+#: Variables a prompt template may use.
+PROMPT_VARIABLES = frozenset({"text", "labels", "examples"})
+
+
+def _template(value: str) -> str:
+    import jinja2
+    from jinja2 import meta
+    from jinja2.sandbox import SandboxedEnvironment
+
+    env = SandboxedEnvironment()
+    try:
+        ast = env.parse(value)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ValueError(f"template line {exc.lineno}: {exc.message}") from None
+    unknown = sorted(meta.find_undeclared_variables(ast) - PROMPT_VARIABLES)
+    if unknown:
+        raise ValueError(
+            f"template uses unknown variable(s) {', '.join(unknown)}; "
+            f"available: {', '.join(sorted(PROMPT_VARIABLES))}"
+        )
+    return value
+
+
+class PromptSpec(_Model):
+    """Zero/few-shot prompting baseline: no training, just a template."""
+
+    template: Annotated[str, AfterValidator(_template)] = Field(
+        description="Jinja2 template of the prompt. Variables: text (the input), labels (the "
+        "label names), examples (few-shot examples, each with .text and .label)."
+    )
+    examples: int = Field(
+        0, ge=0, le=64, description="Few-shot examples drawn (seeded) from data.train; 0 is zero-shot."
+    )
+    max_new_tokens: int = Field(8, ge=1, le=4096, description="Tokens generated per answer.")
+
+
+class Toleration(_Model):
+    """A Kubernetes toleration, in Kubernetes' own field names."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    key: str | None = Field(None, description="Taint key; empty with operator Exists matches all.")
+    operator: Literal["Exists", "Equal"] = Field("Equal", description="Exists or Equal.")
+    value: str | None = Field(None, description="Taint value (operator Equal).")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="Taint effect to tolerate; empty tolerates all."
+    )
+    tolerationSeconds: int | None = Field(  # noqa: N815 - Kubernetes' name
+        None, ge=0, description="How long a NoExecute taint is tolerated."
+    )
+
+
+class ResourcesSpec(_Model):
+    """What each pod asks of the cluster, and where it may run."""
+
+    gpus: int = Field(1, ge=0, le=16, description="GPUs per node (nvidia.com/gpu).")
+    gpu_type: str | None = Field(
+        None,
+        description="GPU model to require, matched against the node label "
+        "nvidia.com/gpu.product (e.g. NVIDIA-A100-SXM4-80GB).",
+    )
+    nodes: int = Field(1, ge=1, le=64, description="Nodes; > 1 makes an Indexed Job with one pod per node.")
+    cpu: Quantity = Field("4", description="CPU request and limit per pod.")
+    memory: Quantity = Field("32Gi", description="Memory request and limit per pod.")
+    shm_size: Quantity = Field(
+        "8Gi", description="Size of the memory-backed /dev/shm (counts against memory)."
+    )
+    scratch_size: Quantity = Field(
+        "50Gi", description="Size limit of the local scratch volume for checkpoints and caches."
+    )
+    node_selector: LabelMap = Field(default_factory=dict, description="Node labels to require.")
+    tolerations: list[Toleration] = Field(default_factory=list, description="Taints to tolerate.")
+    affinity: dict[str, Any] = Field(
+        default_factory=dict,
+        description="A Kubernetes affinity object (nodeAffinity, podAffinity, podAntiAffinity).",
+    )
+    priority_class: KubeName | None = Field(None, description="PriorityClass of the pods.")
+    queue: KubeName | None = Field(
+        None,
+        description="Kueue LocalQueue to submit to; the Job is created suspended and Kueue "
+        "admits it when quota allows.",
+    )
+    active_deadline_seconds: int = Field(
+        3 * 24 * 3600, ge=60, description="Kill the Job after this many seconds."
+    )
+    backoff_limit: int = Field(
+        3, ge=0, le=100, description="Retries for failures (preemptions do not count)."
+    )
+    ttl_seconds_after_finished: int = Field(
+        7 * 24 * 3600, ge=0, description="Delete the finished Job after this many seconds."
+    )
+
+
+class StorageSpec(_Model):
+    """Where checkpoints, the run record and the final model go."""
+
+    uri: NonEmpty = Field(
+        description="s3://bucket/prefix (any S3-compatible store) or file:///path. Runs are "
+        "written under <uri>/<sweep or name>/<run-id>/."
+    )
+    endpoint: str | None = Field(
+        None, description="S3 endpoint URL for S3-compatible stores (e.g. http://minio:9000)."
+    )
+    region: str | None = Field(None, description="S3 region.")
+    secret: SecretName | None = Field(
+        None,
+        description="Name of the Kubernetes Secret with AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY. Never the keys themselves.",
+    )
+
+
+class WandbSpec(_Model):
+    """Weights & Biases tracking."""
+
+    project: NonEmpty | None = Field(None, description="W&B project (default: the job name).")
+    entity: str | None = Field(None, description="W&B entity (team or user).")
+    group: str | None = Field(None, description="W&B group (default: the sweep, i.e. the job name).")
+    tags: list[str] = Field(default_factory=list, description="W&B run tags.")
+    mode: Literal["auto", "online", "offline", "disabled"] = Field(
+        "auto",
+        description="auto: online when an API key is available (the Secret in a cluster, "
+        "WANDB_API_KEY locally), offline otherwise.",
+    )
+    secret: SecretName | None = Field(
+        None, description="Name of the Kubernetes Secret with WANDB_API_KEY. Never the key itself."
+    )
+
+
+class TrackingSpec(_Model):
+    """Experiment tracking."""
+
+    wandb: WandbSpec = Field(default_factory=WandbSpec, description="Weights & Biases settings.")
+
+
+class SweepParam(_Model):
+    """The values one spec path takes in a sweep: exactly one of the four forms."""
+
+    values: list[Any] | None = Field(None, min_length=1, description="Explicit values (grid or random).")
+    uniform: tuple[float, float] | None = Field(None, description="[low, high], random only.")
+    log_uniform: tuple[float, float] | None = Field(
+        None, description="[low, high] sampled log-uniformly, random only."
+    )
+    int_uniform: tuple[int, int] | None = Field(
+        None, description="[low, high] integers, both inclusive, random only."
+    )
+
+
+class SweepSpec(_Model):
+    """A sweep over dotted spec paths; each point becomes one run."""
+
+    method: Literal["grid", "random", "list"] = Field(
+        "grid",
+        description="grid: every combination of values; random: max_runs seeded samples; "
+        "list: the explicit points.",
+    )
+    seed: int = Field(0, ge=0, lt=2**32, description="Seed of random sampling.")
+    max_runs: int | None = Field(
+        None, ge=1, le=10000, description="random: number of samples; grid: upper bound on its size."
+    )
+    parameters: dict[str, SweepParam] = Field(
+        default_factory=dict,
+        description="Dotted spec path (e.g. train.learning_rate, lora.r, task) → values.",
+    )
+    points: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="method list: each point maps dotted spec paths to values.",
+    )
+
+
+class JobSpec(_Model):
+    """A fine-tuning job: what to train, on what, how, and where it runs."""
+
+    name: DnsLabel = Field(description="Job name (DNS-1123 label, ≤ 40 chars); run ids derive from it.")
+    task: Task = Field(description="classification | ner | seq2seq | causal-lm | zero-shot.")
+    model: ModelSpec
+    data: DataSpec
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    lora: LoraSpec | None = Field(None, description="Train low-rank adapters instead of all weights.")
+    prompt: PromptSpec | None = Field(None, description="Prompt for the zero-shot task.")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    image: ImageRef = Field(
+        DEFAULT_IMAGE, description="Trainer image; pin by digest (@sha256:…) for reproducibility."
+    )
+    storage: StorageSpec | None = Field(
+        None, description="Artifact store. Required to render a Kubernetes Job."
+    )
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    sweep: SweepSpec | None = Field(None, description="Expand this spec into many runs.")
+
+
+# --- cross-field rules ---------------------------------------------------------------------
+
+
+def _cross_field_issues(spec: JobSpec) -> list[Issue]:
+    """Rules that span fields. Every rule is here, so a reader finds them in one place."""
+    issues: list[Issue] = []
+
+    def add(path: str, message: str) -> None:
+        issues.append(Issue(path, message))
+
+    if spec.model.trust_remote_code and not _COMMIT_SHA.match(spec.model.revision or ""):
+        add(
+            "model.revision",
+            "trust_remote_code: true requires revision to be a 40-hex commit sha, "
+            "so the code you trust cannot change",
+        )
+    if spec.task in FINE_TUNING_TASKS and not spec.data.train:
+        add("data.train", f"task {spec.task} needs training data; set data.train")
+    if spec.task == "zero-shot":
+        if spec.prompt is None:
+            add("prompt", "task zero-shot needs a prompt; add prompt.template")
+        elif spec.prompt.examples > 0 and not spec.data.train:
+            add("data.train", "prompt.examples > 0 draws few-shot examples from data.train; set it")
+        if not (spec.data.eval or spec.data.test):
+            add("data.eval", "task zero-shot scores data.eval or data.test; set one")
+        if not spec.data.labels:
+            add("data.labels", "task zero-shot needs the label names; list them in data.labels")
+        if spec.lora is not None:
+            add("lora", "task zero-shot does not train; remove lora")
+    if spec.data.labels is not None and len(set(spec.data.labels)) != len(spec.data.labels):
+        add("data.labels", "label names must be unique")
+
+    train = spec.train
+    if train.warmup_steps >= 1 and not float(train.warmup_steps).is_integer():
+        add("train.warmup_steps", "use a fraction in [0, 1) or a whole number of steps")
+    if train.eval_strategy == "steps" and train.eval_steps is None:
+        add("train.eval_steps", "eval_strategy: steps needs eval_steps")
+    if train.save_strategy == "steps" and train.save_steps is None:
+        add("train.save_steps", "save_strategy: steps needs save_steps")
+    if train.early_stopping_patience is not None:
+        if train.eval_strategy == "no":
+            add("train.early_stopping_patience", "early stopping needs eval_strategy steps or epoch")
+        elif train.save_strategy != train.eval_strategy:
+            add(
+                "train.save_strategy",
+                "early stopping keeps the best checkpoint, so save_strategy must equal "
+                f"eval_strategy ({train.eval_strategy})",
+            )
+        elif train.eval_strategy == "steps" and train.save_steps != train.eval_steps:
+            add("train.save_steps", "early stopping needs save_steps equal to eval_steps")
+
+    res = spec.resources
+    if res.nodes > 1 and res.gpus < 1:
+        add("resources.gpus", "nodes > 1 trains across machines and needs gpus >= 1")
+    if res.gpu_type and res.gpus < 1:
+        add("resources.gpu_type", "gpu_type needs gpus >= 1")
+    if quantity_value(str(res.shm_size)) >= quantity_value(str(res.memory)):
+        add(
+            "resources.shm_size",
+            f"/dev/shm ({res.shm_size}) counts against memory ({res.memory}); make it smaller",
+        )
+    bad_affinity = sorted(set(res.affinity) - {"nodeAffinity", "podAffinity", "podAntiAffinity"})
+    if bad_affinity:
+        add(
+            f"resources.affinity.{bad_affinity[0]}",
+            "unknown key; use nodeAffinity, podAffinity or podAntiAffinity",
+        )
+    for index, tol in enumerate(res.tolerations):
+        if tol.operator == "Equal" and not tol.key:
+            add(f"resources.tolerations[{index}].key", "operator Equal needs a key")
+        if tol.operator == "Exists" and tol.value:
+            add(f"resources.tolerations[{index}].value", "operator Exists takes no value")
+
+    if spec.storage is not None:
+        storage = spec.storage
+        if storage.uri.startswith("s3://"):
+            if not _S3_URI.match(storage.uri):
+                add("storage.uri", f"{storage.uri!r} is not s3://<bucket>[/prefix] with a valid bucket")
+        elif storage.uri.startswith("file://"):
+            for field in ("endpoint", "secret", "region"):
+                if getattr(storage, field):
+                    add(f"storage.{field}", "only used with an s3:// uri; remove it")
+        else:
+            add("storage.uri", "use s3://bucket/prefix or file:///path")
+        if storage.endpoint and not re.match(r"^https?://[^\s/]+(/\S*)?$", storage.endpoint):
+            add("storage.endpoint", "use an http(s):// URL, e.g. http://minio:9000")
+    return issues
+
+
+# --- errors: pydantic → one line each ------------------------------------------------------
+
+#: Names users bring from elsewhere (transformers, peft, other tools) → ours.
+SYNONYMS = {
+    "lr": "learning_rate",
+    "num_train_epochs": "epochs",
+    "num_epochs": "epochs",
+    "per_device_train_batch_size": "batch_size",
+    "train_batch_size": "batch_size",
+    "per_device_eval_batch_size": "eval_batch_size",
+    "evaluation_strategy": "eval_strategy",
+    "warmup_ratio": "warmup_steps",
+    "alpha": "lora_alpha",
+    "dropout": "lora_dropout",
+    "rank": "r",
+    "gpu": "gpus",
+    "mem": "memory",
+    "nodeSelector": "node_selector",
+    "priorityClassName": "priority_class",
+    "fp16": "precision",
+    "bf16": "precision",
+    "scheduler": "lr_scheduler_type",
+    "model_name_or_path": "name",
+}
+_CREDENTIAL_KEYS = re.compile(r"(api_?key|access_?key|secret_?key|password|passwd|token|credential)", re.I)
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The model class inside Optional/list/dict/Annotated, if any."""
+    origin = get_origin(annotation)
+    if origin is None:
+        return annotation
+    for arg in get_args(annotation):
+        inner = _unwrap(arg)
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            return inner
+    return annotation
+
+
+def model_at(path: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The model class found at ``path`` inside JobSpec, or None (a dict, list or scalar)."""
+    current: Any = JobSpec
+    for part in path:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(part)
+        if field is None:
+            return None
+        current = _unwrap(field.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def did_you_mean(word: str, choices: list[str]) -> str | None:
+    """The closest choice to ``word``, if one is close enough."""
+    if word in SYNONYMS and SYNONYMS[word] in choices:
+        return SYNONYMS[word]
+    lowered = {c.lower(): c for c in choices}
+    matches = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
+    return lowered[matches[0]] if matches else None
+
+
+def dotted(loc: tuple[str | int, ...]) -> str:
+    """``('resources', 'tolerations', 0, 'effect')`` → ``resources.tolerations[0].effect``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _issue_from(error: Any) -> Issue:
+    """Turn one pydantic error into a one-line issue that says what to change."""
+    loc = tuple(p for p in error["loc"] if isinstance(p, (str, int)))
+    kind = error["type"]
+    value = error.get("input")
+    message = str(error["msg"])
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        parent = model_at(loc[:-1])
+        if _CREDENTIAL_KEYS.search(key):
+            where = "tracking.wandb.secret" if "wandb" in loc else "storage.secret"
+            return Issue(
+                dotted(loc),
+                f"specs never hold credentials; put them in a Kubernetes Secret and name it in {where}",
+            )
+        choices = list(parent.model_fields) if parent else []
+        suggestion = did_you_mean(key, choices)
+        hint = f"; did you mean {suggestion!r}?" if suggestion else (
+            f"; allowed: {', '.join(choices)}" if choices else ""
+        )
+        return Issue(dotted(loc), f"unknown key{hint}")
+    if kind == "missing":
+        return Issue(dotted(loc), "required; add it")
+    if kind == "literal_error":
+        expected = error.get("ctx", {}).get("expected", "")
+        options = re.findall(r"'([^']*)'", expected)
+        suggestion = did_you_mean(str(value), options) if isinstance(value, str) else None
+        hint = f"; did you mean {suggestion!r}?" if suggestion else ""
+        return Issue(dotted(loc), f"must be one of {', '.join(options)} (got {_short(value)}){hint}")
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return Issue(dotted(loc), f"must be a mapping of keys to values (got {_short(value)})")
+    if kind == "value_error":
+        message = message.removeprefix("Value error, ")
+        return Issue(dotted(loc), message)
+    message = message.replace("Input should be", "must be").replace("Input", "value")
+    if not isinstance(value, (dict, list)):
+        message += f" (got {_short(value)})"
+    return Issue(dotted(loc), message)
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def validate(data: Any, source: str | None = None, lines: dict[Any, int] | None = None) -> JobSpec:
+    """Validate plain data as a JobSpec, reporting every problem at once.
+
+    Raises:
+        SpecError: listing each problem with its dotted path (and line, when known).
+    """
+    lines = lines or {}
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else type(data).__name__
+        raise SpecError([Issue("", f"a job spec is a mapping of keys to values (got {kind})")], source)
+    bad_keys = [k for k in data if not isinstance(k, str)]
+    if bad_keys:
+        raise SpecError([Issue(str(bad_keys[0]), "keys must be strings")], source)
+    try:
+        spec = JobSpec.model_validate(data)
+    except ValidationError as exc:
+        issues = []
+        for error in exc.errors(include_url=False):
+            issue = _issue_from(error)
+            loc = tuple(p for p in error["loc"] if isinstance(p, (str, int)))
+            while loc and loc not in lines:
+                loc = loc[:-1]
+            issues.append(Issue(issue.path, issue.message, lines.get(loc)))
+        raise SpecError(issues, source) from None
+    issues = _cross_field_issues(spec)
+    if issues:
+        raise SpecError([_with_line(i, lines) for i in issues], source)
+    return spec
+
+
+def _with_line(issue: Issue, lines: dict[Any, int]) -> Issue:
+    loc: tuple[str | int, ...] = tuple(
+        int(p) if p.isdigit() else p for p in re.split(r"\.|\[|\]\.?", issue.path) if p
+    )
+    while loc and loc not in lines:
+        loc = loc[:-1]
+    return Issue(issue.path, issue.message, lines.get(loc))
+
+
+def loads(text: str, source: str | None = None) -> JobSpec:
+    """Parse and validate a job spec from YAML text."""
+    data, lines = _yaml.load(text, source)
+    return validate(data, source, lines)
+
+
+def load_raw(path: str | Path) -> tuple[dict[str, Any], dict[Any, int]]:
+    """Read a spec file as plain data (for overrides before validation)."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([Issue("", "no such file")], source) from None
+    except UnicodeDecodeError:
+        raise SpecError([Issue("", "not UTF-8 text")], source) from None
+    except OSError as exc:
+        raise SpecError([Issue("", exc.strerror or str(exc))], source) from None
+    data, lines = _yaml.load(text, source)
+    if not isinstance(data, dict):
+        validate(data, source)  # raises with the right message
+    return data, lines
+
+
+def load(path: str | Path) -> JobSpec:
+    """Load and validate a job spec file."""
+    data, lines = load_raw(path)
+    return validate(data, str(path), lines)
+
+
+def dump(spec: JobSpec) -> str:
+    """The spec as YAML in a stable order, defaults included, for humans and the trainer."""
+    import yaml
+
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def canonical_json(spec: JobSpec) -> str:
+    """A byte-stable serialisation: the input of spec hashes and run ids."""
+    return json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a job spec (committed at schema/jobspec.schema.json)."""
+    schema = JobSpec.model_json_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://kubetune.dev/schema/jobspec.schema.json",
+        **schema,
+    }
+
+
+# --- dotted paths (sweeps and --set) -------------------------------------------------------
+
+
+def check_path(path: str) -> str | None:
+    """None if ``path`` names a spec field, else a message saying what to change."""
+    parts = path.split(".")
+    current: type[BaseModel] | None = JobSpec
+    walked: list[str] = []
+    for part in parts:
+        if current is None:
+            # Inside a free-form mapping (node_selector, affinity): any key is fine.
+            return None
+        fields = list(current.model_fields)
+        if part not in fields:
+            suggestion = did_you_mean(part, fields)
+            where = ".".join(walked) or "the spec"
+            hint = f"; did you mean {'.'.join([*walked, suggestion])!r}?" if suggestion else ""
+            return f"{where} has no field {part!r}{hint}"
+        if part == "sweep" and not walked:
+            return "a sweep cannot set the sweep block"
+        annotation = current.model_fields[part].annotation
+        inner = _unwrap(annotation)
+        walked.append(part)
+        if get_origin(annotation) is list and part != parts[-1]:
+            return f"{'.'.join(walked)} is a list; set it whole"
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            current = inner
+        elif get_origin(annotation) is dict or annotation is dict:
+            current = None
+        elif part != parts[-1]:
+            return f"{'.'.join(walked)} is a value, not a section"
+        else:
+            current = None
+    return None
+
+
+def set_path(data: dict[str, Any], path: str, value: Any) -> None:
+    """Set a dotted path in raw spec data, creating sections on the way."""
+    parts = path.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def get_path(data: dict[str, Any], path: str) -> Any:
+    """Read a dotted path from plain data (None where absent)."""
+    node: Any = data
+    for part in path.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
