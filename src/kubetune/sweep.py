@@ -172,11 +172,19 @@ def expand(spec: JobSpec, source: str | None = None) -> list[ResolvedRun]:
         if rid in seen:
             continue
         seen.add(rid)
-        params = {path: specmod.get_path(resolved.model_dump(mode="json"), path) for path in point}
+        dumped = resolved.model_dump(mode="json")
+        params = {path: _as_given(point[path], specmod.get_path(dumped, path)) for path in point}
         runs.append(ResolvedRun(rid, spec.name, len(runs), resolved, params))
     if issues:
         raise SpecError(issues, source)
     return runs
+
+
+def _as_given(given: Any, resolved: Any) -> Any:
+    """The resolved value, narrowed to the keys the point gave (for a section like lora)."""
+    if isinstance(given, dict) and isinstance(resolved, dict):
+        return {k: resolved.get(k) for k in given}
+    return resolved
 
 
 def _deep_copy(data: Any) -> Any:

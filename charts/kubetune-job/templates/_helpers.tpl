@@ -1,0 +1,47 @@
+{{/*
+Name of every object of the run: the release name (the run id), cut to 63 characters.
+*/}}
+{{- define "kubetune.fullname" -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Selector labels: stable for the life of the run; the headless Service selects on them.
+Kept apart from the descriptive labels below, which may grow.
+*/}}
+{{- define "kubetune.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ include "kubetune.fullname" . }}
+{{- end -}}
+
+{{/*
+All labels of every object.
+*/}}
+{{- define "kubetune.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "kubetune.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: trainer
+app.kubernetes.io/part-of: kubetune
+app.kubernetes.io/managed-by: kubetune
+kubetune.io/run-id: {{ .Values.run.id | trunc 63 | trimSuffix "-" | quote }}
+kubetune.io/sweep: {{ .Values.run.sweep | trunc 63 | trimSuffix "-" | quote }}
+{{- with .Values.run.task }}
+kubetune.io/task: {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Refuse values that cannot make a working Job.
+*/}}
+{{- define "kubetune.validate" -}}
+{{- if not .Values.run.id }}{{ fail "run.id is required (kubetune render sets it)" }}{{ end -}}
+{{- if not .Values.spec }}{{ fail "spec is required: the resolved job spec the trainer reads" }}{{ end -}}
+{{- if not .Values.command }}{{ fail "command is required: the accelerate launch line" }}{{ end -}}
+{{- if and (gt (int .Values.nodes) 1) (lt (int .Values.resources.gpus) 1) }}
+{{- fail "nodes > 1 needs resources.gpus >= 1" }}
+{{- end -}}
+{{- if and .Values.resources.gpuType (lt (int .Values.resources.gpus) 1) }}
+{{- fail "resources.gpuType needs resources.gpus >= 1" }}
+{{- end -}}
+{{- end -}}

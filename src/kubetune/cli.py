@@ -1,0 +1,200 @@
+"""The ``kubetune`` command: parse, call the library, print.
+
+Users see one red line per problem and exit 2 for their mistakes, 1 for the world's failures;
+``KUBETUNE_DEBUG=1`` shows the traceback. Everything heavy is imported inside the commands so
+``kubetune --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from kubetune.spec import JobSpec
+    from kubetune.sweep import ResolvedRun
+
+app = typer.Typer(
+    name="kubetune",
+    help="Fine-tune transformers on Kubernetes from one YAML job spec.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+SpecArg = Annotated[Path, typer.Argument(help="Job spec YAML file.", show_default=False)]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a spec field: --set train.learning_rate=2e-5 (repeatable)."),
+]
+
+
+def _console(stderr: bool = True) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _load(path: Path, overrides: list[str] | None = None) -> tuple[JobSpec, list[ResolvedRun]]:
+    """Load, override, validate and expand one spec."""
+    from kubetune import _yaml, sweep
+    from kubetune import spec as specmod
+    from kubetune.errors import Issue, SpecError
+
+    data, lines = specmod.load_raw(path)
+    issues = []
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        problem = "write --set path=value" if not sep or not key else specmod.check_path(key)
+        if problem:
+            issues.append(Issue(f"--set {item}", problem))
+        else:
+            specmod.set_path(data, key, _yaml.parse_scalar(raw))
+    if issues:
+        raise SpecError(issues)
+    spec = specmod.validate(data, str(path), lines)
+    return spec, sweep.expand(spec, str(path))
+
+
+@app.command()
+def validate(specs: Annotated[list[Path], typer.Argument(help="Job spec files.")]) -> None:
+    """Check job specs (and every sweep point); report every problem at once."""
+    from kubetune.errors import KubetuneError
+
+    console = _console()
+    failed: KubetuneError | None = None
+    for path in specs:
+        try:
+            spec, runs = _load(path)
+        except KubetuneError as exc:
+            _report(exc)
+            failed = exc
+            continue
+        what = f"{len(runs)} runs" if spec.sweep else "1 run"
+        console.print(f"[green]✓[/] {path}: {spec.name} ({spec.task}, {what})")
+    if failed is not None:
+        raise typer.Exit(failed.exit_code)
+
+
+@app.command("sweep")
+def sweep_cmd(spec: SpecArg, set_: SetOpt = None) -> None:
+    """List the runs a spec expands to: run id and parameter values."""
+    from rich.table import Table
+
+    job, runs = _load(spec, set_)
+    columns: list[str] = []
+    for run in runs:
+        columns += [p for p in run.params if p not in columns]
+    table = Table(title=f"{job.name}: {len(runs)} run{'s' if len(runs) != 1 else ''}")
+    table.add_column("#", justify="right")
+    table.add_column("run id", style="cyan", no_wrap=True)
+    for column in columns:
+        table.add_column(column)
+    for run in runs:
+        table.add_row(str(run.index), run.run_id, *(_fmt(run.params.get(c)) for c in columns))
+    _console(stderr=False).print(table)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items() if v not in (None, [], {}))
+    return str(value)
+
+
+@app.command()
+def render(
+    spec: SpecArg,
+    set_: SetOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write one manifest + values file per run here (for GitOps)."),
+    ] = None,
+    run: Annotated[str | None, typer.Option("--run", help="Render only this run id.")] = None,
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", "-n", help="Namespace to write into the manifests.")
+    ] = None,
+) -> None:
+    """Render each run as Kubernetes manifests with the real Helm engine.
+
+    Without --out the manifests go to stdout: kubetune render job.yaml | kubectl apply -f -
+    """
+    from kubetune import render as rendermod
+    from kubetune.errors import ConfigError
+
+    _job, runs = _load(spec, set_)
+    if run is not None:
+        runs = [r for r in runs if r.run_id == run]
+        if not runs:
+            raise ConfigError(f"--run {run}: no such run in {spec}; list them with kubetune sweep {spec}")
+    rendered = rendermod.render(runs, namespace)
+    if out is None:
+        sys.stdout.write(rendermod.stream(rendered))
+        return
+    rendermod.write_dir(rendered, out)
+    _console().print(
+        f"[green]✓[/] {len(rendered)} run{'s' if len(rendered) != 1 else ''} → {out}/ "
+        f"(apply with kubectl apply -k {out})"
+    )
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of a job spec (for editor completion and CI checks)."""
+    import json
+
+    from kubetune import spec as specmod
+
+    sys.stdout.write(json.dumps(specmod.json_schema(), indent=2, ensure_ascii=False) + "\n")
+
+
+def _report(exc: Exception) -> None:
+    from rich.markup import escape
+
+    console = _console()
+    lines = exc.lines() if hasattr(exc, "lines") else [str(exc)]
+    for line in lines:
+        console.print(f"[bold red]error:[/] {escape(line)}")
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turn kubetune errors into one-line reports."""
+    from kubetune.errors import EXIT_USER, KubetuneError
+
+    try:
+        result = app(standalone_mode=False)
+    except KubetuneError as exc:
+        if os.environ.get("KUBETUNE_DEBUG"):
+            raise
+        _report(exc)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        _console().print("[red]aborted[/]")
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the CLI boundary: one line, not a traceback
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(EXIT_USER)
+        if os.environ.get("KUBETUNE_DEBUG"):
+            raise
+        _console().print(
+            f"[bold red]error:[/] {type(exc).__name__}: {exc} (KUBETUNE_DEBUG=1 shows the traceback)"
+        )
+        sys.exit(1)
+    if isinstance(result, int):
+        sys.exit(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""ResolvedRun → Helm values → Kubernetes manifests, through the real Helm engine.
+
+There is no second template system: the chart in ``charts/kubetune-job`` is the only place a
+manifest's shape is written down. This module builds its values from a resolved spec, asks
+Helm's Go engine (in-process, via ``helm_python``) to render it, and writes the result either
+as one multi-document stream for ``kubectl apply -f -`` or as a folder for a GitOps commit.
+
+Output is byte-identical for the same input: no timestamps, a fixed document order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kubetune import launch
+from kubetune import spec as specmod
+from kubetune.errors import ConfigError, RenderError
+from kubetune.sweep import ResolvedRun
+
+#: Install order: what a Job mounts or resolves must exist before it.
+_ORDER = ("networkpolicy.yaml", "configmap.yaml", "service.yaml", "job.yaml")
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+KUSTOMIZATION = "kustomization.yaml"
+_MARK = "# Written by kubetune render; lists the runs of this folder. Apply with kubectl apply -k.\n"
+
+
+def chart_dir() -> Path:
+    """The kubetune-job chart: ``$KUBETUNE_CHART``, the packaged copy, or the source tree's."""
+    env = os.environ.get("KUBETUNE_CHART")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "charts" / "kubetune-job", here.parents[1] / "charts" / "kubetune-job"):
+        if (candidate / "Chart.yaml").is_file():
+            return candidate
+    raise RenderError("the kubetune-job chart was not found; set KUBETUNE_CHART to its folder")
+
+
+@lru_cache(maxsize=4)
+def _chart(path: str) -> Any:
+    import helm_python
+
+    try:
+        return helm_python.Chart.load(path)
+    except helm_python.HelmError as exc:
+        raise RenderError(f"cannot load chart {path}: {exc}") from None
+
+
+def dump_spec(spec: specmod.JobSpec) -> str:
+    """The resolved spec as YAML, in field order (libyaml when available: it is 10× faster)."""
+    data = spec.model_dump(mode="json", exclude={"sweep"})
+    text: str = yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+    return text
+
+
+def check_renderable(run: ResolvedRun) -> None:
+    """Refuse specs that would make a Job that cannot work.
+
+    Raises:
+        ConfigError: naming the field to change.
+    """
+    spec = run.spec
+    if spec.storage is None:
+        raise ConfigError(
+            "storage.uri: a Kubernetes Job needs an s3:// store, or its checkpoints and model "
+            "die with the pod; add storage: {uri: s3://bucket/prefix, secret: <Secret name>}"
+        )
+    if not spec.storage.uri.startswith("s3://"):
+        raise ConfigError(
+            f"storage.uri: {spec.storage.uri} lives on one machine; a Kubernetes Job needs "
+            "an s3:// store (file:// is for kubetune run)"
+        )
+    wandb = spec.tracking.wandb
+    if wandb.mode == "online" and not wandb.secret:
+        raise ConfigError(
+            "tracking.wandb.secret: mode online in a cluster needs the name of a Secret "
+            "holding WANDB_API_KEY (or set mode: offline)"
+        )
+
+
+def values_for(run: ResolvedRun, namespace: str | None = None) -> dict[str, Any]:
+    """The chart values of one run."""
+    check_renderable(run)
+    spec = run.spec
+    res = spec.resources
+    storage = spec.storage
+    assert storage is not None
+    tolerations = [t.model_dump(exclude_none=True) for t in res.tolerations]
+    return {
+        "namespace": namespace or "",
+        "run": {
+            "id": run.run_id,
+            "sweep": run.sweep,
+            "task": spec.task,
+            "specHash": run.spec_hash,
+            "params": json.dumps(run.params, sort_keys=True, separators=(",", ":")),
+        },
+        "spec": dump_spec(spec),
+        "image": {"reference": spec.image, "pullPolicy": "IfNotPresent"},
+        "command": launch.accelerate_command(launch.SPEC_PATH, gpus=res.gpus, nodes=res.nodes),
+        "nodes": res.nodes,
+        "resources": {
+            "gpus": res.gpus,
+            "gpuType": res.gpu_type or "",
+            "cpu": str(res.cpu),
+            "memory": str(res.memory),
+            "shmSize": str(res.shm_size),
+            "scratchSize": str(res.scratch_size),
+        },
+        "scheduling": {
+            "nodeSelector": dict(res.node_selector),
+            "tolerations": tolerations,
+            "affinity": res.affinity,
+            "priorityClassName": res.priority_class or "",
+            "queue": res.queue or "",
+        },
+        "job": {
+            "backoffLimit": res.backoff_limit,
+            "activeDeadlineSeconds": res.active_deadline_seconds,
+            "ttlSecondsAfterFinished": res.ttl_seconds_after_finished,
+        },
+        "storage": {
+            "uri": storage.uri,
+            "endpoint": storage.endpoint or "",
+            "region": storage.region or "",
+            "secret": storage.secret or "",
+        },
+        "wandb": {"secret": spec.tracking.wandb.secret or ""},
+    }
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The manifests of one run and the values that produced them."""
+
+    run: ResolvedRun
+    values: dict[str, Any]
+    documents: tuple[tuple[str, str], ...]  # (template file, YAML document)
+
+    def text(self) -> str:
+        """The run's manifests as a multi-document YAML stream."""
+        return "".join(
+            f"---\n# Source: kubetune-job/templates/{name}\n{doc}\n" for name, doc in self.documents
+        )
+
+
+def _clean(doc: str) -> str:
+    lines = [line for line in doc.splitlines() if line.strip()]
+    return "\n".join(lines)
+
+
+def render_values(values: dict[str, Any], chart: Path | None = None) -> tuple[tuple[str, str], ...]:
+    """Render chart values with the Helm engine; documents in install order."""
+    import helm_python
+
+    path = str(chart or chart_dir())
+    try:
+        out = _chart(path).render(values, name=values["run"]["id"], namespace=values["namespace"] or "default")
+    except helm_python.HelmError as exc:
+        message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise RenderError(f"helm: {message}") from None
+    docs: list[tuple[str, str]] = []
+    for key, doc in out.items():
+        name = key.rsplit("/", 1)[-1]
+        if name.startswith("_") or name == "NOTES.txt":
+            continue
+        body = _clean(doc)
+        if body:
+            docs.append((name, body))
+    rank = {n: i for i, n in enumerate(_ORDER)}
+    docs.sort(key=lambda d: (rank.get(d[0], len(rank)), d[0]))
+    return tuple(docs)
+
+
+def render(runs: Iterable[ResolvedRun], namespace: str | None = None, chart: Path | None = None) -> list[Rendered]:
+    """Render every run; all are checked before any is rendered."""
+    runs = list(runs)
+    values = [values_for(run, namespace) for run in runs]
+    return [Rendered(run, v, render_values(v, chart)) for run, v in zip(runs, values, strict=True)]
+
+
+def stream(rendered: Sequence[Rendered]) -> str:
+    """All runs as one multi-document stream for ``kubectl apply -f -``."""
+    return "".join(r.text() for r in rendered)
+
+
+def write_dir(rendered: Sequence[Rendered], out: Path) -> list[Path]:
+    """Write ``<run-id>.yaml`` per run, its values under ``values/``, and a kustomization.
+
+    The kustomization lists exactly the runs rendered now, so Argo CD and Flux apply these
+    and nothing else (the values files are not Kubernetes objects). Run files that an earlier
+    render of this folder listed and this one does not are removed, so a GitOps commit of the
+    folder drops stale runs. Files kubetune did not write are never touched.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "values").mkdir(exist_ok=True)
+    previous = _listed_runs(out)
+    written: list[Path] = []
+    names: list[str] = []
+    for item in rendered:
+        rid = item.run.run_id
+        manifest = out / f"{rid}.yaml"
+        values = out / "values" / f"{rid}.values.yaml"
+        _write(manifest, item.text())
+        _write(values, yaml.dump(item.values, Dumper=_Dumper, sort_keys=True, allow_unicode=True))
+        written += [manifest, values]
+        names.append(manifest.name)
+    for stale in sorted(previous - set(names)):
+        (out / stale).unlink(missing_ok=True)
+        (out / "values" / stale.replace(".yaml", ".values.yaml")).unlink(missing_ok=True)
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": sorted(names),
+    }
+    path = out / KUSTOMIZATION
+    _write(path, _MARK + yaml.dump(kustomization, Dumper=_Dumper, sort_keys=False))
+    written.append(path)
+    return written
+
+
+def _listed_runs(out: Path) -> set[str]:
+    path = out / KUSTOMIZATION
+    if not path.is_file():
+        return set()
+    text = path.read_text(encoding="utf-8")
+    if not text.startswith(_MARK):
+        raise ConfigError(f"--out: {path} was not written by kubetune; choose another folder")
+    data = yaml.safe_load(text) or {}
+    return {str(r) for r in data.get("resources", []) if str(r).endswith(".yaml") and "/" not in str(r)}
+
+
+def _write(path: Path, text: str) -> None:
+    # Write-then-rename: a crash never leaves a half-written manifest for GitOps to apply.
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

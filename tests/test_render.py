@@ -1,0 +1,300 @@
+"""Rendering through the real Helm engine, checked against real Kubernetes schemas."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from conftest import ROOT, base_spec
+
+from kubetune import render, spec, sweep
+from kubetune.errors import ConfigError, RenderError
+
+KUBE_VERSION = "1.33.0"
+
+
+def runs_of(data: dict[str, Any]) -> list[sweep.ResolvedRun]:
+    return sweep.expand(spec.validate(data))
+
+
+def documents(data: dict[str, Any], namespace: str | None = "ml") -> list[dict[str, Any]]:
+    text = render.stream(render.render(runs_of(data), namespace))
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "single-gpu": base_spec(),
+    "multi-node": base_spec(resources={"nodes": 3, "gpus": 8, "memory": "512Gi"}),
+    "kueue": base_spec(resources={"queue": "team-nlp", "priority_class": "batch-low"}),
+    "lora": base_spec(lora={"r": 16, "target_modules": ["query", "value"]}),
+    "cpu-only": base_spec(resources={"gpus": 0, "memory": "8Gi", "shm_size": "1Gi"}),
+    "sweep-50": base_spec(
+        sweep={
+            "parameters": {
+                "train.learning_rate": {"values": [1e-5, 2e-5, 3e-5, 5e-5, 1e-4]},
+                "train.seed": {"values": list(range(10))},
+            }
+        }
+    ),
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_manifests_validate_against_kubernetes_schemas_strict(scenario: str) -> None:
+    docs = documents(SCENARIOS[scenario])
+    expected_runs = 50 if scenario == "sweep-50" else 1
+    assert len(by_kind(docs, "Job")) == expected_runs
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+def test_strict_validation_catches_a_bad_field() -> None:
+    job = by_kind(documents(base_spec()), "Job")[0]
+    job["spec"]["template"]["spec"]["restartPolicy"] = "Sometimes"
+    job["spec"]["bogus"] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(job, KUBE_VERSION, strict=True)
+
+
+def test_single_gpu_job_shape() -> None:
+    docs = documents(base_spec())
+    assert sorted(d["kind"] for d in docs) == ["ConfigMap", "Job", "NetworkPolicy"]
+    job = by_kind(docs, "Job")[0]
+    run_id = job["metadata"]["name"]
+    assert job["metadata"]["namespace"] == "ml"
+    labels = job["metadata"]["labels"]
+    assert labels["kubetune.io/run-id"] == run_id
+    assert labels["kubetune.io/sweep"] == "bbc-topic"
+    assert labels["app.kubernetes.io/instance"] == run_id
+    js = job["spec"]
+    assert js["completions"] == js["parallelism"] == 1
+    assert "completionMode" not in js and "suspend" not in js
+    assert js["podReplacementPolicy"] == "Failed"
+    assert js["backoffLimit"] == 3 and js["activeDeadlineSeconds"] > 0
+    assert js["ttlSecondsAfterFinished"] > 0
+    rules = js["podFailurePolicy"]["rules"]
+    assert rules[0] == {
+        "action": "Ignore",
+        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+    }
+    assert rules[1]["action"] == "FailJob"
+    assert rules[1]["onExitCodes"] == {"containerName": "trainer", "operator": "In", "values": [2]}
+
+    pod = js["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] >= 10000
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["resources"]["requests"]["cpu"] == container["resources"]["limits"]["cpu"]
+    assert container["command"][:2] == ["accelerate", "launch"]
+    assert container["command"][-3:] == ["-m", "kubetune.train", "/etc/kubetune/spec.yaml"]
+
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
+    assert volumes["spec"]["configMap"]["name"] == run_id
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert mounts["/etc/kubetune"]["readOnly"] is True
+    # The read-only root filesystem leaves exactly these writable.
+    assert {"/scratch", "/tmp", "/dev/shm"} <= set(mounts)
+    for name in ("HOME", "HF_HOME", "WANDB_DIR", "TMPDIR"):
+        value = next(e["value"] for e in container["env"] if e["name"] == name)
+        assert value.startswith(("/scratch", "/tmp"))
+
+
+def test_secrets_are_referenced_by_name_never_inlined() -> None:
+    docs = documents(base_spec())
+    job = by_kind(docs, "Job")[0]
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    for name, secret in [
+        ("AWS_ACCESS_KEY_ID", "kubetune-s3"),
+        ("AWS_SECRET_ACCESS_KEY", "kubetune-s3"),
+        ("WANDB_API_KEY", "wandb-key"),
+    ]:
+        assert "value" not in env[name]
+        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == secret
+    assert not by_kind(docs, "Secret")
+
+
+def test_configmap_holds_the_resolved_spec() -> None:
+    data = base_spec(train={"learning_rate": 3e-5})
+    (run,) = runs_of(data)
+    docs = documents(data)
+    configmap = by_kind(docs, "ConfigMap")[0]
+    assert configmap["immutable"] is True
+    assert spec.loads(configmap["data"]["spec.yaml"]) == run.spec
+    job = by_kind(docs, "Job")[0]
+    assert job["metadata"]["annotations"]["kubetune.io/spec-hash"] == run.spec_hash
+
+
+def test_multi_node_is_an_indexed_job_with_a_headless_service() -> None:
+    docs = documents(SCENARIOS["multi-node"])
+    job = by_kind(docs, "Job")[0]
+    name = job["metadata"]["name"]
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 3
+    pod = job["spec"]["template"]["spec"]
+    assert pod["subdomain"] == name
+    (service,) = by_kind(docs, "Service")
+    assert service["metadata"]["name"] == name
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    pod_labels = job["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    container = pod["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["KUBETUNE_MAIN_HOST"]["value"] == f"{name}-0.{name}"
+    rank = env["KUBETUNE_MACHINE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert "job-completion-index" in rank
+    cmd = container["command"]
+    assert cmd[cmd.index("--num_processes") + 1] == "24"
+    assert cmd[cmd.index("--machine_rank") + 1] == "$(KUBETUNE_MACHINE_RANK)"
+    policy = by_kind(docs, "NetworkPolicy")[0]
+    assert policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"].items() <= (
+        pod_labels.items()
+    )
+
+
+def test_kueue_job_is_created_suspended_with_the_queue_label() -> None:
+    job = by_kind(documents(SCENARIOS["kueue"]), "Job")[0]
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-nlp"
+    assert job["spec"]["suspend"] is True
+    assert job["spec"]["template"]["spec"]["priorityClassName"] == "batch-low"
+
+
+def test_scheduling_fields_reach_the_pod() -> None:
+    data = base_spec(
+        resources={
+            "gpus": 2,
+            "gpu_type": "NVIDIA-H100-80GB-HBM3",
+            "node_selector": {"pool": "gpu"},
+            "tolerations": [{"key": "dedicated", "value": "ml", "effect": "NoSchedule"}],
+            "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
+        }
+    )
+    pod = by_kind(documents(data), "Job")[0]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "gpu", "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"} in (
+        pod["tolerations"]
+    )
+    assert any(t.get("key") == "nvidia.com/gpu" for t in pod["tolerations"])
+    assert "nodeAffinity" in pod["affinity"]
+
+
+def test_cpu_job_requests_no_gpu() -> None:
+    pod = by_kind(documents(SCENARIOS["cpu-only"]), "Job")[0]["spec"]["template"]["spec"]
+    assert "nvidia.com/gpu" not in pod["containers"][0]["resources"]["limits"]
+    assert "tolerations" not in pod
+    assert "--cpu" in pod["containers"][0]["command"]
+
+
+def test_sweep_runs_get_distinct_names_and_one_sweep_label() -> None:
+    docs = documents(SCENARIOS["sweep-50"])
+    jobs = by_kind(docs, "Job")
+    names = {j["metadata"]["name"] for j in jobs}
+    assert len(names) == 50
+    assert {j["metadata"]["labels"]["kubetune.io/sweep"] for j in jobs} == {"bbc-topic"}
+    params = [json.loads(j["metadata"]["annotations"]["kubetune.io/params"]) for j in jobs]
+    assert {p["train.learning_rate"] for p in params} == {1e-5, 2e-5, 3e-5, 5e-5, 1e-4}
+
+
+def test_output_is_byte_identical_across_processes(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(SCENARIOS["sweep-50"]), encoding="utf-8")
+    code = (
+        "import sys; from kubetune import render, spec, sweep;"
+        f"sys.stdout.write(render.stream(render.render(sweep.expand(spec.load({str(path)!r})))))"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2")
+    }
+    assert len(outputs) == 1
+    assert "creationTimestamp" not in outputs.pop()
+
+
+def test_write_dir_for_gitops(tmp_path: Path) -> None:
+    out = tmp_path / "gitops"
+    rendered = render.render(runs_of(SCENARIOS["sweep-50"]))
+    render.write_dir(rendered, out)
+    manifests = sorted(p.name for p in out.glob("*.yaml") if p.name != render.KUSTOMIZATION)
+    assert len(manifests) == 50
+    assert all((out / "values" / m.replace(".yaml", ".values.yaml")).is_file() for m in manifests)
+    kustomization = yaml.safe_load((out / render.KUSTOMIZATION).read_text())
+    assert kustomization["resources"] == manifests
+    # The values file is exactly what produced the manifest next to it.
+    first = rendered[0]
+    values = yaml.safe_load((out / "values" / f"{first.run.run_id}.values.yaml").read_text())
+    assert render.render_values(values) == first.documents
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    render.write_dir(rendered, out)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+    # A smaller sweep drops the stale run files but keeps files kubetune never wrote.
+    (out / "README.md").write_text("mine")
+    render.write_dir(rendered[:3], out)
+    left = sorted(p.name for p in out.glob("*.yaml") if p.name != render.KUSTOMIZATION)
+    assert left == sorted(r.run.run_id + ".yaml" for r in rendered[:3])
+    assert len(list((out / "values").iterdir())) == 3
+    assert (out / "README.md").read_text() == "mine"
+
+
+def test_write_dir_refuses_a_folder_it_did_not_write(tmp_path: Path) -> None:
+    (tmp_path / render.KUSTOMIZATION).write_text("resources: [app.yaml]\n")
+    with pytest.raises(ConfigError, match="not written by kubetune"):
+        render.write_dir(render.render(runs_of(base_spec())), tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("storage", "match"),
+    [
+        (None, "storage.uri: a Kubernetes Job needs an s3:// store"),
+        ({"uri": "file:///tmp/runs"}, "storage.uri: file:///tmp/runs lives on one machine"),
+    ],
+)
+def test_render_refuses_a_store_pods_cannot_reach(storage: Any, match: str) -> None:
+    data = base_spec(storage=storage)
+    with pytest.raises(ConfigError, match=match):
+        render.render(runs_of(data))
+
+
+def test_render_refuses_online_wandb_without_a_secret() -> None:
+    data = base_spec(tracking={"wandb": {"mode": "online"}})
+    with pytest.raises(ConfigError, match="tracking.wandb.secret"):
+        render.render(runs_of(data))
+
+
+def test_chart_fail_guards_reach_the_user_as_render_errors() -> None:
+    values = render.render(runs_of(base_spec()))[0].values
+    bad = {**values, "nodes": 2, "resources": {**values["resources"], "gpus": 0}}
+    with pytest.raises(RenderError, match="nodes > 1 needs resources.gpus >= 1"):
+        render.render_values(bad)
+    with pytest.raises(RenderError):
+        render.render_values({**values, "unknownKey": 1})
+
+
+def test_chart_is_found_from_the_source_tree() -> None:
+    assert render.chart_dir() == ROOT / "charts" / "kubetune-job"
