@@ -12,10 +12,11 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import ROOT, base_spec
 
 from kubetune import render, spec, sweep
 from kubetune.errors import ConfigError, RenderError
+
+from conftest import ROOT, base_spec
 
 KUBE_VERSION = "1.33.0"
 

@@ -29,7 +29,9 @@ app = typer.Typer(
 SpecArg = Annotated[Path, typer.Argument(help="Job spec YAML file.", show_default=False)]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override a spec field: --set train.learning_rate=2e-5 (repeatable)."),
+    typer.Option(
+        "--set", help="Override a spec field: --set train.learning_rate=2e-5 (repeatable)."
+    ),
 ]
 
 
@@ -133,7 +135,9 @@ def render(
     if run is not None:
         runs = [r for r in runs if r.run_id == run]
         if not runs:
-            raise ConfigError(f"--run {run}: no such run in {spec}; list them with kubetune sweep {spec}")
+            raise ConfigError(
+                f"--run {run}: no such run in {spec}; list them with kubetune sweep {spec}"
+            )
     rendered = rendermod.render(runs, namespace)
     if out is None:
         sys.stdout.write(rendermod.stream(rendered))
@@ -165,35 +169,28 @@ def _report(exc: Exception) -> None:
 
 
 def main() -> None:
-    """Console-script entry point: run the app, turn kubetune errors into one-line reports."""
-    from kubetune.errors import EXIT_USER, KubetuneError
+    """Console-script entry point: run the app, turn kubetune errors into one-line reports.
+
+    Typer handles usage errors itself (exit 2); anything else unexpected is one line too,
+    with the traceback behind ``KUBETUNE_DEBUG=1``.
+    """
+    from kubetune.errors import KubetuneError
 
     try:
-        result = app(standalone_mode=False)
+        app()
     except KubetuneError as exc:
         if os.environ.get("KUBETUNE_DEBUG"):
             raise
         _report(exc)
         sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        _console().print("[red]aborted[/]")
-        sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - the CLI boundary: one line, not a traceback
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(EXIT_USER)
+    except Exception as exc:
         if os.environ.get("KUBETUNE_DEBUG"):
             raise
         _console().print(
-            f"[bold red]error:[/] {type(exc).__name__}: {exc} (KUBETUNE_DEBUG=1 shows the traceback)"
+            f"[bold red]error:[/] {type(exc).__name__}: {exc} "
+            "(KUBETUNE_DEBUG=1 shows the traceback)"
         )
         sys.exit(1)
-    if isinstance(result, int):
-        sys.exit(result)
 
 
 if __name__ == "__main__":

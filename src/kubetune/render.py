@@ -30,7 +30,9 @@ _ORDER = ("networkpolicy.yaml", "configmap.yaml", "service.yaml", "job.yaml")
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 KUSTOMIZATION = "kustomization.yaml"
-_MARK = "# Written by kubetune render; lists the runs of this folder. Apply with kubectl apply -k.\n"
+_MARK = (
+    "# Written by kubetune render; lists the runs of this folder. Apply with kubectl apply -k.\n"
+)
 
 
 def chart_dir() -> Path:
@@ -39,7 +41,10 @@ def chart_dir() -> Path:
     if env:
         return Path(env)
     here = Path(__file__).resolve().parent
-    for candidate in (here / "charts" / "kubetune-job", here.parents[1] / "charts" / "kubetune-job"):
+    for candidate in (
+        here / "charts" / "kubetune-job",
+        here.parents[1] / "charts" / "kubetune-job",
+    ):
         if (candidate / "Chart.yaml").is_file():
             return candidate
     raise RenderError("the kubetune-job chart was not found; set KUBETUNE_CHART to its folder")
@@ -164,7 +169,9 @@ def render_values(values: dict[str, Any], chart: Path | None = None) -> tuple[tu
 
     path = str(chart or chart_dir())
     try:
-        out = _chart(path).render(values, name=values["run"]["id"], namespace=values["namespace"] or "default")
+        out = _chart(path).render(
+            values, name=values["run"]["id"], namespace=values["namespace"] or "default"
+        )
     except helm_python.HelmError as exc:
         message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise RenderError(f"helm: {message}") from None
@@ -181,7 +188,9 @@ def render_values(values: dict[str, Any], chart: Path | None = None) -> tuple[tu
     return tuple(docs)
 
 
-def render(runs: Iterable[ResolvedRun], namespace: str | None = None, chart: Path | None = None) -> list[Rendered]:
+def render(
+    runs: Iterable[ResolvedRun], namespace: str | None = None, chart: Path | None = None
+) -> list[Rendered]:
     """Render every run; all are checked before any is rendered."""
     runs = list(runs)
     values = [values_for(run, namespace) for run in runs]
@@ -236,7 +245,9 @@ def _listed_runs(out: Path) -> set[str]:
     if not text.startswith(_MARK):
         raise ConfigError(f"--out: {path} was not written by kubetune; choose another folder")
     data = yaml.safe_load(text) or {}
-    return {str(r) for r in data.get("resources", []) if str(r).endswith(".yaml") and "/" not in str(r)}
+    return {
+        str(r) for r in data.get("resources", []) if str(r).endswith(".yaml") and "/" not in str(r)
+    }
 
 
 def _write(path: Path, text: str) -> None:

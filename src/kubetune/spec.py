@@ -88,9 +88,7 @@ def _subdomain(value: str) -> str:
 def _quantity(value: str | int | float) -> str:
     text = str(value)
     if not _QUANTITY.match(text):
-        raise ValueError(
-            f"{text!r} is not a Kubernetes quantity: write e.g. '4', '500m', '32Gi'"
-        )
+        raise ValueError(f"{text!r} is not a Kubernetes quantity: write e.g. '4', '500m', '32Gi'")
     return text
 
 
@@ -170,7 +168,9 @@ class DataSpec(_Model):
     test: str | None = Field(None, description="Held-out test data, scored once at the end.")
     config: str | None = Field(None, description="Hub dataset configuration name.")
     revision: str | None = Field(None, description="Hub dataset revision to pin.")
-    text_column: str = Field("text", description="Input text (classification, causal-lm, zero-shot).")
+    text_column: str = Field(
+        "text", description="Input text (classification, causal-lm, zero-shot)."
+    )
     text_pair_column: str | None = Field(
         None, description="Optional second text for sentence-pair classification."
     )
@@ -222,7 +222,10 @@ class TrainSpec(_Model):
     learning_rate: float = Field(5e-5, gt=0, le=1, description="Peak learning rate.")
     batch_size: int = Field(16, ge=1, le=65536, description="Training batch size per device.")
     eval_batch_size: int | None = Field(
-        None, ge=1, le=65536, description="Evaluation batch size per device (default: 2 × batch_size)."
+        None,
+        ge=1,
+        le=65536,
+        description="Evaluation batch size per device (default: 2 × batch_size).",
     )
     gradient_accumulation_steps: int = Field(
         1, ge=1, le=4096, description="Micro-batches accumulated per optimiser step."
@@ -248,9 +251,13 @@ class TrainSpec(_Model):
         False, description="Batch examples of similar length together to cut padding."
     )
     eval_strategy: Strategy = Field("epoch", description="When to evaluate.")
-    eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps (eval_strategy: steps).")
+    eval_steps: int | None = Field(
+        None, ge=1, description="Evaluate every N steps (eval_strategy: steps)."
+    )
     save_strategy: Strategy = Field("epoch", description="When to checkpoint.")
-    save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps (save_strategy: steps).")
+    save_steps: int | None = Field(
+        None, ge=1, description="Checkpoint every N steps (save_strategy: steps)."
+    )
     save_total_limit: int = Field(2, ge=1, le=100, description="Keep the last K checkpoints.")
     logging_steps: int = Field(50, ge=1, description="Log training loss every N steps.")
     metric_for_best_model: str | None = Field(
@@ -272,7 +279,9 @@ class LoraSpec(_Model):
     """Low-rank adapters; names follow peft's LoraConfig."""
 
     r: int = Field(8, ge=1, le=1024, description="Rank of the update matrices.")
-    lora_alpha: float = Field(16, gt=0, description="Scaling: updates are multiplied by lora_alpha / r.")
+    lora_alpha: float = Field(
+        16, gt=0, description="Scaling: updates are multiplied by lora_alpha / r."
+    )
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
     target_modules: list[NonEmpty] | Literal["all-linear"] | None = Field(
         None,
@@ -319,7 +328,10 @@ class PromptSpec(_Model):
         "label names), examples (few-shot examples, each with .text and .label)."
     )
     examples: int = Field(
-        0, ge=0, le=64, description="Few-shot examples drawn (seeded) from data.train; 0 is zero-shot."
+        0,
+        ge=0,
+        le=64,
+        description="Few-shot examples drawn (seeded) from data.train; 0 is zero-shot.",
     )
     max_new_tokens: int = Field(8, ge=1, le=4096, description="Tokens generated per answer.")
 
@@ -349,7 +361,9 @@ class ResourcesSpec(_Model):
         description="GPU model to require, matched against the node label "
         "nvidia.com/gpu.product (e.g. NVIDIA-A100-SXM4-80GB).",
     )
-    nodes: int = Field(1, ge=1, le=64, description="Nodes; > 1 makes an Indexed Job with one pod per node.")
+    nodes: int = Field(
+        1, ge=1, le=64, description="Nodes; > 1 makes an Indexed Job with one pod per node."
+    )
     cpu: Quantity = Field("4", description="CPU request and limit per pod.")
     memory: Quantity = Field("32Gi", description="Memory request and limit per pod.")
     shm_size: Quantity = Field(
@@ -404,7 +418,9 @@ class WandbSpec(_Model):
 
     project: NonEmpty | None = Field(None, description="W&B project (default: the job name).")
     entity: str | None = Field(None, description="W&B entity (team or user).")
-    group: str | None = Field(None, description="W&B group (default: the sweep, i.e. the job name).")
+    group: str | None = Field(
+        None, description="W&B group (default: the sweep, i.e. the job name)."
+    )
     tags: list[str] = Field(default_factory=list, description="W&B run tags.")
     mode: Literal["auto", "online", "offline", "disabled"] = Field(
         "auto",
@@ -425,7 +441,9 @@ class TrackingSpec(_Model):
 class SweepParam(_Model):
     """The values one spec path takes in a sweep: exactly one of the four forms."""
 
-    values: list[Any] | None = Field(None, min_length=1, description="Explicit values (grid or random).")
+    values: list[Any] | None = Field(
+        None, min_length=1, description="Explicit values (grid or random)."
+    )
     uniform: tuple[float, float] | None = Field(None, description="[low, high], random only.")
     log_uniform: tuple[float, float] | None = Field(
         None, description="[low, high] sampled log-uniformly, random only."
@@ -445,7 +463,10 @@ class SweepSpec(_Model):
     )
     seed: int = Field(0, ge=0, lt=2**32, description="Seed of random sampling.")
     max_runs: int | None = Field(
-        None, ge=1, le=10000, description="random: number of samples; grid: upper bound on its size."
+        None,
+        ge=1,
+        le=10000,
+        description="random: number of samples; grid: upper bound on its size.",
     )
     parameters: dict[str, SweepParam] = Field(
         default_factory=dict,
@@ -460,12 +481,16 @@ class SweepSpec(_Model):
 class JobSpec(_Model):
     """A fine-tuning job: what to train, on what, how, and where it runs."""
 
-    name: DnsLabel = Field(description="Job name (DNS-1123 label, ≤ 40 chars); run ids derive from it.")
+    name: DnsLabel = Field(
+        description="Job name (DNS-1123 label, ≤ 40 chars); run ids derive from it."
+    )
     task: Task = Field(description="classification | ner | seq2seq | causal-lm | zero-shot.")
     model: ModelSpec
     data: DataSpec
     train: TrainSpec = Field(default_factory=TrainSpec)
-    lora: LoraSpec | None = Field(None, description="Train low-rank adapters instead of all weights.")
+    lora: LoraSpec | None = Field(
+        None, description="Train low-rank adapters instead of all weights."
+    )
     prompt: PromptSpec | None = Field(None, description="Prompt for the zero-shot task.")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     image: ImageRef = Field(
@@ -519,7 +544,9 @@ def _cross_field_issues(spec: JobSpec) -> list[Issue]:
         add("train.save_steps", "save_strategy: steps needs save_steps")
     if train.early_stopping_patience is not None:
         if train.eval_strategy == "no":
-            add("train.early_stopping_patience", "early stopping needs eval_strategy steps or epoch")
+            add(
+                "train.early_stopping_patience", "early stopping needs eval_strategy steps or epoch"
+            )
         elif train.save_strategy != train.eval_strategy:
             add(
                 "train.save_strategy",
@@ -555,7 +582,10 @@ def _cross_field_issues(spec: JobSpec) -> list[Issue]:
         storage = spec.storage
         if storage.uri.startswith("s3://"):
             if not _S3_URI.match(storage.uri):
-                add("storage.uri", f"{storage.uri!r} is not s3://<bucket>[/prefix] with a valid bucket")
+                add(
+                    "storage.uri",
+                    f"{storage.uri!r} is not s3://<bucket>[/prefix] with a valid bucket",
+                )
         elif storage.uri.startswith("file://"):
             for field in ("endpoint", "secret", "region"):
                 if getattr(storage, field):
@@ -591,7 +621,9 @@ SYNONYMS = {
     "scheduler": "lr_scheduler_type",
     "model_name_or_path": "name",
 }
-_CREDENTIAL_KEYS = re.compile(r"(api_?key|access_?key|secret_?key|password|passwd|token|credential)", re.I)
+_CREDENTIAL_KEYS = re.compile(
+    r"(api_?key|access_?key|secret_?key|password|passwd|token|credential)", re.I
+)
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -659,12 +691,15 @@ def _issue_from(error: Any) -> Issue:
             where = "tracking.wandb.secret" if "wandb" in loc else "storage.secret"
             return Issue(
                 dotted(loc),
-                f"specs never hold credentials; put them in a Kubernetes Secret and name it in {where}",
+                "specs never hold credentials; put them in a Kubernetes Secret "
+                f"and name it in {where}",
             )
         choices = list(parent.model_fields) if parent else []
         suggestion = did_you_mean(key, choices)
-        hint = f"; did you mean {suggestion!r}?" if suggestion else (
-            f"; allowed: {', '.join(choices)}" if choices else ""
+        hint = (
+            f"; did you mean {suggestion!r}?"
+            if suggestion
+            else (f"; allowed: {', '.join(choices)}" if choices else "")
         )
         return Issue(dotted(loc), f"unknown key{hint}")
     if kind == "missing":
@@ -674,7 +709,9 @@ def _issue_from(error: Any) -> Issue:
         options = re.findall(r"'([^']*)'", expected)
         suggestion = did_you_mean(str(value), options) if isinstance(value, str) else None
         hint = f"; did you mean {suggestion!r}?" if suggestion else ""
-        return Issue(dotted(loc), f"must be one of {', '.join(options)} (got {_short(value)}){hint}")
+        return Issue(
+            dotted(loc), f"must be one of {', '.join(options)} (got {_short(value)}){hint}"
+        )
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return Issue(dotted(loc), f"must be a mapping of keys to values (got {_short(value)})")
     if kind == "value_error":
@@ -698,7 +735,9 @@ def validate(data: Any, source: str | None = None, lines: dict[Any, int] | None 
     lines = lines or {}
     if not isinstance(data, dict):
         kind = "empty" if data is None else type(data).__name__
-        raise SpecError([Issue("", f"a job spec is a mapping of keys to values (got {kind})")], source)
+        raise SpecError(
+            [Issue("", f"a job spec is a mapping of keys to values (got {kind})")], source
+        )
     bad_keys = [k for k in data if not isinstance(k, str)]
     if bad_keys:
         raise SpecError([Issue(str(bad_keys[0]), "keys must be strings")], source)

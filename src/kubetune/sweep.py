@@ -62,9 +62,15 @@ def _param_issues(sweep: SweepSpec) -> list[Issue]:
         if problem:
             issues.append(Issue(where, problem))
             continue
-        forms = [n for n in ("values", "uniform", "log_uniform", "int_uniform") if getattr(param, n) is not None]
+        forms = [
+            n
+            for n in ("values", "uniform", "log_uniform", "int_uniform")
+            if getattr(param, n) is not None
+        ]
         if len(forms) != 1:
-            issues.append(Issue(where, "give exactly one of values, uniform, log_uniform, int_uniform"))
+            issues.append(
+                Issue(where, "give exactly one of values, uniform, log_uniform, int_uniform")
+            )
             continue
         form = forms[0]
         if sweep.method == "grid" and form != "values":
@@ -81,7 +87,9 @@ def _param_issues(sweep: SweepSpec) -> list[Issue]:
             issues.append(Issue("sweep.points", "method list needs at least one point"))
         for index, point in enumerate(sweep.points):
             if not point:
-                issues.append(Issue(f"sweep.points[{index}]", "an empty point; give path: value pairs"))
+                issues.append(
+                    Issue(f"sweep.points[{index}]", "an empty point; give path: value pairs")
+                )
             for path in point:
                 problem = specmod.check_path(str(path))
                 if problem:
@@ -92,7 +100,9 @@ def _param_issues(sweep: SweepSpec) -> list[Issue]:
         if not sweep.parameters:
             issues.append(Issue("sweep.parameters", "add at least one parameter to sweep over"))
     if sweep.method == "random" and sweep.max_runs is None:
-        issues.append(Issue("sweep.max_runs", "method random needs max_runs (the number of samples)"))
+        issues.append(
+            Issue("sweep.max_runs", "method random needs max_runs (the number of samples)")
+        )
     return issues
 
 

@@ -1,0 +1,58 @@
+# kubetune — `make demo` and `make test` work on a fresh machine: each creates .venv if
+# missing and installs exactly the versions pinned in constraints.txt (with uv: seconds).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+UV     := $(BIN)/uv
+UV_VERSION := 0.13.9
+# The CPU torch wheel lives here on the project's machines; uv does not read pip.conf.
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+INSTALL = $(UV) pip install --quiet --python $(BIN)/python -c constraints.txt $(FIND_LINKS)
+CODE   := src tests benchmarks
+
+.PHONY: demo test lint fmt bench lock schema clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.dev: $(BIN)/python pyproject.toml constraints.txt
+	$(INSTALL) -e '.[dev]'
+	@touch $@
+
+## demo: set up, then validate the examples, expand a sweep and render a job with Helm
+demo: $(VENV)/.dev
+	$(BIN)/kubetune validate jobs/*.yaml
+	$(BIN)/kubetune sweep jobs/bbc-news-lr-lora-grid.yaml
+	$(BIN)/kubetune render jobs/bbc-news-lr-lora-grid.yaml --out rendered/bbc-news-grid
+	$(BIN)/kubetune render jobs/bbc-news-topic.yaml
+
+## test: set up, then lint, type-check and run the test suite
+test: $(VENV)/.dev lint
+	$(BIN)/pytest
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
+	$(BIN)/mypy
+
+fmt: $(VENV)/.dev
+	$(BIN)/ruff check --fix $(CODE)
+	$(BIN)/ruff format $(CODE)
+
+## bench: render a 1,000-point sweep against the Helm engine alone; time `kubetune --help`
+bench: $(VENV)/.dev
+	$(BIN)/python benchmarks/bench_render.py
+
+## schema: regenerate the committed JSON Schema of job specs
+schema: $(VENV)/.dev
+	$(BIN)/kubetune schema > schema/jobspec.schema.json
+
+## lock: re-resolve constraints.txt from pyproject.toml (every extra, Python 3.11)
+lock: $(BIN)/python
+	$(UV) pip compile pyproject.toml --all-extras --python-version 3.11 $(FIND_LINKS) \
+		--no-header --quiet -o constraints.txt
+
+clean:
+	rm -rf $(VENV) rendered .pytest_cache .mypy_cache .ruff_cache .hypothesis

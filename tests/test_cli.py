@@ -1,0 +1,156 @@
+"""The kubetune command as a user runs it: a real subprocess, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kubetune import spec
+
+from conftest import ROOT, base_spec
+
+KUBETUNE = [sys.executable, "-m", "kubetune.cli"]
+
+
+def kubetune(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*KUBETUNE, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        cwd=ROOT,
+        timeout=120,
+    )
+
+
+def test_validate_ok_and_bad_files_together(write_spec: Any, tmp_path: Path) -> None:
+    good = write_spec(base_spec(), "good.yaml")
+    bad = write_spec(base_spec(train={"lr": 1e-5, "epochs": -1}), "bad.yaml")
+    proc = kubetune("validate", str(good), str(bad))
+    assert proc.returncode == 2
+    assert "good.yaml: bbc-topic (classification, 1 run)" in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2
+    assert any("bad.yaml:" in e and "train.lr: unknown key; did you mean 'learning_rate'?" in e
+               for e in errors)  # fmt: skip
+    assert any("train.epochs: must be greater than 0" in e for e in errors)
+    assert "Traceback" not in proc.stderr
+
+
+def test_user_error_is_one_line_and_debug_shows_the_traceback(write_spec: Any) -> None:
+    path = write_spec(base_spec(task="clasification"))
+    proc = kubetune("render", str(path))
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    (line,) = proc.stderr.strip().splitlines()
+    assert "task: must be one of" in line and "did you mean 'classification'?" in line
+    debug = kubetune("render", str(path), env={"KUBETUNE_DEBUG": "1"})
+    assert debug.returncode != 0
+    assert "Traceback" in debug.stderr and "SpecError" in debug.stderr
+
+
+def test_missing_file_is_a_user_error() -> None:
+    proc = kubetune("validate", "no/such/job.yaml")
+    assert proc.returncode == 2
+    assert "no/such/job.yaml: no such file" in proc.stderr
+
+
+def test_render_to_stdout_is_pure_yaml(write_spec: Any) -> None:
+    proc = kubetune("render", str(write_spec(base_spec())), "-n", "ml")
+    assert proc.returncode == 0, proc.stderr
+    kinds = [d["kind"] for d in yaml.safe_load_all(proc.stdout) if d]
+    assert kinds == ["NetworkPolicy", "ConfigMap", "Job"]
+
+
+def test_render_set_overrides_and_run_selection(write_spec: Any, tmp_path: Path) -> None:
+    data = base_spec(sweep={"parameters": {"train.seed": {"values": [1, 2, 3]}}})
+    path = write_spec(data)
+    proc = kubetune("render", str(path), "--set", "train.learning_rate=2e-5", "--set",
+                    "resources.gpus=2", "--out", str(tmp_path / "out"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    manifests = sorted((tmp_path / "out").glob("bbc-topic-*.yaml"))
+    assert len(manifests) == 3
+    docs = list(yaml.safe_load_all(manifests[0].read_text()))
+    resolved = spec.loads(docs[1]["data"]["spec.yaml"])
+    assert resolved.train.learning_rate == 2e-5 and resolved.resources.gpus == 2
+
+    run_id = manifests[1].stem
+    one = kubetune("render", str(path), "--set", "train.learning_rate=2e-5", "--set",
+                   "resources.gpus=2", "--run", run_id)  # fmt: skip
+    assert one.returncode == 0, one.stderr
+    assert next(d["metadata"]["name"] for d in yaml.safe_load_all(one.stdout) if d) == run_id
+
+    bad = kubetune("render", str(path), "--set", "train.lr=1", "--run", "nope")
+    assert bad.returncode == 2
+    assert "--set train.lr=1: train has no field 'lr'; did you mean 'train.learning_rate'?" in (
+        bad.stderr
+    )
+    missing = kubetune("render", str(path), "--run", "nope")
+    assert missing.returncode == 2 and "--run nope: no such run" in missing.stderr
+
+
+def test_render_without_a_store_names_the_field(write_spec: Any) -> None:
+    proc = kubetune("render", str(write_spec(base_spec(storage=None))))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: storage.uri:")
+
+
+def test_sweep_table_lists_every_run(write_spec: Any) -> None:
+    data = base_spec(sweep={"parameters": {"train.learning_rate": {"values": [1e-5, 3e-5]},
+                                           "lora.r": {"values": [4, 8]}}})  # fmt: skip
+    proc = kubetune("sweep", str(write_spec(data)))
+    assert proc.returncode == 0, proc.stderr
+    assert "bbc-topic: 4 runs" in proc.stdout
+    assert proc.stdout.count("bbc-topic-") == 4
+    assert "train.learning_rate" in proc.stdout and "lora.r" in proc.stdout
+
+
+def test_schema_command_matches_the_committed_schema() -> None:
+    proc = kubetune("schema")
+    assert proc.returncode == 0
+    committed = (ROOT / "schema" / "jobspec.schema.json").read_text()
+    assert proc.stdout == committed, "run: kubetune schema > schema/jobspec.schema.json"
+    assert json.loads(proc.stdout)["additionalProperties"] is False
+
+
+def test_usage_errors_exit_2() -> None:
+    proc = kubetune("render")
+    assert proc.returncode == 2
+    assert "Missing argument" in proc.stderr
+
+
+BLOCKER = """
+import sys
+attempted = []
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in {'torch', 'transformers', 'datasets', 'peft', 'accelerate',
+                                   'wandb', 'tensorflow', 'jax'}:
+            attempted.append(name)
+            raise ImportError('laptop path must not import ' + name)
+sys.meta_path.insert(0, Block())
+sys.argv = ['kubetune'] + sys.argv[1:]
+from kubetune import cli
+try:
+    cli.main()
+except SystemExit as exc:
+    code = exc.code
+print('ATTEMPTED=' + ','.join(attempted), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def test_laptop_path_never_imports_an_ml_framework(write_spec: Any, tmp_path: Path) -> None:
+    path = str(write_spec(base_spec(sweep={"parameters": {"lora.r": {"values": [4, 8]}}})))
+    for args in (["validate", path], ["sweep", path], ["render", path, "--out", str(tmp_path)],
+                 ["schema"], ["--help"]):  # fmt: skip
+        proc = subprocess.run([sys.executable, "-c", BLOCKER, *args], capture_output=True,
+                              text=True, cwd=ROOT, timeout=120)  # fmt: skip
+        assert proc.returncode == 0, (args, proc.stderr)
+        assert "ATTEMPTED=\n" in proc.stderr or proc.stderr.endswith("ATTEMPTED=\n"), args
