@@ -36,17 +36,16 @@ _MARK = (
 
 
 def chart_dir() -> Path:
-    """The kubetune-job chart: ``$KUBETUNE_CHART``, the packaged copy, or the source tree's."""
+    """The kubetune-job chart: ``$KUBETUNE_CHART``, else the one inside the package.
+
+    In the source tree ``src/kubetune/charts`` links to ``charts/``; a wheel carries a copy.
+    """
     env = os.environ.get("KUBETUNE_CHART")
     if env:
         return Path(env)
-    here = Path(__file__).resolve().parent
-    for candidate in (
-        here / "charts" / "kubetune-job",
-        here.parents[1] / "charts" / "kubetune-job",
-    ):
-        if (candidate / "Chart.yaml").is_file():
-            return candidate
+    candidate = Path(__file__).resolve().parent / "charts" / "kubetune-job"
+    if (candidate / "Chart.yaml").is_file():
+        return candidate.resolve()
     raise RenderError("the kubetune-job chart was not found; set KUBETUNE_CHART to its folder")
 
 
