@@ -2,10 +2,14 @@
 
 PyYAML's ``SafeLoader`` already refuses ``!!python/object`` tags. On top of it this module:
 
-* reads ``5e-5`` as a float (YAML 1.1 wants ``5.0e-5``; every learning rate is written the
-  short way, and a string would slip through sweep values unnoticed);
+* follows YAML 1.2 where 1.1 surprises: ``5e-5`` is a float (1.1 wants ``5.0e-5``, and every
+  learning rate is written the short way), ``no``/``yes``/``on``/``off`` stay strings (so
+  ``eval_strategy: no`` means what it says), and dates stay strings;
+* accepts plain data only: mappings with string keys, lists, strings, numbers, booleans, null
+  (``!!python/*`` tags, ``!!binary``, ``!!set``, timestamps are refused);
 * rejects duplicate keys, which PyYAML silently resolves to the last one;
-* bounds the size of the document after alias expansion (a "billion laughs" spec);
+* bounds the size of the document after alias expansion (a "billion laughs" spec) and its
+  depth;
 * records the line of every key so errors can point at it.
 """
 
@@ -24,6 +28,14 @@ Path = tuple[str | int, ...]
 MAX_NODES = 100_000
 #: Largest spec file accepted, in bytes.
 MAX_BYTES = 1 << 20
+#: Deepest nesting accepted; a job spec needs under 15.
+MAX_DEPTH = 64
+
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_STR_TAG = "tag:yaml.org,2002:str"
+_DROPPED = {_BOOL_TAG, _FLOAT_TAG, "tag:yaml.org,2002:timestamp"}
+_PLAIN = (str, int, float, bool, type(None))
 
 _FLOAT = re.compile(
     r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -36,10 +48,17 @@ _FLOAT = re.compile(
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 floats."""
+    """SafeLoader with YAML 1.2 booleans and floats, and no implicit timestamps."""
 
 
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _DROPPED]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_Loader.add_implicit_resolver(_FLOAT_TAG, _FLOAT, list("-+0123456789."))
 
 
 def parse_scalar(text: str) -> Any:
@@ -58,14 +77,21 @@ def load(text: str, source: str | None = None) -> tuple[Any, dict[Path, int]]:
     """
     if len(text.encode("utf-8", errors="replace")) > MAX_BYTES:
         raise SpecError([Issue("", f"spec is larger than {MAX_BYTES // 1024} KiB")], source)
-    loader = _Loader(text)
+    loader: _Loader | None = None
     try:
+        loader = _Loader(text)
         node = loader.get_single_node()
         if node is None:
             return None, {}
         lines: dict[Path, int] = {}
-        _walk(node, (), lines, [0])
+        _walk(node, (), lines, [0], 0)
         data = loader.construct_document(node)
+        _check_plain(data, (), lines)
+    except yaml.reader.ReaderError as exc:
+        raise SpecError(
+            [Issue("", f"invalid YAML: character {exc.character!r} is not allowed in YAML text")],
+            source,
+        ) from None
     except yaml.constructor.ConstructorError as exc:
         raise SpecError([_constructor_issue(exc)], source) from None
     except yaml.MarkedYAMLError as exc:
@@ -78,8 +104,12 @@ def load(text: str, source: str | None = None) -> tuple[Any, dict[Path, int]]:
         raise SpecError([Issue("", "YAML nests too deeply")], source) from None
     except SpecError as exc:
         raise SpecError(exc.issues, source) from None
+    except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as exc:
+        # PyYAML's constructors raise these for explicit tags with bad values (!!int 1.5).
+        raise SpecError([Issue("", f"invalid YAML value: {exc}")], source) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, lines
 
 
@@ -88,39 +118,68 @@ def _constructor_issue(exc: yaml.constructor.ConstructorError) -> Issue:
     problem = exc.problem or "cannot be read"
     match = re.search(r"tag '([^']+)'", problem)
     if match:
-        tag = match.group(1).replace("tag:yaml.org,2002:", "!!")
-        return Issue(
-            "",
-            f"YAML tag {tag!r} is not allowed: a job spec is plain data "
-            "(mappings, lists, strings, numbers, booleans)",
-            line,
-        )
+        return _tag_issue(match.group(1), line)
     return Issue("", f"invalid YAML: {problem}", line)
 
 
-def _walk(node: yaml.Node, path: Path, lines: dict[Path, int], count: list[int]) -> None:
-    """Record key lines, reject duplicate keys, and bound the expanded size."""
+def _tag_issue(tag: str, line: int | None) -> Issue:
+    shown = tag.replace("tag:yaml.org,2002:", "!!")
+    return Issue(
+        "",
+        f"YAML tag {shown!r} is not allowed: a job spec is plain data "
+        "(mappings, lists, strings, numbers, booleans)",
+        line,
+    )
+
+
+def _walk(
+    node: yaml.Node, path: Path, lines: dict[Path, int], count: list[int], depth: int
+) -> None:
+    """Record key lines, reject duplicate and non-string keys, bound size and depth."""
     count[0] += 1
     if count[0] > MAX_NODES:
         raise SpecError([Issue("", f"spec expands to more than {MAX_NODES} YAML nodes")])
+    if depth > MAX_DEPTH:
+        raise SpecError([Issue("", f"YAML nests deeper than {MAX_DEPTH} levels")])
+    if node.tag.startswith("tag:yaml.org,2002:python/"):
+        raise SpecError([_tag_issue(node.tag, node.start_mark.line + 1)])
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                _walk(value_node, path, lines, count)
+                _walk(value_node, path, lines, count, depth + 1)
                 continue
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
             line = key_node.start_mark.line + 1
-            if key is not None and key in seen:
+            if key_node.tag.startswith("tag:yaml.org,2002:python/"):
+                raise SpecError([_tag_issue(key_node.tag, line)])
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR_TAG:
+                shown = key_node.value if isinstance(key_node, yaml.ScalarNode) else "[…]"
+                raise SpecError([Issue("", f"key {shown!r} must be a string; quote it", line)])
+            key = key_node.value
+            if key in seen:
                 dotted = ".".join(str(p) for p in (*path, key))
                 raise SpecError(
                     [Issue(dotted, f"duplicate key (first on line {seen[key]}); keep one", line)]
                 )
-            if key is not None:
-                seen[key] = line
-                lines.setdefault((*path, key), line)
-            _walk(value_node, (*path, key) if key is not None else path, lines, count)
+            seen[key] = line
+            lines.setdefault((*path, key), line)
+            _walk(value_node, (*path, key), lines, count, depth + 1)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _walk(item, (*path, index), lines, count)
+            _walk(item, (*path, index), lines, count, depth + 1)
+
+
+def _check_plain(data: Any, path: Path, lines: dict[Path, int]) -> None:
+    """Refuse values that are not plain data (bytes, sets, dates from explicit tags)."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            _check_plain(value, (*path, key), lines)
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            _check_plain(value, (*path, index), lines)
+    elif not isinstance(data, _PLAIN):
+        kind = type(data).__name__
+        raise SpecError(
+            [Issue("", f"a {kind} value is not allowed: a job spec is plain data", lines.get(path))]
+        )

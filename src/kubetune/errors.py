@@ -63,7 +63,9 @@ class SpecError(UserError):
             prefix = self.source or ""
             if prefix and issue.line is not None:
                 prefix = f"{prefix}:{issue.line}"
-            out.append(f"{prefix}: {issue}" if prefix else str(issue))
+            line = f"{prefix}: {issue}" if prefix else str(issue)
+            # One issue, one line, whatever a key or value held.
+            out.append(line.replace("\r", "\\r").replace("\n", "\\n"))
         return out
 
 

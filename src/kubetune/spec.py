@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from kubetune import _yaml
 from kubetune.errors import Issue, SpecError
 
+Loc = tuple[str | int, ...]
 Task = Literal["classification", "ner", "seq2seq", "causal-lm", "zero-shot"]
 FINE_TUNING_TASKS: tuple[str, ...] = ("classification", "ner", "seq2seq", "causal-lm")
 
@@ -85,10 +87,18 @@ def _subdomain(value: str) -> str:
     return value
 
 
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a Kubernetes quantity: write e.g. '4', '500m', '32Gi'")
+    return value
+
+
 def _quantity(value: str | int | float) -> str:
     text = str(value)
     if not _QUANTITY.match(text):
         raise ValueError(f"{text!r} is not a Kubernetes quantity: write e.g. '4', '500m', '32Gi'")
+    if not math.isfinite(quantity_value(text)):
+        raise ValueError(f"{text[:20]!r}… is too large a quantity")
     return text
 
 
@@ -121,7 +131,7 @@ def quantity_value(text: str) -> float:
 DnsLabel = Annotated[str, AfterValidator(_dns_label)]
 SecretName = Annotated[str, AfterValidator(_secret_name)]
 KubeName = Annotated[str, AfterValidator(_subdomain)]
-Quantity = Annotated[str | int | float, AfterValidator(_quantity)]
+Quantity = Annotated[str | int | float, BeforeValidator(_not_bool), AfterValidator(_quantity)]
 ImageRef = Annotated[str, AfterValidator(_image)]
 LabelMap = Annotated[dict[str, str], AfterValidator(_labels)]
 NonEmpty = Annotated[str, Field(min_length=1)]
@@ -506,12 +516,12 @@ class JobSpec(_Model):
 # --- cross-field rules ---------------------------------------------------------------------
 
 
-def _cross_field_issues(spec: JobSpec) -> list[Issue]:
+def _cross_field_issues(spec: JobSpec) -> list[tuple[Loc, str]]:
     """Rules that span fields. Every rule is here, so a reader finds them in one place."""
-    issues: list[Issue] = []
+    issues: list[tuple[Loc, str]] = []
 
-    def add(path: str, message: str) -> None:
-        issues.append(Issue(path, message))
+    def add(path: str | Loc, message: str) -> None:
+        issues.append((tuple(path.split(".")) if isinstance(path, str) else path, message))
 
     if spec.model.trust_remote_code and not _COMMIT_SHA.match(spec.model.revision or ""):
         add(
@@ -569,14 +579,14 @@ def _cross_field_issues(spec: JobSpec) -> list[Issue]:
     bad_affinity = sorted(set(res.affinity) - {"nodeAffinity", "podAffinity", "podAntiAffinity"})
     if bad_affinity:
         add(
-            f"resources.affinity.{bad_affinity[0]}",
+            ("resources", "affinity", bad_affinity[0]),
             "unknown key; use nodeAffinity, podAffinity or podAntiAffinity",
         )
     for index, tol in enumerate(res.tolerations):
         if tol.operator == "Equal" and not tol.key:
-            add(f"resources.tolerations[{index}].key", "operator Equal needs a key")
+            add(("resources", "tolerations", index, "key"), "operator Equal needs a key")
         if tol.operator == "Exists" and tol.value:
-            add(f"resources.tolerations[{index}].value", "operator Exists takes no value")
+            add(("resources", "tolerations", index, "value"), "operator Exists takes no value")
 
     if spec.storage is not None:
         storage = spec.storage
@@ -622,7 +632,8 @@ SYNONYMS = {
     "model_name_or_path": "name",
 }
 _CREDENTIAL_KEYS = re.compile(
-    r"(api_?key|access_?key|secret_?key|password|passwd|token|credential)", re.I
+    r"(^|_)(api_?key|access_?key(_id)?|secret(_access)?_?key|password|passwd|token|credentials?)$",
+    re.IGNORECASE,
 )
 
 
@@ -662,15 +673,49 @@ def did_you_mean(word: str, choices: list[str]) -> str | None:
     return lowered[matches[0]] if matches else None
 
 
-def dotted(loc: tuple[str | int, ...]) -> str:
-    """``('resources', 'tolerations', 0, 'effect')`` → ``resources.tolerations[0].effect``."""
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+def dotted(loc: Loc) -> str:
+    """``('resources', 'tolerations', 0, 'effect')`` → ``resources.tolerations[0].effect``.
+
+    Keys that are not plain names (dots, spaces, line breaks) are shown quoted in brackets,
+    so every path stays on one line and means one thing.
+    """
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif not _PLAIN_KEY.match(part):
+            out += f"[{part!r}]"
         else:
-            out += f".{part}" if out else str(part)
+            out += f".{part}" if out else part
     return out
+
+
+def _real_loc(loc: tuple[Any, ...], kind: str) -> Loc:
+    """Cut pydantic's union-branch tags (``str``, ``list[...]``) out of an error location."""
+    current: Any = JobSpec
+    out: list[str | int] = []
+    for index, part in enumerate(loc):
+        if isinstance(part, int):
+            out.append(part)
+            continue
+        model = _unwrap(current)
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            if part in model.model_fields:
+                out.append(part)
+                current = model.model_fields[part].annotation
+                continue
+            if kind == "extra_forbidden" and index == len(loc) - 1:
+                out.append(part)
+            break
+        if get_origin(current) is dict:
+            out.append(part)
+            current = get_args(current)[1] if get_args(current) else Any
+            continue
+        break
+    return tuple(out)
 
 
 def _short(value: Any) -> str:
@@ -680,8 +725,8 @@ def _short(value: Any) -> str:
 
 def _issue_from(error: Any) -> Issue:
     """Turn one pydantic error into a one-line issue that says what to change."""
-    loc = tuple(p for p in error["loc"] if isinstance(p, (str, int)))
     kind = error["type"]
+    loc = _real_loc(tuple(error["loc"]), kind)
     value = error.get("input")
     message = str(error["msg"])
     if kind == "extra_forbidden":
@@ -740,31 +785,47 @@ def validate(data: Any, source: str | None = None, lines: dict[Any, int] | None 
         )
     bad_keys = [k for k in data if not isinstance(k, str)]
     if bad_keys:
-        raise SpecError([Issue(str(bad_keys[0]), "keys must be strings")], source)
+        raise SpecError([Issue("", f"key {bad_keys[0]!r} must be a string; quote it")], source)
     try:
         spec = JobSpec.model_validate(data)
     except ValidationError as exc:
-        issues = []
-        for error in exc.errors(include_url=False):
-            issue = _issue_from(error)
-            loc = tuple(p for p in error["loc"] if isinstance(p, (str, int)))
-            while loc and loc not in lines:
-                loc = loc[:-1]
-            issues.append(Issue(issue.path, issue.message, lines.get(loc)))
-        raise SpecError(issues, source) from None
-    issues = _cross_field_issues(spec)
-    if issues:
-        raise SpecError([_with_line(i, lines) for i in issues], source)
+        raise SpecError(_pydantic_issues(exc, lines), source) from None
+    problems = _cross_field_issues(spec)
+    if problems:
+        issues = [Issue(dotted(loc), message, _line(loc, lines)) for loc, message in problems]
+        raise SpecError(issues, source)
     return spec
 
 
-def _with_line(issue: Issue, lines: dict[Any, int]) -> Issue:
-    loc: tuple[str | int, ...] = tuple(
-        int(p) if p.isdigit() else p for p in re.split(r"\.|\[|\]\.?", issue.path) if p
-    )
+def _line(loc: Loc, lines: dict[Any, int]) -> int | None:
+    """The line of ``loc``, or of its nearest enclosing key that has one."""
     while loc and loc not in lines:
         loc = loc[:-1]
-    return Issue(issue.path, issue.message, lines.get(loc))
+    return lines.get(loc)
+
+
+_GOT = re.compile(r" \(got .*\)$")
+
+
+def _pydantic_issues(exc: ValidationError, lines: dict[Any, int]) -> list[Issue]:
+    """One issue per path: the branches of a union failing together read as one message."""
+    grouped: dict[str, list[Issue]] = {}
+    locs: dict[str, Loc] = {}
+    for error in exc.errors(include_url=False):
+        issue = _issue_from(error)
+        grouped.setdefault(issue.path, []).append(issue)
+        locs[issue.path] = _real_loc(tuple(error["loc"]), error["type"])
+    issues = []
+    for path, found in grouped.items():
+        message = found[0].message
+        if len(found) > 1:
+            got = _GOT.search(message)
+            wants = [_GOT.sub("", i.message).removeprefix("must be ") for i in found]
+            unique = list(dict.fromkeys(wants))
+            joined = unique[0] if len(unique) == 1 else ", ".join(unique[:-1]) + " or " + unique[-1]
+            message = f"must be {joined}{got.group(0) if got else ''}"
+        issues.append(Issue(path, message, _line(locs[path], lines)))
+    return issues
 
 
 def loads(text: str, source: str | None = None) -> JobSpec:
@@ -826,7 +887,8 @@ def check_path(path: str) -> str | None:
     parts = path.split(".")
     current: type[BaseModel] | None = JobSpec
     walked: list[str] = []
-    for part in parts:
+    for position, part in enumerate(parts):
+        last = position == len(parts) - 1
         if current is None:
             # Inside a free-form mapping (node_selector, affinity): any key is fine.
             return None
@@ -841,13 +903,13 @@ def check_path(path: str) -> str | None:
         annotation = current.model_fields[part].annotation
         inner = _unwrap(annotation)
         walked.append(part)
-        if get_origin(annotation) is list and part != parts[-1]:
+        if get_origin(annotation) is list and not last:
             return f"{'.'.join(walked)} is a list; set it whole"
         if isinstance(inner, type) and issubclass(inner, BaseModel):
             current = inner
         elif get_origin(annotation) is dict or annotation is dict:
             current = None
-        elif part != parts[-1]:
+        elif not last:
             return f"{'.'.join(walked)} is a value, not a section"
         else:
             current = None
