@@ -55,4 +55,4 @@ lock: $(BIN)/python
 		--no-header --quiet -o constraints.txt
 
 clean:
-	rm -rf $(VENV) rendered .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) rendered runs data .pytest_cache .mypy_cache .ruff_cache .hypothesis

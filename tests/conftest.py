@@ -38,3 +38,11 @@ def write_spec(tmp_path: Path) -> Any:
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny random BERT with its tokenizer, and learnable classification/NER splits."""
+    import tiny as builder
+
+    return builder.build(tmp_path_factory.mktemp("tiny"))

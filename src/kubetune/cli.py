@@ -149,6 +149,73 @@ def render(
     )
 
 
+@app.command("run")
+def run_cmd(
+    spec: SpecArg,
+    set_: SetOpt = None,
+    run: Annotated[str | None, typer.Option("--run", help="Run only this run id.")] = None,
+    store: Annotated[
+        str | None,
+        typer.Option("--store", help="Where runs go (default file://./runs, or $KUBETUNE_STORE)."),
+    ] = None,
+) -> None:
+    """Train every run of a spec on this machine, each in a subprocess (accelerate launch).
+
+    Ctrl-C stops after saving a checkpoint; running the same command again resumes it, and a
+    finished run is not trained twice.
+    """
+    from kubetune import local
+    from kubetune.errors import EXIT_USER, EXIT_WORLD, ConfigError
+
+    _job, runs = _load(spec, set_)
+    if run is not None:
+        runs = [r for r in runs if r.run_id == run]
+        if not runs:
+            raise ConfigError(
+                f"--run {run}: no such run in {spec}; list them with kubetune sweep {spec}"
+            )
+    uri = local.check_store(store or os.environ.get("KUBETUNE_STORE") or local.DEFAULT_STORE)
+    from kubetune._progress import RichDisplay
+
+    display = RichDisplay(_console())
+    outcomes = []
+    for item in runs:
+        outcome = local.run_one(item, uri, display)
+        outcomes.append(outcome)
+        if outcome.status == "interrupted":
+            break
+    display.summary(outcomes)
+    statuses = {o.status for o in outcomes}
+    if "interrupted" in statuses:
+        raise typer.Exit(130)
+    if "config-error" in statuses:
+        raise typer.Exit(EXIT_USER)
+    if "failed" in statuses:
+        raise typer.Exit(EXIT_WORLD)
+
+
+data_app = typer.Typer(help="Prepare the example datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("prepare")
+def data_prepare(
+    name: Annotated[str, typer.Argument(help="Dataset: bbc-news or wnut16.", show_default=False)],
+    out: Annotated[Path, typer.Argument(help="Folder for train/validation/test.jsonl.")],
+    seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
+    validation: Annotated[float, typer.Option(help="Share held out for validation.")] = 0.1,
+    test: Annotated[float, typer.Option(help="Share held out for test.")] = 0.1,
+) -> None:
+    """Convert a packaged example dataset into seeded train/validation/test JSON lines."""
+    from kubetune import prepare
+
+    result = prepare.prepare(name, out, seed=seed, validation=validation, test=test)
+    counts = ", ".join(f"{split} {n}" for split, n in result.counts.items())
+    _console().print(f"[green]✓[/] {name} → {out}/ ({counts}; {len(result.labels)} labels)")
+    for note in result.notes:
+        _console().print(f"  note: {note}")
+
+
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of a job spec (for editor completion and CI checks)."""

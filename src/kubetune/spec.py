@@ -254,7 +254,9 @@ class TrainSpec(_Model):
     )
     label_smoothing_factor: float = Field(0.0, ge=0, lt=1, description="Label smoothing.")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
-        "auto", description="auto: bf16 on GPUs that support it, else fp16 on GPU, fp32 on CPU."
+        "auto",
+        description="auto: bf16 on GPUs that support it, else fp16; on CPU bf16 autocast where "
+        "the CPU has native bf16 (AVX512-BF16, AMX), else fp32.",
     )
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
     group_by_length: bool = Field(

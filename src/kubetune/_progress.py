@@ -1,0 +1,121 @@
+"""The rich display of ``kubetune run``: progress while training, a table at the end."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from kubetune.local import Display, Outcome, tail
+from kubetune.sweep import ResolvedRun
+
+#: Metrics worth a column, in order of preference.
+_HEADLINE = ("accuracy", "f1", "macro_f1")
+
+
+class RichDisplay(Display):
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
+        self.metric = ""
+
+    def start(self, run: ResolvedRun) -> None:
+        params = ", ".join(f"{k}={v}" for k, v in run.params.items())
+        self.console.print(f"[bold]{run.run_id}[/] {escape(params)}".rstrip())
+        self.progress = Progress(
+            TextColumn("  {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("preparing", total=None, info="")
+
+    def event(self, run: ResolvedRun, event: dict[str, Any]) -> None:
+        assert self.progress is not None and self.task is not None
+        kind = event.get("event")
+        if kind == "model":
+            total, trainable = event["total"], event["trainable"]
+            self.progress.console.print(
+                f"  model: {total / 1e6:.1f}M parameters, {trainable / 1e6:.2f}M trainable"
+                f" ({100 * trainable / max(total, 1):.1f}%), {event['labels']} labels"
+            )
+        elif kind == "resume":
+            self.progress.console.print(f"  resuming from the checkpoint at step {event['step']}")
+        elif kind == "train_begin":
+            self.progress.update(
+                self.task, description="training", total=event["max_steps"], completed=event["step"]
+            )
+        elif kind == "step":
+            loss = event.get("loss")
+            info = f"loss {loss:.4f}" if isinstance(loss, (int, float)) else ""
+            if self.metric:
+                info += f"  {self.metric}"
+            self.progress.update(
+                self.task, completed=event["step"], total=event["max_steps"], info=info
+            )
+        elif kind == "eval" and isinstance(event.get("value"), (int, float)):
+            self.metric = f"eval {event['metric']} {event['value']:.4f}"
+
+    def finish(self, outcome: Outcome) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        self.progress, self.task, self.metric = None, None, ""
+        if outcome.status == "already-completed":
+            self.console.print(f"  [green]already finished[/] at {outcome.url}; not retrained")
+        elif outcome.status == "interrupted":
+            self.console.print(
+                f"  [yellow]stopped[/] with a checkpoint at {outcome.url or 'the store'}; "
+                "run the same command again to resume"
+            )
+        elif outcome.status == "config-error":
+            for line in outcome.errors or tail(outcome.log):
+                self.console.print(f"[bold red]error:[/] {escape(line)}")
+        elif outcome.status == "failed":
+            self.console.print(
+                f"[bold red]error:[/] {outcome.run.run_id} failed; "
+                f"the end of its log ({outcome.log}):"
+            )
+            for line in tail(outcome.log):
+                self.console.print(f"  {escape(line)}")
+
+    def summary(self, outcomes: list[Outcome]) -> None:
+        done = [o for o in outcomes if o.status in ("completed", "already-completed")]
+        if not done:
+            return
+        splits = [s for s in ("eval", "test") if any(s in o.metrics for o in done)]
+        names = [
+            m for m in _HEADLINE if any(m in o.metrics.get(s, {}) for o in done for s in splits)
+        ][:2]
+        table = Table(title="kubetune run")
+        table.add_column("run id", style="cyan", no_wrap=True)
+        for split in splits:
+            for name in names:
+                table.add_column(f"{split} {name}", justify="right")
+        table.add_column("time", justify="right")
+        table.add_column("artifacts")
+        for o in done:
+            cells = [
+                f"{o.metrics[s][n]:.4f}"
+                if isinstance(o.metrics.get(s, {}).get(n), (int, float))
+                else "—"
+                for s in splits
+                for n in names
+            ]
+            seconds = o.metrics.get("train", {}).get("train_runtime", o.seconds)
+            table.add_row(o.run.run_id, *cells, f"{seconds:.0f}s", o.url)
+        self.console.print(table)

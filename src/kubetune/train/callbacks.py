@@ -1,0 +1,146 @@
+"""Trainer callbacks: progress events, checkpoint sync to the store, graceful stop, W&B."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from kubetune.store import RunLocation
+
+#: Prefix of the machine-readable lines ``kubetune run`` turns into its progress display.
+EVENT_PREFIX = "@@kubetune "
+
+
+def emit(event: str, **fields: Any) -> None:
+    """One progress event on stdout (main process only)."""
+    print(EVENT_PREFIX + json.dumps({"event": event, **fields}, default=str), flush=True)
+
+
+class Progress(TrainerCallback):
+    """Step, loss, latest eval metric and the numbers an ETA needs."""
+
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
+        self.started = time.monotonic()
+        self.loss: float | None = None
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        if state.is_world_process_zero:
+            self.started = time.monotonic()
+            emit("train_begin", step=state.global_step, max_steps=state.max_steps)
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> None:
+        if state.is_world_process_zero and logs and "loss" in logs:
+            self.loss = float(logs["loss"])
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        if state.is_world_process_zero:
+            emit(
+                "step",
+                step=state.global_step,
+                max_steps=state.max_steps,
+                loss=self.loss,
+                elapsed=round(time.monotonic() - self.started, 3),
+            )
+
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> None:
+        if state.is_world_process_zero and metrics:
+            value = metrics.get(f"eval_{self.metric}")
+            emit("eval", step=state.global_step, metric=self.metric, value=value)
+
+
+class CheckpointSync(TrainerCallback):
+    """Mirror every checkpoint the Trainer saves into the store, keeping the newest K."""
+
+    def __init__(self, location: RunLocation, keep: int) -> None:
+        self.location = location
+        self.keep = keep
+
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        if not state.is_world_process_zero:
+            return
+        local = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
+        if local.is_dir():
+            self.location.put_checkpoint(local, state.global_step)
+            best = state.best_model_checkpoint
+            protect = {int(best.rsplit("-", 1)[-1])} if best else set()
+            self.location.prune_checkpoints(self.keep, protect)
+            emit("checkpoint", step=state.global_step, url=self.location.url)
+
+
+class GracefulStop(TrainerCallback):
+    """On SIGINT/SIGTERM: finish the step, save a checkpoint, stop. A second signal aborts.
+
+    Kubernetes sends SIGTERM before killing a preempted pod, and Ctrl-C sends SIGINT; either
+    way the run leaves a checkpoint in the store and resumes from it when started again.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            signal.signal(signum, signal.SIG_DFL)
+            raise KeyboardInterrupt
+        self.requested = True
+        print(
+            f"kubetune: got {signal.Signals(signum).name}; saving a checkpoint, then stopping",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True
+
+
+class WandbLogger(TrainerCallback):
+    """Send the Trainer's logs to a W&B run opened by :mod:`kubetune.train.tracking`."""
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> None:
+        if state.is_world_process_zero and logs:
+            numbers = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
+            self.run.log(
+                {**numbers, "train/global_step": state.global_step}, step=state.global_step
+            )

