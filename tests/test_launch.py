@@ -1,9 +1,22 @@
-from kubetune.launch import accelerate_command
+"""The launch line, and the supervisor that keeps the trainer's exit code and signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kubetune.launch import accelerate_command, supervise
+
+PREFIX = ["python", "-m", "kubetune.launch", "accelerate", "launch"]
 
 
 def test_single_gpu_launch_line() -> None:
     cmd = accelerate_command("/etc/kubetune/spec.yaml", gpus=1)
-    assert cmd[:2] == ["accelerate", "launch"]
+    assert cmd[:5] == PREFIX
     assert cmd[-3:] == ["-m", "kubetune.train", "/etc/kubetune/spec.yaml"]
     assert cmd[cmd.index("--num_processes") + 1] == "1"
     assert "--multi_gpu" not in cmd and "--cpu" not in cmd and "--machine_rank" not in cmd
@@ -22,3 +35,53 @@ def test_multi_node_launch_line_uses_kubernetes_env_expansion() -> None:
     assert cmd[cmd.index("--machine_rank") + 1] == "$(KUBETUNE_MACHINE_RANK)"
     assert cmd[cmd.index("--main_process_ip") + 1] == "$(KUBETUNE_MAIN_HOST)"
     assert "--multi_gpu" in cmd
+
+
+# A stand-in for accelerate: it runs the "trainer" in a grandchild, hides its exit code behind
+# a 1 (as accelerate does), and ignores SIGTERM itself (as accelerate's launcher does not
+# forward it).
+LAUNCHER = """
+import subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1]])
+sys.exit(0 if child.wait() == 0 else 1)
+"""
+TRAINER_CONFIG_ERROR = """
+import os
+open(os.environ["KUBETUNE_EXIT_FILE"], "w").write("2")
+raise SystemExit(2)
+"""
+TRAINER_GRACEFUL = """
+import os, signal, sys, time
+def stop(signum, frame):
+    time.sleep(0.5)  # "saving a checkpoint"
+    open(sys.argv[1], "w").write("checkpoint")
+    open(os.environ["KUBETUNE_EXIT_FILE"], "w").write("130")
+    raise SystemExit(130)
+signal.signal(signal.SIGTERM, stop)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_supervisor_reports_the_trainers_exit_code() -> None:
+    code = supervise([sys.executable, "-c", LAUNCHER, TRAINER_CONFIG_ERROR])
+    assert code == 2
+    assert supervise([sys.executable, "-c", "raise SystemExit(0)"]) == 0
+    assert supervise([sys.executable, "-c", "raise SystemExit(7)"]) == 7
+
+
+def test_supervisor_forwards_sigterm_and_waits_for_the_checkpoint(tmp_path: Path) -> None:
+    marker = tmp_path / "saved"
+    trainer = TRAINER_GRACEFUL.replace("sys.argv[1]", repr(str(marker)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kubetune.launch", sys.executable, "-c", LAUNCHER, trainer],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)  # what the kubelet sends PID 1 of a preempted pod
+    assert proc.wait(timeout=30) == 130
+    assert marker.read_text() == "checkpoint"

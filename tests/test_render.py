@@ -105,7 +105,7 @@ def test_single_gpu_job_shape() -> None:
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert container["resources"]["requests"]["cpu"] == container["resources"]["limits"]["cpu"]
-    assert container["command"][:2] == ["accelerate", "launch"]
+    assert container["command"][:5] == ["python", "-m", "kubetune.launch", "accelerate", "launch"]
     assert container["command"][-3:] == ["-m", "kubetune.train", "/etc/kubetune/spec.yaml"]
 
     volumes = {v["name"]: v for v in pod["volumes"]}

@@ -61,7 +61,15 @@ def _write(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def build(root: Path) -> dict[str, Path]:
     """Write a tiny model folder and classification/NER splits under ``root``."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
 
     rng = random.Random(0)
@@ -75,6 +83,7 @@ def build(root: Path) -> dict[str, Path]:
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
     corpus = [r["text"] for r in cls] + [" ".join(r["tokens"]) for r in ner]
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tok.train_from_iterator(
@@ -122,7 +131,7 @@ def tiny_spec(
             "max_length": 48,
         },
         "train": {
-            "epochs": 8,
+            "epochs": 20,
             "learning_rate": 5e-3,
             "batch_size": 10,
             "logging_steps": 10,

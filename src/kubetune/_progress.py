@@ -51,7 +51,7 @@ class RichDisplay(Display):
         if kind == "model":
             total, trainable = event["total"], event["trainable"]
             self.progress.console.print(
-                f"  model: {total / 1e6:.1f}M parameters, {trainable / 1e6:.2f}M trainable"
+                f"  model: {_count(total)} parameters, {_count(trainable)} trainable"
                 f" ({100 * trainable / max(total, 1):.1f}%), {event['labels']} labels"
             )
         elif kind == "resume":
@@ -105,9 +105,8 @@ class RichDisplay(Display):
         table.add_column("run id", style="cyan", no_wrap=True)
         for split in splits:
             for name in names:
-                table.add_column(f"{split} {name}", justify="right")
-        table.add_column("time", justify="right")
-        table.add_column("artifacts")
+                table.add_column(f"{split}\n{name}", justify="right")
+        table.add_column("train\ntime", justify="right")
         for o in done:
             cells = [
                 f"{o.metrics[s][n]:.4f}"
@@ -117,5 +116,14 @@ class RichDisplay(Display):
                 for n in names
             ]
             seconds = o.metrics.get("train", {}).get("train_runtime", o.seconds)
-            table.add_row(o.run.run_id, *cells, f"{seconds:.0f}s", o.url)
+            table.add_row(o.run.run_id, *cells, f"{seconds:.0f}s")
         self.console.print(table)
+        for o in done:
+            self.console.print(f"  {o.run.run_id} → {o.url}")
+
+
+def _count(n: int) -> str:
+    """22.7M, 312.5k, 840."""
+    if n >= 1e6:
+        return f"{n / 1e6:.1f}M"
+    return f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)

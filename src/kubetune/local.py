@@ -107,9 +107,9 @@ def run_one(run: ResolvedRun, store: str, display: Display, *, gpus: int | None 
         "TOKENIZERS_PARALLELISM": "false",
     }
     command = launch.accelerate_command(
-        str(spec_file), gpus=local_gpus() if gpus is None else gpus, nodes=1
+        str(spec_file), gpus=local_gpus() if gpus is None else gpus, nodes=1, python=sys.executable
     )
-    command[0] = accelerate_executable()
+    command[3] = accelerate_executable()
     outcome = Outcome(run, "failed", log=log_path)
     display.start(run)
     started = time.monotonic()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +53,12 @@ def run_dir(store: Path, data: dict[str, Any]) -> Path:
 def cls_run(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One finished tiny classification run, shared by the assertions below."""
     tmp = tmp_path_factory.mktemp("cls")
+    # group_by_length as the examples use it: evaluation must still keep row order.
     data = tiny_spec(
-        tiny, train={"save_strategy": "steps", "save_steps": 20, "save_total_limit": 2}
-    )
+        tiny,
+        train={"save_strategy": "steps", "save_steps": 20, "save_total_limit": 2,
+               "group_by_length": True},
+    )  # fmt: skip
     path = write_yaml(tmp / "job.yaml", data)
     proc = train(path, tmp / "store")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -75,9 +80,9 @@ def test_run_writes_the_store_layout(cls_run: dict[str, Any]) -> None:
         assert (out / name).is_file(), name
     assert spec.loads((out / "spec.yaml").read_text()) == spec.validate(cls_run["data"])
     steps = sorted(p.name for p in (out / "checkpoints").iterdir())
-    assert steps == ["step-000060", "step-000080"], "keeps the last save_total_limit=2"
-    manifest = json.loads((out / "checkpoints" / "step-000080" / "MANIFEST.json").read_text())
-    assert manifest["step"] == 80
+    assert steps == ["step-000180", "step-000200"], "keeps the last save_total_limit=2"
+    manifest = json.loads((out / "checkpoints" / "step-000200" / "MANIFEST.json").read_text())
+    assert manifest["step"] == 200
     assert {f["path"] for f in manifest["files"]} >= {"model.safetensors", "trainer_state.json"}
 
 
@@ -116,13 +121,33 @@ def test_metrics_and_predictions_are_consistent(cls_run: dict[str, Any]) -> None
     )
 
 
-def test_final_model_loads_in_a_pipeline_and_predicts_sensibly(cls_run: dict[str, Any]) -> None:
+def test_final_model_loads_in_a_pipeline_and_predicts_sensibly(
+    cls_run: dict[str, Any], tiny: dict[str, Path]
+) -> None:
     from transformers import pipeline
 
     classify = pipeline("text-classification", model=str(cls_run["dir"] / "final"), device="cpu")
-    out = classify(["goal match team win score league", "bank market shares profit stock",
-                    "computer software chip code data"])  # fmt: skip
-    assert [o["label"] for o in out] == ["sport", "money", "tech"]
+    rows = [json.loads(x) for x in (tiny["cls"] / "test.jsonl").read_text().splitlines()]
+    out = classify([r["text"] for r in rows], truncation=True, max_length=48)
+    hits = sum(o["label"] == r["label"] for o, r in zip(out, rows, strict=True))
+    assert hits / len(rows) >= 0.9, "a trained model, not chance (1/3)"
+    assert {o["label"] for o in out} == {"money", "sport", "tech"}
+
+
+def test_predictions_pair_each_row_with_its_own_prediction(
+    cls_run: dict[str, Any], tiny: dict[str, Path]
+) -> None:
+    from transformers import pipeline
+
+    raw = [json.loads(x) for x in (tiny["cls"] / "test.jsonl").read_text().splitlines()]
+    saved = [
+        json.loads(x) for x in (cls_run["dir"] / "test_predictions.jsonl").read_text().splitlines()
+    ]
+    assert [r["id"] for r in saved] == [r["id"] for r in raw]
+    assert [r["label"] for r in saved] == [r["label"] for r in raw]
+    classify = pipeline("text-classification", model=str(cls_run["dir"] / "final"), device="cpu")
+    out = classify([r["text"] for r in raw], truncation=True, max_length=48)
+    assert [o["label"] for o in out] == [r["prediction"] for r in saved]
 
 
 def test_progress_events_reach_stdout(cls_run: dict[str, Any]) -> None:
@@ -130,7 +155,7 @@ def test_progress_events_reach_stdout(cls_run: dict[str, Any]) -> None:
     assert kinds[0] == "model" and kinds[-1] == "done"
     assert {"train_begin", "step", "eval", "checkpoint"} <= set(kinds)
     steps = [e for e in events(cls_run["proc"].stdout) if e["event"] == "step"]
-    assert steps[-1]["step"] == steps[-1]["max_steps"] == 80
+    assert steps[-1]["step"] == steps[-1]["max_steps"] == 200
 
 
 def test_a_finished_run_is_not_retrained(cls_run: dict[str, Any]) -> None:
@@ -251,30 +276,49 @@ def test_wandb_offline_run_records_what_was_logged(tiny: dict[str, Path], tmp_pa
     assert records["summary"]["test/accuracy"] == pytest.approx(metrics["test"]["accuracy"])
 
 
+def wandb_records(path: Path) -> Iterator[bytes]:
+    """Records of a W&B run file: a ':W&B' header, then LevelDB-log framing in 32 KiB blocks
+    (per record: crc32, length, type FULL=1 / FIRST=2 / MIDDLE=3 / LAST=4)."""
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, pending = 7, 32768, b""
+    while pos + 7 <= len(data):
+        room = block - pos % block
+        if room < 7:
+            pos += room
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind == 1:
+            yield chunk
+        elif kind in (2, 3):
+            pending += chunk
+        elif kind == 4:
+            yield pending + chunk
+            pending = b""
+
+
 def read_wandb(path: Path) -> dict[str, Any]:
     """Decode an offline W&B run file: run header, config, history rows, summary."""
     from wandb.proto import wandb_internal_pb2 as pb
-    from wandb.sdk.internal import datastore
 
-    store = datastore.DataStore()
-    store.open_for_scan(str(path))
     out: dict[str, Any] = {"history": [], "summary": {}, "config": {}, "run": {}}
-    while (data := store.scan_data()) is not None:
+    for data in wandb_records(path):
         record = pb.Record()
         record.ParseFromString(data)
         kind = record.WhichOneof("record_type")
         if kind == "run":
-            out["run"] = {"run_id": record.run.run_id, "group": record.run.run_group,
-                          "job_type": record.run.job_type}  # fmt: skip
-            for item in record.run.config.update:
+            run = record.run
+            out["run"] = {"run_id": run.run_id, "group": run.run_group, "job_type": run.job_type}
+            for item in run.config.update:
                 out["config"][item.key] = json.loads(item.value_json)
         elif kind == "history":
-            out["history"].append(
-                {
-                    i.key or "/".join(i.nested_key): json.loads(i.value_json)
-                    for i in record.history.item
-                }
-            )
+            row = {
+                i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                for i in record.history.item
+            }
+            out["history"].append(row)
         elif kind == "summary":
             for item in record.summary.update:
                 out["summary"][item.key or "/".join(item.nested_key)] = json.loads(item.value_json)

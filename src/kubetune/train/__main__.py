@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from pathlib import Path
 
 from kubetune.errors import EXIT_USER, EXIT_WORLD, KubetuneError
 
@@ -34,5 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_INTERRUPTED if outcome == "interrupted" else 0
 
 
+def report(code: int) -> int:
+    """Leave the exit code where ``python -m kubetune.launch`` reads it (accelerate hides it)."""
+    path = os.environ.get("KUBETUNE_EXIT_FILE")
+    if path and code != 0:
+        Path(path).write_text(str(code), encoding="utf-8")
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(report(main()))

@@ -30,7 +30,6 @@ def build(spec: JobSpec, splits: Splits, tokenizer: Any, model_path: str) -> Tas
         pair = batch[d.text_pair_column] if d.text_pair_column else None
         enc = tokenizer(batch[d.text_column], pair, truncation=True, max_length=d.max_length)
         enc["labels"] = [v if isinstance(v, int) else to_id[str(v)] for v in batch[d.label_column]]
-        enc["length"] = [len(ids) for ids in enc["input_ids"]]
         return dict(enc)
 
     def tokenize(data: Dataset) -> Dataset:

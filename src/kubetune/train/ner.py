@@ -102,7 +102,6 @@ def build(spec: JobSpec, splits: Splits, tokenizer: Any, model_path: str) -> Tas
             align_labels(enc.word_ids(i), tag_ids(tags), names, d.label_all_tokens)
             for i, tags in enumerate(batch[d.tags_column])
         ]
-        enc["length"] = [len(ids) for ids in enc["input_ids"]]
         return dict(enc)
 
     def tokenize(data: Dataset) -> Dataset:

@@ -89,7 +89,7 @@ def training_args(spec: specmod.JobSpec, output_dir: Path, metric: str) -> Any:
         max_grad_norm=t.max_grad_norm,
         optim=t.optim,
         label_smoothing_factor=t.label_smoothing_factor,
-        gradient_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=t.gradient_checkpointing,
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         eval_strategy=t.eval_strategy,
         eval_steps=t.eval_steps,
@@ -148,9 +148,10 @@ def _train(
     spec: specmod.JobSpec, resolved: sweep.ResolvedRun, location: RunLocation, *, main: bool
 ) -> Outcome:
     import transformers
-    from transformers import AutoTokenizer, EarlyStoppingCallback, Trainer
+    from transformers import AutoTokenizer, EarlyStoppingCallback
 
     from kubetune.train import classification, ner
+    from kubetune.train.trainer import OrderedEvalTrainer
 
     families = {"classification": classification, "ner": ner}
     if spec.task not in families:
@@ -202,7 +203,7 @@ def _train(
             )
         )
 
-    trainer = Trainer(
+    trainer = OrderedEvalTrainer(
         model=model,
         args=args,
         data_collator=task.collator,

@@ -1,0 +1,22 @@
+"""The Hugging Face Trainer, with evaluation kept in dataset order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch.utils.data import SequentialSampler
+from transformers import Trainer
+
+
+class OrderedEvalTrainer(Trainer):
+    """A Trainer whose evaluation batches follow the dataset's order.
+
+    transformers 5 groups evaluation batches by length whenever training does, and then
+    ``predict`` returns rows shuffled. predictions.jsonl pairs every row with its prediction,
+    so evaluation stays sequential: grouping pays off in training, not in a single pass.
+    """
+
+    def _get_eval_sampler(self, eval_dataset: Any) -> Any:
+        if eval_dataset is None or self.args.world_size > 1:
+            return None  # accelerate shards in order and gathers back in order
+        return SequentialSampler(eval_dataset)
