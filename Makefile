@@ -11,7 +11,7 @@ FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 INSTALL = $(UV) pip install --quiet --python $(BIN)/python -c constraints.txt $(FIND_LINKS)
 CODE   := src tests benchmarks
 
-.PHONY: demo test lint fmt bench lock schema clean
+.PHONY: demo test lint fmt bench bench-train lock schema clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ fmt: $(VENV)/.dev
 ## bench: render a 1,000-point sweep against the Helm engine alone; time `kubetune --help`
 bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/bench_render.py
+
+## bench-train: kubetune's trainer against the plain HF Trainer recipe (~30 min on 2 cores)
+bench-train: $(VENV)/.dev
+	$(BIN)/python benchmarks/bench_train.py
 
 ## schema: regenerate the committed JSON Schema of job specs
 schema: $(VENV)/.dev

@@ -115,6 +115,8 @@ def test_single_gpu_job_shape() -> None:
     assert mounts["/etc/kubetune"]["readOnly"] is True
     # The read-only root filesystem leaves exactly these writable.
     assert {"/scratch", "/tmp", "/dev/shm"} <= set(mounts)
+    threads = next(e["value"] for e in container["env"] if e["name"] == "OMP_NUM_THREADS")
+    assert threads == container["resources"]["limits"]["cpu"] == "4"
     for name in ("HOME", "HF_HOME", "WANDB_DIR", "TMPDIR"):
         value = next(e["value"] for e in container["env"] if e["name"] == name)
         assert value.startswith(("/scratch", "/tmp"))

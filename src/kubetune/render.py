@@ -116,6 +116,9 @@ def values_for(run: ResolvedRun, namespace: str | None = None) -> dict[str, Any]
             "gpus": res.gpus,
             "gpuType": res.gpu_type or "",
             "cpu": str(res.cpu),
+            # PyTorch sizes its thread pool from the node's cores, not the pod's CPU limit;
+            # more threads than the limit stall each other under CFS throttling.
+            "threads": max(1, int(specmod.quantity_value(str(res.cpu)))),
             "memory": str(res.memory),
             "shmSize": str(res.shm_size),
             "scratchSize": str(res.scratch_size),
