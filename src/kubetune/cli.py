@@ -41,11 +41,13 @@ def _console(stderr: bool = True) -> Any:
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
-def _load(path: Path, overrides: list[str] | None = None) -> tuple[JobSpec, list[ResolvedRun]]:
-    """Load, override, validate and expand one spec."""
+def _load(
+    path: Path, overrides: list[str] | None = None, only: str | None = None
+) -> tuple[JobSpec, list[ResolvedRun]]:
+    """Load, override, validate and expand one spec (keeping only run ``only`` if given)."""
     from kubetune import _yaml, sweep
     from kubetune import spec as specmod
-    from kubetune.errors import Issue, SpecError
+    from kubetune.errors import ConfigError, Issue, SpecError
 
     data, lines = specmod.load_raw(path)
     issues = []
@@ -59,7 +61,14 @@ def _load(path: Path, overrides: list[str] | None = None) -> tuple[JobSpec, list
     if issues:
         raise SpecError(issues)
     spec = specmod.validate(data, str(path), lines)
-    return spec, sweep.expand(spec, str(path))
+    runs = sweep.expand(spec, str(path))
+    if only is not None:
+        runs = [r for r in runs if r.run_id == only]
+        if not runs:
+            raise ConfigError(
+                f"--run {only}: no such run in {path}; list them with kubetune sweep {path}"
+            )
+    return spec, runs
 
 
 @app.command()
@@ -129,15 +138,8 @@ def render(
     Without --out the manifests go to stdout: kubetune render job.yaml | kubectl apply -f -
     """
     from kubetune import render as rendermod
-    from kubetune.errors import ConfigError
 
-    _job, runs = _load(spec, set_)
-    if run is not None:
-        runs = [r for r in runs if r.run_id == run]
-        if not runs:
-            raise ConfigError(
-                f"--run {run}: no such run in {spec}; list them with kubetune sweep {spec}"
-            )
+    _job, runs = _load(spec, set_, only=run)
     rendered = rendermod.render(runs, namespace)
     if out is None:
         sys.stdout.write(rendermod.stream(rendered))
@@ -165,15 +167,9 @@ def run_cmd(
     finished run is not trained twice.
     """
     from kubetune import local
-    from kubetune.errors import EXIT_USER, EXIT_WORLD, ConfigError
+    from kubetune.errors import EXIT_USER, EXIT_WORLD
 
-    _job, runs = _load(spec, set_)
-    if run is not None:
-        runs = [r for r in runs if r.run_id == run]
-        if not runs:
-            raise ConfigError(
-                f"--run {run}: no such run in {spec}; list them with kubetune sweep {spec}"
-            )
+    _job, runs = _load(spec, set_, only=run)
     uri = local.check_store(store or os.environ.get("KUBETUNE_STORE") or local.DEFAULT_STORE)
     from kubetune._progress import RichDisplay
 
