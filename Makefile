@@ -18,15 +18,19 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 $(VENV)/.dev: $(BIN)/python pyproject.toml constraints.txt
-	$(INSTALL) -e '.[dev]'
+	$(INSTALL) -e '.[train,examples,dev]'
 	@touch $@
 
-## demo: set up, then validate the examples, expand a sweep and render a job with Helm
-demo: $(VENV)/.dev
-	$(BIN)/kubetune validate jobs/*.yaml
-	$(BIN)/kubetune sweep jobs/bbc-news-lr-lora-grid.yaml
-	$(BIN)/kubetune render jobs/bbc-news-lr-lora-grid.yaml --out rendered/bbc-news-grid
-	$(BIN)/kubetune render jobs/bbc-news-topic.yaml
+$(VENV)/.demo: $(BIN)/python pyproject.toml constraints.txt
+	$(INSTALL) -e '.[train,examples]'
+	@touch $@
+
+data/bbc-news/dataset.json: | $(VENV)/.demo
+	$(BIN)/kubetune data prepare bbc-news data/bbc-news
+
+## demo: set up, prepare BBC News, fine-tune all-MiniLM-L6-v2 on it here, print test accuracy
+demo: $(VENV)/.demo data/bbc-news/dataset.json
+	$(BIN)/kubetune run jobs/bbc-news-topic.yaml
 
 ## test: set up, then lint, type-check and run the test suite
 test: $(VENV)/.dev lint
