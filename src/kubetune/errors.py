@@ -19,6 +19,8 @@ from dataclasses import dataclass
 EXIT_USER = 2
 #: Exit code for failures of the world (network, cluster, engine).
 EXIT_WORLD = 1
+#: Exit code of a run stopped by SIGINT/SIGTERM after saving a checkpoint (128 + SIGINT).
+EXIT_INTERRUPTED = 130
 
 
 class KubetuneError(Exception):

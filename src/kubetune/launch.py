@@ -31,6 +31,8 @@ SPEC_PATH = "/etc/kubetune/spec.yaml"
 RENDEZVOUS_PORT = 29500
 #: The trainer writes its exit code here so the supervisor can report it.
 EXIT_FILE_ENV = "KUBETUNE_EXIT_FILE"
+#: Prefix of the trainer's machine-readable progress lines on stdout (``@@kubetune {json}``).
+EVENT_PREFIX = "@@kubetune "
 
 
 def accelerate_command(

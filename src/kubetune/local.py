@@ -22,12 +22,9 @@ from typing import Any
 
 from kubetune import launch
 from kubetune import spec as specmod
-from kubetune.errors import EXIT_USER, ConfigError
+from kubetune.errors import EXIT_INTERRUPTED, EXIT_USER, ConfigError
+from kubetune.launch import EVENT_PREFIX
 from kubetune.sweep import ResolvedRun
-
-EVENT_PREFIX = "@@kubetune "
-DEFAULT_STORE = "file://./runs"
-EXIT_INTERRUPTED = 130
 
 
 @dataclass
@@ -148,14 +145,11 @@ def run_one(run: ResolvedRun, store: str, display: Display, *, gpus: int | None 
         code = proc.wait()
     shutil.rmtree(spec_dir, ignore_errors=True)
     outcome.seconds = time.monotonic() - started
-    if outcome.status in ("completed", "already-completed"):
-        pass
-    elif outcome.status == "interrupted" or code == EXIT_INTERRUPTED or interrupted:
-        outcome.status = "interrupted"
-    elif code == EXIT_USER:
-        outcome.status = "config-error"
-    else:
-        outcome.status = "failed"
+    if outcome.status not in ("completed", "already-completed"):
+        if outcome.status == "interrupted" or code == EXIT_INTERRUPTED or interrupted:
+            outcome.status = "interrupted"
+        else:
+            outcome.status = "config-error" if code == EXIT_USER else "failed"
     display.finish(outcome)
     return outcome
 

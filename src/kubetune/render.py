@@ -59,13 +59,6 @@ def _chart(path: str) -> Any:
         raise RenderError(f"cannot load chart {path}: {exc}") from None
 
 
-def dump_spec(spec: specmod.JobSpec) -> str:
-    """The resolved spec as YAML, in field order (libyaml when available: it is 10× faster)."""
-    data = spec.model_dump(mode="json", exclude={"sweep"})
-    text: str = yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
-    return text
-
-
 def check_renderable(run: ResolvedRun) -> None:
     """Refuse specs that would make a Job that cannot work.
 
@@ -108,7 +101,7 @@ def values_for(run: ResolvedRun, namespace: str | None = None) -> dict[str, Any]
             "specHash": run.spec_hash,
             "params": json.dumps(run.params, sort_keys=True, separators=(",", ":")),
         },
-        "spec": dump_spec(spec),
+        "spec": specmod.dump(spec),
         "image": {"reference": spec.image, "pullPolicy": "IfNotPresent"},
         "command": launch.accelerate_command(launch.SPEC_PATH, gpus=res.gpus, nodes=res.nodes),
         "nodes": res.nodes,

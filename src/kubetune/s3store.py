@@ -67,6 +67,19 @@ class S3Store(Store):
         except S3UploadFailedError as exc:
             raise StoreError(f"{self.url(key)}: upload failed: {exc}") from None
 
+    def download_file(self, key: str, local: Path) -> None:
+        # download_file streams (and parallelises) large objects instead of holding them.
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_name(local.name + ".part")
+        try:
+            self.client.download_file(self.bucket, self._key(key), str(tmp))
+        except (BotoCoreError, ClientError) as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"{self.url(key)}: download failed: {exc}") from None
+        tmp.replace(local)
+
     def exists(self, key: str) -> bool:
         try:
             self._call("stat", key, self.client.head_object, Key=self._key(key))

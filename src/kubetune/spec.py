@@ -860,10 +860,17 @@ def load(path: str | Path) -> JobSpec:
 
 
 def dump(spec: JobSpec) -> str:
-    """The spec as YAML in a stable order, defaults included, for humans and the trainer."""
+    """The spec as YAML in field order, defaults included, for humans and the trainer.
+
+    A resolved run has no sweep, so its block is left out rather than written as null.
+    libyaml's dumper when available: it is ~10× faster, which large sweeps notice.
+    """
     import yaml
 
-    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    data = spec.model_dump(mode="json", exclude={"sweep"} if spec.sweep is None else None)
+    text: str = yaml.dump(data, Dumper=dumper, sort_keys=False, allow_unicode=True)
+    return text
 
 
 def canonical_json(spec: JobSpec) -> str:

@@ -25,6 +25,8 @@ from urllib.parse import unquote, urlparse
 
 from kubetune.errors import ConfigError, WorldError
 
+#: Where runs go when neither --store, $KUBETUNE_STORE nor the spec names a store.
+DEFAULT_STORE = "file://./runs"
 MANIFEST = "MANIFEST.json"
 CHECKPOINTS = "checkpoints"
 

@@ -7,10 +7,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from kubetune.errors import EXIT_USER, EXIT_WORLD, KubetuneError
-
-#: Exit code of a run stopped by SIGINT/SIGTERM after saving a checkpoint (128 + SIGINT).
-EXIT_INTERRUPTED = 130
+from kubetune.errors import EXIT_INTERRUPTED, EXIT_USER, EXIT_WORLD, KubetuneError
 
 
 def main(argv: list[str] | None = None) -> int:

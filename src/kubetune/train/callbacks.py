@@ -11,10 +11,8 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from kubetune.launch import EVENT_PREFIX
 from kubetune.store import RunLocation
-
-#: Prefix of the machine-readable lines ``kubetune run`` turns into its progress display.
-EVENT_PREFIX = "@@kubetune "
 
 
 def emit(event: str, **fields: Any) -> None:

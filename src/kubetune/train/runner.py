@@ -19,12 +19,11 @@ import numpy as np
 from kubetune import spec as specmod
 from kubetune import sweep
 from kubetune.errors import ConfigError
-from kubetune.store import RunLocation, open_store
+from kubetune.store import DEFAULT_STORE, RunLocation, open_store
 from kubetune.train import record, tracking
 from kubetune.train.callbacks import CheckpointSync, GracefulStop, Progress, WandbLogger, emit
 from kubetune.train.data import load_splits
 
-DEFAULT_STORE = "file://./runs"
 Outcome = Literal["completed", "already-completed", "interrupted"]
 
 
@@ -214,9 +213,10 @@ def _train(
         callbacks=callbacks,
     )
     resume = _resume_point(location, work / "checkpoints")
+    resumed_step = resume[1] if resume else None
     if resume is not None:
-        emit("resume", step=int(resume.name.rsplit("-", 1)[-1]))
-    train_output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        emit("resume", step=resumed_step)
+    train_output = trainer.train(resume_from_checkpoint=str(resume[0]) if resume else None)
     if stop.requested:
         if main:
             location.store.write_json(
@@ -274,7 +274,7 @@ def _train(
             "hardware": record.hardware(),
             "started": started,
             "finished": record.now(),
-            "resumed_from_step": int(resume.name.rsplit("-", 1)[-1]) if resume else None,
+            "resumed_from_step": resumed_step,
             "metrics": results,
         }
         location.store.write_json(location.key("run.json"), run_record)
@@ -316,8 +316,8 @@ def _with_lora(model: Any, spec: specmod.JobSpec, task_type: str) -> Any:
         raise ConfigError(f"lora.target_modules: {exc}") from None
 
 
-def _resume_point(location: RunLocation, local: Path) -> Path | None:
-    """Download the newest complete checkpoint from the store, if there is one."""
+def _resume_point(location: RunLocation, local: Path) -> tuple[Path, int] | None:
+    """Download the newest complete checkpoint from the store: (its folder, its step)."""
     steps = location.checkpoints()
     if not steps:
         return None
@@ -325,7 +325,7 @@ def _resume_point(location: RunLocation, local: Path) -> Path | None:
     if not (target / "trainer_state.json").is_file():
         shutil.rmtree(target, ignore_errors=True)
         location.fetch_checkpoint(steps[-1], target)
-    return target
+    return target, steps[-1]
 
 
 def _save(
