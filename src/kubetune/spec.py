@@ -160,6 +160,24 @@ class ModelSpec(_Model):
     trust_remote_code: bool = Field(
         False, description="Run model code shipped with the checkpoint (transformers' flag)."
     )
+    config_overrides: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="Settings of the checkpoint's config.json to change before loading, "
+        "e.g. {attention_probs_dropout_prob: 0.0}: attention dropout off lets PyTorch use its "
+        "fused attention kernel, about 2x faster per step on CPU at 256 tokens. Keys must "
+        "exist in the checkpoint's config.",
+    )
+    decoder: str | None = Field(
+        None,
+        description="seq2seq only: a second checkpoint to warm-start the decoder from. With it, "
+        "name is the encoder and the two make an EncoderDecoderModel (e.g. bert2bert from two "
+        "BERT checkpoints); the decoder gains cross-attention, trained from scratch.",
+    )
+    load_in_4bit: bool = Field(
+        False,
+        description="QLoRA: load the base weights in 4-bit NF4 (bitsandbytes) and train LoRA "
+        "adapters on top. Needs lora and a CUDA GPU.",
+    )
 
 
 class DataSpec(_Model):
@@ -189,6 +207,28 @@ class DataSpec(_Model):
     tags_column: str = Field("ner_tags", description="List of BIO tags per example (ner).")
     source_column: str = Field("document", description="Input document (seq2seq).")
     target_column: str = Field("summary", description="Target text (seq2seq).")
+    source_prefix: str = Field(
+        "", description="Text put before every source (seq2seq), e.g. 'summarize: ' for T5."
+    )
+    prompt_column: str | None = Field(
+        None,
+        description="causal-lm: train on prompt/completion pairs, with the loss on the "
+        "completion only. Absent: train on the plain text in text_column.",
+    )
+    completion_column: str = Field(
+        "completion", description="causal-lm: the completion of each prompt (with prompt_column)."
+    )
+    chat_template: str | None = Field(
+        None,
+        description="causal-lm prompt/completion: wrap each prompt as a user message. "
+        "'tokenizer' uses the tokenizer's own chat template; any other value is a Jinja2 chat "
+        "template (variables: messages, add_generation_prompt, bos_token, eos_token).",
+    )
+    packing: bool = Field(
+        False,
+        description="causal-lm: concatenate examples into blocks of exactly max_length tokens "
+        "(no padding; examples may span blocks).",
+    )
     labels: list[NonEmpty] | None = Field(
         None,
         description="Label names in id order. Inferred from the training data when absent; "
@@ -287,6 +327,27 @@ class TrainSpec(_Model):
     )
 
 
+class GenerationSpec(_Model):
+    """Decoding for seq2seq evaluation and causal-LM sample generations."""
+
+    max_new_tokens: int = Field(64, ge=1, le=32768, description="Most tokens generated.")
+    min_new_tokens: int = Field(0, ge=0, le=32768, description="Fewest tokens generated.")
+    num_beams: int = Field(1, ge=1, le=64, description="Beam width (1 is greedy).")
+    length_penalty: float = Field(
+        1.0, description="Beam search: > 1 favours longer outputs, < 1 shorter."
+    )
+    no_repeat_ngram_size: int = Field(
+        0, ge=0, le=32, description="Never repeat an n-gram of this size (0 allows repeats)."
+    )
+    samples: int = Field(
+        8,
+        ge=0,
+        le=10000,
+        description="causal-lm: eval examples to generate a sample completion for "
+        "(predictions.jsonl).",
+    )
+
+
 class LoraSpec(_Model):
     """Low-rank adapters; names follow peft's LoraConfig."""
 
@@ -307,6 +368,13 @@ class LoraSpec(_Model):
         "added automatically).",
     )
     use_rslora: bool = Field(False, description="Rank-stabilised scaling lora_alpha / sqrt(r).")
+    merge: bool = Field(
+        True,
+        description="Save final/ as a plain model with the adapter merged in (loads without "
+        "peft). false: final/ holds the adapter alone, with the task's config.json for the "
+        "base model: PeftModel.from_pretrained(AutoModelFor<Task>.from_pretrained(base, "
+        "config=AutoConfig.from_pretrained(final)), final). adapter/ has the adapter either way.",
+    )
 
 
 #: Variables a prompt template may use.
@@ -333,19 +401,37 @@ def _template(value: str) -> str:
 
 
 class PromptSpec(_Model):
-    """Zero/few-shot prompting baseline: no training, just a template."""
+    """Zero/few-shot baseline: a pretrained model labels text with no training."""
 
-    template: Annotated[str, AfterValidator(_template)] = Field(
-        description="Jinja2 template of the prompt. Variables: text (the input), labels (the "
-        "label names), examples (few-shot examples, each with .text and .label)."
+    method: Literal["nli", "embedding", "generate"] = Field(
+        "generate",
+        description="nli: an NLI model scores 'text entails <hypothesis>' per label "
+        "(transformers' zero-shot-classification pipeline). embedding: cosine similarity of "
+        "sentence embeddings to each label's description, or to the mean of its few-shot "
+        "examples. generate: a causal LM completes the template; the answer is matched to a "
+        "label.",
+    )
+    template: Annotated[str, AfterValidator(_template)] | None = Field(
+        None,
+        description="generate: Jinja2 template of the prompt. Variables: text (the input), "
+        "labels (the label names), examples (few-shot examples, each with .text and .label).",
+    )
+    hypothesis_template: str = Field(
+        "This example is {}.",
+        description="nli: the hypothesis per label; {} is replaced by the label's description.",
+    )
+    label_descriptions: dict[str, NonEmpty] | None = Field(
+        None,
+        description="Text standing for each label (nli, embedding); default the label name.",
     )
     examples: int = Field(
         0,
         ge=0,
         le=64,
-        description="Few-shot examples drawn (seeded) from data.train; 0 is zero-shot.",
+        description="Labelled examples per class drawn (seeded) from data.train: in-context "
+        "examples (generate) or class prototypes (embedding). 0 is zero-shot.",
     )
-    max_new_tokens: int = Field(8, ge=1, le=4096, description="Tokens generated per answer.")
+    max_new_tokens: int = Field(8, ge=1, le=4096, description="generate: tokens per answer.")
 
 
 class Toleration(_Model):
@@ -504,6 +590,10 @@ class JobSpec(_Model):
         None, description="Train low-rank adapters instead of all weights."
     )
     prompt: PromptSpec | None = Field(None, description="Prompt for the zero-shot task.")
+    generation: GenerationSpec = Field(
+        default_factory=GenerationSpec,
+        description="Decoding settings (seq2seq evaluation, causal-lm samples).",
+    )
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     image: ImageRef = Field(
         DEFAULT_IMAGE, description="Trainer image; pin by digest (@sha256:…) for reproducibility."
@@ -535,15 +625,40 @@ def _cross_field_issues(spec: JobSpec) -> list[tuple[Loc, str]]:
         add("data.train", f"task {spec.task} needs training data; set data.train")
     if spec.task == "zero-shot":
         if spec.prompt is None:
-            add("prompt", "task zero-shot needs a prompt; add prompt.template")
-        elif spec.prompt.examples > 0 and not spec.data.train:
-            add("data.train", "prompt.examples > 0 draws few-shot examples from data.train; set it")
+            add("prompt", "task zero-shot needs a prompt section; add prompt.method")
+        else:
+            if spec.prompt.examples > 0 and not spec.data.train:
+                add("data.train", "prompt.examples > 0 draws examples from data.train; set it")
+            if spec.prompt.method == "generate" and spec.prompt.template is None:
+                add("prompt.template", "method generate needs a template")
+            if spec.prompt.method == "nli" and spec.prompt.examples > 0:
+                add("prompt.examples", "method nli is zero-shot only; use 0 or method embedding")
+            if "{}" not in spec.prompt.hypothesis_template:
+                add("prompt.hypothesis_template", "put {} where the label goes")
+            extra = sorted(set(spec.prompt.label_descriptions or {}) - set(spec.data.labels or []))
+            if extra and spec.data.labels:
+                add(
+                    ("prompt", "label_descriptions", extra[0]),
+                    "not one of data.labels; describe only those labels",
+                )
         if not (spec.data.eval or spec.data.test):
             add("data.eval", "task zero-shot scores data.eval or data.test; set one")
         if not spec.data.labels:
             add("data.labels", "task zero-shot needs the label names; list them in data.labels")
         if spec.lora is not None:
             add("lora", "task zero-shot does not train; remove lora")
+    if spec.model.decoder and spec.task != "seq2seq":
+        add("model.decoder", "a separate decoder makes a seq2seq model; use it with task seq2seq")
+    if spec.model.load_in_4bit and spec.lora is None:
+        add("model.load_in_4bit", "4-bit weights cannot be trained directly; add a lora section")
+    if spec.task != "causal-lm":
+        for field in ("prompt_column", "chat_template"):
+            if getattr(spec.data, field) is not None:
+                add(f"data.{field}", "only used with task causal-lm; remove it")
+        if spec.data.packing:
+            add("data.packing", "only used with task causal-lm; remove it")
+    elif spec.data.chat_template is not None and spec.data.prompt_column is None:
+        add("data.chat_template", "chat templates wrap prompts; set data.prompt_column too")
     if spec.data.labels is not None and len(set(spec.data.labels)) != len(spec.data.labels):
         add("data.labels", "label names must be unique")
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -56,6 +57,7 @@ def cls_run(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> 
     # group_by_length as the examples use it: evaluation must still keep row order.
     data = tiny_spec(
         tiny,
+        model={"config_overrides": {"attention_probs_dropout_prob": 0.0}},
         train={"save_strategy": "steps", "save_steps": 20, "save_total_limit": 2,
                "group_by_length": True},
     )  # fmt: skip
@@ -84,6 +86,12 @@ def test_run_writes_the_store_layout(cls_run: dict[str, Any]) -> None:
     manifest = json.loads((out / "checkpoints" / "step-000200" / "MANIFEST.json").read_text())
     assert manifest["step"] == 200
     assert {f["path"] for f in manifest["files"]} >= {"model.safetensors", "trainer_state.json"}
+
+
+def test_config_overrides_reach_the_trained_model(cls_run: dict[str, Any]) -> None:
+    config = json.loads((cls_run["dir"] / "final" / "config.json").read_text())
+    assert config["attention_probs_dropout_prob"] == 0.0
+    assert config["hidden_dropout_prob"] == 0.1, "only the named setting changes"
 
 
 def test_run_record_is_pinned(cls_run: dict[str, Any]) -> None:
@@ -259,6 +267,43 @@ def test_lora_trains_few_parameters_and_saves_a_loadable_model(
     assert classify("goal match team")[0]["label"] in {"sport", "money", "tech"}
 
 
+def test_lora_without_merge_saves_the_adapter_as_final(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    from peft import PeftModel
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    data = tiny_spec(tiny, lora={"r": 4, "merge": False}, train={"epochs": 1})
+    proc = train(write_yaml(tmp_path / "job.yaml", data), tmp_path / "store")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = run_dir(tmp_path / "store", data)
+    assert (out / "final" / "adapter_config.json").is_file()
+    assert not (out / "final" / "model.safetensors").exists(), "no merged copy"
+    record = json.loads((out / "run.json").read_text())
+    assert record["lora"]["target_modules"] == ["query", "value"], "peft's BERT default"
+    adapter = json.loads((out / "final" / "adapter_config.json").read_text())
+    config = AutoConfig.from_pretrained(str(out / "final"))
+    base = AutoModelForSequenceClassification.from_pretrained(
+        adapter["base_model_name_or_path"], config=config
+    )
+    model = PeftModel.from_pretrained(base, str(out / "final"))
+    assert model.config.id2label == {0: "money", 1: "sport", 2: "tech"}
+
+
+def test_default_lora_targets_follow_the_architecture(tiny: dict[str, Path]) -> None:
+    from transformers import AutoConfig, EncoderDecoderConfig, GPT2Config
+
+    from kubetune.train.runner import default_lora_targets
+
+    bert = AutoConfig.from_pretrained(str(tiny["model"]))
+    assert default_lora_targets(SimpleNamespace(config=bert)) == ["query", "value"]
+    assert default_lora_targets(SimpleNamespace(config=GPT2Config())) == ["c_attn"]
+    bert2gpt = EncoderDecoderConfig.from_encoder_decoder_configs(bert, GPT2Config())
+    assert default_lora_targets(SimpleNamespace(config=bert2gpt)) == ["c_attn", "query", "value"]
+    bert.model_type = "unheard-of"
+    assert default_lora_targets(SimpleNamespace(config=bert)) == "all-linear"
+
+
 def test_wandb_offline_run_records_what_was_logged(tiny: dict[str, Path], tmp_path: Path) -> None:
     data = tiny_spec(
         tiny, train={"epochs": 2}, tracking={"wandb": {"mode": "offline", "project": "p"}}
@@ -331,6 +376,13 @@ def test_config_errors_exit_2_with_one_line(tiny: dict[str, Path], tmp_path: Pat
     assert proc.returncode == 2
     (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
     assert "data.text_column: column 'body' is not in the train data" in line
+    data = tiny_spec(tiny, model={"config_overrides": {"attention_dropout": 0.0}})
+    proc = train(write_yaml(tmp_path / "job2.yaml", data), tmp_path / "store")
+    assert proc.returncode == 2
+    assert (
+        "error: model.config_overrides.attention_dropout: not a setting of this bert "
+        "checkpoint's config (did you mean attention_probs_dropout_prob?)"
+    ) in proc.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\ntask: nope\n")
     proc = train(bad, tmp_path / "store")

@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,26 @@ class Progress(TrainerCallback):
         if state.is_world_process_zero and metrics:
             value = metrics.get(f"eval_{self.metric}")
             emit("eval", step=state.global_step, metric=self.metric, value=value)
+
+
+class DerivedMetrics(TrainerCallback):
+    """Add metrics computed from the Trainer's own (perplexity from loss) to each evaluation,
+    before best-model tracking and early stopping read them."""
+
+    def __init__(self, derive: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        self.derive = derive
+
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> None:
+        if metrics is not None:
+            plain = {k.removeprefix("eval_"): v for k, v in metrics.items()}
+            metrics.update({f"eval_{k}": v for k, v in self.derive(plain).items()})
 
 
 class CheckpointSync(TrainerCallback):

@@ -11,6 +11,7 @@ from transformers import AutoModelForSequenceClassification, DataCollatorWithPad
 from kubetune.spec import JobSpec
 from kubetune.train import metrics
 from kubetune.train.data import Splits, infer_labels, require_columns
+from kubetune.train.pretrained import from_pretrained
 from kubetune.train.task import Task
 
 PEFT_TASK = "SEQ_CLS"
@@ -35,12 +36,13 @@ def build(spec: JobSpec, splits: Splits, tokenizer: Any, model_path: str) -> Tas
     def tokenize(data: Dataset) -> Dataset:
         return data.map(encode, batched=True, remove_columns=data.column_names)
 
-    model = AutoModelForSequenceClassification.from_pretrained(
+    model = from_pretrained(
+        AutoModelForSequenceClassification,
+        spec,
         model_path,
         num_labels=len(names),
         id2label=dict(enumerate(names)),
         label2id=to_id,
-        trust_remote_code=spec.model.trust_remote_code,
     )
 
     def compute_metrics(pred: EvalPrediction) -> dict[str, Any]:
@@ -49,7 +51,7 @@ def build(spec: JobSpec, splits: Splits, tokenizer: Any, model_path: str) -> Tas
         return metrics.classification_metrics(gold, np.argmax(logits, axis=-1), names)
 
     def predictions(
-        raw: Dataset, logits: np.ndarray
+        raw: Dataset, logits: np.ndarray, model: Any
     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         shifted = logits - logits.max(axis=-1, keepdims=True)
         probs = np.exp(shifted) / np.exp(shifted).sum(axis=-1, keepdims=True)

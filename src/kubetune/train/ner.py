@@ -22,6 +22,7 @@ from kubetune.errors import ConfigError
 from kubetune.spec import JobSpec
 from kubetune.train import metrics
 from kubetune.train.data import Splits, infer_labels, require_columns
+from kubetune.train.pretrained import from_pretrained
 from kubetune.train.task import Task
 
 PEFT_TASK = "TOKEN_CLS"
@@ -107,12 +108,13 @@ def build(spec: JobSpec, splits: Splits, tokenizer: Any, model_path: str) -> Tas
     def tokenize(data: Dataset) -> Dataset:
         return data.map(encode, batched=True, remove_columns=data.column_names)
 
-    model = AutoModelForTokenClassification.from_pretrained(
+    model = from_pretrained(
+        AutoModelForTokenClassification,
+        spec,
         model_path,
         num_labels=len(names),
         id2label=dict(enumerate(names)),
         label2id=to_id,
-        trust_remote_code=spec.model.trust_remote_code,
     )
 
     def compute_metrics(pred: EvalPrediction) -> dict[str, Any]:
@@ -126,7 +128,7 @@ def build(spec: JobSpec, splits: Splits, tokenizer: Any, model_path: str) -> Tas
         return metrics.entity_metrics(gold_tags, pred_tags)
 
     def predictions(
-        raw: Dataset, logits: np.ndarray
+        raw: Dataset, logits: np.ndarray, model: Any
     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         predicted = np.argmax(logits, axis=-1)
         rows: list[dict[str, Any]] = []

@@ -7,10 +7,13 @@ newest complete checkpoint in the store.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,10 +24,25 @@ from kubetune import sweep
 from kubetune.errors import ConfigError
 from kubetune.store import DEFAULT_STORE, RunLocation, open_store
 from kubetune.train import record, tracking
-from kubetune.train.callbacks import CheckpointSync, GracefulStop, Progress, WandbLogger, emit
+from kubetune.train.callbacks import (
+    CheckpointSync,
+    DerivedMetrics,
+    GracefulStop,
+    Progress,
+    WandbLogger,
+    emit,
+)
 from kubetune.train.data import load_splits
 
 Outcome = Literal["completed", "already-completed", "interrupted"]
+
+#: Task → the module that builds it (each has ``build(spec, splits, tokenizer, model_path)``).
+FAMILIES = {
+    "classification": "classification",
+    "ner": "ner",
+    "seq2seq": "seq2seq",
+    "causal-lm": "causal_lm",
+}
 
 
 def resolve_model_path(name: str) -> str:
@@ -68,13 +86,23 @@ def precision_args(precision: str) -> dict[str, Any]:
     return {"bf16": precision == "bf16", "fp16": precision == "fp16", "use_cpu": not cuda}
 
 
-def training_args(spec: specmod.JobSpec, output_dir: Path, metric: str) -> Any:
-    from transformers import TrainingArguments
+def training_args(
+    spec: specmod.JobSpec,
+    output_dir: Path,
+    metric: str,
+    *,
+    generate: bool = False,
+    greater_is_better: bool = True,
+) -> Any:
+    """TrainingArguments from the spec; Seq2SeqTrainingArguments when evaluation generates."""
+    from transformers import Seq2SeqTrainingArguments, TrainingArguments
 
     t = spec.train
+    kind = Seq2SeqTrainingArguments if generate else TrainingArguments
+    extra: dict[str, Any] = {"predict_with_generate": True} if generate else {}
     best = t.early_stopping_patience is not None
     warmup: int | float = int(t.warmup_steps) if t.warmup_steps >= 1 else t.warmup_steps
-    return TrainingArguments(
+    return kind(
         output_dir=str(output_dir),
         num_train_epochs=t.epochs,
         max_steps=t.max_steps or -1,
@@ -98,12 +126,14 @@ def training_args(spec: specmod.JobSpec, output_dir: Path, metric: str) -> Any:
         logging_steps=t.logging_steps,
         load_best_model_at_end=best,
         metric_for_best_model=metric if best else None,
+        greater_is_better=greater_is_better if best else None,
         seed=t.seed,
         data_seed=t.seed,
         full_determinism=t.deterministic,
         report_to="none",
         disable_tqdm=True,
         **precision_args(t.precision),
+        **extra,
     )
 
 
@@ -147,15 +177,7 @@ def _train(
     spec: specmod.JobSpec, resolved: sweep.ResolvedRun, location: RunLocation, *, main: bool
 ) -> Outcome:
     import transformers
-    from transformers import AutoTokenizer, EarlyStoppingCallback
 
-    from kubetune.train import classification, ner
-    from kubetune.train.trainer import OrderedEvalTrainer
-
-    families = {"classification": classification, "ner": ner}
-    if spec.task not in families:
-        raise ConfigError(f"task: {spec.task} is not supported by this trainer yet")
-    family = families[spec.task]
     started = record.now()
     transformers.set_seed(spec.train.seed, deterministic=spec.train.deterministic)
     transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
@@ -167,25 +189,91 @@ def _train(
     work.mkdir(parents=True, exist_ok=True)
     splits = load_splits(spec, work / "data")
     model_path = resolve_model_path(spec.model.name)
+    if main:
+        location.store.write_text(location.key("spec.yaml"), specmod.dump(spec))
+
+    if spec.task == "zero-shot":
+        from kubetune.train import zeroshot
+
+        scored = zeroshot.score(spec, splits, model_path)
+        finished = Finished(
+            results=scored.results,
+            artifacts=scored.artifacts,
+            labels=scored.labels,
+            parameters={"trainable": 0, "total": scored.parameters},
+            extra={"zero_shot": scored.details},
+        )
+        if main:
+            wandb_run = tracking.start(
+                spec,
+                resolved.run_id,
+                location.sweep,
+                Path(os.environ.get("WANDB_DIR") or work / "wandb"),
+            )
+            _finish(spec, resolved, location, work, splits, model_path, started, finished)
+            tracking.finish(wandb_run, _summary(finished.results))
+            emit("done", already=False, url=location.url, metrics=finished.results)
+            shutil.rmtree(work, ignore_errors=True)
+        return "completed"
+    return _fine_tune(spec, resolved, location, work, splits, model_path, started, main=main)
+
+
+@dataclass
+class Finished:
+    """What a finished run hands to :func:`_finish`."""
+
+    results: dict[str, Any]
+    artifacts: dict[str, Any]
+    labels: list[str]
+    parameters: dict[str, int]
+    extra: dict[str, Any] = field(default_factory=dict)
+    resumed_step: int | None = None
+    save_model: Callable[[Path], None] | None = None
+
+
+def _fine_tune(
+    spec: specmod.JobSpec,
+    resolved: sweep.ResolvedRun,
+    location: RunLocation,
+    work: Path,
+    splits: Any,
+    model_path: str,
+    started: str,
+    *,
+    main: bool,
+) -> Outcome:
+    from transformers import AutoTokenizer, EarlyStoppingCallback
+
+    from kubetune.train.trainer import OrderedEvalSeq2SeqTrainer, OrderedEvalTrainer
+
+    family = importlib.import_module(f"kubetune.train.{FAMILIES[spec.task]}")
     tokenizer = AutoTokenizer.from_pretrained(
         model_path, revision=spec.model.revision, trust_remote_code=spec.model.trust_remote_code
     )
     task = family.build(spec, splits, tokenizer, model_path)
     model = task.model
     trainable, total = _count_parameters(model)
+    extra: dict[str, Any] = {}
     if spec.lora is not None:
         model = _with_lora(model, spec, task.peft_task)
         trainable, total = _count_parameters(model)
+        extra["lora"] = {"target_modules": sorted(model.peft_config["default"].target_modules)}
     emit("model", trainable=trainable, total=total, labels=len(task.labels))
 
     metric = spec.train.metric_for_best_model or task.default_metric
-    args = training_args(spec, work / "checkpoints", metric)
+    args = training_args(
+        spec,
+        work / "checkpoints",
+        metric,
+        generate=task.generate,
+        greater_is_better=task.greater_is_better,
+    )
     stop = GracefulStop()
     callbacks: list[Any] = [Progress(metric), stop]
+    if task.derived_metrics is not None:
+        callbacks.insert(0, DerivedMetrics(task.derived_metrics))
     wandb_run = None
     if main:
-        spec_text = specmod.dump(spec)
-        location.store.write_text(location.key("spec.yaml"), spec_text)
         callbacks.append(CheckpointSync(location, spec.train.save_total_limit))
         wandb_run = tracking.start(
             spec,
@@ -202,7 +290,8 @@ def _train(
             )
         )
 
-    trainer = OrderedEvalTrainer(
+    trainer_class = OrderedEvalSeq2SeqTrainer if task.generate else OrderedEvalTrainer
+    trainer = trainer_class(
         model=model,
         args=args,
         data_collator=task.collator,
@@ -210,6 +299,7 @@ def _train(
         eval_dataset=task.tokenized.get("eval"),
         processing_class=tokenizer,
         compute_metrics=task.compute_metrics,
+        preprocess_logits_for_metrics=task.preprocess_logits,
         callbacks=callbacks,
     )
     resume = _resume_point(location, work / "checkpoints")
@@ -241,53 +331,85 @@ def _train(
         if raw is None:
             continue
         output = trainer.predict(task.tokenized[split], metric_key_prefix=split)
-        logits = (
+        predicted = (
             output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
         )
-        rows, extra = task.predictions(raw, np.asarray(logits))
+        rows, more = task.predictions(raw, np.asarray(predicted), trainer.model)
         split_metrics = {k.removeprefix(f"{split}_"): v for k, v in (output.metrics or {}).items()}
-        split_metrics.update(extra.pop("word_metrics", {}))
+        if task.derived_metrics is not None:
+            split_metrics.update(task.derived_metrics(split_metrics))
+        split_metrics.update(more.pop("word_metrics", {}))
         results[split] = split_metrics
-        artifacts[split] = (rows, extra)
+        artifacts[split] = (rows, more)
 
     if main:
-        _save(trainer, spec, tokenizer, location, work, results, artifacts)
-        run_record = {
-            "status": "completed",
-            "run_id": resolved.run_id,
-            "sweep": location.sweep,
-            "spec_hash": resolved.spec_hash,
-            "params": resolved.params,
-            "seed": spec.train.seed,
-            "task": spec.task,
-            "labels": task.labels,
-            "parameters": {"trainable": trainable, "total": total},
-            "model": record.model_identity(spec.model.name, model_path, spec.model.revision),
-            "data": {
-                "fingerprint": splits.fingerprint,
-                "sources": splits.sources,
-                "rows": {k: len(v) for k, v in splits.present().items()},
-            },
-            "packages": record.package_versions(),
-            "image": os.environ.get("KUBETUNE_IMAGE"),
-            "git": record.git_state(Path.cwd()),
-            "hardware": record.hardware(),
-            "started": started,
-            "finished": record.now(),
-            "resumed_from_step": resumed_step,
-            "metrics": results,
-        }
-        location.store.write_json(location.key("run.json"), run_record)
-        summary = {
-            f"{split}/{k}": v
-            for split, m in results.items()
-            for k, v in m.items()
-            if isinstance(v, (int, float))
-        }
-        tracking.finish(wandb_run, summary)
+        finished = Finished(
+            results=results,
+            artifacts=artifacts,
+            labels=task.labels,
+            parameters={"trainable": trainable, "total": total},
+            extra=extra,
+            resumed_step=resumed_step,
+            save_model=lambda final: _save_model(trainer.model, spec, tokenizer, location, final),
+        )
+        _finish(spec, resolved, location, work, splits, model_path, started, finished)
+        tracking.finish(wandb_run, _summary(results))
         emit("done", already=False, url=location.url, metrics=results)
         shutil.rmtree(work, ignore_errors=True)
     return "completed"
+
+
+def _summary(results: dict[str, Any]) -> dict[str, Any]:
+    """Final metrics as W&B summary keys: ``<split>/<metric>``."""
+    return {
+        f"{split}/{k}": v
+        for split, m in results.items()
+        for k, v in m.items()
+        if isinstance(v, (int, float))
+    }
+
+
+def _finish(
+    spec: specmod.JobSpec,
+    resolved: sweep.ResolvedRun,
+    location: RunLocation,
+    work: Path,
+    splits: Any,
+    model_path: str,
+    started: str,
+    finished: Finished,
+) -> None:
+    """final/ (when there is a model), metrics, predictions, then run.json: the run is done."""
+    if finished.save_model is not None:
+        finished.save_model(work / "final")
+    _save_outputs(location, finished.results, finished.artifacts)
+    run_record = {
+        "status": "completed",
+        "run_id": resolved.run_id,
+        "sweep": location.sweep,
+        "spec_hash": resolved.spec_hash,
+        "params": resolved.params,
+        "seed": spec.train.seed,
+        "task": spec.task,
+        "labels": finished.labels,
+        "parameters": finished.parameters,
+        "model": record.model_identity(spec.model.name, model_path, spec.model.revision),
+        "data": {
+            "fingerprint": splits.fingerprint,
+            "sources": splits.sources,
+            "rows": {k: len(v) for k, v in splits.present().items()},
+        },
+        "packages": record.package_versions(),
+        "image": os.environ.get("KUBETUNE_IMAGE"),
+        "git": record.git_state(Path.cwd()),
+        "hardware": record.hardware(),
+        "started": started,
+        "finished": record.now(),
+        "resumed_from_step": finished.resumed_step,
+        "metrics": finished.results,
+        **finished.extra,
+    }
+    location.store.write_json(location.key("run.json"), run_record)
 
 
 def _count_parameters(model: Any) -> tuple[int, int]:
@@ -295,8 +417,23 @@ def _count_parameters(model: Any) -> tuple[int, int]:
     return trainable, sum(p.numel() for p in model.parameters())
 
 
+def default_lora_targets(model: Any) -> list[str] | str:
+    """LoRA target modules when the spec names none: peft's choice for the architecture
+    (query/value projections), both halves' for an EncoderDecoderModel, else every linear."""
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as KNOWN
+
+    config = model.config
+    if config.model_type in KNOWN:
+        return list(KNOWN[config.model_type])
+    if config.model_type == "encoder-decoder":
+        halves = (config.encoder.model_type, config.decoder.model_type)
+        if all(half in KNOWN for half in halves):
+            return sorted({name for half in halves for name in KNOWN[half]})
+    return "all-linear"
+
+
 def _with_lora(model: Any, spec: specmod.JobSpec, task_type: str) -> Any:
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     assert spec.lora is not None
     lora = spec.lora
@@ -305,11 +442,15 @@ def _with_lora(model: Any, spec: specmod.JobSpec, task_type: str) -> Any:
         r=lora.r,
         lora_alpha=lora.lora_alpha,  # type: ignore[arg-type]  # peft accepts floats
         lora_dropout=lora.lora_dropout,
-        target_modules=lora.target_modules,
+        target_modules=lora.target_modules or default_lora_targets(model),
         bias=lora.bias,
         modules_to_save=lora.modules_to_save,
         use_rslora=lora.use_rslora,
     )
+    if spec.model.load_in_4bit:
+        model = prepare_model_for_kbit_training(  # type: ignore[no-untyped-call]
+            model, use_gradient_checkpointing=spec.train.gradient_checkpointing
+        )
     try:
         return get_peft_model(model, config)
     except ValueError as exc:
@@ -328,26 +469,31 @@ def _resume_point(location: RunLocation, local: Path) -> tuple[Path, int] | None
     return target, steps[-1]
 
 
-def _save(
-    trainer: Any,
-    spec: specmod.JobSpec,
-    tokenizer: Any,
-    location: RunLocation,
-    work: Path,
-    results: dict[str, Any],
-    artifacts: dict[str, Any],
+def _save_model(
+    model: Any, spec: specmod.JobSpec, tokenizer: Any, location: RunLocation, final: Path
 ) -> None:
-    """final/ (merged when LoRA, adapter beside it), metrics, predictions, extra artifacts."""
-    final = work / "final"
-    model = trainer.model
+    """final/: the trained model and tokenizer. With LoRA the adapter goes to adapter/, and
+    final/ holds the merged plain model (lora.merge) or the adapter alone."""
     if spec.lora is not None:
-        model.save_pretrained(str(work / "adapter"))
-        location.store.upload_dir(work / "adapter", location.key("adapter"))
-        model = model.merge_and_unload()
+        adapter = final.parent / "adapter"
+        model.save_pretrained(str(adapter))
+        location.store.upload_dir(adapter, location.key("adapter"))
+        if spec.lora.merge:
+            model = model.merge_and_unload()
+        else:
+            # The adapter alone; its config.json keeps the task head's shape and labels, which
+            # the base checkpoint does not know.
+            model.get_base_model().config.save_pretrained(str(final))
     model.save_pretrained(str(final))
     tokenizer.save_pretrained(str(final))
     location.store.delete_prefix(location.key("final"))
     location.store.upload_dir(final, location.key("final"))
+
+
+def _save_outputs(
+    location: RunLocation, results: dict[str, Any], artifacts: dict[str, Any]
+) -> None:
+    """metrics.json, predictions per split and each split's extra artifacts."""
     location.store.write_json(location.key("metrics.json"), results)
     for split, (rows, extra) in artifacts.items():
         name = "predictions.jsonl" if split == "eval" else f"{split}_predictions.jsonl"

@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 from datasets import Dataset
 
-#: (raw split, logits) → (prediction rows for predictions.jsonl, extra artifacts by file stem)
-Predictor = Callable[[Dataset, np.ndarray], tuple[list[dict[str, Any]], dict[str, Any]]]
+#: (raw split, model outputs from ``Trainer.predict``, the trained model)
+#: → (prediction rows for predictions.jsonl, extra artifacts by file stem)
+Predictor = Callable[[Dataset, np.ndarray, Any], tuple[list[dict[str, Any]], dict[str, Any]]]
 
 
 @dataclass
@@ -23,3 +24,11 @@ class Task:
     predictions: Predictor
     default_metric: str
     peft_task: str
+    #: Evaluate by generating text (Seq2SeqTrainer, ``predict_with_generate``).
+    generate: bool = False
+    #: Whether a larger ``default_metric`` is better (False for loss, perplexity).
+    greater_is_better: bool = True
+    #: Reduces each batch's logits before they are gathered (e.g. argmax over a vocabulary).
+    preprocess_logits: Callable[[Any, Any], Any] | None = None
+    #: Metrics derived from the Trainer's own (e.g. perplexity from loss), unprefixed.
+    derived_metrics: Callable[[dict[str, Any]], dict[str, Any]] | None = None
