@@ -1,0 +1,664 @@
+"""The zero/few-shot baseline (``task: zero-shot``): a pretrained model labels text untrained.
+
+Three methods, chosen by ``prompt.method``:
+
+- ``nli``: transformers' zero-shot-classification pipeline. Each label's description (default
+  its name) fills ``prompt.hypothesis_template``; the label whose hypothesis the text entails
+  most wins, and its score is that entailment probability (softmax over the labels).
+- ``embedding``: a sentence encoder embeds texts and one target per label; a text gets the
+  label of the most cosine-similar target. Pooling follows the model's sentence-transformers
+  ``1_Pooling/config.json`` (mean pooling without one), and embeddings are L2-normalised.
+  Targets are the label descriptions, or with ``prompt.examples = k`` class prototypes: the
+  normalised mean embedding of k labelled examples per class. Score: that cosine similarity.
+  Only the transformer, pooling and normalisation of a sentence-transformers model are applied
+  (a ``Dense`` module after pooling, rare in encoders like all-MiniLM, is not).
+- ``generate``: a causal LM completes the Jinja2 ``prompt.template`` by greedy decoding, and
+  :func:`parse_label` reads a label from the completion. Completions naming no label are
+  unparseable: scored as wrong, counted per split in the metrics and in run.json. Score: the
+  geometric-mean probability of the generated tokens.
+
+Few-shot examples are drawn once per run from data.train, k per class in label order with
+``random.Random(train.seed)``, then shuffled by the same generator: a seed names the exact
+examples, and run.json lists their ids. Texts are clipped to ``data.max_length`` tokens.
+
+Metrics have the keys of fine-tuned classification (:func:`metrics.classification_metrics`,
+plus ``runtime`` and ``samples_per_second``), so ``task`` can be a sweep parameter and a
+baseline sits beside fine-tuned runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812 - the usual alias
+from datasets import Dataset
+from jinja2.sandbox import SandboxedEnvironment
+
+from kubetune.errors import ConfigError
+from kubetune.spec import JobSpec, PromptSpec
+from kubetune.train import metrics
+from kubetune.train.data import Splits, infer_labels, require_columns
+from kubetune.train.pretrained import from_pretrained
+
+#: How a completion becomes a label (recorded in run.json beside the unparseable counts).
+PARSE_RULE = (
+    "the label name that appears earliest in the output, case-insensitive, as a whole word "
+    "(not inside a longer word); at the same position the longer name wins; none → unparseable"
+)
+
+#: sentence-transformers pooling modes, in the order its Pooling module concatenates them.
+POOLING_MODES = (
+    "cls_token",
+    "max_tokens",
+    "mean_tokens",
+    "mean_sqrt_len_tokens",
+    "weightedmean_tokens",
+    "lasttoken",
+)
+
+
+@dataclass(frozen=True)
+class Example:
+    """A labelled example as a prompt template sees it: ``.text`` and ``.label``."""
+
+    text: str
+    label: str
+    id: Any
+
+
+@dataclass
+class Scored:
+    """What the runner writes: metrics, prediction rows and artifacts, and run.json details."""
+
+    #: split → metrics (the keys of fine-tuned classification).
+    results: dict[str, dict[str, Any]]
+    #: split → (prediction rows, {artifact file stem: JSON data}).
+    artifacts: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]]
+    labels: list[str]
+    #: Total parameter count of the model used.
+    parameters: int
+    #: Method, few-shot examples, unparseable counts, timings: run.json's ``zero_shot``.
+    details: dict[str, Any]
+
+
+@dataclass
+class Predicted:
+    """One split's answers: label ids (-1 where unparseable), scores, raw outputs (generate)."""
+
+    ids: list[int]
+    scores: list[float]
+    outputs: list[str] | None = None
+
+
+@dataclass
+class Scorer:
+    """A loaded method: ``predict(texts)`` and what run.json should say about it."""
+
+    predict: Callable[[list[str]], Predicted]
+    parameters: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def score(spec: JobSpec, splits: Splits, model_path: str) -> Scored:
+    """Label the eval and test splits with the spec's prompt method and score the answers."""
+    prompt, names = spec.prompt, spec.data.labels
+    if prompt is None or not names:  # validate() rejects these; say so for hand-built specs
+        raise ConfigError("prompt: task zero-shot needs a prompt section and data.labels")
+    d = spec.data
+    k = prompt.examples
+    used = Splits(
+        splits.train if k else None, splits.eval, splits.test, splits.fingerprint, splits.sources
+    )
+    require_columns(used, {"text_column": d.text_column, "label_column": d.label_column})
+    infer_labels(used, d.label_column, names, sequence=False)  # every label is listed
+
+    started = time.perf_counter()
+    examples = draw_examples(splits.train, spec) if k else []
+    scorer = LOADERS[prompt.method](spec, model_path, names, examples)
+    unparseable: dict[str, int] = {}
+    seconds_taken = {"setup": round(time.perf_counter() - started, 3)}
+    results: dict[str, dict[str, Any]] = {}
+    artifacts: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]] = {}
+    for split, raw in (("eval", splits.eval), ("test", splits.test)):
+        if raw is None:
+            continue
+        began = time.perf_counter()
+        predicted = scorer.predict([str(text) for text in raw[d.text_column]])
+        seconds = time.perf_counter() - began
+        results[split], artifacts[split] = _evaluate(
+            raw, predicted, spec, names, seconds, generate=prompt.method == "generate"
+        )
+        unparseable[split] = predicted.ids.count(-1)
+        seconds_taken[split] = round(seconds, 3)
+    details = {
+        "method": prompt.method,
+        "examples_per_class": k,
+        "examples": [{"id": e.id, "label": e.label} for e in examples],
+        **scorer.details,  # after predicting: generate records its first prompt
+        "unparseable": unparseable,
+        "seconds": seconds_taken,
+    }
+    return Scored(results, artifacts, list(names), scorer.parameters, details)
+
+
+def _evaluate(
+    raw: Dataset,
+    predicted: Predicted,
+    spec: JobSpec,
+    names: list[str],
+    seconds: float,
+    *,
+    generate: bool,
+) -> tuple[dict[str, Any], tuple[list[dict[str, Any]], dict[str, Any]]]:
+    """Metrics, prediction rows and the confusion matrix of one split."""
+    gold = np.array([names.index(_label_name(v, names)) for v in raw[spec.data.label_column]])
+    guess = np.array(predicted.ids)
+    found = metrics.classification_metrics(gold, guess, names)
+    confusion = metrics.confusion(gold, guess, names)
+    if generate:
+        missed = int((guess < 0).sum())
+        found["unparseable"] = missed
+        found["unparseable_rate"] = missed / len(guess)
+        # Unparseable answers have no column in the matrix; count them per true label.
+        confusion["unparseable"] = [
+            int(((gold == c) & (guess < 0)).sum()) for c in range(len(names))
+        ]
+    found["runtime"] = round(seconds, 4)
+    found["samples_per_second"] = round(len(guess) / max(seconds, 1e-9), 3)
+
+    ids = raw["id"] if "id" in raw.column_names else list(range(len(raw)))
+    rows: list[dict[str, Any]] = []
+    for i, (row_id, truth, answer) in enumerate(zip(ids, gold, guess, strict=True)):
+        row = {
+            "id": row_id,
+            "label": names[int(truth)],
+            "prediction": names[int(answer)] if answer >= 0 else None,
+            "score": round(float(predicted.scores[i]), 6),
+        }
+        if predicted.outputs is not None:
+            row["output"] = predicted.outputs[i]
+        rows.append(row)
+    return found, (rows, {"confusion_matrix": confusion})
+
+
+def _label_name(value: Any, names: list[str]) -> str:
+    """A data label as a name: ids index data.labels, anything else is its own name."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return names[value]
+    return str(value)
+
+
+# --- few-shot examples ---------------------------------------------------------------------
+
+
+def draw_examples(train: Dataset | None, spec: JobSpec) -> list[Example]:
+    """``prompt.examples`` labelled examples per class from data.train, seeded by train.seed."""
+    assert spec.prompt is not None and spec.data.labels
+    names, k, d = spec.data.labels, spec.prompt.examples, spec.data
+    if train is None:
+        raise ConfigError("data.train: prompt.examples > 0 draws examples from data.train; set it")
+    pools: dict[str, list[int]] = {name: [] for name in names}
+    for index, value in enumerate(train[d.label_column]):
+        pools[_label_name(value, names)].append(index)
+    rng = random.Random(spec.train.seed)
+    chosen: list[int] = []
+    for name in names:
+        if len(pools[name]) < k:
+            raise ConfigError(
+                f"prompt.examples: data.train has {len(pools[name])} examples labelled "
+                f"{name!r}, fewer than {k}; lower prompt.examples"
+            )
+        chosen += rng.sample(pools[name], k)
+    rng.shuffle(chosen)
+    rows = train.select(chosen)
+    ids = rows["id"] if "id" in rows.column_names else chosen
+    return [
+        Example(str(text), _label_name(value, names), row_id)
+        for text, value, row_id in zip(rows[d.text_column], rows[d.label_column], ids, strict=True)
+    ]
+
+
+# --- shared helpers ------------------------------------------------------------------------
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _batch_size(spec: JobSpec) -> int:
+    return spec.train.eval_batch_size or 2 * spec.train.batch_size
+
+
+def _tokenizer(spec: JobSpec, model_path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(
+        model_path, revision=spec.model.revision, trust_remote_code=spec.model.trust_remote_code
+    )
+
+
+def compute_dtype(spec: JobSpec) -> torch.dtype | None:
+    """The autocast dtype that train.precision means on this machine (None: fp32): the same
+    choice as fine-tuning, so a baseline's time compares with a fine-tuned run's."""
+    from kubetune.train.runner import precision_args
+
+    chosen = precision_args(spec.train.precision)
+    return torch.bfloat16 if chosen["bf16"] else torch.float16 if chosen["fp16"] else None
+
+
+@contextlib.contextmanager
+def _inference(dtype: torch.dtype | None) -> Iterator[None]:
+    """No autograd, and autocast to ``dtype`` when one is given."""
+    with (
+        torch.inference_mode(),
+        torch.autocast(_device().type, dtype=dtype, enabled=dtype is not None),
+    ):
+        yield
+
+
+def _precision(dtype: torch.dtype | None) -> str:
+    return "bf16" if dtype == torch.bfloat16 else "fp16" if dtype == torch.float16 else "fp32"
+
+
+def _ready(model: Any) -> Any:
+    """The model on this machine's accelerator, in inference mode (no dropout)."""
+    return model.to(_device()).eval()
+
+
+def _count(model: Any) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def _positions(model: Any) -> int | None:
+    value = getattr(model.config, "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) else None
+
+
+def _check_max_length(spec: JobSpec, model: Any) -> None:
+    positions = _positions(model)
+    if positions is not None and spec.data.max_length > positions:
+        raise ConfigError(
+            f"data.max_length: {spec.data.max_length} tokens is more than this model's "
+            f"{positions} positions; lower it"
+        )
+
+
+def _descriptions(prompt: PromptSpec, names: list[str]) -> list[str]:
+    """The text standing for each label; two labels with one text could not be told apart."""
+    given = prompt.label_descriptions or {}
+    texts = [given.get(name, name) for name in names]
+    owner: dict[str, str] = {}
+    for name, text in zip(names, texts, strict=True):
+        if text in owner:
+            raise ConfigError(
+                f"prompt.label_descriptions.{name}: same text as label {owner[text]!r}; "
+                "give each label its own description"
+            )
+        owner[text] = name
+    return texts
+
+
+def _batches(lengths: list[int], size: int) -> Iterator[list[int]]:
+    """Indices in batches of similar length (longest first, so memory runs out early if at
+    all): far less padding than data order, and the same batches on every run."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    for start in range(0, len(order), size):
+        yield order[start : start + size]
+
+
+def _pad(tokenizer: Any, encoded: dict[str, list[Any]], batch: list[int]) -> Any:
+    """The rows ``batch`` of a tokenizer's unpadded output as a padded tensor batch."""
+    keys = [k for k in tokenizer.model_input_names if k in encoded]
+    rows = {k: [encoded[k][i] for i in batch] for k in keys}
+    return tokenizer.pad(rows, return_tensors="pt").to(_device())
+
+
+# --- embedding -----------------------------------------------------------------------------
+
+
+def _model_json(spec: JobSpec, model_path: str, name: str) -> Any:
+    """A JSON file of the model folder or hub repository, or None when it has none."""
+    if Path(model_path).is_dir():
+        path = Path(model_path) / name
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    from transformers.utils.hub import cached_file
+
+    found = cached_file(
+        model_path,
+        name,
+        revision=spec.model.revision,
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+    )
+    return json.loads(Path(found).read_text(encoding="utf-8")) if found else None
+
+
+def pooling_modes(spec: JobSpec, model_path: str) -> list[str]:
+    """The pooling a sentence-transformers model was trained with; mean pooling otherwise."""
+    modules = _model_json(spec, model_path, "modules.json") or []
+    folder = next(
+        (m["path"] for m in modules if str(m.get("type", "")).endswith(".Pooling")), "1_Pooling"
+    )
+    config = _model_json(spec, model_path, f"{folder}/config.json")
+    if config is None:
+        return ["mean_tokens"]
+    asked = {
+        k.removeprefix("pooling_mode_")
+        for k, v in config.items()
+        if k.startswith("pooling_mode_") and v is True
+    }
+    unknown = sorted(asked - set(POOLING_MODES))
+    if unknown:
+        raise ConfigError(
+            f"model.name: its {folder}/config.json asks for pooling {unknown[0]}, which "
+            f"kubetune does not implement ({', '.join(POOLING_MODES)}); use method nli or generate"
+        )
+    return [mode for mode in POOLING_MODES if mode in asked] or ["mean_tokens"]
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, modes: list[str]) -> torch.Tensor:
+    """Token states (batch, length, dim) → one vector per text, padding excluded.
+
+    Several modes concatenate, as sentence-transformers does. The first and last real tokens
+    are found from the mask, so left- and right-padded batches pool alike.
+    """
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    count = weights.sum(dim=1).clamp(min=1.0)
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    positions = torch.arange(hidden.shape[1], device=hidden.device)
+    parts: list[torch.Tensor] = []
+    for mode in modes:
+        if mode == "cls_token":
+            parts.append(hidden[rows, mask.int().argmax(dim=1)])
+        elif mode == "max_tokens":
+            parts.append(hidden.masked_fill(weights == 0, float("-inf")).max(dim=1).values)
+        elif mode == "mean_tokens":
+            parts.append((hidden * weights).sum(dim=1) / count)
+        elif mode == "mean_sqrt_len_tokens":
+            parts.append((hidden * weights).sum(dim=1) / count.sqrt())
+        elif mode == "weightedmean_tokens":
+            ramp = weights * (positions + 1).to(hidden.dtype).view(1, -1, 1)
+            parts.append((hidden * ramp).sum(dim=1) / ramp.sum(dim=1).clamp(min=1.0))
+        elif mode == "lasttoken":
+            parts.append(hidden[rows, (mask.int() * positions).argmax(dim=1)])
+        else:
+            raise ValueError(f"unknown pooling mode {mode!r}")
+    return torch.cat(parts, dim=-1)
+
+
+def embed(
+    model: Any,
+    tokenizer: Any,
+    texts: list[str],
+    modes: list[str],
+    max_length: int,
+    size: int,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """L2-normalised sentence embeddings of ``texts``, in their order, on the CPU."""
+    encoded = tokenizer(texts, truncation=True, max_length=max_length)
+    order: list[int] = []
+    pieces: list[torch.Tensor] = []
+    with _inference(dtype):
+        for batch in _batches([len(ids) for ids in encoded["input_ids"]], size):
+            inputs = _pad(tokenizer, encoded, batch)
+            hidden = model(**inputs).last_hidden_state.float()
+            pieces.append(pool(hidden, inputs["attention_mask"], modes).cpu())
+            order += batch
+    stacked = torch.cat(pieces)
+    vectors = torch.empty_like(stacked)
+    vectors[torch.tensor(order)] = stacked
+    return F.normalize(vectors, dim=-1)
+
+
+def load_embedding(
+    spec: JobSpec, model_path: str, names: list[str], examples: list[Example]
+) -> Scorer:
+    """Cosine similarity to label descriptions (zero-shot) or to class prototypes."""
+    from transformers import AutoModel
+
+    assert spec.prompt is not None
+    tokenizer = _tokenizer(spec, model_path)
+    model = _ready(from_pretrained(AutoModel, spec, model_path))
+    _check_max_length(spec, model)
+    modes = pooling_modes(spec, model_path)
+    dtype = compute_dtype(spec)
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        size = _batch_size(spec)
+        return embed(model, tokenizer, texts, modes, spec.data.max_length, size, dtype)
+
+    if examples:
+        vectors = encode([e.text for e in examples])
+        members = [[i for i, e in enumerate(examples) if e.label == name] for name in names]
+        targets = F.normalize(torch.stack([vectors[m].mean(dim=0) for m in members]), dim=-1)
+    else:
+        targets = encode(_descriptions(spec.prompt, names))
+
+    def predict(texts: list[str]) -> Predicted:
+        best = (encode(texts) @ targets.T).max(dim=-1)
+        return Predicted(best.indices.tolist(), best.values.tolist())
+
+    return Scorer(
+        predict,
+        _count(model),
+        {
+            "pooling": modes,
+            "targets": "prototypes" if examples else "descriptions",
+            "precision": _precision(dtype),
+        },
+    )
+
+
+# --- nli -----------------------------------------------------------------------------------
+
+
+def load_nli(spec: JobSpec, model_path: str, names: list[str], examples: list[Example]) -> Scorer:
+    """transformers' zero-shot-classification pipeline over the label descriptions."""
+    from transformers import AutoModelForSequenceClassification, pipeline
+
+    assert spec.prompt is not None
+    prompt = spec.prompt
+    model = from_pretrained(AutoModelForSequenceClassification, spec, model_path)
+    classes = list(model.config.label2id)
+    if not any(name.lower().startswith("entail") for name in classes):
+        raise ConfigError(
+            f"model.name: {spec.model.name} is not an NLI model (its classes {', '.join(classes)} "
+            "have no 'entailment'); use an NLI checkpoint or method embedding"
+        )
+    _check_max_length(spec, model)
+    tokenizer = _tokenizer(spec, model_path)
+    # The pipeline truncates the text (never the hypothesis) to the tokenizer's maximum.
+    tokenizer.model_max_length = spec.data.max_length
+    descriptions = _descriptions(prompt, names)
+    to_id = {text: i for i, text in enumerate(descriptions)}
+    dtype = compute_dtype(spec)
+    classify = pipeline(
+        "zero-shot-classification",
+        model=model.eval(),
+        tokenizer=tokenizer,
+        device=_device(),
+        batch_size=_batch_size(spec),
+    )
+
+    def predict(texts: list[str]) -> Predicted:
+        with _inference(dtype):
+            out = classify(
+                texts,
+                candidate_labels=descriptions,
+                hypothesis_template=prompt.hypothesis_template,
+                multi_label=False,
+            )
+        answers = out if isinstance(out, list) else [out]
+        return Predicted(
+            [to_id[a["labels"][0]] for a in answers], [float(a["scores"][0]) for a in answers]
+        )
+
+    entailment = next(name for name in classes if name.lower().startswith("entail"))
+    return Scorer(
+        predict,
+        _count(model),
+        {
+            "hypothesis_template": prompt.hypothesis_template,
+            "entailment_class": entailment,
+            "precision": _precision(dtype),
+        },
+    )
+
+
+# --- generate ------------------------------------------------------------------------------
+
+
+def parse_label(output: str, names: list[str]) -> int | None:
+    """The index of the label a completion names, or None (unparseable). See PARSE_RULE.
+
+    Whole word means not touching a letter, digit or underscore on either side, so labels that
+    begin or end with punctuation ("c++") match too, and "sport" is not found in "sports".
+    """
+    best: tuple[int, int, int] | None = None  # (position, -length, index)
+    for index, name in enumerate(names):
+        found = re.search(rf"(?<!\w){re.escape(name)}(?!\w)", output, flags=re.IGNORECASE)
+        if found is not None:
+            key = (found.start(), -len(name), index)
+            best = key if best is None or key < best else best
+    return None if best is None else best[2]
+
+
+def compile_template(source: str) -> jinja2.Template:
+    """A sandboxed template: prompts are data from a spec, and must not reach Python."""
+    env = SandboxedEnvironment(
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
+    )
+    return env.from_string(source)
+
+
+def render_prompt(
+    template: jinja2.Template, text: str, labels: list[str], examples: list[Example]
+) -> str:
+    """The prompt for one text. Template errors (an unknown attribute, unsafe access) are the
+    spec's: a ConfigError naming prompt.template."""
+    try:
+        return template.render(text=text, labels=labels, examples=examples)
+    except jinja2.TemplateError as exc:
+        raise ConfigError(f"prompt.template: {type(exc).__name__}: {exc}") from None
+
+
+def clip(tokenizer: Any, texts: list[str], max_length: int) -> list[str]:
+    """Each text cut to its first ``max_length`` tokens, at a character boundary where the
+    tokenizer gives offsets, so the template sees the original characters."""
+    if not texts:
+        return []
+    fast = bool(getattr(tokenizer, "is_fast", False))
+    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=fast)
+    out = []
+    for i, text in enumerate(texts):
+        ids = encoded["input_ids"][i]
+        if len(ids) <= max_length:
+            out.append(text)
+        elif fast:
+            out.append(text[: encoded["offset_mapping"][i][max_length - 1][1]])
+        else:
+            out.append(tokenizer.decode(ids[:max_length]))
+    return out
+
+
+def _stop_ids(model: Any) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    if eos is None:
+        return set()
+    return {int(eos)} if isinstance(eos, int) else {int(e) for e in eos}
+
+
+def load_generate(
+    spec: JobSpec, model_path: str, names: list[str], examples: list[Example]
+) -> Scorer:
+    """A causal LM completes the prompt template greedily; the completion is parsed."""
+    from transformers import AutoModelForCausalLM
+
+    prompt, max_length = spec.prompt, spec.data.max_length
+    assert prompt is not None and prompt.template is not None
+    tokenizer = _tokenizer(spec, model_path)
+    tokenizer.padding_side = "left"  # generation continues from the last real token
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ConfigError(
+                f"model.name: {spec.model.name}'s tokenizer has no pad or end-of-text token "
+                "to pad batches with"
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+    model = _ready(from_pretrained(AutoModelForCausalLM, spec, model_path))
+    template = compile_template(prompt.template)
+    clipped = clip(tokenizer, [e.text for e in examples], max_length)
+    shown = [Example(t, e.label, e.id) for t, e in zip(clipped, examples, strict=True)]
+    dtype = compute_dtype(spec)
+    details: dict[str, Any] = {
+        "parse_rule": PARSE_RULE,
+        "max_new_tokens": prompt.max_new_tokens,
+        "precision": _precision(dtype),
+    }
+    stops = _stop_ids(model)
+
+    def predict(texts: list[str]) -> Predicted:
+        prompts = [
+            render_prompt(template, t, names, shown) for t in clip(tokenizer, texts, max_length)
+        ]
+        details.setdefault("first_prompt", prompts[0])
+        encoded = tokenizer(prompts)
+        lengths = [len(ids) for ids in encoded["input_ids"]]
+        positions = _positions(model)
+        if positions is not None and max(lengths) + prompt.max_new_tokens > positions:
+            raise ConfigError(
+                f"data.max_length: prompts reach {max(lengths)} tokens, and with "
+                f"prompt.max_new_tokens ({prompt.max_new_tokens}) exceed the model's {positions} "
+                "positions; lower data.max_length, prompt.examples or prompt.max_new_tokens"
+            )
+        outputs: list[str] = [""] * len(prompts)
+        scores: list[float] = [0.0] * len(prompts)
+        for batch in _batches(lengths, _batch_size(spec)):
+            inputs = _pad(tokenizer, encoded, batch)
+            with _inference(dtype):
+                out = model.generate(
+                    **inputs,
+                    max_new_tokens=prompt.max_new_tokens,
+                    do_sample=False,
+                    num_beams=1,
+                    pad_token_id=tokenizer.pad_token_id,
+                    return_dict_in_generate=True,
+                    output_scores=True,
+                )
+            # Log-probabilities in fp32 even when the logits came out of autocast.
+            logprobs = model.compute_transition_scores(
+                out.sequences, tuple(step.float() for step in out.scores), normalize_logits=True
+            )
+            width = inputs["input_ids"].shape[1]
+            for row, index in enumerate(batch):
+                new = out.sequences[row, width:].tolist()
+                # Up to and including the first end token; later steps only pad.
+                size = next((j + 1 for j, t in enumerate(new) if t in stops), len(new))
+                outputs[index] = tokenizer.decode(new[:size], skip_special_tokens=True)
+                scores[index] = float(logprobs[row, :size].mean().exp()) if size else 0.0
+        ids = [parse_label(text, names) for text in outputs]
+        return Predicted([-1 if i is None else i for i in ids], scores, outputs)
+
+    return Scorer(predict, _count(model), details)
+
+
+Loader = Callable[[JobSpec, str, list[str], list[Example]], Scorer]
+
+#: prompt.method → the function that loads it.
+LOADERS: dict[str, Loader] = {
+    "nli": load_nli,
+    "embedding": load_embedding,
+    "generate": load_generate,
+}
