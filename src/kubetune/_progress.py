@@ -20,7 +20,8 @@ from kubetune.local import Display, Outcome, tail
 from kubetune.sweep import ResolvedRun
 
 #: Metrics worth a column, in order of preference.
-_HEADLINE = ("accuracy", "f1", "macro_f1")
+#: Metrics worth a column, best first; the table shows the first two any run has.
+_HEADLINE = ("accuracy", "f1", "macro_f1", "rougeL", "rouge1", "bleu", "perplexity", "loss")
 
 
 class RichDisplay(Display):
@@ -106,7 +107,7 @@ class RichDisplay(Display):
         for split in splits:
             for name in names:
                 table.add_column(f"{split}\n{name}", justify="right")
-        table.add_column("train\ntime", justify="right")
+        table.add_column("time", justify="right")
         for o in done:
             cells = [
                 f"{o.metrics[s][n]:.4f}"
@@ -115,6 +116,7 @@ class RichDisplay(Display):
                 for s in splits
                 for n in names
             ]
+            # Training time where the run trained; the whole run for a zero-shot baseline.
             seconds = o.metrics.get("train", {}).get("train_runtime", o.seconds)
             table.add_row(o.run.run_id, *cells, f"{seconds:.0f}s")
         self.console.print(table)

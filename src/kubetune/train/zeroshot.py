@@ -48,6 +48,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from kubetune.errors import ConfigError
 from kubetune.spec import JobSpec, PromptSpec
 from kubetune.train import metrics
+from kubetune.train.callbacks import emit
 from kubetune.train.data import Splits, infer_labels, require_columns
 from kubetune.train.pretrained import from_pretrained
 
@@ -126,6 +127,7 @@ def score(spec: JobSpec, splits: Splits, model_path: str) -> Scored:
     started = time.perf_counter()
     examples = draw_examples(splits.train, spec) if k else []
     scorer = LOADERS[prompt.method](spec, model_path, names, examples)
+    emit("model", trainable=0, total=scorer.parameters, labels=len(names))
     unparseable: dict[str, int] = {}
     seconds_taken = {"setup": round(time.perf_counter() - started, 3)}
     results: dict[str, dict[str, Any]] = {}
