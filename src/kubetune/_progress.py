@@ -51,9 +51,10 @@ class RichDisplay(Display):
         kind = event.get("event")
         if kind == "model":
             total, trainable = event["total"], event["trainable"]
+            labels = f", {event['labels']} labels" if event.get("labels") else ""
             self.progress.console.print(
                 f"  model: {_count(total)} parameters, {_count(trainable)} trainable"
-                f" ({100 * trainable / max(total, 1):.1f}%), {event['labels']} labels"
+                f" ({100 * trainable / max(total, 1):.1f}%){labels}"
             )
         elif kind == "resume":
             self.progress.console.print(f"  resuming from the checkpoint at step {event['step']}")

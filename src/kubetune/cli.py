@@ -197,7 +197,9 @@ app.add_typer(data_app, name="data")
 
 @data_app.command("prepare")
 def data_prepare(
-    name: Annotated[str, typer.Argument(help="Dataset: bbc-news or wnut16.", show_default=False)],
+    name: Annotated[
+        str, typer.Argument(help="Dataset: bbc-news, wnut16 or aclsum.", show_default=False)
+    ],
     out: Annotated[Path, typer.Argument(help="Folder for train/validation/test.jsonl.")],
     seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
     validation: Annotated[float, typer.Option(help="Share held out for validation.")] = 0.1,
@@ -208,7 +210,8 @@ def data_prepare(
 
     result = prepare.prepare(name, out, seed=seed, validation=validation, test=test)
     counts = ", ".join(f"{split} {n}" for split, n in result.counts.items())
-    _console().print(f"[green]✓[/] {name} → {out}/ ({counts}; {len(result.labels)} labels)")
+    labels = f"; {len(result.labels)} labels" if result.labels else ""
+    _console().print(f"[green]✓[/] {name} → {out}/ ({counts}{labels})")
     for note in result.notes:
         _console().print(f"  note: {note}")
 

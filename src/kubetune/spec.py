@@ -659,6 +659,10 @@ def _cross_field_issues(spec: JobSpec) -> list[tuple[Loc, str]]:
             add("data.packing", "only used with task causal-lm; remove it")
     elif spec.data.chat_template is not None and spec.data.prompt_column is None:
         add("data.chat_template", "chat templates wrap prompts; set data.prompt_column too")
+    if spec.generation.length_penalty != 1.0 and spec.generation.num_beams == 1:
+        add("generation.length_penalty", "only beam search uses it; set num_beams > 1")
+    if spec.generation.min_new_tokens > spec.generation.max_new_tokens:
+        add("generation.min_new_tokens", "must not exceed generation.max_new_tokens")
     if spec.data.labels is not None and len(set(spec.data.labels)) != len(spec.data.labels):
         add("data.labels", "label names must be unique")
 

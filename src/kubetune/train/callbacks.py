@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import signal
 import sys
 import time
@@ -21,6 +22,18 @@ def emit(event: str, **fields: Any) -> None:
     print(EVENT_PREFIX + json.dumps({"event": event, **fields}, default=str), flush=True)
 
 
+def peak_memory() -> dict[str, int]:
+    """Peak memory so far, in bytes: this process's resident set (Linux reports kilobytes)
+    and, on a GPU, what torch has allocated on it. Read at each step's end, so the last
+    step's figures are training's peak, before evaluation and saving add their own."""
+    import torch
+
+    peaks = {"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    if torch.cuda.is_available():
+        peaks["peak_gpu"] = int(torch.cuda.max_memory_allocated())
+    return peaks
+
+
 class Progress(TrainerCallback):
     """Step, loss, latest eval metric and the numbers an ETA needs."""
 
@@ -34,7 +47,7 @@ class Progress(TrainerCallback):
     ) -> None:
         if state.is_world_process_zero:
             self.started = time.monotonic()
-            emit("train_begin", step=state.global_step, max_steps=state.max_steps)
+            emit("train_begin", step=state.global_step, max_steps=state.max_steps, **peak_memory())
 
     def on_log(
         self,
@@ -57,6 +70,7 @@ class Progress(TrainerCallback):
                 max_steps=state.max_steps,
                 loss=self.loss,
                 elapsed=round(time.monotonic() - self.started, 3),
+                **peak_memory(),
             )
 
     def on_evaluate(
