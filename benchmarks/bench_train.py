@@ -125,7 +125,6 @@ class KubetuneRun:
     events: list[tuple[float, dict[str, Any]]]  # (seconds since launch on our clock, event)
     metrics: dict[str, Any]
     run_dir: Path
-    peak_rss: int  # bytes: the trainer process's peak resident memory
     wall_s: float  # launch to exit
 
 
@@ -331,9 +330,6 @@ def run_kubetune(setup: Setup, data: dict[str, Any]) -> KubetuneRun:
                 events.append((time.perf_counter() - start, json.loads(line[len(EVENT_PREFIX) :])))
             else:
                 other.write(line)
-        # wait4 reports this child's own peak RSS (kilobytes on Linux); Popen's wait does not.
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - start
     with (setup.work / f"{job.name}.events.jsonl").open("w", encoding="utf-8") as handle:
         handle.writelines(json.dumps({"t": t, **event}) + "\n" for t, event in events)
@@ -344,7 +340,7 @@ def run_kubetune(setup: Setup, data: dict[str, Any]) -> KubetuneRun:
     if len(found) != 1:
         raise SystemExit(f"expected one metrics.json under {store}, found {len(found)}")
     metrics = json.loads(found[0].read_text(encoding="utf-8"))
-    return KubetuneRun(events, metrics, found[0].parent, usage.ru_maxrss * 1024, wall)
+    return KubetuneRun(events, metrics, found[0].parent, wall)
 
 
 def kubetune_precision() -> str:

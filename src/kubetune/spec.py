@@ -173,6 +173,12 @@ class ModelSpec(_Model):
         "name is the encoder and the two make an EncoderDecoderModel (e.g. bert2bert from two "
         "BERT checkpoints); the decoder gains cross-attention, trained from scratch.",
     )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32",
+        description="Precision the weights are loaded in. bfloat16/float16 halve the memory of "
+        "frozen weights, for LoRA (the adapters stay float32); full fine-tuning keeps float32 "
+        "master weights (use train.precision for mixed-precision compute).",
+    )
     load_in_4bit: bool = Field(
         False,
         description="QLoRA: load the base weights in 4-bit NF4 (bitsandbytes) and train LoRA "
@@ -649,6 +655,12 @@ def _cross_field_issues(spec: JobSpec) -> list[tuple[Loc, str]]:
             add("lora", "task zero-shot does not train; remove lora")
     if spec.model.decoder and spec.task != "seq2seq":
         add("model.decoder", "a separate decoder makes a seq2seq model; use it with task seq2seq")
+    if spec.model.dtype != "float32" and spec.lora is None and spec.task != "zero-shot":
+        add(
+            "model.dtype",
+            f"{spec.model.dtype} weights would take every optimiser update in half precision; "
+            "keep float32 and set train.precision, or add a lora section",
+        )
     if spec.model.load_in_4bit and spec.lora is None:
         add("model.load_in_4bit", "4-bit weights cannot be trained directly; add a lora section")
     if spec.task != "causal-lm":

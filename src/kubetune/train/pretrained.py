@@ -47,6 +47,7 @@ def from_pretrained(auto_class: Any, spec: JobSpec, model_path: str, **head: Any
         config=load_config(spec, model_path, **head),
         revision=spec.model.revision,
         trust_remote_code=spec.model.trust_remote_code,
+        dtype=spec.model.dtype,
         **quantization,
     )
 
