@@ -417,6 +417,10 @@ def _count_parameters(model: Any) -> tuple[int, int]:
     return trainable, sum(p.numel() for p in model.parameters())
 
 
+#: Modules a warm-started EncoderDecoderModel creates at random (peft names match suffixes).
+WARM_START_NEW_MODULES = ("crossattention", "transform")
+
+
 def default_lora_targets(model: Any) -> list[str] | str:
     """LoRA target modules when the spec names none: peft's choice for the architecture
     (query/value projections), both halves' for an EncoderDecoderModel, else every linear."""
@@ -437,6 +441,12 @@ def _with_lora(model: Any, spec: specmod.JobSpec, task_type: str) -> Any:
 
     assert spec.lora is not None
     lora = spec.lora
+    modules_to_save = list(lora.modules_to_save or [])
+    if spec.model.decoder is not None:
+        # A warm-started decoder's cross-attention (and, for BERT, its LM head's transform) are
+        # new random layers: frozen they would stay random, so they train in full and are saved
+        # with the adapter.
+        modules_to_save += [m for m in WARM_START_NEW_MODULES if m not in modules_to_save]
     config = LoraConfig(
         task_type=task_type,
         r=lora.r,
@@ -444,7 +454,7 @@ def _with_lora(model: Any, spec: specmod.JobSpec, task_type: str) -> Any:
         lora_dropout=lora.lora_dropout,
         target_modules=lora.target_modules or default_lora_targets(model),
         bias=lora.bias,
-        modules_to_save=lora.modules_to_save,
+        modules_to_save=modules_to_save or None,
         use_rslora=lora.use_rslora,
     )
     if spec.model.load_in_4bit:
