@@ -23,7 +23,7 @@ from kubetune.train import causal_lm
 from kubetune.train.causal_lm import IGNORE
 from kubetune.train.data import load_splits
 
-from tiny import write_yaml
+from tiny import with_overrides, write_yaml
 
 EOS = "<|endoftext|>"
 FOODS = {"red": "apple", "yellow": "banana", "green": "pear", "purple": "grape",
@@ -136,12 +136,7 @@ def clm_spec(gpt2: dict[str, Path], kind: str = "pairs", **overrides: Any) -> di
         "generation": {"max_new_tokens": 4, "samples": 6},
         "tracking": {"wandb": {"mode": "disabled"}},
     }
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
-    return data
+    return with_overrides(data, overrides)
 
 
 def build(

@@ -27,7 +27,7 @@ from kubetune.train import metrics, seq2seq
 from kubetune.train.data import load_splits
 from kubetune.train.seq2seq import IGNORE
 
-from tiny import write_yaml
+from tiny import with_overrides, write_yaml
 
 TOPICS = {
     "sport": ("goal match team player coach league", "a match report"),
@@ -180,12 +180,7 @@ def s2s_spec(tiny_s2s: dict[str, Path], family: str = "t5", **overrides: Any) ->
         "generation": {"max_new_tokens": 8},
         "tracking": {"wandb": {"mode": "disabled"}},
     }
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
-    return data
+    return with_overrides(data, overrides)
 
 
 def build(tiny_s2s: dict[str, Path], tmp_path: Path, family: str = "t5", **overrides: Any) -> Any:
