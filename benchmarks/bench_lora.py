@@ -8,7 +8,9 @@
     learning rate suited to adapters, for the same epochs.
 (2) A GPT-2-small-sized causal LM (12 layers, 768 wide, 50,257-token vocabulary: 124M
     parameters), randomly initialised (this part measures cost, not quality), trained on BBC
-    News text for a fixed number of steps, full and with LoRA on c_attn (peft's GPT-2 default).
+    News text for a fixed number of steps, full and with LoRA on c_attn (peft's GPT-2 default,
+    frozen base in bf16); then again with activation checkpointing in both arms, as a
+    memory-bound run would train, where activations no longer hide the optimiser's share.
 
 For each: trainable parameters, the trainer's peak RSS through its last training step (the
 ``peak_rss`` of kubetune's step events: model loading and training, not the evaluation and
@@ -144,7 +146,9 @@ def build_gpt2(folder: Path, texts: list[str]) -> Path:
     return out
 
 
-def gpt2_specs(setup: Setup, model: Path, folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def gpt2_specs(
+    setup: Setup, model: Path, folder: Path, *, checkpointing: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
     steps = 3 if setup.quick else GPT2_STEPS
     full: dict[str, Any] = {
         "name": "bench-gpt2-full",
@@ -164,6 +168,7 @@ def gpt2_specs(setup: Setup, model: Path, folder: Path) -> tuple[dict[str, Any],
             "eval_strategy": "no",
             "save_strategy": "no",
             "seed": 42,
+            "gradient_checkpointing": checkpointing,
         },
         "generation": {"samples": 0},
         "tracking": {"wandb": {"mode": "disabled"}},
@@ -232,16 +237,22 @@ def main() -> None:
         rows = read_jsonl(folder / "train.jsonl")
         texts = [r["text"] for r in random.Random(0).sample(rows, min(len(rows), 800))]
         model = build_gpt2(work, texts)
-        full_spec, lora_spec = gpt2_specs(setup, model, folder)
-        full = arm("full", run_kubetune(setup, full_spec), "perplexity", "eval")
-        lora = arm("LoRA", run_kubetune(setup, lora_spec), "perplexity", "eval")
-        report(
-            f"(2) GPT-2-small-sized causal LM (random init), {full_spec['train']['max_steps']} "
-            f"steps of {GPT2_BATCH}×{GPT2_LENGTH} tokens, eval perplexity",
-            full,
-            lora,
-            higher_is_better=False,
-        )
+        for checkpointing in (False, True):
+            full_spec, lora_spec = gpt2_specs(setup, model, folder, checkpointing=checkpointing)
+            if checkpointing:
+                for spec in (full_spec, lora_spec):
+                    spec["name"] += "-ckpt"
+            full = arm("full", run_kubetune(setup, full_spec), "perplexity", "eval")
+            lora = arm("LoRA", run_kubetune(setup, lora_spec), "perplexity", "eval")
+            report(
+                f"(2) GPT-2-small-sized causal LM (random init), "
+                f"{full_spec['train']['max_steps']} steps of {GPT2_BATCH}×{GPT2_LENGTH} tokens, "
+                "eval perplexity"
+                + (", activation checkpointing in both arms" if checkpointing else ""),
+                full,
+                lora,
+                higher_is_better=False,
+            )
 
 
 if __name__ == "__main__":
