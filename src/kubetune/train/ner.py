@@ -23,7 +23,7 @@ from kubetune.spec import JobSpec
 from kubetune.train import metrics
 from kubetune.train.data import Splits, infer_labels, require_columns
 from kubetune.train.pretrained import from_pretrained
-from kubetune.train.task import Task
+from kubetune.train.task import FINAL_METRICS, Task
 
 PEFT_TASK = "TOKEN_CLS"
 IGNORE = -100
@@ -156,7 +156,7 @@ def build(spec: JobSpec, splits: Splits, tokenizer: Any, model_path: str) -> Tas
                     "entities": entity_spans(tokens, word_pred),
                 }
             )
-        return rows, {"word_metrics": metrics.entity_metrics(gold_all, pred_all)}
+        return rows, {FINAL_METRICS: metrics.entity_metrics(gold_all, pred_all)}
 
     return Task(
         model=model,

@@ -33,6 +33,7 @@ from kubetune.train.callbacks import (
     emit,
 )
 from kubetune.train.data import load_splits
+from kubetune.train.task import FINAL_METRICS
 
 Outcome = Literal["completed", "already-completed", "interrupted"]
 
@@ -204,16 +205,9 @@ def _train(
             extra={"zero_shot": scored.details},
         )
         if main:
-            wandb_run = tracking.start(
-                spec,
-                resolved.run_id,
-                location.sweep,
-                Path(os.environ.get("WANDB_DIR") or work / "wandb"),
-            )
+            wandb_run = _start_tracking(spec, resolved, location, work)
             _finish(spec, resolved, location, work, splits, model_path, started, finished)
-            tracking.finish(wandb_run, _summary(finished.results))
-            emit("done", already=False, url=location.url, metrics=finished.results)
-            shutil.rmtree(work, ignore_errors=True)
+            _close(location, work, wandb_run, finished.results)
         return "completed"
     return _fine_tune(spec, resolved, location, work, splits, model_path, started, main=main)
 
@@ -275,12 +269,7 @@ def _fine_tune(
     wandb_run = None
     if main:
         callbacks.append(CheckpointSync(location, spec.train.save_total_limit))
-        wandb_run = tracking.start(
-            spec,
-            resolved.run_id,
-            location.sweep,
-            Path(os.environ.get("WANDB_DIR") or work / "wandb"),
-        )
+        wandb_run = _start_tracking(spec, resolved, location, work)
         if wandb_run is not None:
             callbacks.append(WandbLogger(wandb_run))
     if spec.train.early_stopping_patience:
@@ -338,7 +327,7 @@ def _fine_tune(
         split_metrics = {k.removeprefix(f"{split}_"): v for k, v in (output.metrics or {}).items()}
         if task.derived_metrics is not None:
             split_metrics.update(task.derived_metrics(split_metrics))
-        split_metrics.update(more.pop("word_metrics", {}))
+        split_metrics.update(more.pop(FINAL_METRICS, {}))
         results[split] = split_metrics
         artifacts[split] = (rows, more)
 
@@ -353,20 +342,30 @@ def _fine_tune(
             save_model=lambda final: _save_model(trainer.model, spec, tokenizer, location, final),
         )
         _finish(spec, resolved, location, work, splits, model_path, started, finished)
-        tracking.finish(wandb_run, _summary(results))
-        emit("done", already=False, url=location.url, metrics=results)
-        shutil.rmtree(work, ignore_errors=True)
+        _close(location, work, wandb_run, results)
     return "completed"
 
 
-def _summary(results: dict[str, Any]) -> dict[str, Any]:
-    """Final metrics as W&B summary keys: ``<split>/<metric>``."""
-    return {
+def _start_tracking(
+    spec: specmod.JobSpec, resolved: sweep.ResolvedRun, location: RunLocation, work: Path
+) -> Any:
+    """The W&B run of this run id (None when tracking is disabled)."""
+    wandb_dir = Path(os.environ.get("WANDB_DIR") or work / "wandb")
+    return tracking.start(spec, resolved.run_id, location.sweep, wandb_dir)
+
+
+def _close(location: RunLocation, work: Path, wandb_run: Any, results: dict[str, Any]) -> None:
+    """After run.json: final metrics as W&B summary (``<split>/<metric>``), the done event,
+    and the scratch folder removed."""
+    summary = {
         f"{split}/{k}": v
         for split, m in results.items()
         for k, v in m.items()
         if isinstance(v, (int, float))
     }
+    tracking.finish(wandb_run, summary)
+    emit("done", already=False, url=location.url, metrics=results)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def _finish(

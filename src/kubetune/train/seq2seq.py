@@ -44,7 +44,7 @@ from kubetune.spec import GenerationSpec, JobSpec
 from kubetune.train import metrics
 from kubetune.train.data import Splits, require_columns
 from kubetune.train.pretrained import from_pretrained, load_config
-from kubetune.train.task import Task
+from kubetune.train.task import FINAL_METRICS, Task
 
 PEFT_TASK = "SEQ_2_SEQ_LM"
 IGNORE = -100
@@ -109,8 +109,8 @@ def build(spec: JobSpec, splits: Splits, tokenizer: Any, model_path: str) -> Tas
                 keys, sources, references, generated, strict=True
             )
         ]
-        # The runner merges "word_metrics" over the split's scores: see the module docstring.
-        return rows, {"word_metrics": scores(ids, list(references))}
+        # Scored against the raw target text (see the module docstring).
+        return rows, {FINAL_METRICS: scores(ids, list(references))}
 
     return Task(
         model=model,

@@ -10,7 +10,9 @@ import numpy as np
 from datasets import Dataset
 
 #: (raw split, model outputs from ``Trainer.predict``, the trained model)
-#: → (prediction rows for predictions.jsonl, extra artifacts by file stem)
+#: → (prediction rows for predictions.jsonl, extra artifacts by file stem). An artifact named
+#: :data:`FINAL_METRICS` is not written: its scores replace the split's metrics of that name.
+FINAL_METRICS = "final_metrics"
 Predictor = Callable[[Dataset, np.ndarray, Any], tuple[list[dict[str, Any]], dict[str, Any]]]
 
 
