@@ -89,11 +89,20 @@ def test_single_gpu_job_shape() -> None:
         "action": "Ignore",
         "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
     }
-    assert rules[1]["action"] == "FailJob"
-    assert rules[1]["onExitCodes"] == {"containerName": "trainer", "operator": "In", "values": [2]}
+    # A trainer that checkpointed on SIGTERM exits 130: retried, not counted.
+    assert rules[1] == {
+        "action": "Ignore",
+        "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [130]},
+    }
+    assert rules[2]["action"] == "FailJob"
+    assert rules[2]["onExitCodes"] == {"containerName": "trainer", "operator": "In", "values": [2]}
 
     pod = js["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
+    assert pod["terminationGracePeriodSeconds"] == 120
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["KUBETUNE_STOP_GRACE_SECONDS"] == "110"
+    assert env["KUBETUNE_CHART"].startswith("kubetune-job-")
     assert pod["automountServiceAccountToken"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] >= 10000

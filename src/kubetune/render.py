@@ -127,6 +127,7 @@ def values_for(run: ResolvedRun, namespace: str | None = None) -> dict[str, Any]
             "backoffLimit": res.backoff_limit,
             "activeDeadlineSeconds": res.active_deadline_seconds,
             "ttlSecondsAfterFinished": res.ttl_seconds_after_finished,
+            "terminationGracePeriodSeconds": res.termination_grace_seconds,
         },
         "storage": {
             "uri": storage.uri,

@@ -497,6 +497,13 @@ class ResourcesSpec(_Model):
     ttl_seconds_after_finished: int = Field(
         7 * 24 * 3600, ge=0, description="Delete the finished Job after this many seconds."
     )
+    termination_grace_seconds: int = Field(
+        120,
+        ge=10,
+        le=3600,
+        description="Seconds between SIGTERM (preemption, drain) and SIGKILL: the trainer saves "
+        "a checkpoint and finishes its upload within them, then exits to be retried.",
+    )
 
 
 class StorageSpec(_Model):
@@ -514,6 +521,33 @@ class StorageSpec(_Model):
         None,
         description="Name of the Kubernetes Secret with AWS_ACCESS_KEY_ID and "
         "AWS_SECRET_ACCESS_KEY. Never the keys themselves.",
+    )
+    upload_concurrency: int = Field(
+        8, ge=1, le=64, description="Parallel uploads (files and multipart parts) per checkpoint."
+    )
+    upload_queue: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description="Checkpoints that may wait for upload; a save beyond them waits until one is "
+        "stored, so a slow store bounds scratch space instead of filling it.",
+    )
+
+
+class ReproduceSpec(_Model):
+    """How `kubetune reproduce --local` judges a re-run against the record."""
+
+    tolerance: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Largest relative difference |reproduced − recorded| / |recorded| of a final "
+        "metric that still counts as reproduced.",
+    )
+    metrics: list[str] = Field(
+        default_factory=list,
+        description="Final metrics to compare (e.g. accuracy, f1); empty: every quality metric "
+        "of the eval and test splits (not timings).",
     )
 
 
@@ -608,6 +642,7 @@ class JobSpec(_Model):
         None, description="Artifact store. Required to render a Kubernetes Job."
     )
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    reproduce: ReproduceSpec = Field(default_factory=ReproduceSpec)
     sweep: SweepSpec | None = Field(None, description="Expand this spec into many runs.")
 
 
