@@ -95,7 +95,7 @@ class S3Store(Store):
                 "list",
                 prefix,
                 self.client.list_objects_v2,
-                Prefix=self._key(prefix).rstrip("/") + "/",
+                Prefix=self._key(prefix).rstrip("/") + "/" if self._key(prefix) else "",
                 **token,
             )
             keys += [self._rel(item["Key"]) for item in page.get("Contents", [])]

@@ -235,3 +235,31 @@ class RunLocation:
         for step in steps[: max(0, len(steps) - keep)]:
             if step not in (protect or set()):
                 self.store.delete_prefix(self.key(f"{CHECKPOINTS}/step-{step:06d}"))
+
+
+def find_runs(uri: str) -> list[RunLocation]:
+    """Every run folder at or under ``uri``: a store root, ``<store>/<sweep>`` or a run's own
+    ``<store>/<sweep>/<run-id>``. A run folder is one holding ``spec.yaml`` (written when the
+    run starts). Sorted by sweep, then run id.
+
+    Raises:
+        ConfigError: ``uri`` is not a store URI.
+    """
+    root = uri.rstrip("/")
+    store = open_store(root)
+    found: dict[tuple[str, str], RunLocation] = {}
+    for key in store.list_keys(""):
+        if key != "spec.yaml" and not key.endswith("/spec.yaml"):
+            continue
+        full = f"{root}/{key}"
+        parts = full.split("/")
+        if len(parts) < 6:  # scheme://host-or-empty/…/<sweep>/<run-id>/spec.yaml
+            continue
+        sweep, run_id = parts[-3], parts[-2]
+        base = "/".join(parts[:-3])
+        if (sweep, run_id) not in found:
+            found[(sweep, run_id)] = RunLocation(
+                store if base == root else open_store(base), sweep, run_id
+            )
+    return [found[k] for k in sorted(found)]
+
