@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from kubetune.store import FileStore, RunLocation, Store, StoreError, file_uri_path, open_store
+from kubetune.store import (
+    ConflictError,
+    FileStore,
+    Store,
+    StoreError,
+    file_uri_path,
+    find_runs,
+    open_store,
+)
 
 
 def _free_port() -> int:
@@ -69,39 +77,69 @@ def test_round_trip_list_and_delete(store: Store, tmp_path: Path) -> None:
         store.read_bytes("a/b/spec.yaml")
 
 
-def test_checkpoints_count_only_with_a_manifest(store: Store, tmp_path: Path) -> None:
-    run = RunLocation(store, "sweep", "sweep-12345678")
-    for step in (10, 20, 30):
-        local = tmp_path / f"ckpt-{step}"
-        (local / "sub").mkdir(parents=True)
-        (local / "model.bin").write_bytes(bytes([step]) * 1000)
-        (local / "sub" / "state.json").write_text(json.dumps({"step": step}))
-        run.put_checkpoint(local, step)
-    # A crash mid-upload: files but no manifest.
-    store.write_bytes(run.key("checkpoints/step-000040/model.bin"), b"partial")
-    assert run.checkpoints() == [10, 20, 30]
-    run.prune_checkpoints(keep=1, protect={10})
-    assert run.checkpoints() == [10, 30]
-    fetched = run.fetch_checkpoint(30, tmp_path / "back")
-    assert (fetched / "model.bin").read_bytes() == bytes([30]) * 1000
-    assert json.loads((fetched / "sub" / "state.json").read_text()) == {"step": 30}
+def test_conditional_write_has_one_winner(store: Store) -> None:
+    store.write_text("r/MANIFEST.json", "first")
+    with pytest.raises(ConflictError, match="already written"):
+        store.write_bytes("r/MANIFEST.json", b"second", if_absent=True)
+    assert store.read_text("r/MANIFEST.json") == "first"
+    store.write_bytes("r/other.json", b"only", if_absent=True)
+    assert store.read_text("r/other.json") == "only"
 
 
-def test_fetch_detects_a_corrupted_checkpoint(store: Store, tmp_path: Path) -> None:
-    run = RunLocation(store, "s", "s-00000000")
-    local = tmp_path / "c"
-    local.mkdir()
-    (local / "model.bin").write_bytes(b"good")
-    run.put_checkpoint(local, 5)
-    store.write_bytes(run.key("checkpoints/step-000005/model.bin"), b"evil")
-    with pytest.raises(StoreError, match="checksum mismatch"):
-        run.fetch_checkpoint(5, tmp_path / "back")
+def test_conditional_writes_racing_from_threads_have_one_winner(store: Store) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def attempt(i: int) -> bool:
+        try:
+            store.write_bytes("race/MANIFEST.json", str(i).encode(), if_absent=True)
+        except ConflictError:
+            return False
+        return True
+
+    with ThreadPoolExecutor(8) as pool:
+        wins = [i for i, won in enumerate(pool.map(attempt, range(16))) if won]
+    assert len(wins) == 1
+    assert store.read_text("race/MANIFEST.json") == str(wins[0])
+
+
+def test_sizes_and_deletes(store: Store) -> None:
+    store.write_bytes("s/a.bin", b"12345")
+    store.write_bytes("s/sub/b.bin", b"")
+    assert store.list_sizes("s") == {"s/a.bin": 5, "s/sub/b.bin": 0}
+    store.delete_keys(["s/a.bin"])
+    assert store.list_keys("s") == ["s/sub/b.bin"]
+
+
+def test_s3_client_settings_suit_s3_compatible_stores(s3_env: str) -> None:
+    from kubetune.s3store import S3Store
+
+    s3 = open_store("s3://runs/p", endpoint=s3_env, concurrency=4)
+    assert isinstance(s3, S3Store)
+    config = s3.client.meta.config
+    assert config.retries["mode"] == "standard"
+    assert config.s3["addressing_style"] == "path"  # MinIO, moto: no bucket subdomains
+    assert s3.client.meta.endpoint_url == s3_env
+    # botocore >= 1.36 only: CRC trailers on every upload break some S3-compatible stores.
+    if hasattr(config, "request_checksum_calculation"):
+        assert config.request_checksum_calculation == "when_required"
 
 
 def test_file_store_keeps_keys_inside_its_root(tmp_path: Path) -> None:
     store = FileStore(f"file://{tmp_path}")
     with pytest.raises(StoreError, match="escapes the store root"):
         store.write_text("../outside.txt", "x")
+
+
+def test_find_runs_at_every_level(store: Store) -> None:
+    for run in ("a/a-1", "a/a-2", "b/b-1"):
+        store.write_text(f"{run}/spec.yaml", "name: x\n")
+        store.write_text(f"{run}/final/spec.yaml", "not a run folder\n")
+    root = store.uri
+    assert [r.prefix for r in find_runs(root)] == ["a/a-1", "a/a-2", "b/b-1"]
+    assert [r.url for r in find_runs(f"{root}/a")] == [f"{root}/a/a-1", f"{root}/a/a-2"]
+    (only,) = find_runs(f"{root}/b/b-1/")
+    assert only.url == f"{root}/b/b-1" and only.store.read_text(only.key("spec.yaml"))
+    assert find_runs(f"{root}/nothing") == []
 
 
 def test_file_uris() -> None:

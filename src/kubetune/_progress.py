@@ -58,6 +58,11 @@ class RichDisplay(Display):
             )
         elif kind == "resume":
             self.progress.console.print(f"  resuming from the checkpoint at step {event['step']}")
+        elif kind == "checkpoint_rejected":
+            self.progress.console.print(
+                f"  [yellow]checkpoint at step {event['step']} rejected[/]: "
+                f"{escape(str(event.get('reason', '')))}"
+            )
         elif kind == "train_begin":
             self.progress.update(
                 self.task, description="training", total=event["max_steps"], completed=event["step"]

@@ -1,33 +1,87 @@
-"""An S3-compatible store (AWS S3, MinIO, …) through boto3.
+"""An S3-compatible store (AWS S3, MinIO, moto, …) through boto3.
 
-Credentials and endpoint come from the environment as boto3 reads them
-(``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``);
-in a cluster the chart fills them from the Secret named in ``storage.secret``.
+Credentials come from boto3's standard chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``,
+profiles, IRSA web identity, instance roles); in a cluster the chart fills the keys from the
+Secret named in ``storage.secret``. The endpoint is ``storage.endpoint`` or
+``AWS_ENDPOINT_URL``; a custom endpoint gets path-style addressing, which MinIO and moto
+serve without wildcard DNS.
+
+Client settings that matter for S3-compatible stores:
+
+- retries in botocore's ``standard`` mode: throttling, 5xx and connection errors are retried
+  with jittered exponential backoff (``KUBETUNE_S3_MAX_ATTEMPTS``, default 10 attempts);
+- checksums ``when_required``: botocore ≥ 1.36 adds CRC32 trailers to every upload by default,
+  which some S3-compatible stores (older MinIO, Ceph RGW, moto before 5.0.27) reject; the
+  setting is applied only where this botocore knows it (older ones send no such trailers).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from kubetune.store import Store, StoreError
+from kubetune.store import ConflictError, Store, StoreError
+
+#: Objects at least this large go up in parallel multipart parts of this size.
+MULTIPART_BYTES = 16 * 1024 * 1024
+
+
+def client_config(concurrency: int = 10) -> Any:
+    """The botocore Config of every kubetune S3 client (see the module docstring)."""
+    from botocore.config import Config
+
+    options: dict[str, Any] = {
+        "retries": {
+            "mode": "standard",
+            "max_attempts": int(os.environ.get("KUBETUNE_S3_MAX_ATTEMPTS", "10")),
+        },
+        "connect_timeout": 10,
+        "read_timeout": 120,
+        "tcp_keepalive": True,
+        # The uploader runs `concurrency` files at once, each in up to `concurrency` parts.
+        "max_pool_connections": max(10, concurrency * concurrency),
+    }
+    for name in ("request_checksum_calculation", "response_checksum_validation"):
+        if name in Config.OPTION_DEFAULTS:
+            options[name] = "when_required"
+    if _endpoint():
+        options["s3"] = {"addressing_style": "path"}
+    return Config(**options)
+
+
+def _endpoint(explicit: str | None = None) -> str | None:
+    return explicit or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
 
 
 class S3Store(Store):
     """Keys live under ``s3://bucket/prefix/``."""
 
-    def __init__(self, uri: str, client: Any | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        client: Any | None = None,
+        *,
+        endpoint: str | None = None,
+        region: str | None = None,
+        concurrency: int = 8,
+    ) -> None:
         parsed = urlparse(uri)
+        if not parsed.netloc:
+            raise StoreError(f"{uri}: an S3 URI names a bucket: s3://bucket/prefix")
         self.uri = uri.rstrip("/")
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
+        self.concurrency = concurrency
         if client is None:
             import boto3
-            from botocore.config import Config
 
-            client = boto3.client(
-                "s3", config=Config(retries={"max_attempts": 10, "mode": "adaptive"})
+            client = boto3.session.Session().client(
+                "s3",
+                endpoint_url=_endpoint(endpoint),
+                region_name=region or None,
+                config=client_config(concurrency),
             )
         self.client = client
 
@@ -46,6 +100,8 @@ class S3Store(Store):
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("NoSuchKey", "404"):
                 raise StoreError(f"{self.url(key)}: not found") from None
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                raise ConflictError(f"{self.url(key)}: already written") from None
             raise StoreError(f"{self.url(key)}: {what} failed: {code or exc}") from None
         except BotoCoreError as exc:
             raise StoreError(f"{self.url(key)}: {what} failed: {exc}") from None
@@ -55,16 +111,30 @@ class S3Store(Store):
         data: bytes = body.read()
         return data
 
-    def write_bytes(self, key: str, data: bytes) -> None:
-        self._call("write", key, self.client.put_object, Key=self._key(key), Body=data)
+    def write_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        condition = {"IfNoneMatch": "*"} if if_absent else {}
+        self._call("write", key, self.client.put_object, Key=self._key(key), Body=data, **condition)
+
+    def _transfer(self) -> Any:
+        from boto3.s3.transfer import TransferConfig
+
+        return TransferConfig(
+            multipart_threshold=MULTIPART_BYTES,
+            multipart_chunksize=MULTIPART_BYTES,
+            max_concurrency=self.concurrency,
+            use_threads=True,
+        )
 
     def upload_file(self, local: Path, key: str) -> None:
-        # upload_file switches to multipart for large checkpoints.
+        # Parallel multipart above MULTIPART_BYTES, a single PUT below it.
         from boto3.exceptions import S3UploadFailedError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self.client.upload_file(str(local), self.bucket, self._key(key))
-        except S3UploadFailedError as exc:
+            self.client.upload_file(
+                str(local), self.bucket, self._key(key), Config=self._transfer()
+            )
+        except (S3UploadFailedError, BotoCoreError, ClientError) as exc:
             raise StoreError(f"{self.url(key)}: upload failed: {exc}") from None
 
     def download_file(self, key: str, local: Path) -> None:
@@ -74,7 +144,9 @@ class S3Store(Store):
         local.parent.mkdir(parents=True, exist_ok=True)
         tmp = local.with_name(local.name + ".part")
         try:
-            self.client.download_file(self.bucket, self._key(key), str(tmp))
+            self.client.download_file(
+                self.bucket, self._key(key), str(tmp), Config=self._transfer()
+            )
         except (BotoCoreError, ClientError) as exc:
             tmp.unlink(missing_ok=True)
             raise StoreError(f"{self.url(key)}: download failed: {exc}") from None
@@ -87,24 +159,30 @@ class S3Store(Store):
             return False
         return True
 
-    def list_keys(self, prefix: str) -> list[str]:
-        keys: list[str] = []
+    def list_sizes(self, prefix: str) -> dict[str, int]:
+        sizes: dict[str, int] = {}
         token: dict[str, str] = {}
+        full = self._key(prefix).rstrip("/")
         while True:
             page = self._call(
                 "list",
                 prefix,
                 self.client.list_objects_v2,
-                Prefix=self._key(prefix).rstrip("/") + "/" if self._key(prefix) else "",
+                Prefix=f"{full}/" if full else "",
                 **token,
             )
-            keys += [self._rel(item["Key"]) for item in page.get("Contents", [])]
+            for item in page.get("Contents", []):
+                sizes[self._rel(item["Key"])] = int(item["Size"])
             if not page.get("IsTruncated"):
-                return sorted(keys)
+                return sizes
             token = {"ContinuationToken": page["NextContinuationToken"]}
 
     def delete_prefix(self, prefix: str) -> None:
-        keys = self.list_keys(prefix)
+        self.delete_keys(self.list_keys(prefix))
+
+    def delete_keys(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):
             objects = [{"Key": self._key(k)} for k in keys[start : start + 1000]]
-            self._call("delete", prefix, self.client.delete_objects, Delete={"Objects": objects})
+            self._call(
+                "delete", keys[start], self.client.delete_objects, Delete={"Objects": objects}
+            )

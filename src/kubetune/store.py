@@ -7,7 +7,8 @@ Layout (``<uri>/<sweep or name>/<run-id>/``)::
     final/                     save_pretrained output, loadable by transformers' pipeline()
 
 A checkpoint counts only once its ``MANIFEST.json`` (every file with size and sha256) is in
-the store: a crash mid-upload leaves a folder without a manifest, which readers skip.
+the store: a crash mid-upload leaves a folder without a manifest, which readers skip. How
+checkpoints are written, verified and pruned is :mod:`kubetune.checkpoints`.
 
 ``file://`` is implemented here; other schemes plug in through :func:`open_store`.
 """
@@ -18,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,10 @@ class StoreError(WorldError):
     """The store could not be read or written."""
 
 
+class ConflictError(StoreError):
+    """A conditional write lost: the key was written by someone else first."""
+
+
 class Store:
     """A tree of objects addressed by ``/``-separated keys under one root URI."""
 
@@ -43,17 +49,26 @@ class Store:
     def read_bytes(self, key: str) -> bytes:
         raise NotImplementedError
 
-    def write_bytes(self, key: str, data: bytes) -> None:
+    def write_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        """Write ``key``. With ``if_absent`` the write happens only if no object has the key
+        (S3's ``If-None-Match: *``); otherwise :class:`ConflictError` is raised."""
         raise NotImplementedError
 
     def exists(self, key: str) -> bool:
         raise NotImplementedError
 
-    def list_keys(self, prefix: str) -> list[str]:
-        """Keys under ``prefix`` (recursively), relative to the store root, sorted."""
+    def list_sizes(self, prefix: str) -> dict[str, int]:
+        """Keys under ``prefix`` (recursively, relative to the store root) and their sizes."""
         raise NotImplementedError
 
+    def list_keys(self, prefix: str) -> list[str]:
+        """Keys under ``prefix`` (recursively), relative to the store root, sorted."""
+        return sorted(self.list_sizes(prefix))
+
     def delete_prefix(self, prefix: str) -> None:
+        raise NotImplementedError
+
+    def delete_keys(self, keys: list[str]) -> None:
         raise NotImplementedError
 
     def upload_file(self, local: Path, key: str) -> None:
@@ -76,17 +91,9 @@ class Store:
     def read_json(self, key: str) -> Any:
         return json.loads(self.read_bytes(key))
 
-    def write_json(self, key: str, data: Any) -> None:
-        self.write_text(key, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-
-    def upload_dir(self, local: Path, prefix: str) -> list[dict[str, Any]]:
-        """Upload every file under ``local``; returns manifest entries (path, size, sha256)."""
-        entries = []
-        for path in sorted(p for p in local.rglob("*") if p.is_file()):
-            rel = path.relative_to(local).as_posix()
-            self.upload_file(path, f"{prefix}/{rel}")
-            entries.append({"path": rel, "size": path.stat().st_size, "sha256": sha256_file(path)})
-        return entries
+    def write_json(self, key: str, data: Any, *, if_absent: bool = False) -> None:
+        text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        self.write_bytes(key, text.encode("utf-8"), if_absent=if_absent)
 
     def download_dir(self, prefix: str, local: Path) -> None:
         for key in self.list_keys(prefix):
@@ -119,36 +126,72 @@ class FileStore(Store):
         except FileNotFoundError:
             raise StoreError(f"{self.url(key)}: not found") from None
 
-    def write_bytes(self, key: str, data: bytes) -> None:
+    def _staged(self, key: str) -> tuple[Path, Path]:
+        """The final path of ``key`` and a temporary name beside it, unique to this thread."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        return path, path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+    def _commit(self, tmp: Path, path: Path, if_absent: bool) -> None:
+        # rename replaces atomically; link refuses an existing name, atomically too.
+        if not if_absent:
+            tmp.replace(path)
+            return
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise ConflictError(f"{self.url(self._rel(path))}: already written") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _rel(self, path: Path) -> str:
+        return path.relative_to(self.root.resolve()).as_posix()
+
+    def write_bytes(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        path, tmp = self._staged(key)
         tmp.write_bytes(data)
-        tmp.replace(path)
+        self._commit(tmp, path, if_absent)
 
     def upload_file(self, local: Path, key: str) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        path, tmp = self._staged(key)
         shutil.copyfile(local, tmp)
-        tmp.replace(path)
+        self._commit(tmp, path, False)
 
     def exists(self, key: str) -> bool:
         return self._path(key).exists()
 
-    def list_keys(self, prefix: str) -> list[str]:
+    def list_sizes(self, prefix: str) -> dict[str, int]:
         base = self._path(prefix)
         if not base.is_dir():
-            return []
+            return {}
         root = self.root.resolve()
-        return sorted(
-            p.relative_to(root).as_posix()
-            for p in base.rglob("*")
-            if p.is_file() and not p.name.endswith(".tmp")
-        )
+        sizes = {}
+        for p in base.rglob("*"):
+            if p.name.endswith(".tmp"):
+                continue
+            try:
+                if p.is_file():
+                    sizes[p.relative_to(root).as_posix()] = p.stat().st_size
+            except FileNotFoundError:  # deleted while listing
+                continue
+        return sizes
 
     def delete_prefix(self, prefix: str) -> None:
         shutil.rmtree(self._path(prefix), ignore_errors=True)
+
+    def delete_keys(self, keys: list[str]) -> None:
+        root = self.root.resolve()
+        for key in keys:
+            path = self._path(key)
+            path.unlink(missing_ok=True)
+            # Folders are not objects: an emptied one goes too, as it does on S3.
+            for parent in path.parents:
+                if parent == root or not parent.is_relative_to(root):
+                    break
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
 
 
 def file_uri_path(uri: str) -> Path:
@@ -161,15 +204,18 @@ def file_uri_path(uri: str) -> Path:
     )
 
 
-def open_store(uri: str) -> Store:
-    """The store behind ``uri``."""
+def open_store(
+    uri: str, *, endpoint: str | None = None, region: str | None = None, concurrency: int = 8
+) -> Store:
+    """The store behind ``uri``; ``endpoint``, ``region`` and ``concurrency`` (parallel
+    transfers) apply to S3."""
     scheme = urlparse(uri).scheme
     if scheme == "file":
         return FileStore(uri)
     if scheme == "s3":
         from kubetune.s3store import S3Store
 
-        store: Store = S3Store(uri)
+        store: Store = S3Store(uri, endpoint=endpoint, region=region, concurrency=concurrency)
         return store
     raise ConfigError(f"store {uri!r}: use file:///path or s3://bucket/prefix")
 
@@ -201,40 +247,20 @@ class RunLocation:
     def url(self) -> str:
         return self.store.url(self.prefix)
 
-    def put_checkpoint(self, local: Path, step: int) -> str:
-        """Upload a checkpoint folder; the manifest goes last, so it marks completeness."""
-        prefix = self.key(f"{CHECKPOINTS}/step-{step:06d}")
-        self.store.delete_prefix(prefix)
-        files = self.store.upload_dir(local, prefix)
-        self.store.write_json(f"{prefix}/{MANIFEST}", {"step": step, "files": files})
-        return prefix
+    def checkpoint_prefix(self, step: int) -> str:
+        return self.key(f"{CHECKPOINTS}/step-{step:06d}")
 
     def checkpoints(self) -> list[int]:
-        """Steps of complete checkpoints, oldest first."""
-        steps = set()
+        """Steps of checkpoints with a manifest and data, oldest first. Their files are
+        verified against the manifest only when one is fetched."""
+        held: dict[int, set[str]] = {}
         for key in self.store.list_keys(self.key(CHECKPOINTS)):
             parts = key.split("/")
-            if parts[-1] == MANIFEST and parts[-2].startswith("step-"):
-                steps.add(int(parts[-2].removeprefix("step-")))
-        return sorted(steps)
-
-    def fetch_checkpoint(self, step: int, local: Path) -> Path:
-        """Download a checkpoint and verify every file against its manifest."""
-        prefix = self.key(f"{CHECKPOINTS}/step-{step:06d}")
-        manifest = self.store.read_json(f"{prefix}/{MANIFEST}")
-        for entry in manifest["files"]:
-            target = local / entry["path"]
-            self.store.download_file(f"{prefix}/{entry['path']}", target)
-            if sha256_file(target) != entry["sha256"]:
-                raise StoreError(f"{self.store.url(prefix)}/{entry['path']}: checksum mismatch")
-        return local
-
-    def prune_checkpoints(self, keep: int, protect: set[int] | None = None) -> None:
-        """Delete all but the newest ``keep`` complete checkpoints (and any ``protect``)."""
-        steps = self.checkpoints()
-        for step in steps[: max(0, len(steps) - keep)]:
-            if step not in (protect or set()):
-                self.store.delete_prefix(self.key(f"{CHECKPOINTS}/step-{step:06d}"))
+            step_dir = parts[len(self.key(CHECKPOINTS).split("/"))]
+            if step_dir.startswith("step-") and step_dir[5:].isdigit():
+                held.setdefault(int(step_dir[5:]), set()).add(parts[-1])
+        # A pruned checkpoint keeps its manifest alone (a tombstone): see kubetune.checkpoints.
+        return sorted(step for step, names in held.items() if MANIFEST in names and len(names) > 1)
 
 
 def find_runs(uri: str) -> list[RunLocation]:
@@ -247,19 +273,20 @@ def find_runs(uri: str) -> list[RunLocation]:
     """
     root = uri.rstrip("/")
     store = open_store(root)
-    found: dict[tuple[str, str], RunLocation] = {}
-    for key in store.list_keys(""):
-        if key != "spec.yaml" and not key.endswith("/spec.yaml"):
+    folders = sorted(
+        f"{root}/{key}".rsplit("/", 1)[0]
+        for key in store.list_keys("")
+        if key == "spec.yaml" or key.endswith("/spec.yaml")
+    )
+    found: list[RunLocation] = []
+    taken: list[str] = []
+    for folder in folders:
+        # scheme://host-or-empty/…/<sweep>/<run-id>; a spec.yaml inside a run (final/…) is not
+        # another run.
+        parts = folder.split("/")
+        if len(parts) < 5 or any(folder.startswith(t + "/") for t in taken):
             continue
-        full = f"{root}/{key}"
-        parts = full.split("/")
-        if len(parts) < 6:  # scheme://host-or-empty/…/<sweep>/<run-id>/spec.yaml
-            continue
-        sweep, run_id = parts[-3], parts[-2]
-        base = "/".join(parts[:-3])
-        if (sweep, run_id) not in found:
-            found[(sweep, run_id)] = RunLocation(
-                store if base == root else open_store(base), sweep, run_id
-            )
-    return [found[k] for k in sorted(found)]
-
+        taken.append(folder)
+        base = "/".join(parts[:-2])
+        found.append(RunLocation(store if base == root else open_store(base), parts[-2], parts[-1]))
+    return sorted(found, key=lambda r: (r.sweep, r.run_id))

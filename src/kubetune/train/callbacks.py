@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import queue
 import resource
 import signal
 import sys
@@ -13,13 +14,19 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from kubetune.checkpoints import Stored, Uploader
+from kubetune.faults import failpoint
 from kubetune.launch import EVENT_PREFIX
-from kubetune.store import RunLocation
+
+#: Written into each checkpoint by :class:`CheckpointSync`.
+CARRY_FILE = "kubetune.json"
 
 
 def emit(event: str, **fields: Any) -> None:
-    """One progress event on stdout (main process only)."""
-    print(EVENT_PREFIX + json.dumps({"event": event, **fields}, default=str), flush=True)
+    """One progress event on stdout (main process, main thread: a line another thread
+    printed in two writes could swallow it)."""
+    sys.stdout.write(EVENT_PREFIX + json.dumps({"event": event, **fields}, default=str) + "\n")
+    sys.stdout.flush()
 
 
 def peak_memory() -> dict[str, int]:
@@ -107,11 +114,40 @@ class DerivedMetrics(TrainerCallback):
 
 
 class CheckpointSync(TrainerCallback):
-    """Mirror every checkpoint the Trainer saves into the store, keeping the newest K."""
+    """Hand every checkpoint the Trainer saves to the background uploader
+    (:class:`kubetune.checkpoints.Uploader`), and stop training if an upload failed for good.
 
-    def __init__(self, location: RunLocation, keep: int) -> None:
-        self.location = location
-        self.keep = keep
+    Each checkpoint also gets ``kubetune.json`` with the sum of training losses so far: the
+    Trainer's own ``train_loss`` averages only the steps of the last attempt, so a resumed
+    run needs the sum of the steps before it to report the same mean as an unbroken one.
+    """
+
+    def __init__(self, uploader: Uploader, loss_sum: Callable[[], float] | None = None) -> None:
+        self.uploader = uploader
+        self.loss_sum = loss_sum
+        self._stored: queue.SimpleQueue[Stored] = queue.SimpleQueue()
+        uploader.on_stored = self._stored.put
+
+    def publish(self) -> None:
+        """Emit a ``checkpoint`` event for each checkpoint stored since the last call."""
+        while not self._stored.empty():
+            done = self._stored.get()
+            emit(
+                "checkpoint",
+                step=done.step,
+                url=self.uploader.location.url,
+                bytes=done.bytes,
+                seconds=done.seconds,
+                pruned=done.pruned,
+            )
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        if state.is_world_process_zero:
+            failpoint("step", state.global_step)
+            self.publish()
+            self.uploader.check()
 
     def on_save(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
@@ -119,12 +155,16 @@ class CheckpointSync(TrainerCallback):
         if not state.is_world_process_zero:
             return
         local = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
-        if local.is_dir():
-            self.location.put_checkpoint(local, state.global_step)
-            best = state.best_model_checkpoint
-            protect = {int(best.rsplit("-", 1)[-1])} if best else set()
-            self.location.prune_checkpoints(self.keep, protect)
-            emit("checkpoint", step=state.global_step, url=self.location.url)
+        if not local.is_dir():
+            return
+        if self.loss_sum is not None:
+            (local / CARRY_FILE).write_text(
+                json.dumps({"step": state.global_step, "train_loss_sum": self.loss_sum()}),
+                encoding="utf-8",
+            )
+        best = state.best_model_checkpoint
+        protect = {int(best.rsplit("-", 1)[-1])} if best else set()
+        self.uploader.submit(local, state.global_step, protect)
 
 
 class GracefulStop(TrainerCallback):
@@ -136,6 +176,8 @@ class GracefulStop(TrainerCallback):
 
     def __init__(self) -> None:
         self.requested = False
+        #: time.monotonic() of the first signal: the grace period counts from it.
+        self.at: float | None = None
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._handle)
 
@@ -144,6 +186,7 @@ class GracefulStop(TrainerCallback):
             signal.signal(signum, signal.SIG_DFL)
             raise KeyboardInterrupt
         self.requested = True
+        self.at = time.monotonic()
         print(
             f"kubetune: got {signal.Signals(signum).name}; saving a checkpoint, then stopping",
             file=sys.stderr,

@@ -11,20 +11,26 @@ import importlib
 import json
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from kubetune import checkpoints, sweep
 from kubetune import spec as specmod
-from kubetune import sweep
-from kubetune.errors import ConfigError
+from kubetune.errors import ConfigError, KubetuneError
+from kubetune.faults import failpoint
 from kubetune.store import DEFAULT_STORE, RunLocation, open_store
 from kubetune.train import record, tracking
 from kubetune.train.callbacks import (
+    CARRY_FILE,
     CheckpointSync,
     DerivedMetrics,
     GracefulStop,
@@ -158,7 +164,15 @@ def run(spec_path: str) -> Outcome:
     )
 
     uri = os.environ.get("KUBETUNE_STORE") or (spec.storage.uri if spec.storage else DEFAULT_STORE)
-    location = RunLocation(open_store(uri), group, run_id)
+    storage = spec.storage or specmod.StorageSpec(uri=uri)
+    store = open_store(
+        uri,
+        endpoint=storage.endpoint,
+        region=storage.region,
+        concurrency=storage.upload_concurrency,
+    )
+    location = RunLocation(store, group, run_id)
+    previous: dict[str, Any] = {}
     if location.store.exists(location.key("run.json")):
         previous = location.store.read_json(location.key("run.json"))
         if previous.get("status") == "completed":
@@ -171,15 +185,48 @@ def run(spec_path: str) -> Outcome:
     from accelerate import PartialState
 
     state = PartialState()
-    return _train(spec, resolved, location, main=state.is_main_process)
+    run_record = RunRecord(location, previous, main=state.is_main_process)
+    try:
+        return _train(spec, resolved, location, run_record, storage)
+    except checkpoints.WriterConflictError:
+        raise  # the run belongs to the other trainer: its record is not ours to touch
+    except (KubetuneError, Exception) as exc:
+        if not isinstance(exc, KubetuneError) or exc.exit_code != 2:
+            run_record.write("failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+        raise
+
+
+class RunRecord:
+    """run.json of this run: written when it starts, when it stops, when it ends.
+
+    An attempt after an interruption keeps the first attempt's start time and counts itself.
+    Only the main process writes.
+    """
+
+    def __init__(self, location: RunLocation, previous: dict[str, Any], *, main: bool) -> None:
+        self.location = location
+        self.main = main
+        self.data: dict[str, Any] = {
+            "started": previous.get("started") or record.now(),
+            "attempt": int(previous.get("attempt") or 0) + 1,
+        }
+
+    def write(self, status: str, **fields: Any) -> None:
+        self.data.update(status=status, **fields)
+        if self.main:
+            self.location.store.write_json(self.location.key("run.json"), self.data)
 
 
 def _train(
-    spec: specmod.JobSpec, resolved: sweep.ResolvedRun, location: RunLocation, *, main: bool
+    spec: specmod.JobSpec,
+    resolved: sweep.ResolvedRun,
+    location: RunLocation,
+    run_record: RunRecord,
+    storage: specmod.StorageSpec,
 ) -> Outcome:
     import transformers
 
-    started = record.now()
+    main = run_record.main
     transformers.set_seed(spec.train.seed, deterministic=spec.train.deterministic)
     transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
 
@@ -192,6 +239,7 @@ def _train(
     model_path = resolve_model_path(spec.model.name)
     if main:
         location.store.write_text(location.key("spec.yaml"), specmod.dump(spec))
+    run_record.write("running", **_pinned(spec, resolved, location, splits, model_path))
 
     if spec.task == "zero-shot":
         from kubetune.train import zeroshot
@@ -206,10 +254,42 @@ def _train(
         )
         if main:
             wandb_run = _start_tracking(spec, resolved, location, work)
-            _finish(spec, resolved, location, work, splits, model_path, started, finished)
+            _finish(location, work, run_record, finished, pool=None)
             _close(location, work, wandb_run, finished.results)
         return "completed"
-    return _fine_tune(spec, resolved, location, work, splits, model_path, started, main=main)
+    return _fine_tune(spec, resolved, location, work, splits, model_path, run_record, storage)
+
+
+def _pinned(
+    spec: specmod.JobSpec,
+    resolved: sweep.ResolvedRun,
+    location: RunLocation,
+    splits: Any,
+    model_path: str,
+) -> dict[str, Any]:
+    """What run.json pins from the start: identity, inputs, code, environment."""
+    return {
+        "run_id": resolved.run_id,
+        "sweep": location.sweep,
+        "spec_hash": resolved.spec_hash,
+        "params": resolved.params,
+        "seed": spec.train.seed,
+        "task": spec.task,
+        "model": record.model_identity(spec.model.name, model_path, spec.model.revision),
+        "data": {
+            "fingerprint": splits.fingerprint,
+            "sources": splits.sources,
+            "rows": {k: len(v) for k, v in splits.present().items()},
+        },
+        "packages": record.package_versions(),
+        "image": os.environ.get("KUBETUNE_IMAGE"),
+        "render": {
+            "chart": os.environ.get("KUBETUNE_CHART"),
+            "namespace": os.environ.get("KUBETUNE_RENDER_NAMESPACE"),
+        },
+        "git": record.git_state(Path.cwd()),
+        "hardware": record.hardware(),
+    }
 
 
 @dataclass
@@ -222,7 +302,9 @@ class Finished:
     parameters: dict[str, int]
     extra: dict[str, Any] = field(default_factory=dict)
     resumed_step: int | None = None
-    save_model: Callable[[Path], None] | None = None
+    save_model: Callable[[Path, ThreadPoolExecutor], None] | None = None
+    history: list[dict[str, Any]] | None = None
+    step: int = 0
 
 
 def _fine_tune(
@@ -232,14 +314,15 @@ def _fine_tune(
     work: Path,
     splits: Any,
     model_path: str,
-    started: str,
-    *,
-    main: bool,
+    run_record: RunRecord,
+    storage: specmod.StorageSpec,
 ) -> Outcome:
+    from accelerate import PartialState
     from transformers import AutoTokenizer, EarlyStoppingCallback
 
     from kubetune.train.trainer import OrderedEvalSeq2SeqTrainer, OrderedEvalTrainer
 
+    main = run_record.main
     family = importlib.import_module(f"kubetune.train.{FAMILIES[spec.task]}")
     tokenizer = AutoTokenizer.from_pretrained(
         model_path, revision=spec.model.revision, trust_remote_code=spec.model.trust_remote_code
@@ -262,13 +345,45 @@ def _fine_tune(
         generate=task.generate,
         greater_is_better=task.greater_is_better,
     )
+    with _transfers(storage.upload_concurrency) as pool:
+        resume = _resume_point(location, work / "checkpoints", pool, run_record, PartialState())
+    resumed_step = resume[1] if resume else None
+    carried = checkpoints.read_json_file(resume[0] / CARRY_FILE) if resume else {}
+    loss_base = float(carried.get("train_loss_sum", 0.0))
+
     stop = GracefulStop()
     callbacks: list[Any] = [Progress(metric), stop]
     if task.derived_metrics is not None:
         callbacks.insert(0, DerivedMetrics(task.derived_metrics))
     wandb_run = None
+    uploader: checkpoints.Uploader | None = None
+    sync: CheckpointSync | None = None
+    trainer: Any = None
     if main:
-        callbacks.append(CheckpointSync(location, spec.train.save_total_limit))
+        uploader = checkpoints.Uploader(
+            location,
+            work / "staging",
+            keep=spec.train.save_total_limit,
+            concurrency=storage.upload_concurrency,
+            queue_size=storage.upload_queue,
+            on_stored=lambda done: emit(
+                "checkpoint",
+                step=done.step,
+                url=location.url,
+                bytes=done.bytes,
+                seconds=done.seconds,
+                pruned=done.pruned,
+            ),
+        )
+        # The Trainer's private running loss: the only place the unlogged part of it lives.
+        callbacks.append(
+            CheckpointSync(
+                uploader,
+                loss_sum=lambda: (
+                    loss_base + trainer._total_loss_scalar + float(trainer._tr_loss.item())
+                ),
+            )
+        )
         wandb_run = _start_tracking(spec, resolved, location, work)
         if wandb_run is not None:
             callbacks.append(WandbLogger(wandb_run))
@@ -291,29 +406,28 @@ def _fine_tune(
         preprocess_logits_for_metrics=task.preprocess_logits,
         callbacks=callbacks,
     )
-    resume = _resume_point(location, work / "checkpoints")
-    resumed_step = resume[1] if resume else None
     if resume is not None:
         emit("resume", step=resumed_step)
-    train_output = trainer.train(resume_from_checkpoint=str(resume[0]) if resume else None)
-    if stop.requested:
-        if main:
-            location.store.write_json(
-                location.key("run.json"),
-                {
-                    "status": "interrupted",
-                    "run_id": resolved.run_id,
-                    "started": started,
-                    "stopped": record.now(),
-                    "step": trainer.state.global_step,
-                },
-            )
-        emit("interrupted", step=trainer.state.global_step, url=location.url)
-        return "interrupted"
+    try:
+        train_output = trainer.train(resume_from_checkpoint=str(resume[0]) if resume else None)
+        if stop.requested:
+            return _stop(spec, location, run_record, sync, stop, trainer.state.global_step)
+        if sync is not None:
+            sync.uploader.drain()
+            sync.publish()
+            sync.uploader.check()
+    finally:
+        if uploader is not None and not stop.requested:
+            uploader.close()
 
     results: dict[str, Any] = {
         "train": {k: v for k, v in train_output.metrics.items() if isinstance(v, (int, float))}
     }
+    if resumed_step is not None and "train_loss" in results["train"]:
+        # The Trainer averaged this attempt's steps only; make it the whole run's mean.
+        steps = trainer.state.global_step
+        session = results["train"]["train_loss"] * (steps - resumed_step)
+        results["train"]["train_loss"] = (loss_base + session) / max(steps, 1)
     artifacts: dict[str, Any] = {}
     for split in ("eval", "test"):
         raw = splits.present().get(split)
@@ -339,11 +453,62 @@ def _fine_tune(
             parameters={"trainable": trainable, "total": total},
             extra=extra,
             resumed_step=resumed_step,
-            save_model=lambda final: _save_model(trainer.model, spec, tokenizer, location, final),
+            save_model=lambda final, pool: _save_model(
+                trainer.model, spec, tokenizer, location, final, pool
+            ),
+            history=list(trainer.state.log_history),
+            step=trainer.state.global_step,
         )
-        _finish(spec, resolved, location, work, splits, model_path, started, finished)
+        with _transfers(storage.upload_concurrency) as pool:
+            _finish(location, work, run_record, finished, pool=pool)
         _close(location, work, wandb_run, results)
     return "completed"
+
+
+@contextmanager
+def _transfers(concurrency: int) -> Iterator[ThreadPoolExecutor]:
+    """Threads for parallel transfers of whole folders (final/, a checkpoint to resume)."""
+    pool = ThreadPoolExecutor(concurrency, thread_name_prefix="kubetune-transfer")
+    try:
+        yield pool
+    finally:
+        pool.shutdown()
+
+
+def _stop(
+    spec: specmod.JobSpec,
+    location: RunLocation,
+    run_record: RunRecord,
+    sync: CheckpointSync | None,
+    stop: GracefulStop,
+    step: int,
+) -> Outcome:
+    """After SIGTERM/SIGINT: finish storing the checkpoint just saved, within the grace period
+    the pod has before SIGKILL (``KUBETUNE_STOP_GRACE_SECONDS``, set by the chart), then
+    record the interruption. The exit code (130) tells Kubernetes to retry the pod."""
+    grace = float(
+        os.environ.get("KUBETUNE_STOP_GRACE_SECONDS")
+        or spec.resources.termination_grace_seconds - 10
+    )
+    uploader = sync.uploader if sync is not None else None
+    if sync is not None and uploader is not None:
+        left = max(0.0, (stop.at or time.monotonic()) + grace - time.monotonic())
+        if not uploader.drain(timeout=left):
+            print(
+                f"kubetune: the checkpoint at step {step} was not stored within the {grace:.0f} s "
+                "grace period; the next attempt resumes from the one before it",
+                file=sys.stderr,
+                flush=True,
+            )
+        elif uploader.error is not None:
+            print(f"kubetune: {uploader.error}", file=sys.stderr, flush=True)
+        sync.publish()
+    stored = location.checkpoints()
+    run_record.write(
+        "interrupted", stopped=record.now(), step=step, stored_step=stored[-1] if stored else None
+    )
+    emit("interrupted", step=step, url=location.url)
+    return "interrupted"
 
 
 def _start_tracking(
@@ -369,46 +534,30 @@ def _close(location: RunLocation, work: Path, wandb_run: Any, results: dict[str,
 
 
 def _finish(
-    spec: specmod.JobSpec,
-    resolved: sweep.ResolvedRun,
     location: RunLocation,
     work: Path,
-    splits: Any,
-    model_path: str,
-    started: str,
+    run_record: RunRecord,
     finished: Finished,
+    pool: ThreadPoolExecutor | None,
 ) -> None:
-    """final/ (when there is a model), metrics, predictions, then run.json: the run is done."""
-    if finished.save_model is not None:
-        finished.save_model(work / "final")
+    """final/ (when there is a model), metrics, history, predictions, then run.json: the run
+    is done. Tombstones of pruned checkpoints go last: no writer can come back now."""
+    if finished.save_model is not None and pool is not None:
+        finished.save_model(work / "final", pool)
     _save_outputs(location, finished.results, finished.artifacts)
-    run_record = {
-        "status": "completed",
-        "run_id": resolved.run_id,
-        "sweep": location.sweep,
-        "spec_hash": resolved.spec_hash,
-        "params": resolved.params,
-        "seed": spec.train.seed,
-        "task": spec.task,
-        "labels": finished.labels,
-        "parameters": finished.parameters,
-        "model": record.model_identity(spec.model.name, model_path, spec.model.revision),
-        "data": {
-            "fingerprint": splits.fingerprint,
-            "sources": splits.sources,
-            "rows": {k: len(v) for k, v in splits.present().items()},
-        },
-        "packages": record.package_versions(),
-        "image": os.environ.get("KUBETUNE_IMAGE"),
-        "git": record.git_state(Path.cwd()),
-        "hardware": record.hardware(),
-        "started": started,
-        "finished": record.now(),
-        "resumed_from_step": finished.resumed_step,
-        "metrics": finished.results,
+    if finished.history is not None:
+        location.store.write_json(location.key("history.json"), finished.history)
+    failpoint("final", finished.step)
+    run_record.write(
+        "completed",
+        labels=finished.labels,
+        parameters=finished.parameters,
+        finished=record.now(),
+        resumed_from_step=finished.resumed_step,
+        metrics=finished.results,
         **finished.extra,
-    }
-    location.store.write_json(location.key("run.json"), run_record)
+    )
+    checkpoints.drop_tombstones(location)
 
 
 def _count_parameters(model: Any) -> tuple[int, int]:
@@ -466,27 +615,55 @@ def _with_lora(model: Any, spec: specmod.JobSpec, task_type: str) -> Any:
         raise ConfigError(f"lora.target_modules: {exc}") from None
 
 
-def _resume_point(location: RunLocation, local: Path) -> tuple[Path, int] | None:
-    """Download the newest complete checkpoint from the store: (its folder, its step)."""
-    steps = location.checkpoints()
-    if not steps:
-        return None
-    target = local / f"checkpoint-{steps[-1]}"
-    if not (target / "trainer_state.json").is_file():
-        shutil.rmtree(target, ignore_errors=True)
-        location.fetch_checkpoint(steps[-1], target)
-    return target, steps[-1]
+def _resume_point(
+    location: RunLocation, local: Path, pool: ThreadPoolExecutor, run_record: RunRecord, state: Any
+) -> tuple[Path, int] | None:
+    """The newest checkpoint in the store that matches its manifest, downloaded to ``local``:
+    (its folder, its step), or None to start afresh.
+
+    Scratch space left by an earlier attempt is never trusted. One process per machine
+    downloads while the others wait; only the main process deletes rejected checkpoints.
+    """
+    rejected: list[dict[str, Any]] = []
+
+    def reject(step: int, reason: str) -> None:
+        rejected.append({"step": step, "reason": reason})
+        emit("checkpoint_rejected", step=step, reason=reason)
+        print(
+            f"kubetune: checkpoint step-{step:06d} rejected: {reason}; trying the one before it",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    found: tuple[Path, int] | None = None
+    if state.is_local_main_process:
+        shutil.rmtree(local, ignore_errors=True)
+        found = checkpoints.latest_valid(
+            location, local, pool, reject if run_record.main else lambda _s, _r: None
+        )
+    state.wait_for_everyone()
+    if not state.is_local_main_process:
+        steps = sorted(int(p.name.split("-")[1]) for p in local.glob("checkpoint-*"))
+        found = (local / f"checkpoint-{steps[-1]}", steps[-1]) if steps else None
+    if rejected:
+        run_record.data.setdefault("rejected_checkpoints", []).extend(rejected)
+    return found
 
 
 def _save_model(
-    model: Any, spec: specmod.JobSpec, tokenizer: Any, location: RunLocation, final: Path
+    model: Any,
+    spec: specmod.JobSpec,
+    tokenizer: Any,
+    location: RunLocation,
+    final: Path,
+    pool: ThreadPoolExecutor,
 ) -> None:
     """final/: the trained model and tokenizer. With LoRA the adapter goes to adapter/, and
     final/ holds the merged plain model (lora.merge) or the adapter alone."""
     if spec.lora is not None:
         adapter = final.parent / "adapter"
         model.save_pretrained(str(adapter))
-        location.store.upload_dir(adapter, location.key("adapter"))
+        checkpoints.upload_tree(location.store, adapter, location.key("adapter"), pool)
         if spec.lora.merge:
             model = model.merge_and_unload()
         else:
@@ -496,7 +673,7 @@ def _save_model(
     model.save_pretrained(str(final))
     tokenizer.save_pretrained(str(final))
     location.store.delete_prefix(location.key("final"))
-    location.store.upload_dir(final, location.key("final"))
+    checkpoints.upload_tree(location.store, final, location.key("final"), pool)
 
 
 def _save_outputs(

@@ -7,6 +7,8 @@ from typing import Any
 from torch.utils.data import SequentialSampler
 from transformers import Seq2SeqTrainer, Trainer
 
+from kubetune.faults import failpoint
+
 
 class _OrderedEval:
     """Evaluation batches follow the dataset's order.
@@ -17,11 +19,17 @@ class _OrderedEval:
     """
 
     args: Any
+    state: Any
 
     def _get_eval_sampler(self, eval_dataset: Any) -> Any:
         if eval_dataset is None or self.args.world_size > 1:
             return None  # accelerate shards in order and gathers back in order
         return SequentialSampler(eval_dataset)
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        # The weights are on disk, the optimizer not yet: a kill here leaves half a checkpoint.
+        failpoint("save", self.state.global_step)
+        super()._save_optimizer_and_scheduler(output_dir)  # type: ignore[misc]
 
 
 class OrderedEvalTrainer(_OrderedEval, Trainer):

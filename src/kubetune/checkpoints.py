@@ -1,0 +1,421 @@
+"""Crash-safe checkpoints in the store.
+
+A checkpoint is ``<run>/checkpoints/step-000200/``: the files the Trainer saved, and a
+``MANIFEST.json`` (step, every file with size and sha256, the writer's id) written **last**.
+What can go wrong, and what happens:
+
+- **The trainer dies mid-upload.** The folder has files but no manifest; readers skip it,
+  and the step is written again after the restart.
+- **A stored byte goes bad.** Resuming downloads the newest checkpoint and checks every file
+  against its manifest (sizes from the listing first, then sha256); one that does not match
+  is deleted, so its step can be written again, and the one before it is tried.
+- **The store blinks.** boto3 retries each request; on top of that each file is retried with
+  backoff for up to ``Retry.seconds``. Meanwhile training goes on: uploads run in a
+  background thread, and the Trainer only waits when ``queue`` checkpoints are already
+  waiting (the bound on scratch space and on lost work).
+- **Two trainers of one run.** The manifest is written with ``If-None-Match: *``: of two
+  writers of a step exactly one succeeds, and the other stops with :class:`WriterConflictError`.
+  Pruned checkpoints keep their manifest as a tombstone (``"pruned": true``), so a late
+  writer cannot take an old step back either.
+
+Retention keeps the newest ``keep`` complete checkpoints (and the best one, when asked).
+This module imports no ML framework: the trainer drives it from a Trainer callback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kubetune.errors import WorldError
+from kubetune.faults import failpoint
+from kubetune.store import MANIFEST, ConflictError, RunLocation, Store, StoreError, sha256_file
+
+T = TypeVar("T")
+
+
+class CheckpointError(WorldError):
+    """A checkpoint could not be stored."""
+
+
+class WriterConflictError(CheckpointError):
+    """Another trainer of the same run stored a checkpoint first."""
+
+
+class InvalidCheckpointError(Exception):
+    """A stored checkpoint does not match its manifest (the reason is the message)."""
+
+
+def writer_id() -> str:
+    """Who writes: the host (the pod's name in a cluster), the process and a random tag."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How long a failing transfer is retried, on top of boto3's own retries."""
+
+    seconds: float = 300.0
+    first_wait: float = 0.5
+    max_wait: float = 15.0
+
+
+def with_retry(what: str, call: Callable[[], T], retry: Retry) -> T:
+    """``call()``, retried with exponential backoff on StoreError until ``retry.seconds``.
+
+    A :class:`ConflictError` is an answer, not a failure: it is raised at once.
+    """
+    deadline = time.monotonic() + retry.seconds
+    wait = retry.first_wait
+    while True:
+        try:
+            return call()
+        except ConflictError:
+            raise
+        except StoreError as exc:
+            if time.monotonic() + wait > deadline:
+                raise CheckpointError(
+                    f"{what}: still failing after {retry.seconds:.0f} s: {exc}"
+                ) from None
+            # One write: this runs in upload threads, beside the trainer's own output.
+            sys.stderr.write(f"kubetune: {what}: {exc}; retrying in {wait:.1f} s\n")
+            sys.stderr.flush()
+            time.sleep(wait)
+            wait = min(2 * wait, retry.max_wait)
+
+
+def local_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def upload_tree(
+    store: Store,
+    folder: Path,
+    prefix: str,
+    pool: ThreadPoolExecutor,
+    retry: Retry = Retry(),
+    after_each: Callable[[], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Upload every file under ``folder`` in parallel; manifest entries in path order.
+
+    Each worker hashes its file and uploads it, so hashing one file overlaps the upload of
+    the others; large files go up in parallel multipart parts (see :mod:`kubetune.s3store`).
+    """
+
+    def one(path: Path) -> dict[str, Any]:
+        rel = path.relative_to(folder).as_posix()
+        entry = {"path": rel, "size": path.stat().st_size, "sha256": sha256_file(path)}
+        key = f"{prefix}/{rel}"
+        with_retry(f"upload {store.url(key)}", lambda: store.upload_file(path, key), retry)
+        if after_each is not None:
+            after_each()
+        return entry
+
+    return list(pool.map(one, local_files(folder)))
+
+
+def manifest_key(location: RunLocation, step: int) -> str:
+    return f"{location.checkpoint_prefix(step)}/{MANIFEST}"
+
+
+def write_manifest(
+    location: RunLocation,
+    step: int,
+    files: list[dict[str, Any]],
+    writer: str,
+    retry: Retry = Retry(),
+) -> None:
+    """Write the manifest if no one has: the step's checkpoint is then complete.
+
+    Raises:
+        WriterConflictError: another writer's manifest is there.
+    """
+    key = manifest_key(location, step)
+    manifest = {"step": step, "files": files, "writer": writer, "created": _now()}
+    store = location.store
+    try:
+        with_retry(
+            f"write {store.url(key)}",
+            lambda: store.write_json(key, manifest, if_absent=True),
+            retry,
+        )
+    except ConflictError:
+        existing = _read_manifest(store, key)
+        if existing.get("writer") == writer and existing.get("files") == files:
+            return  # our own write, answered 412 on a retry after a lost response
+        raise WriterConflictError(
+            f"checkpoint step-{step:06d} of {location.url} was stored first by another trainer "
+            f"({existing.get('writer', 'unknown')}); two trainers of one run cannot both "
+            f"write it, so this one ({writer}) stops"
+        ) from None
+
+
+def _read_manifest(store: Store, key: str) -> dict[str, Any]:
+    try:
+        data = store.read_json(key)
+    except (StoreError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def prune(location: RunLocation, keep: int, protect: Iterable[int], writer: str) -> list[int]:
+    """Keep the newest ``keep`` complete checkpoints (and ``protect``); returns pruned steps.
+
+    The manifest of a pruned checkpoint is replaced by a tombstone before its data goes, so
+    readers never take it for complete and no late writer can claim its step again.
+    """
+    keep_steps = set(protect)
+    steps = location.checkpoints()
+    pruned = []
+    for step in steps[: max(0, len(steps) - keep)]:
+        if step in keep_steps:
+            continue
+        prefix = location.checkpoint_prefix(step)
+        location.store.write_json(
+            f"{prefix}/{MANIFEST}", {"step": step, "pruned": True, "writer": writer}
+        )
+        data = [k for k in location.store.list_keys(prefix) if not k.endswith(f"/{MANIFEST}")]
+        location.store.delete_keys(data)
+        pruned.append(step)
+    return pruned
+
+
+def drop_tombstones(location: RunLocation) -> None:
+    """Remove the manifests of pruned checkpoints (once the run is complete)."""
+    held: dict[str, list[str]] = {}
+    for key in location.store.list_keys(location.key("checkpoints")):
+        held.setdefault(key.rsplit("/", 1)[0], []).append(key)
+    for keys in held.values():
+        if len(keys) == 1 and keys[0].endswith(f"/{MANIFEST}"):
+            location.store.delete_keys(keys)
+
+
+def fetch(
+    location: RunLocation, step: int, target: Path, pool: ThreadPoolExecutor, retry: Retry = Retry()
+) -> None:
+    """Download checkpoint ``step`` into ``target`` and verify it against its manifest.
+
+    Raises:
+        InvalidCheckpointError: the stored checkpoint does not match its manifest.
+        CheckpointError: the store kept failing.
+    """
+    store = location.store
+    prefix = location.checkpoint_prefix(step)
+    try:
+        manifest = store.read_json(f"{prefix}/{MANIFEST}")
+    except ValueError as exc:
+        raise InvalidCheckpointError(f"its manifest is not JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("pruned"):
+        raise InvalidCheckpointError("its manifest is a tombstone of a pruned checkpoint")
+    files = manifest.get("files")
+    if manifest.get("step") != step or not isinstance(files, list) or not files:
+        raise InvalidCheckpointError("its manifest names another step or no files")
+    sizes = store.list_sizes(prefix)
+    for entry in files:
+        size = sizes.get(f"{prefix}/{entry['path']}")
+        if size is None:
+            raise InvalidCheckpointError(f"{entry['path']} is missing")
+        if size != entry["size"]:
+            raise InvalidCheckpointError(
+                f"{entry['path']} has {size} bytes, the manifest {entry['size']}"
+            )
+
+    def one(entry: dict[str, Any]) -> str | None:
+        local = target / entry["path"]
+        key = f"{prefix}/{entry['path']}"
+        with_retry(f"download {store.url(key)}", lambda: store.download_file(key, local), retry)
+        return None if sha256_file(local) == entry["sha256"] else entry["path"]
+
+    bad = [path for path in pool.map(one, files) if path is not None]
+    if bad:
+        raise InvalidCheckpointError(f"sha256 of {', '.join(bad)} differs from the manifest")
+
+
+def latest_valid(
+    location: RunLocation,
+    local_root: Path,
+    pool: ThreadPoolExecutor,
+    on_reject: Callable[[int, str], None],
+    retry: Retry = Retry(),
+) -> tuple[Path, int] | None:
+    """The newest checkpoint that matches its manifest, downloaded under ``local_root``.
+
+    Each checkpoint that does not match is reported to ``on_reject`` and deleted from the
+    store (its step is trained and written again).
+    """
+    for step in reversed(location.checkpoints()):
+        target = local_root / f"checkpoint-{step}"
+        shutil.rmtree(target, ignore_errors=True)
+        try:
+            fetch(location, step, target, pool, retry)
+        except InvalidCheckpointError as exc:
+            on_reject(step, str(exc))
+            shutil.rmtree(target, ignore_errors=True)
+            location.store.delete_prefix(location.checkpoint_prefix(step))
+            continue
+        return target, step
+    return None
+
+
+def snapshot(folder: Path, target: Path) -> None:
+    """Hard-link ``folder``'s files under ``target`` (a copy across filesystems).
+
+    The Trainer deletes old checkpoint folders as it rotates them; the links keep the files
+    of a checkpoint that is still uploading, at no cost in time or space.
+    """
+    for path in local_files(folder):
+        dest = target / path.relative_to(folder)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, dest)
+        except OSError:
+            shutil.copy2(path, dest)
+
+
+@dataclass
+class Stored:
+    """One checkpoint in the store."""
+
+    step: int
+    files: int
+    bytes: int
+    seconds: float
+    pruned: list[int] = field(default_factory=list)
+
+
+class Uploader:
+    """Stores checkpoints in the background, one at a time, each in parallel.
+
+    :meth:`submit` returns once the checkpoint is snapshotted and queued; it blocks only when
+    ``queue`` checkpoints are already waiting. A failure that retries cannot fix (the store
+    down past ``retry.seconds``, another writer) is kept in :attr:`error` and raised by the
+    next :meth:`submit` or :meth:`check`.
+    """
+
+    def __init__(
+        self,
+        location: RunLocation,
+        staging: Path,
+        *,
+        keep: int,
+        concurrency: int = 8,
+        queue_size: int = 2,
+        writer: str | None = None,
+        retry: Retry = Retry(),
+        on_stored: Callable[[Stored], None] | None = None,
+    ) -> None:
+        self.location = location
+        self.staging = staging
+        self.keep = keep
+        self.writer = writer or writer_id()
+        self.retry = retry
+        self.on_stored = on_stored
+        self.error: CheckpointError | None = None
+        self.stored: list[Stored] = []
+        self._queue: queue.Queue[tuple[Path, int, frozenset[int]] | None] = queue.Queue(
+            maxsize=queue_size
+        )
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="kubetune-upload")
+        self._pending = 0
+        self._idle = threading.Condition()
+        self._thread = threading.Thread(target=self._work, name="kubetune-checkpoints", daemon=True)
+        self._thread.start()
+
+    def check(self) -> None:
+        """Raise the failure of an earlier checkpoint, if any."""
+        if self.error is not None:
+            raise self.error
+
+    def submit(self, folder: Path, step: int, protect: Iterable[int] = ()) -> None:
+        """Queue the checkpoint in ``folder`` (saved at ``step``) for upload."""
+        self.check()
+        snap = self.staging / f"step-{step}"
+        shutil.rmtree(snap, ignore_errors=True)
+        snapshot(folder, snap)
+        with self._idle:
+            self._pending += 1
+        self._queue.put((snap, step, frozenset(protect)))
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until every queued checkpoint is stored or failed; False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+    def close(self) -> None:
+        """Stop the worker once the queue is empty (call :meth:`drain` first to wait)."""
+        self._queue.put(None)
+        self._thread.join()
+        self._pool.shutdown()
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            snap, step, protect = item
+            try:
+                if self.error is None:
+                    self._store(snap, step, protect)
+            except CheckpointError as exc:
+                self.error = exc
+            except Exception as exc:  # a worker must not die silently
+                self.error = CheckpointError(f"checkpoint step-{step:06d}: {exc!r}")
+            finally:
+                shutil.rmtree(snap, ignore_errors=True)
+                with self._idle:
+                    self._pending -= 1
+                    self._idle.notify_all()
+
+    def _store(self, snap: Path, step: int, protect: frozenset[int]) -> None:
+        started = time.monotonic()
+        location = self.location
+        files = upload_tree(
+            location.store,
+            snap,
+            location.checkpoint_prefix(step),
+            self._pool,
+            self.retry,
+            after_each=lambda: failpoint("upload", step),
+        )
+        failpoint("manifest-before", step)
+        write_manifest(location, step, files, self.writer, self.retry)
+        failpoint("manifest-after", step)
+        pruned = with_retry(
+            f"prune {location.url}",
+            lambda: prune(location, self.keep, protect, self.writer),
+            self.retry,
+        )
+        stored = Stored(
+            step=step,
+            files=len(files),
+            bytes=sum(f["size"] for f in files),
+            seconds=round(time.monotonic() - started, 3),
+            pruned=pruned,
+        )
+        self.stored.append(stored)
+        if self.on_stored is not None:
+            self.on_stored(stored)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def read_json_file(path: Path) -> dict[str, Any]:
+    """A small JSON file beside a checkpoint, or {} when absent or unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -1,0 +1,35 @@
+"""Failpoints: kill the trainer at a named point, so tests can prove a restart loses nothing.
+
+``KUBETUNE_FAILPOINT=upload:20`` makes the process SIGKILL itself when it reaches the point
+``upload`` at step 20 (several points: comma-separated). Unset, a failpoint is one dictionary
+lookup. SIGKILL, not an exception: nothing gets to clean up, exactly as when a node dies.
+
+The points, in the order a checkpoint passes them:
+
+- ``step``: at the end of an optimiser step, between steps;
+- ``save``: inside the Trainer's checkpoint save, after the weights, before the optimizer;
+- ``upload``: in the background upload, after the checkpoint's first file is stored;
+- ``manifest-before``: every file stored, the manifest not yet written;
+- ``manifest-after``: the manifest written, older checkpoints not yet pruned;
+- ``final``: the final model and outputs stored, run.json not yet completed (step = last step).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from functools import cache
+
+ENV = "KUBETUNE_FAILPOINT"
+
+
+@cache
+def _armed(setting: str) -> frozenset[str]:
+    return frozenset(item.strip() for item in setting.split(",") if item.strip())
+
+
+def failpoint(name: str, step: int) -> None:
+    """SIGKILL this process if ``name:step`` is armed in ``$KUBETUNE_FAILPOINT``."""
+    setting = os.environ.get(ENV)
+    if setting and f"{name}:{step}" in _armed(setting):
+        os.kill(os.getpid(), signal.SIGKILL)
