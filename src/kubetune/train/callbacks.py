@@ -113,18 +113,69 @@ class DerivedMetrics(TrainerCallback):
             metrics.update({f"eval_{k}": v for k, v in self.derive(plain).items()})
 
 
+class ResumeExactly(TrainerCallback):
+    """What the Trainer's own checkpoints miss for a resumed run to equal an unbroken one.
+
+    - **The running loss.** The Trainer keeps the sum of logged losses and the part not yet
+      logged in private attributes that a checkpoint does not hold; a resumed run would log
+      a wrong first window and report the mean of its own steps as ``train_loss``. Each
+      checkpoint gets them in ``kubetune.json``, and training puts them back on resume.
+    - **The evaluation at an epoch's end.** A step-based save on the last step of an epoch
+      runs *before* the epoch's evaluation, so a run resumed from it never makes that
+      evaluation: its metrics are missing from the history (and from best-model tracking),
+      and the random numbers the evaluation draws are not drawn, so dropout differs from
+      then on. Such a save is moved after the evaluation.
+    """
+
+    def __init__(self, carried: dict[str, Any] | None = None) -> None:
+        self.trainer: Any = None
+        self.carried = carried or {}
+        self._deferred = False
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        if self.carried and self.trainer is not None:
+            self.trainer._total_loss_scalar = float(self.carried["total_loss"])
+            self.trainer._tr_loss += float(self.carried["unlogged_loss"])
+            self.trainer._globalstep_last_logged = int(self.carried["last_logged"])
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        epoch_ends = state.epoch is not None and float(state.epoch).is_integer()
+        if control.should_save and epoch_ends and args.eval_strategy == "epoch":
+            control.should_save = False
+            self._deferred = True
+
+    def on_epoch_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        if self._deferred:
+            control.should_save = True
+            self._deferred = False
+
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        local = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and local.is_dir() and self.trainer is not None:
+            carry = {
+                "step": state.global_step,
+                "total_loss": self.trainer._total_loss_scalar,
+                "unlogged_loss": float(self.trainer._tr_loss.item()),
+                "last_logged": self.trainer._globalstep_last_logged,
+            }
+            (local / CARRY_FILE).write_text(json.dumps(carry), encoding="utf-8")
+
+
 class CheckpointSync(TrainerCallback):
     """Hand every checkpoint the Trainer saves to the background uploader
     (:class:`kubetune.checkpoints.Uploader`), and stop training if an upload failed for good.
-
-    Each checkpoint also gets ``kubetune.json`` with the sum of training losses so far: the
-    Trainer's own ``train_loss`` averages only the steps of the last attempt, so a resumed
-    run needs the sum of the steps before it to report the same mean as an unbroken one.
     """
 
-    def __init__(self, uploader: Uploader, loss_sum: Callable[[], float] | None = None) -> None:
+    def __init__(self, uploader: Uploader) -> None:
         self.uploader = uploader
-        self.loss_sum = loss_sum
         self._stored: queue.SimpleQueue[Stored] = queue.SimpleQueue()
         uploader.on_stored = self._stored.put
 
@@ -157,11 +208,6 @@ class CheckpointSync(TrainerCallback):
         local = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
         if not local.is_dir():
             return
-        if self.loss_sum is not None:
-            (local / CARRY_FILE).write_text(
-                json.dumps({"step": state.global_step, "train_loss_sum": self.loss_sum()}),
-                encoding="utf-8",
-            )
         best = state.best_model_checkpoint
         protect = {int(best.rsplit("-", 1)[-1])} if best else set()
         self.uploader.submit(local, state.global_step, protect)

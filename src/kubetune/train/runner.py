@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +27,7 @@ from kubetune import checkpoints, sweep
 from kubetune import spec as specmod
 from kubetune.errors import ConfigError, KubetuneError
 from kubetune.faults import failpoint
-from kubetune.store import DEFAULT_STORE, RunLocation, open_store
+from kubetune.store import DEFAULT_STORE, RunLocation, StoreError, open_store
 from kubetune.train import record, tracking
 from kubetune.train.callbacks import (
     CARRY_FILE,
@@ -35,6 +35,7 @@ from kubetune.train.callbacks import (
     DerivedMetrics,
     GracefulStop,
     Progress,
+    ResumeExactly,
     WandbLogger,
     emit,
 )
@@ -192,7 +193,9 @@ def run(spec_path: str) -> Outcome:
         raise  # the run belongs to the other trainer: its record is not ours to touch
     except (KubetuneError, Exception) as exc:
         if not isinstance(exc, KubetuneError) or exc.exit_code != 2:
-            run_record.write("failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+            # Best effort: the store itself may be what failed.
+            with suppress(StoreError):
+                run_record.write("failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
         raise
 
 
@@ -348,11 +351,10 @@ def _fine_tune(
     with _transfers(storage.upload_concurrency) as pool:
         resume = _resume_point(location, work / "checkpoints", pool, run_record, PartialState())
     resumed_step = resume[1] if resume else None
-    carried = checkpoints.read_json_file(resume[0] / CARRY_FILE) if resume else {}
-    loss_base = float(carried.get("train_loss_sum", 0.0))
+    exact = ResumeExactly(checkpoints.read_json_file(resume[0] / CARRY_FILE) if resume else {})
 
     stop = GracefulStop()
-    callbacks: list[Any] = [Progress(metric), stop]
+    callbacks: list[Any] = [Progress(metric), stop, exact]
     if task.derived_metrics is not None:
         callbacks.insert(0, DerivedMetrics(task.derived_metrics))
     wandb_run = None
@@ -366,24 +368,9 @@ def _fine_tune(
             keep=spec.train.save_total_limit,
             concurrency=storage.upload_concurrency,
             queue_size=storage.upload_queue,
-            on_stored=lambda done: emit(
-                "checkpoint",
-                step=done.step,
-                url=location.url,
-                bytes=done.bytes,
-                seconds=done.seconds,
-                pruned=done.pruned,
-            ),
         )
-        # The Trainer's private running loss: the only place the unlogged part of it lives.
-        callbacks.append(
-            CheckpointSync(
-                uploader,
-                loss_sum=lambda: (
-                    loss_base + trainer._total_loss_scalar + float(trainer._tr_loss.item())
-                ),
-            )
-        )
+        sync = CheckpointSync(uploader)
+        callbacks.append(sync)
         wandb_run = _start_tracking(spec, resolved, location, work)
         if wandb_run is not None:
             callbacks.append(WandbLogger(wandb_run))
@@ -406,6 +393,7 @@ def _fine_tune(
         preprocess_logits_for_metrics=task.preprocess_logits,
         callbacks=callbacks,
     )
+    exact.trainer = trainer
     if resume is not None:
         emit("resume", step=resumed_step)
     try:
@@ -424,10 +412,14 @@ def _fine_tune(
         "train": {k: v for k, v in train_output.metrics.items() if isinstance(v, (int, float))}
     }
     if resumed_step is not None and "train_loss" in results["train"]:
-        # The Trainer averaged this attempt's steps only; make it the whole run's mean.
-        steps = trainer.state.global_step
-        session = results["train"]["train_loss"] * (steps - resumed_step)
-        results["train"]["train_loss"] = (loss_base + session) / max(steps, 1)
+        # The Trainer divides by this attempt's steps; the sum it divides is the whole run's.
+        results["train"]["train_loss"] = trainer._total_loss_scalar / max(
+            trainer.state.global_step, 1
+        )
+        for row in reversed(trainer.state.log_history):
+            if "train_loss" in row:
+                row["train_loss"] = results["train"]["train_loss"]
+                break
     artifacts: dict[str, Any] = {}
     for split in ("eval", "test"):
         raw = splits.present().get(split)

@@ -1,0 +1,359 @@
+"""Crash safety against a real S3 protocol: moto's server over HTTP, tiny models, CPU.
+
+Every test compares with one uninterrupted run of the same spec: a run that was killed,
+corrupted, cut off from its store or raced by a second trainer must end with the same
+weights and the same metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from kubetune import spec, sweep
+from kubetune.store import RunLocation, open_store
+
+from tiny import tiny_spec, write_yaml
+
+EVENT = "@@kubetune "
+#: Saves every 5 steps, evaluates each epoch (10 steps), keeps 2 checkpoints, 30 steps in all.
+TRAIN = {
+    "epochs": 3,
+    "save_strategy": "steps",
+    "save_steps": 5,
+    "eval_strategy": "epoch",
+    "save_total_limit": 2,
+}
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "test",
+    "AWS_SECRET_ACCESS_KEY": "test",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+#: Timings differ from run to run by nature.
+TIMINGS = ("runtime", "samples_per_second", "steps_per_second")
+
+
+def _env(endpoint: str, prefix: str, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "KUBETUNE_STORE": f"s3://runs/{prefix}",
+        "AWS_ENDPOINT_URL": endpoint,
+        **CREDENTIALS,
+        "OMP_NUM_THREADS": "1",
+        "KUBETUNE_WORKDIR": str(Path(os.environ.get("TMPDIR", "/tmp")) / f"kt-{prefix}"),
+        **extra,
+    }
+
+
+def _train(job: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kubetune.train", str(job)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+
+
+def _events(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(x[len(EVENT) :]) for x in stdout.splitlines() if x.startswith(EVENT)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def bucket(s3_endpoint: str) -> Iterator[None]:
+    """Credentials for moto in this process too, and the bucket ``runs``."""
+    import boto3
+
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in CREDENTIALS.items():
+            env.setenv(key, value)
+        client = boto3.client("s3", endpoint_url=s3_endpoint)
+        if "runs" not in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:
+            client.create_bucket(Bucket="runs")
+        yield
+
+
+@pytest.fixture(scope="module")
+def job(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    data = tiny_spec(tiny, train=TRAIN)
+    (run,) = sweep.expand(spec.validate(data))
+    path = write_yaml(tmp_path_factory.mktemp("crash") / "job.yaml", data)
+    return {"path": path, "run": run}
+
+
+def _location(endpoint: str, prefix: str, job: dict[str, Any]) -> RunLocation:
+    store = open_store(f"s3://runs/{prefix}", endpoint=endpoint)
+    return RunLocation(store, job["run"].sweep, job["run"].run_id)
+
+
+def _outcome(location: RunLocation, tmp: Path) -> dict[str, Any]:
+    """Final weights and metrics of a stored run, timings left out."""
+    from safetensors.numpy import load_file
+
+    location.store.download_file(location.key("final/model.safetensors"), tmp / "model.st")
+    record = location.store.read_json(location.key("run.json"))
+    metrics = {
+        split: {k: v for k, v in values.items() if not k.endswith(TIMINGS)}
+        for split, values in record["metrics"].items()
+    }
+    history = [
+        {k: v for k, v in row.items() if not k.endswith(TIMINGS)}
+        for row in location.store.read_json(location.key("history.json"))
+    ]
+    return {
+        "weights": load_file(str(tmp / "model.st")),
+        "metrics": metrics,
+        "history": history,
+        "record": record,
+    }
+
+
+def _assert_same(got: dict[str, Any], want: dict[str, Any]) -> None:
+    assert got["weights"].keys() == want["weights"].keys()
+    for name, tensor in want["weights"].items():
+        np.testing.assert_array_equal(got["weights"][name], tensor, err_msg=name)
+    assert got["metrics"] == want["metrics"]
+    assert got["history"] == want["history"], "every logged loss and evaluation, in order"
+
+
+def _assert_checkpoints_sound(location: RunLocation, tmp: Path) -> None:
+    """What the store keeps: the last two checkpoints, each matching its manifest."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kubetune import checkpoints
+
+    assert location.checkpoints() == [25, 30]
+    with ThreadPoolExecutor(4) as pool:
+        for step in (25, 30):
+            checkpoints.fetch(location, step, tmp / f"check-{step}", pool)
+    leftovers = {k.split("/")[-2] for k in location.store.list_keys(location.key("checkpoints"))}
+    assert leftovers == {"step-000025", "step-000030"}, "no partial or pruned folders remain"
+
+
+@pytest.fixture(scope="module")
+def baseline(
+    s3_endpoint: str, job: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    proc = _train(job["path"], _env(s3_endpoint, "baseline"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stored = [e["step"] for e in _events(proc.stdout) if e["event"] == "checkpoint"]
+    assert stored == [5, 10, 15, 20, 25, 30]
+    return _outcome(_location(s3_endpoint, "baseline", job), tmp_path_factory.mktemp("base"))
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "step:13",  # between steps: steps after the last stored checkpoint are lost
+        "save:15",  # mid-save: weights on local disk, optimizer not yet
+        "upload:20",  # mid-upload: one file of checkpoint 20 in the store, no manifest
+        "manifest-before:25",  # every file of 25 stored, no manifest
+        "manifest-after:25",  # manifest of 25 written, older ones not pruned yet
+        "final:30",  # final model and outputs stored, run.json not completed
+    ],
+)
+def test_sigkill_anywhere_then_restart_gives_the_same_run(
+    point: str, s3_endpoint: str, job: dict[str, Any], baseline: dict[str, Any], tmp_path: Path
+) -> None:
+    prefix = f"kill-{point.replace(':', '-')}"
+    killed = _train(job["path"], _env(s3_endpoint, prefix, KUBETUNE_FAILPOINT=point))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    location = _location(s3_endpoint, prefix, job)
+    assert location.store.read_json(location.key("run.json"))["status"] == "running"
+    # Uploads run behind training, so what the store holds at a kill depends on timing;
+    # at the upload and manifest points it does not.
+    complete = location.checkpoints()
+    step = int(point.split(":")[1])
+    if point.startswith(("upload", "manifest-before")):
+        assert step not in complete
+    if point.startswith("manifest-after"):
+        assert complete[-1] == step
+
+    restarted = _train(job["path"], _env(s3_endpoint, prefix))
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    resumed = [e["step"] for e in _events(restarted.stdout) if e["event"] == "resume"]
+    assert resumed == complete[-1:], "resumes from the newest complete checkpoint"
+
+    got = _outcome(location, tmp_path)
+    _assert_same(got, baseline)
+    assert got["record"]["status"] == "completed" and got["record"]["attempt"] == 2
+    _assert_checkpoints_sound(location, tmp_path)
+
+
+def test_a_corrupted_checkpoint_is_rejected_and_the_one_before_used(
+    s3_endpoint: str, job: dict[str, Any], baseline: dict[str, Any], tmp_path: Path
+) -> None:
+    prefix = "flipped-byte"
+    killed = _train(job["path"], _env(s3_endpoint, prefix, KUBETUNE_FAILPOINT="step:22"))
+    assert killed.returncode == -signal.SIGKILL
+    location = _location(s3_endpoint, prefix, job)
+    complete = location.checkpoints()
+    assert len(complete) >= 2, complete
+    newest, before = complete[-1], complete[-2]
+    shard = location.key(f"checkpoints/step-{newest:06d}/model.safetensors")
+    data = bytearray(location.store.read_bytes(shard))
+    data[len(data) // 2] ^= 0x01
+    location.store.write_bytes(shard, bytes(data))
+
+    restarted = _train(job["path"], _env(s3_endpoint, prefix))
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    events = _events(restarted.stdout)
+    (rejected,) = [e for e in events if e["event"] == "checkpoint_rejected"]
+    assert rejected["step"] == newest and "model.safetensors" in rejected["reason"]
+    assert [e["step"] for e in events if e["event"] == "resume"] == [before]
+    assert f"checkpoint step-{newest:06d} rejected" in restarted.stderr
+    got = _outcome(location, tmp_path)
+    _assert_same(got, baseline)
+    assert got["record"]["rejected_checkpoints"][0]["step"] == newest
+
+
+class FlakyProxy:
+    """A TCP proxy to the S3 server that goes down for ``outage`` seconds when a request for
+    ``trip`` passes through: it cuts every open connection and hangs up on new ones, as a
+    store that blinks does."""
+
+    def __init__(self, target: str, trip: bytes, outage: float) -> None:
+        host, port = target.removeprefix("http://").split(":")
+        self.target = (host, int(port))
+        self.trip, self.outage = trip, outage
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.down_at: float | None = None
+        self.up_at: float | None = None
+        self.open: set[socket.socket] = set()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def is_down(self) -> bool:
+        return self.down_at is not None and (self.up_at is None or time.monotonic() < self.up_at)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.is_down:
+                client.close()
+                continue
+            upstream = socket.create_connection(self.target)
+            with self.lock:
+                self.open |= {client, upstream}
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, request: bool) -> None:
+        try:
+            while chunk := src.recv(65536):
+                if request and self.down_at is None and self.trip in chunk:
+                    self._go_down()
+                    return
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                s.close()
+
+    def _go_down(self) -> None:
+        self.down_at = time.monotonic()
+        self.up_at = self.down_at + self.outage
+        with self.lock:
+            for s in self.open:
+                s.close()
+            self.open.clear()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def proxy(s3_endpoint: str) -> Iterator[FlakyProxy]:
+    p = FlakyProxy(s3_endpoint, trip=b"checkpoints/step-000010/", outage=4.0)
+    yield p
+    p.close()
+
+
+def test_a_store_outage_loses_no_checkpoint_and_stalls_only_at_the_queue_bound(
+    proxy: FlakyProxy,
+    s3_endpoint: str,
+    job: dict[str, Any],
+    baseline: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    prefix = "outage"
+    env = _env(s3_endpoint, prefix, AWS_ENDPOINT_URL=proxy.url)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kubetune.train", str(job["path"])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    seen = [
+        (time.monotonic(), json.loads(line[len(EVENT) :]))
+        for line in proc.stdout
+        if line.startswith(EVENT)
+    ]
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert proxy.up_at is not None, "the upload of checkpoint 10 went through the proxy"
+
+    stored = [e["step"] for _, e in seen if e["event"] == "checkpoint"]
+    assert stored == [5, 10, 15, 20, 25, 30], "no checkpoint lost"
+    steps = {e["step"]: t for t, e in seen if e["event"] == "step"}
+    # Checkpoint 10 uploads while 15 and 20 wait (upload_queue: 2): training runs on meanwhile…
+    assert steps[25] < proxy.up_at, "training stalled before the upload queue was full"
+    # …and the save at 25 waits for room in the queue, so step 26 comes after the outage.
+    assert steps[26] >= proxy.up_at
+    _assert_same(_outcome(_location(s3_endpoint, prefix, job), tmp_path), baseline)
+
+
+def test_two_trainers_of_one_run_one_manifest_wins_the_loser_stops(
+    s3_endpoint: str, tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    # Long enough (100 steps) that both trainers are surely training at once.
+    data = tiny_spec(tiny, train={**TRAIN, "epochs": 10})
+    (run,) = sweep.expand(spec.validate(data))
+    path = write_yaml(tmp_path / "job.yaml", data)
+    prefix = "two-writers"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "kubetune.train", str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(s3_endpoint, prefix, KUBETUNE_WORKDIR=str(tmp_path / f"work-{i}")),
+        )
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 1], [err[-2000:] for _, err in outputs]
+    (loser_err,) = [err for p, (_, err) in zip(procs, outputs, strict=True) if p.returncode]
+    (line,) = [x for x in loser_err.splitlines() if x.startswith("error: ")]
+    assert "was stored first by another trainer" in line and "this one" in line
+
+    location = _location(s3_endpoint, prefix, {"run": run})
+    record = location.store.read_json(location.key("run.json"))
+    assert record["status"] == "completed"
+    manifests = [
+        location.store.read_json(location.key(f"checkpoints/step-{step:06d}/MANIFEST.json"))
+        for step in location.checkpoints()
+    ]
+    assert [m["step"] for m in manifests] == [95, 100]
+    assert len({m["writer"] for m in manifests}) == 1, "every stored checkpoint has one writer"
