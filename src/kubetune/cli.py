@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
+    from kubetune.reproduce import Comparison, Recorded
     from kubetune.spec import JobSpec
     from kubetune.sweep import ResolvedRun
 
@@ -214,6 +215,230 @@ def data_prepare(
     _console().print(f"[green]✓[/] {name} → {out}/ ({counts}{labels})")
     for note in result.notes:
         _console().print(f"  note: {note}")
+
+
+StoreUriArg = Annotated[
+    str,
+    typer.Argument(
+        help="A store (file://./runs, s3://bucket/prefix), <store>/<sweep> or one run.",
+        show_default=False,
+    ),
+]
+RunUriArg = Annotated[
+    str, typer.Argument(help="One run: <store>/<sweep>/<run-id>.", show_default=False)
+]
+
+runs_app = typer.Typer(help="Look at stored runs.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.command("list")
+def runs_list(uri: StoreUriArg) -> None:
+    """Every run at or under URI: status, sweep parameters, headline metrics, time."""
+    from kubetune import runs
+
+    infos = runs.read_all(runs.find(uri))
+    if not infos:
+        _console().print(f"no runs in {uri}")
+        return
+    console = _console(stderr=False)
+    for table in runs.list_tables(infos):
+        console.print(table)
+
+
+@runs_app.command("show")
+def runs_show(uri: RunUriArg) -> None:
+    """One run: identity, parameters, final metrics, checkpoints, final/ and W&B."""
+    from kubetune import runs
+
+    _console(stderr=False).print(runs.show(runs.detail(runs.locate(uri))))
+
+
+@app.command()
+def reproduce(
+    uri: RunUriArg,
+    render_: Annotated[
+        bool, typer.Option("--render", help="Print (or --out) the run's manifests again.")
+    ] = False,
+    submit: Annotated[
+        bool, typer.Option("--submit", help="Apply the run's manifests to the current context.")
+    ] = False,
+    local_: Annotated[
+        bool,
+        typer.Option("--local", help="Re-run here and compare final metrics with the record."),
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="--render: write a GitOps folder here.")
+    ] = None,
+    namespace: Annotated[
+        str | None,
+        typer.Option(
+            "--namespace", "-n", help="--render/--submit: namespace (default: the recorded one)."
+        ),
+    ] = None,
+    image: Annotated[
+        str | None,
+        typer.Option("--image", help="--render/--submit: pin the image, REF@sha256:…"),
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option("--store", help="--local: where the rerun goes (file://./reproductions)."),
+    ] = None,
+    tolerance: Annotated[
+        float | None,
+        typer.Option(
+            "--tolerance", help="--local: largest relative difference (spec reproduce.tolerance)."
+        ),
+    ] = None,
+) -> None:
+    """Reproduce a stored run from its spec and record: --render, --submit or --local."""
+    from kubetune import reproduce as repro
+    from kubetune.errors import ConfigError
+
+    modes = [
+        name for name, on in (("render", render_), ("submit", submit), ("local", local_)) if on
+    ]
+    if len(modes) != 1:
+        raise ConfigError("choose one of --render, --submit or --local")
+    _check_options(
+        modes[0], out=out, namespace=namespace, image=image, store=store, tolerance=tolerance
+    )
+    recorded = repro.load(uri)
+    if local_:
+        _reproduce_local(recorded, store or repro.DEFAULT_STORE, tolerance)
+    elif submit:
+        _reproduce_submit(recorded, namespace, image)
+    else:
+        _reproduce_render(recorded, namespace, image, out)
+
+
+def _check_options(mode: str, **given: Any) -> None:
+    """Refuse options that the chosen reproduce mode would ignore."""
+    from kubetune.errors import ConfigError
+
+    allowed = {
+        "render": {"out", "namespace", "image"},
+        "submit": {"namespace", "image"},
+        "local": {"store", "tolerance"},
+    }[mode]
+    for name, value in given.items():
+        if value is not None and name not in allowed:
+            raise ConfigError(f"--{name} does not apply to --{mode}; drop it")
+
+
+def _warn(lines: list[str]) -> None:
+    from rich.markup import escape
+
+    console = _console()
+    for line in lines:
+        console.print(f"[bold yellow]warning:[/] {escape(line)}")
+
+
+def _reproduce_render(
+    recorded: Recorded, namespace: str | None, image: str | None, out: Path | None
+) -> None:
+    from kubetune import render as rendermod
+    from kubetune import reproduce as repro
+
+    rendered, warnings = repro.render(recorded, namespace, image)
+    _warn(warnings)
+    if out is None:
+        sys.stdout.write(rendermod.stream(rendered))
+        return
+    rendermod.write_dir(rendered, out)
+    _console().print(
+        f"[green]✓[/] {recorded.run.run_id} → {out}/ (apply with kubectl apply -k {out})"
+    )
+
+
+def _reproduce_submit(recorded: Recorded, namespace: str | None, image: str | None) -> None:
+    from kubetune import cluster
+    from kubetune import reproduce as repro
+
+    rendered, warnings = repro.render(recorded, namespace, image)
+    target = cluster.connect()
+    caution = repro.submit_warning(recorded)
+    _warn(warnings + ([caution] if caution else []))
+    applied = repro.submit(rendered, namespace, target)
+    console = _console()
+    for item in applied:
+        console.print(f"[green]✓[/] applied {item}")
+
+
+def _reproduce_local(recorded: Recorded, store: str, tolerance: float | None) -> None:
+    from rich.markup import escape
+
+    from kubetune import reproduce as repro
+    from kubetune._progress import RichDisplay
+    from kubetune.errors import EXIT_INTERRUPTED, EXIT_USER, EXIT_WORLD
+
+    plan = repro.plan_local(recorded, store, tolerance)
+    _warn(repro.environment_differences(recorded.record))
+    console = _console()
+    result = repro.run_local(plan, RichDisplay(console))
+    status = result.outcome.status
+    if status == "interrupted":
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if status == "config-error":
+        raise typer.Exit(EXIT_USER)
+    if not result.completed:
+        raise typer.Exit(EXIT_WORLD)
+    if status == "already-completed":
+        console.print(
+            f"  compared with the reproduction already at {escape(result.outcome.url)} "
+            "(remove it to run again)"
+        )
+    _console(stderr=False).print(_comparison_table(result.comparisons))
+    outside = result.outside
+    limit = f"{plan.tolerance:.2%}"
+    if outside:
+        names = ", ".join(f"{c.split} {c.metric} ({_difference(c)})" for c in outside)
+        console.print(f"[bold red]error:[/] not reproduced within {limit}: {escape(names)}")
+        raise typer.Exit(EXIT_WORLD)
+    console.print(
+        f"[green]✓[/] reproduced: {len(result.comparisons)} metrics within {limit} "
+        f"→ {escape(result.outcome.url)}"
+    )
+
+
+def _difference(comparison: Comparison) -> str:
+    difference = comparison.difference
+    if difference is None:
+        return "missing"
+    return f"{difference:.2%}" if comparison.recorded else f"{difference:.4f} abs."
+
+
+def _comparison_table(comparisons: list[Comparison]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="recorded vs reproduced")
+    table.add_column("split")
+    table.add_column("metric")
+    for name in ("recorded", "reproduced", "difference"):
+        table.add_column(name, justify="right")
+    table.add_column("")
+    for c in comparisons:
+        reproduced = "—" if c.reproduced is None else f"{c.reproduced:.6g}"
+        mark = "[green]✓ within[/]" if c.ok else "[bold red]✗ outside[/]"
+        table.add_row(c.split, c.metric, f"{c.recorded:.6g}", reproduced, _difference(c), mark)
+    return table
+
+
+@app.command()
+def report(
+    uri: StoreUriArg,
+    out: Annotated[
+        Path, typer.Option("--out", help="The HTML report; a Markdown twin goes beside it.")
+    ] = Path("report.html"),
+) -> None:
+    """Write an HTML (and Markdown) report of the runs at or under URI."""
+    from kubetune.report import build_report
+
+    result = build_report(uri, out)
+    plural = "s" if result.runs != 1 else ""
+    _console().print(
+        f"[green]✓[/] report of {result.runs} run{plural} → {result.html} (and {result.markdown})"
+    )
 
 
 @app.command()

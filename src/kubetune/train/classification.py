@@ -15,6 +15,17 @@ from kubetune.train.pretrained import from_pretrained
 from kubetune.train.task import Task
 
 PEFT_TASK = "SEQ_CLS"
+#: How much of each input text a prediction row keeps: enough to tell examples apart in
+#: ``kubetune report``, not a copy of the data set.
+PREVIEW_CHARS = 300
+
+
+def preview(text: Any) -> str:
+    """The start of an input text for a prediction row, cut at :data:`PREVIEW_CHARS` with "…"."""
+    shown = str(text)
+    if len(shown) <= PREVIEW_CHARS:
+        return shown
+    return shown[: PREVIEW_CHARS - 1].rstrip() + "…"
 
 
 def build(spec: JobSpec, splits: Splits, tokenizer: Any, model_path: str) -> Task:
@@ -57,9 +68,13 @@ def build(spec: JobSpec, splits: Splits, tokenizer: Any, model_path: str) -> Tas
         probs = np.exp(shifted) / np.exp(shifted).sum(axis=-1, keepdims=True)
         predicted = probs.argmax(axis=-1)
         gold = np.array([v if isinstance(v, int) else to_id[str(v)] for v in raw[d.label_column]])
+        texts = list(raw[d.text_column])
+        pairs = list(raw[d.text_pair_column]) if d.text_pair_column else None
         rows = [
             {
                 "id": raw[i]["id"] if "id" in raw.column_names else i,
+                "text": preview(texts[i]),
+                **({"text_pair": preview(pairs[i])} if pairs is not None else {}),
                 "label": names[int(gold[i])],
                 "prediction": names[int(predicted[i])],
                 "score": round(float(probs[i, predicted[i]]), 6),

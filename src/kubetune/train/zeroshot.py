@@ -49,6 +49,7 @@ from kubetune.errors import ConfigError
 from kubetune.spec import JobSpec, PromptSpec
 from kubetune.train import metrics
 from kubetune.train.callbacks import emit
+from kubetune.train.classification import preview
 from kubetune.train.data import Splits, infer_labels, require_columns
 from kubetune.train.pretrained import from_pretrained
 
@@ -180,10 +181,12 @@ def _evaluate(
     found["samples_per_second"] = round(len(guess) / max(seconds, 1e-9), 3)
 
     ids = raw["id"] if "id" in raw.column_names else list(range(len(raw)))
+    texts = list(raw[spec.data.text_column])
     rows: list[dict[str, Any]] = []
     for i, (row_id, truth, answer) in enumerate(zip(ids, gold, guess, strict=True)):
         row = {
             "id": row_id,
+            "text": preview(texts[i]),
             "label": names[int(truth)],
             "prediction": names[int(answer)] if answer >= 0 else None,
             "score": round(float(predicted.scores[i]), 6),

@@ -1,0 +1,452 @@
+"""``kubetune reproduce``: a stored run's spec and record → the same manifests, or a re-run here.
+
+A run folder holds the resolved spec (``spec.yaml``) and the record (``run.json``). From them
+this module rebuilds the :class:`~kubetune.sweep.ResolvedRun` that ``kubetune render`` or
+``kubetune run`` had, after checking that the stored spec still hashes to the run id (an edited
+spec is a different run). Then:
+
+- :func:`render` gives the manifests ``kubetune render SPEC --run RUN_ID`` gave, byte for byte,
+  pinned to the recorded image;
+- :func:`submit` applies them to the current kube context (:func:`kubetune.cluster.apply`);
+- :func:`run_local` re-runs the spec through ``kubetune run``'s own code path into another
+  store, and :func:`compare` judges its final metrics against the record within the spec's
+  ``reproduce.tolerance``; :func:`environment_differences` says beforehand what differs here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, TypeGuard
+
+from kubetune import cluster, local, sweep
+from kubetune import render as rendermod
+from kubetune import spec as specmod
+from kubetune.errors import ConfigError, KubetuneError
+from kubetune.local import Display, Outcome
+from kubetune.runs import RECORD, as_dict, is_timing, locate, read
+from kubetune.store import RunLocation, StoreError, file_uri_path, open_store
+from kubetune.sweep import ResolvedRun
+
+#: Where ``reproduce --local`` puts its runs unless told otherwise.
+DEFAULT_STORE = "file://./reproductions"
+#: The splits whose final metrics a reproduction is judged on.
+SPLITS = ("eval", "test")
+_DIGEST = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A stored run: where it is, its spec and record, and the run they rebuild."""
+
+    location: RunLocation
+    spec: specmod.JobSpec
+    record: dict[str, Any]
+    run: ResolvedRun
+
+    @property
+    def status(self) -> str:
+        return str(self.record.get("status") or "—")
+
+    @property
+    def render_info(self) -> dict[str, Any]:
+        return as_dict(self.record.get("render"))
+
+
+def load(uri: str) -> Recorded:
+    """Read a run folder and rebuild its run.
+
+    Raises:
+        ConfigError: ``uri`` is not one run, its files are missing or unreadable, or the
+            stored spec no longer hashes to the run id.
+    """
+    location = locate(uri)
+    store, url = location.store, location.url
+    try:
+        text = store.read_text(location.key("spec.yaml"))
+        record = (
+            store.read_json(location.key(RECORD)) if store.exists(location.key(RECORD)) else None
+        )
+    except (StoreError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{url}: cannot read the run's files: {exc}") from None
+    if record is None:
+        raise ConfigError(f"{url}: no run.json yet (the run is starting); try again once it runs")
+    if not isinstance(record, dict):
+        raise ConfigError(f"{url}/{RECORD}: not a JSON object")
+    try:
+        spec = specmod.loads(text, f"{url}/spec.yaml")
+    except KubetuneError as exc:
+        raise ConfigError(f"{url}/spec.yaml is not a valid spec: {exc}") from None
+    if spec.sweep is not None:
+        raise ConfigError(f"{url}/spec.yaml has a sweep block; a run's spec is one resolved run")
+    expected = sweep.run_id(spec)
+    if expected != location.run_id:
+        raise ConfigError(
+            f"{url}/spec.yaml hashes to run id {expected}, not {location.run_id}: the stored "
+            "spec was changed after the run; restore it, or run it as a new job"
+        )
+    sweep_name = str(record.get("sweep") or location.sweep)
+    run = ResolvedRun(location.run_id, sweep_name, 0, spec, dict(as_dict(record.get("params"))))
+    return Recorded(location, spec, record, run)
+
+
+# --- --render and --submit ----------------------------------------------------------------
+
+
+def is_digest(image: str | None) -> bool:
+    """Whether an image reference pins its bits (``…@sha256:<64 hex>``)."""
+    return bool(image and _DIGEST.match(image))
+
+
+def render(
+    recorded: Recorded, namespace: str | None = None, image: str | None = None
+) -> tuple[list[rendermod.Rendered], list[str]]:
+    """The run's manifests, and warnings about what may make them run differently.
+
+    The namespace is ``namespace`` if given, else the one the run was rendered for. With the
+    recorded image pinned by digest, the manifests are byte-identical to the original
+    ``kubetune render``. ``image`` (a digest) pins a run recorded with a tag: only the pod's
+    image changes, not the spec, so the run id and the spec in the ConfigMap stay the
+    recorded ones.
+
+    Raises:
+        ConfigError: ``image`` is not a digest reference, or the spec cannot be rendered.
+    """
+    warnings = _chart_warnings(recorded)
+    recorded_ns = recorded.render_info.get("namespace") or None
+    if namespace and recorded_ns and namespace != recorded_ns:
+        warnings.append(
+            f"the run was rendered for namespace {recorded_ns}; these manifests use {namespace}"
+        )
+    pinned, image_warnings = _pinned_image(recorded, image)
+    warnings += image_warnings
+    ns = namespace or recorded_ns
+    try:
+        if pinned == recorded.spec.image:
+            return rendermod.render([recorded.run], ns), warnings
+        values = rendermod.values_for(recorded.run, ns)
+    except ConfigError as exc:
+        # The stored spec cannot change (it is the run), so say which run cannot be a Job.
+        raise ConfigError(
+            f"{recorded.location.url} cannot run as a Kubernetes Job: {exc}"
+        ) from None
+    values["image"]["reference"] = pinned
+    return [rendermod.Rendered(recorded.run, values, rendermod.render_values(values))], warnings
+
+
+def _pinned_image(recorded: Recorded, override: str | None) -> tuple[str, list[str]]:
+    """The image the rerun's pod gets: ``override``, else the recorded digest, else the spec's
+    image (with a warning when that is a tag)."""
+    spec_image = recorded.spec.image
+    ran = recorded.record.get("image")
+    if override is not None:
+        if not is_digest(override):
+            raise ConfigError(
+                f"--image {override}: give a digest reference, REF@sha256:<64 hex> "
+                "(docker buildx imagetools inspect REF shows it)"
+            )
+        warnings = []
+        if is_digest(ran) and override != ran:
+            warnings.append(f"--image {override} is not the image the run recorded, {ran}")
+        return override, warnings
+    if is_digest(ran):
+        return str(ran), []
+    if is_digest(spec_image):
+        return spec_image, []
+    return spec_image, [
+        f"image {spec_image} is a tag, not a digest: the rerun may get different bits; pin it "
+        "with --image REF@sha256:…"
+    ]
+
+
+def current_chart() -> str:
+    """``<name>-<version>`` of the chart render uses now (as run.json's render.chart)."""
+    import yaml
+
+    chart = yaml.safe_load((rendermod.chart_dir() / "Chart.yaml").read_text(encoding="utf-8"))
+    return f"{chart['name']}-{chart['version']}"
+
+
+def _chart_warnings(recorded: Recorded) -> list[str]:
+    recorded_chart = recorded.render_info.get("chart")
+    now = current_chart()
+    if recorded_chart and recorded_chart != now:
+        return [
+            f"the run was rendered with chart {recorded_chart}; this is {now}, so the "
+            "manifests may differ from the original"
+        ]
+    return []
+
+
+def submit_warning(recorded: Recorded) -> str | None:
+    """What applying the run's manifests will do that a user may not expect: the Job writes
+    to the run's own folder in the recorded store, so a completed run is not trained again,
+    and a run still running would get a second trainer."""
+    where = f"{recorded.run.run_id} is {recorded.status} in {recorded.location.url}"
+    if recorded.status == "completed":
+        return (
+            f"{where}: a Job with these manifests finds it finished and stops without "
+            "training (remove that run folder to train it again, or use --local)"
+        )
+    if recorded.status == "running":
+        return (
+            f"{where}: if its Job is still alive elsewhere, two trainers now write the same "
+            "run folder"
+        )
+    return None
+
+
+def submit(
+    rendered: list[rendermod.Rendered],
+    namespace: str | None = None,
+    target: cluster.Cluster | None = None,
+) -> list[cluster.Applied]:
+    """Server-side apply rendered manifests (:func:`render`) to ``target``, else the current
+    kube context; objects without a namespace go to ``namespace``, else the context's."""
+    import yaml
+
+    documents = [yaml.safe_load(doc) for item in rendered for _name, doc in item.documents]
+    return cluster.apply(documents, namespace, cluster=target)
+
+
+# --- --local ------------------------------------------------------------------------------
+
+
+def environment_differences(record: dict[str, Any]) -> list[str]:
+    """What differs between this machine and the one the run recorded, one line each:
+    package versions, GPUs, Python, platform, and the image the run had."""
+    lines = []
+    for name, version in as_dict(record.get("packages")).items():
+        here = _installed(name)
+        if here != version:
+            lines.append(f"{name} {version or 'absent'} in the record, {here or 'absent'} here")
+    hardware = as_dict(record.get("hardware"))
+    if "gpus" in hardware:
+        ran, here_gpus = list(hardware.get("gpus") or []), local_gpu_names()
+        if ran != here_gpus:
+            lines.append(f"GPUs: {_gpus(ran)} in the record, {_gpus(here_gpus)} here")
+    for key, here_value in (
+        ("python", platform.python_version()),
+        ("platform", platform.platform()),
+    ):
+        if hardware.get(key) and hardware[key] != here_value:
+            lines.append(f"{key} {hardware[key]} in the record, {here_value} here")
+    if record.get("image"):
+        lines.append(
+            f"the run ran in image {record['image']}; this re-run uses this machine's packages"
+        )
+    return lines
+
+
+def _installed(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _gpus(names: list[str]) -> str:
+    if not names:
+        return "none"
+    counted: dict[str, int] = {}
+    for name in names:
+        counted[name] = counted.get(name, 0) + 1
+    return ", ".join(f"{n}× {name}" for name, n in counted.items())
+
+
+def local_gpu_names() -> list[str]:
+    """Names of the GPUs a run here would see (``nvidia-smi -L``; torch is not imported)."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    names = []
+    for line in listing.stdout.splitlines():
+        if line.startswith("GPU ") and ": " in line:
+            names.append(line.split(": ", 1)[1].rsplit(" (UUID", 1)[0].strip())
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and all(p.strip().isdigit() for p in visible.split(",") if p.strip()):
+        picked = [int(p) for p in visible.split(",") if p.strip()]
+        names = [names[i] for i in picked if i < len(names)]
+    return names
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One final metric, recorded against reproduced."""
+
+    split: str
+    metric: str
+    recorded: float
+    reproduced: float | None  # None: the reproduction did not report it
+    tolerance: float
+
+    @property
+    def difference(self) -> float | None:
+        """|reproduced − recorded| / |recorded|; for a recorded 0, the absolute difference."""
+        if self.reproduced is None:
+            return None
+        if math.isnan(self.recorded) or math.isnan(self.reproduced):
+            return 0.0 if math.isnan(self.recorded) and math.isnan(self.reproduced) else math.inf
+        gap = abs(self.reproduced - self.recorded)
+        return gap / abs(self.recorded) if self.recorded else gap
+
+    @property
+    def ok(self) -> bool:
+        return self.difference is not None and self.difference <= self.tolerance
+
+
+def compared_metrics(spec: specmod.JobSpec, record: dict[str, Any]) -> list[tuple[str, str]]:
+    """(split, metric) pairs to judge: the spec's ``reproduce.metrics`` in each of the eval and
+    test splits that records them, else every numeric quality metric of those splits.
+
+    Raises:
+        ConfigError: the run recorded no final metrics, or none of a named metric.
+    """
+    metrics = as_dict(record.get("metrics"))
+    recorded = {s: as_dict(metrics.get(s)) for s in SPLITS if as_dict(metrics.get(s))}
+    numeric = {
+        split: [n for n, v in values.items() if _number(v)] for split, values in recorded.items()
+    }
+    if not any(numeric.values()):
+        status = record.get("status") or "—"
+        raise ConfigError(
+            f"run.json of this {status} run records no final eval or test metrics; "
+            "reproduce --local compares those, so it needs a completed run"
+        )
+    wanted = spec.reproduce.metrics
+    if not wanted:
+        return [(s, n) for s, names in numeric.items() for n in names if not is_timing(n)]
+    pairs = [(s, n) for n in wanted for s, names in numeric.items() if n in names]
+    missing = [n for n in wanted if not any(n == m for _s, m in pairs)]
+    if missing:
+        have = sorted({n for names in numeric.values() for n in names if not is_timing(n)})
+        raise ConfigError(
+            f"reproduce.metrics: {', '.join(missing)} not recorded in eval or test "
+            f"(run.json has {', '.join(have)})"
+        )
+    return pairs
+
+
+def _number(value: Any) -> TypeGuard[int | float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def compare(
+    pairs: list[tuple[str, str]],
+    recorded: dict[str, Any],
+    reproduced: dict[str, Any],
+    tolerance: float,
+) -> list[Comparison]:
+    """Each (split, metric) of ``pairs``, recorded against reproduced."""
+    out = []
+    for split, name in pairs:
+        value = as_dict(reproduced.get(split)).get(name)
+        out.append(
+            Comparison(
+                split,
+                name,
+                float(recorded[split][name]),
+                float(value) if _number(value) else None,
+                tolerance,
+            )
+        )
+    return out
+
+
+def check_store(store: str, recorded: Recorded) -> str:
+    """The store of a local reproduction, which must not be the recorded run's own.
+
+    Raises:
+        ConfigError: ``store`` is not a store URI, or is where the recorded run lives.
+    """
+    local.check_store(store)
+    target = RunLocation(open_store(store), recorded.run.sweep, recorded.run.run_id)
+    if _same_place(target, recorded.location):
+        raise ConfigError(
+            f"--store {store}: the recorded run lives there; a reproduction goes to another "
+            f"store (default {DEFAULT_STORE})"
+        )
+    return store
+
+
+def _same_place(a: RunLocation, b: RunLocation) -> bool:
+    if a.url.startswith("file://") and b.url.startswith("file://"):
+        return file_uri_path(a.url).resolve() == file_uri_path(b.url).resolve()
+    return a.url.rstrip("/") == b.url.rstrip("/")
+
+
+@dataclass(frozen=True)
+class LocalPlan:
+    """A checked ``reproduce --local``: where it goes, what it compares, how strictly."""
+
+    recorded: Recorded
+    store: str
+    pairs: list[tuple[str, str]]
+    tolerance: float
+
+
+def plan_local(recorded: Recorded, store: str, tolerance: float | None = None) -> LocalPlan:
+    """Check everything a local reproduction needs before it spends any time training.
+
+    Raises:
+        ConfigError: the store is not one, or is the run's own; the tolerance is negative; or
+            the record holds nothing to compare with.
+    """
+    limit = recorded.spec.reproduce.tolerance if tolerance is None else tolerance
+    if limit < 0 or math.isnan(limit):
+        raise ConfigError(f"--tolerance {tolerance}: give a relative difference ≥ 0, e.g. 0.01")
+    pairs = compared_metrics(recorded.spec, recorded.record)
+    return LocalPlan(recorded, check_store(store, recorded), pairs, limit)
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    """What ``reproduce --local`` ended with."""
+
+    outcome: Outcome
+    comparisons: list[Comparison]
+
+    @property
+    def completed(self) -> bool:
+        return self.outcome.status in ("completed", "already-completed")
+
+    @property
+    def outside(self) -> list[Comparison]:
+        """The compared metrics that were not reproduced within the tolerance."""
+        return [c for c in self.comparisons if not c.ok]
+
+
+def run_local(plan: LocalPlan, display: Display, *, gpus: int | None = None) -> Reproduction:
+    """Re-run the recorded spec here, through ``kubetune run``'s own code path, into the plan's
+    store; compare its final metrics with the record.
+
+    A store that already holds a completed reproduction of the run is not trained again (as
+    with ``kubetune run``): its metrics are compared, without starting a trainer only to
+    learn that.
+    """
+    recorded = plan.recorded
+    target = read(RunLocation(open_store(plan.store), recorded.run.sweep, recorded.run.run_id))
+    if target.status == "completed":
+        outcome = Outcome(
+            recorded.run,
+            "already-completed",
+            url=target.location.url,
+            metrics=as_dict(target.record.get("metrics")),
+        )
+    else:
+        outcome = local.run_one(recorded.run, plan.store, display, gpus=gpus)
+    comparisons: list[Comparison] = []
+    if outcome.status in ("completed", "already-completed"):
+        comparisons = compare(
+            plan.pairs, recorded.record["metrics"], outcome.metrics, plan.tolerance
+        )
+    return Reproduction(outcome, comparisons)

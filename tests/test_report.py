@@ -1,0 +1,437 @@
+"""``kubetune report`` on synthetic run folders written as the trainer writes them."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kubetune import report
+from kubetune.errors import ConfigError
+
+from conftest import ROOT
+
+SWEEP = "bbc-lr"
+#: run id → (learning rate, eval accuracy, test accuracy); the middle one is best.
+TRAINED = {
+    "bbc-lr-0a1b2c3d": (1e-5, 0.7912, 0.8133),
+    "bbc-lr-1b2c3d4e": (1e-4, 0.9287, 0.9411),
+    "bbc-lr-2c3d4e5f": (1e-3, 0.6054, 0.6218),
+}
+BASELINE = "bbc-lr-3d4e5f60"
+INTERRUPTED = "bbc-lr-4e5f6071"
+HOSTILE = '<script>alert("owned")</script> | *not bold* [link](#x)'
+FINGERPRINT = "f" * 64
+CHROMIUM = shutil.which("chromium")
+
+
+def write_run(
+    store: Path,
+    sweep: str,
+    run_id: str,
+    *,
+    task: str = "classification",
+    status: str = "completed",
+    params: dict[str, Any] | None = None,
+    metrics: dict[str, dict[str, float]] | None = None,
+    history: list[dict[str, Any]] | None = None,
+    predictions: list[dict[str, Any]] | None = None,
+    **record: Any,
+) -> Path:
+    """A run folder as the trainer leaves it: spec.yaml and run.json always, the rest if given."""
+    folder = store / sweep / run_id
+    folder.mkdir(parents=True)
+    (folder / "spec.yaml").write_text(yaml.safe_dump({"name": sweep, "task": task}))
+    record = {
+        "status": status,
+        "run_id": run_id,
+        "sweep": sweep,
+        "params": params or {},
+        "task": task,
+        "seed": 42,
+        "started": "2026-01-01T10:00:00Z",
+        "data": {"fingerprint": FINGERPRINT},
+        **record,
+    }
+    if metrics is not None:
+        record["metrics"] = metrics
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    (folder / "run.json").write_text(json.dumps(record))
+    if history is not None:
+        (folder / "history.json").write_text(json.dumps(history))
+    if predictions is not None:
+        lines = [json.dumps(row) for row in predictions]
+        (folder / "test_predictions.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def history(rate: float, steps: int = 60) -> list[dict[str, Any]]:
+    """The HF Trainer's log_history: training rows every 5 steps, eval rows every 20."""
+    rows: list[dict[str, Any]] = []
+    for step in range(5, steps + 1, 5):
+        rows.append({"step": step, "epoch": step / 20, "loss": 1.6 * math.exp(-rate * step)})
+        if step % 20 == 0:
+            rows.append(
+                {
+                    "step": step,
+                    "epoch": step / 20,
+                    "eval_loss": 1.7 * math.exp(-rate * step),
+                    "eval_accuracy": 1 - 0.8 * math.exp(-rate * step),
+                }
+            )
+    return rows
+
+
+def classified(run_id: str, rows: int = 8) -> list[dict[str, Any]]:
+    labels = ["business", "sports", "tech", "politics"]
+    out = []
+    for i in range(rows):
+        text = HOSTILE if i == 0 else f"article {i} of {run_id} " + "word " * 100
+        label = labels[i % 4]
+        prediction = label if i % 3 else labels[(i + 1) % 4]
+        out.append({"id": f"{label}/{i:03d}.txt", "text": report._clip(text),
+                    "label": label, "prediction": prediction, "score": 0.5 + i / 20})  # fmt: skip
+    return out
+
+
+def scores(eval_accuracy: float, test_accuracy: float) -> dict[str, dict[str, float]]:
+    return {
+        "eval": {"accuracy": eval_accuracy, "macro_f1": eval_accuracy - 0.01, "runtime": 1.5},
+        "test": {"accuracy": test_accuracy, "macro_f1": test_accuracy - 0.02, "runtime": 1.5},
+    }
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A sweep of three trained runs, a zero-shot baseline and an interrupted run."""
+    root = tmp_path_factory.mktemp("store")
+    for run_id, (rate, eval_acc, test_acc) in TRAINED.items():
+        metrics = scores(eval_acc, test_acc)
+        metrics["train"] = {"train_runtime": 754.0, "train_loss": 0.4}
+        write_run(root, SWEEP, run_id, params={"train.learning_rate": rate}, metrics=metrics,
+                  history=history(rate * 1000), predictions=classified(run_id),
+                  finished="2026-01-01T10:13:00Z")  # fmt: skip
+    write_run(root, SWEEP, BASELINE, task="zero-shot", params={"task": "zero-shot"},
+              metrics=scores(0.7001, 0.7102), predictions=classified(BASELINE),
+              zero_shot={"method": "embedding", "examples_per_class": 0},
+              finished="2026-01-01T10:01:05Z")  # fmt: skip
+    write_run(root, SWEEP, INTERRUPTED, status="interrupted", step=40,
+              params={"train.learning_rate": 3e-4}, history=history(0.3, steps=40))  # fmt: skip
+    return root
+
+
+@dataclass
+class Built:
+    result: report.Report
+    html: str
+    markdown: str
+
+
+@pytest.fixture(scope="module")
+def built(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Built:
+    out = tmp_path_factory.mktemp("out") / "report.html"
+    result = report.build_report(f"file://{store}/{SWEEP}", out)
+    return Built(result, out.read_text(encoding="utf-8"), result.markdown.read_text())
+
+
+class Page(HTMLParser):
+    """Tables (by id: rows of cell texts, header first), images and paragraphs of a page."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self.images: list[dict[str, str]] = []
+        self.paragraphs: dict[str, str] = {}
+        self.table: str | None = None
+        self.cell: list[str] | None = None
+        self.paragraph: str | None = None
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = {k: v or "" for k, v in attrs}
+        if tag == "table":
+            self.table = found.get("id", f"table-{len(self.tables)}")
+            self.tables[self.table] = []
+        elif tag == "tr" and self.table:
+            self.tables[self.table].append([])
+        elif tag in ("td", "th"):
+            self.cell = []
+        elif tag == "img":
+            self.images.append(found)
+        elif tag == "p" and "id" in found:
+            self.paragraph = found["id"]
+            self.paragraphs[self.paragraph] = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self.table = None
+        elif tag in ("td", "th") and self.cell is not None and self.table:
+            self.tables[self.table][-1].append("".join(self.cell).strip())
+            self.cell = None
+        elif tag == "p":
+            self.paragraph = None
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None:
+            self.cell.append(data)
+        if self.paragraph is not None:
+            self.paragraphs[self.paragraph] += data
+
+
+def rows_by_run(table: list[list[str]]) -> dict[str, dict[str, str]]:
+    header, *rows = table
+    return {row[0].removeprefix("★ "): dict(zip(header, row, strict=True)) for row in rows}
+
+
+def test_writes_html_and_markdown_beside_it(built: Built) -> None:
+    assert built.result.runs == 5
+    assert built.result.html.name == "report.html"
+    assert built.result.markdown == built.result.html.with_suffix(".md")
+    assert built.html.startswith("<!doctype html>")
+    assert built.markdown.startswith(f"# kubetune report: {SWEEP}")
+
+
+def test_metrics_table_holds_every_run_with_its_numbers(built: Built) -> None:
+    rows = rows_by_run(Page(built.html).tables[f"metrics-{SWEEP}"])
+    assert set(rows) == {*TRAINED, BASELINE, INTERRUPTED}
+    for run_id, (rate, eval_acc, test_acc) in TRAINED.items():
+        row = rows[run_id]
+        assert (row["status"], row["task"]) == ("completed", "classification")
+        assert row["train.learning_rate"] == f"{rate:g}"
+        assert row["eval accuracy"] == f"{eval_acc:.4f}"
+        assert row["test accuracy"] == f"{test_acc:.4f}"
+        assert row["test macro_f1"] == f"{test_acc - 0.02:.4f}"
+        assert row["time"] == "12m 34s"
+    assert rows[BASELINE]["task"] == "zero-shot" and rows[BASELINE]["test accuracy"] == "0.7102"
+    assert rows[BASELINE]["time"] == "1m 05s"  # no training: the whole run
+    stopped = rows[INTERRUPTED]
+    assert stopped["status"] == "interrupted at step 40"
+    assert stopped["test accuracy"] == stopped["eval macro_f1"] == "—"
+    # The Markdown carries the same rows.
+    for run_id, (_, _, test_acc) in TRAINED.items():
+        line = next(x for x in built.markdown.splitlines() if x.startswith(f"| {run_id} |")
+                    or x.startswith(f"| ★ {run_id} |"))  # fmt: skip
+        assert f"| {test_acc:.4f} |" in line
+
+
+def test_best_run_is_named_and_marked(built: Built) -> None:
+    page = Page(built.html)
+    best = "bbc-lr-1b2c3d4e"
+    sentence = page.paragraphs[f"best-sweep-{SWEEP}"]
+    assert sentence.startswith(f"Best run: {best}, test accuracy 0.9411 (highest of 4 runs)")
+    marked = [row[0] for row in page.tables[f"metrics-{SWEEP}"] if row[0].startswith("★")]
+    assert marked == [f"★ {best}"]
+    assert rows_by_run(page.tables["best-runs"])[SWEEP]["best run"] == best
+    assert f"**Best run: {best}, test accuracy 0.9411" in built.markdown
+
+
+def test_lower_perplexity_is_better(tmp_path: Path) -> None:
+    for run_id, rate, ppl in (("lm-aaaa", 1e-4, 31.7), ("lm-bbbb", 5e-4, 18.25),
+                              ("lm-cccc", 2e-3, 44.0)):  # fmt: skip
+        metrics = {split: {"perplexity": ppl, "token_accuracy": 0.3, "loss": math.log(ppl)}
+                   for split in ("eval", "test")}  # fmt: skip
+        write_run(tmp_path / "store", "lm", run_id, task="causal-lm", metrics=metrics,
+                  params={"train.learning_rate": rate},
+                  predictions=[{"id": i, "prompt": "Once upon", "reference": " a time",
+                                "generation": " a hill", "loss": 2.9, "perplexity": 18.2,
+                                "tokens": 12} for i in range(6)])  # fmt: skip
+    result = report.build_report(f"file://{tmp_path}/store", tmp_path / "lm.html")
+    page = Page(result.html.read_text())
+    sentence = page.paragraphs["best-sweep-lm"]
+    assert sentence.startswith("Best run: lm-bbbb, test perplexity 18.25 (lowest of 3 runs)")
+    assert any("test perplexity against train.learning_rate" in i["alt"] for i in page.images)
+    (_, *examples) = page.tables["examples-lm-aaaa"]
+    assert examples[0][:3] == ["Once upon", "a time", "a hill [perplexity 18.20 over 12 tokens]"]
+
+
+def embedded(images: list[dict[str, str]]) -> list[bytes]:
+    prefix = "data:image/png;base64,"
+    assert all(i["src"].startswith(prefix) for i in images)
+    return [base64.b64decode(i["src"][len(prefix) :], validate=True) for i in images]
+
+
+def test_every_plot_is_an_embedded_png(built: Built) -> None:
+    images = Page(built.html).images
+    alts = [i["alt"] for i in images]
+    expected = [
+        "bar chart of test accuracy, macro_f1 for 4 baseline and fine-tuned runs",
+        f"training and eval loss against step for 4 runs of {SWEEP}",
+        f"eval accuracy against step for 4 runs of {SWEEP}",
+        f"test accuracy against train.learning_rate for 3 runs of {SWEEP}",
+    ]
+    assert alts == expected
+    pngs = embedded(images)
+    assert all(png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000 for png in pngs)
+    # The Markdown links the same PNGs, written beside it.
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", built.markdown)
+    folder = built.result.markdown.parent
+    assert [(folder / link).read_bytes() for link in links] == pngs
+    assert all(link.startswith("report_files/") for link in links)
+
+
+def test_the_baseline_sits_beside_the_fine_tuned_runs(built: Built) -> None:
+    page = Page(built.html)
+    (table,) = [t for name, t in page.tables.items() if name.startswith("baseline-")]
+    rows = rows_by_run(table)
+    assert list(rows) == [BASELINE, *TRAINED]  # baselines first
+    assert rows[BASELINE]["kind"] == "zero-shot (embedding)"
+    assert rows["bbc-lr-1b2c3d4e"]["kind"] == "fine-tuned (classification)"
+    assert rows["bbc-lr-1b2c3d4e"]["test accuracy"] == "0.9411"
+    assert "test accuracy 0.7102 → 0.9411 (+0.2309)" in built.html
+
+
+def test_five_examples_per_run_with_inputs_escaped(built: Built) -> None:
+    page = Page(built.html)
+    for run_id in [*TRAINED, BASELINE]:
+        header, *examples = page.tables[f"examples-{run_id}"]
+        assert header[:3] == ["input", "reference", "prediction"]
+        assert len(examples) == 5
+        assert examples[0][0] == HOSTILE  # shown as text, exactly
+        long = examples[1][0]
+        assert long.startswith(f"article 1 of {run_id} word") and long.endswith("…")
+        assert len(long) <= report.FIELD_CHARS
+        assert examples[1][1:] == ["sports", "sports (0.55)", "✓"]
+        assert examples[0][1:] == ["business", "sports (0.50)", "✗"]
+    assert f"examples-{INTERRUPTED}" not in page.tables
+    assert "<script" not in built.html.lower()
+    assert "&lt;script&gt;alert(&#34;owned&#34;)&lt;/script&gt;" in built.html
+    assert "<script" not in built.markdown
+    assert (
+        r'&lt;script&gt;alert("owned")&lt;/script&gt; \| \*not bold\* \[link\](#x)'
+        in built.markdown
+    )
+
+
+def test_no_reference_leaves_the_page(built: Built) -> None:
+    for text in (built.html, built.markdown):
+        assert "http://" not in text and "https://" not in text
+    sources = re.findall(r"""(?:src|href)\s*=\s*["']?([^"'\s>]+)""", built.html)
+    assert sources and all(s.startswith(("data:image/png;base64,", "#")) for s in sources)
+    assert "@import" not in built.html and "url(" not in built.html
+
+
+def test_unfinished_and_broken_runs_are_listed_not_fatal(store: Path, tmp_path: Path) -> None:
+    messy = tmp_path / "store"
+    shutil.copytree(store, messy)
+    write_run(messy, "messy", "messy-failed", status="failed", error="CUDA out of memory <gpu 0>")
+    write_run(messy, "messy", "messy-running", status="running",
+              history=[{"step": 5, "loss": 2.0}, {"step": 10, "loss": "nan?"}])  # fmt: skip
+    bare = messy / "messy" / "messy-bare"
+    bare.mkdir()
+    (bare / "spec.yaml").write_text("task: ner\n")  # started, no run.json yet
+    broken = write_run(messy, "messy", "messy-broken", metrics={"test": {"accuracy": 0.5}})
+    (broken / "metrics.json").write_text("{not json")
+    (broken / "test_predictions.jsonl").write_text('{"id": 1, "label": "a", "prediction": "a"}\n{')
+
+    result = report.build_report(f"file://{messy}", tmp_path / "all.html")
+    assert result.runs == 9
+    page = Page(result.html.read_text())
+    rows = rows_by_run(page.tables["metrics-messy"])
+    assert rows["messy-failed"]["status"] == "failed: CUDA out of memory <gpu 0>"
+    assert rows["messy-running"]["status"] == "running"
+    assert (rows["messy-bare"]["status"], rows["messy-bare"]["task"]) == ("no run.json", "ner")
+    # metrics.json unreadable: run.json's copy of the metrics stands in.
+    broken_row = rows["messy-broken"]
+    assert broken_row["status"].startswith("completed (metrics.json unreadable")
+    assert broken_row["test accuracy"] == "0.5000"
+    assert len(page.tables["examples-messy-broken"]) == 2  # header and the one good row
+    assert rows_by_run(page.tables["best-runs"])["messy"]["best run"] == "messy-broken"
+    assert set(rows_by_run(page.tables[f"metrics-{SWEEP}"])) == {*TRAINED, BASELINE, INTERRUPTED}
+
+
+def test_ner_and_seq2seq_rows_become_examples() -> None:
+    ner = report.to_example({"id": 3, "tokens": ["Visit", "New", "York", "now"],
+                             "tags": ["O", "B-loc", "I-loc", "O"],
+                             "predicted": ["O", "B-loc", "O", "O"]})  # fmt: skip
+    assert ner == report.Example("Visit New York now", "New York [loc]", "New [loc]", False)
+    seq = report.to_example({"id": 1, "source": "a " * 400, "reference": "r", "generated": "g"})
+    assert len(seq.input) <= report.FIELD_CHARS and seq.input.endswith("…")
+    assert (seq.reference, seq.prediction, seq.correct) == ("r", "g", None)
+
+
+@pytest.mark.parametrize(
+    ("param", "values", "expected"),
+    [
+        ("train.learning_rate", [1e-5, 1e-4, 1e-3], True),
+        ("train.learning_rate", [2e-5, 5e-5], False),  # within a decade: linear reads fine
+        ("train.weight_decay", [0.001, 0.1], True),
+        ("lora.r", [4, 8, 16], False),
+        ("train.warmup_steps", [1, 10_000], True),  # anything spanning three decades
+        ("train.weight_decay", [0.0, 0.1], False),  # zero has no logarithm
+        ("task", ["zero-shot", "classification"], False),
+    ],
+)
+def test_log_scale_for_rates_spanning_decades(
+    param: str, values: list[Any], expected: bool
+) -> None:
+    assert report.log_scale(param, values) is expected
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("http://example.com/runs", "use file:///path or s3://bucket/prefix"),
+        ("file:///nonexistent/kubetune-runs", "no runs there"),
+    ],
+)
+def test_a_uri_without_runs_is_a_config_error(uri: str, message: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        report.build_report(uri, tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_out_names_the_html_page(store: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="name the HTML page"):
+        report.build_report(f"file://{store}", tmp_path / "r.md")
+
+
+def test_without_matplotlib_the_error_names_the_extra(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what a laptop install has
+    with pytest.raises(ConfigError, match=re.escape("pip install 'kubetune[report]'")):
+        report.build_report(f"file://{store}", tmp_path / "r.html")
+
+
+def test_reporting_imports_no_ml_framework(store: Path, tmp_path: Path) -> None:
+    code = (
+        "import sys; from pathlib import Path; from kubetune.report import build_report; "
+        "build_report(sys.argv[1], Path(sys.argv[2])); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'torch', 'transformers', 'datasets', 'accelerate', 'tkinter'}))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, f"file://{store}", str(tmp_path / "r.html")],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    assert proc.stdout.strip() == "[]"
+    assert (tmp_path / "r.html").is_file()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium missing (make test installs it)")
+def test_the_page_renders_in_headless_chromium(built: Built, tmp_path: Path) -> None:
+    png = tmp_path / "shot.png"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "check-report.py"), str(built.result.html),
+         "--png", str(png), "--json"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout)
+    assert found["images"] == len(Page(built.html).images) == 4
+    assert found["decoded"] == found["images"]
+    assert found["title"] == f"kubetune report: {SWEEP}"
+    assert found["height"] > 1500  # tables, four plots and five examples tables laid out
+    header = png.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    assert int.from_bytes(header[16:20], "big") == 1280
+    assert int.from_bytes(header[20:24], "big") == found["height"]
