@@ -255,7 +255,16 @@ def submit(uri: str, kubeconfig: Path, *args: str) -> subprocess.CompletedProces
 def test_reproduce_submit_applies_the_runs_manifests(kube: FakeKube, tmp_path: Path) -> None:
     uri = stored_run(tmp_path / "runs")
     run_id = uri.rsplit("/", 1)[-1]
-    proc = submit(uri, write_kubeconfig(tmp_path / "config", kube.url), "-n", "ml")
+    config = write_kubeconfig(tmp_path / "config", kube.url)
+    # The stored run is completed: in its own store the Job would find it finished.
+    refused = submit(uri, config, "-n", "ml")
+    assert refused.returncode == 2 and kube.requests == []
+    (line,) = refused.stderr.strip().splitlines()
+    assert "a Job would find it finished" in line and "--store" in line
+
+    proc = submit(
+        uri, config, "-n", "ml", "--store", "s3://kind-runs", "--endpoint", "http://minio:9000"
+    )
     assert proc.returncode == 0, proc.stderr
     assert [r.path for r in kube.requests] == [
         f"/apis/networking.k8s.io/v1/namespaces/ml/networkpolicies/{run_id}",
@@ -263,15 +272,20 @@ def test_reproduce_submit_applies_the_runs_manifests(kube: FakeKube, tmp_path: P
         f"/apis/batch/v1/namespaces/ml/jobs/{run_id}",
     ]
     assert f"applied Job ml/{run_id}" in proc.stderr
-    # The stored run is completed: the user learns that the Job will not train again.
-    assert "finds it finished and stops without training" in proc.stderr
+    job = yaml.safe_load(kube.requests[-1].body)
+    env = {
+        e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["KUBETUNE_STORE"] == "s3://kind-runs"
+    assert env["AWS_ENDPOINT_URL"] == "http://minio:9000"
+    assert env["KUBETUNE_RUN_ID"] == run_id, "the same run, written elsewhere"
 
 
 def test_reproduce_submit_api_error_exits_1_in_one_line(kube: FakeKube, tmp_path: Path) -> None:
     uri = stored_run(tmp_path / "runs")
     run_id = uri.rsplit("/", 1)[-1]
     kube.refuse.add(f"/apis/batch/v1/namespaces/team-a/jobs/{run_id}")
-    proc = submit(uri, write_kubeconfig(tmp_path / "config", kube.url))
+    proc = submit(uri, write_kubeconfig(tmp_path / "config", kube.url), "--store", "s3://other")
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors == [
@@ -281,7 +295,7 @@ def test_reproduce_submit_api_error_exits_1_in_one_line(kube: FakeKube, tmp_path
 
 
 def test_reproduce_submit_without_kubeconfig_exits_2(tmp_path: Path) -> None:
-    proc = submit(stored_run(tmp_path / "runs"), tmp_path / "missing")
+    proc = submit(stored_run(tmp_path / "runs"), tmp_path / "missing", "--store", "s3://other")
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("error: Kubernetes config") and "set KUBECONFIG" in line

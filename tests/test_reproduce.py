@@ -174,7 +174,11 @@ def test_an_edited_stored_spec_is_refused(tmp_path: Path) -> None:
         (["--render", "--local"], "choose one of --render, --submit or --local"),
         (["--local", "--out", "x"], "--out does not apply to --local; drop it"),
         (["--render", "--tolerance", "0.1"], "--tolerance does not apply to --render; drop it"),
-        (["--submit", "--store", "file://./x"], "--store does not apply to --submit; drop it"),
+        (["--local", "--endpoint", "http://x"], "--endpoint does not apply to --local; drop it"),
+        (
+            ["--submit", "--store", "file://./x"],
+            "--store file://./x: a Kubernetes Job writes to s3://bucket/prefix",
+        ),
     ],
 )
 def test_exactly_one_mode_and_its_own_options(

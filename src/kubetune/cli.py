@@ -282,7 +282,15 @@ def reproduce(
     ] = None,
     store: Annotated[
         str | None,
-        typer.Option("--store", help="--local: where the rerun goes (file://./reproductions)."),
+        typer.Option(
+            "--store",
+            help="Where the rerun writes: --local default file://./reproductions; "
+            "--render/--submit an s3:// store instead of the recorded one.",
+        ),
+    ] = None,
+    endpoint: Annotated[
+        str | None,
+        typer.Option("--endpoint", help="--render/--submit: S3 endpoint of --store (MinIO)."),
     ] = None,
     tolerance: Annotated[
         float | None,
@@ -301,15 +309,21 @@ def reproduce(
     if len(modes) != 1:
         raise ConfigError("choose one of --render, --submit or --local")
     _check_options(
-        modes[0], out=out, namespace=namespace, image=image, store=store, tolerance=tolerance
+        modes[0],
+        out=out,
+        namespace=namespace,
+        image=image,
+        store=store,
+        endpoint=endpoint,
+        tolerance=tolerance,
     )
     recorded = repro.load(uri)
     if local_:
         _reproduce_local(recorded, store or repro.DEFAULT_STORE, tolerance)
     elif submit:
-        _reproduce_submit(recorded, namespace, image)
+        _reproduce_submit(recorded, namespace, image, store, endpoint)
     else:
-        _reproduce_render(recorded, namespace, image, out)
+        _reproduce_render(recorded, namespace, image, out, store, endpoint)
 
 
 def _check_options(mode: str, **given: Any) -> None:
@@ -317,8 +331,8 @@ def _check_options(mode: str, **given: Any) -> None:
     from kubetune.errors import ConfigError
 
     allowed = {
-        "render": {"out", "namespace", "image"},
-        "submit": {"namespace", "image"},
+        "render": {"out", "namespace", "image", "store", "endpoint"},
+        "submit": {"namespace", "image", "store", "endpoint"},
         "local": {"store", "tolerance"},
     }[mode]
     for name, value in given.items():
@@ -335,12 +349,17 @@ def _warn(lines: list[str]) -> None:
 
 
 def _reproduce_render(
-    recorded: Recorded, namespace: str | None, image: str | None, out: Path | None
+    recorded: Recorded,
+    namespace: str | None,
+    image: str | None,
+    out: Path | None,
+    store: str | None,
+    endpoint: str | None,
 ) -> None:
     from kubetune import render as rendermod
     from kubetune import reproduce as repro
 
-    rendered, warnings = repro.render(recorded, namespace, image)
+    rendered, warnings = repro.render(recorded, namespace, image, store, endpoint)
     _warn(warnings)
     if out is None:
         sys.stdout.write(rendermod.stream(rendered))
@@ -351,13 +370,19 @@ def _reproduce_render(
     )
 
 
-def _reproduce_submit(recorded: Recorded, namespace: str | None, image: str | None) -> None:
+def _reproduce_submit(
+    recorded: Recorded,
+    namespace: str | None,
+    image: str | None,
+    store: str | None,
+    endpoint: str | None,
+) -> None:
     from kubetune import cluster
     from kubetune import reproduce as repro
 
-    rendered, warnings = repro.render(recorded, namespace, image)
+    caution = repro.check_submit(recorded, store)
+    rendered, warnings = repro.render(recorded, namespace, image, store, endpoint)
     target = cluster.connect()
-    caution = repro.submit_warning(recorded)
     _warn(warnings + ([caution] if caution else []))
     applied = repro.submit(rendered, namespace, target)
     console = _console()

@@ -105,18 +105,24 @@ def is_digest(image: str | None) -> bool:
 
 
 def render(
-    recorded: Recorded, namespace: str | None = None, image: str | None = None
+    recorded: Recorded,
+    namespace: str | None = None,
+    image: str | None = None,
+    store: str | None = None,
+    endpoint: str | None = None,
 ) -> tuple[list[rendermod.Rendered], list[str]]:
     """The run's manifests, and warnings about what may make them run differently.
 
     The namespace is ``namespace`` if given, else the one the run was rendered for. With the
     recorded image pinned by digest, the manifests are byte-identical to the original
-    ``kubetune render``. ``image`` (a digest) pins a run recorded with a tag: only the pod's
-    image changes, not the spec, so the run id and the spec in the ConfigMap stay the
-    recorded ones.
+    ``kubetune render``. ``image`` (a digest) pins a run recorded with a tag, and ``store``
+    (with its ``endpoint``) sends the rerun's outputs to another store (a MinIO beside a kind
+    cluster, say): only the pod's image and environment change, not the spec, so the run id
+    and the spec in the ConfigMap stay the recorded ones.
 
     Raises:
-        ConfigError: ``image`` is not a digest reference, or the spec cannot be rendered.
+        ConfigError: ``image`` is not a digest reference, ``store`` is not s3://, or the spec
+            cannot be rendered.
     """
     warnings = _chart_warnings(recorded)
     recorded_ns = recorded.render_info.get("namespace") or None
@@ -124,11 +130,13 @@ def render(
         warnings.append(
             f"the run was rendered for namespace {recorded_ns}; these manifests use {namespace}"
         )
+    if store is not None and not store.startswith("s3://"):
+        raise ConfigError(f"--store {store}: a Kubernetes Job writes to s3://bucket/prefix")
     pinned, image_warnings = _pinned_image(recorded, image)
     warnings += image_warnings
     ns = namespace or recorded_ns
     try:
-        if pinned == recorded.spec.image:
+        if pinned == recorded.spec.image and store is None and endpoint is None:
             return rendermod.render([recorded.run], ns), warnings
         values = rendermod.values_for(recorded.run, ns)
     except ConfigError as exc:
@@ -137,6 +145,10 @@ def render(
             f"{recorded.location.url} cannot run as a Kubernetes Job: {exc}"
         ) from None
     values["image"]["reference"] = pinned
+    if store is not None:
+        values["storage"]["uri"] = store
+    if endpoint is not None:
+        values["storage"]["endpoint"] = endpoint
     return [rendermod.Rendered(recorded.run, values, rendermod.render_values(values))], warnings
 
 
@@ -184,20 +196,30 @@ def _chart_warnings(recorded: Recorded) -> list[str]:
     return []
 
 
-def submit_warning(recorded: Recorded) -> str | None:
-    """What applying the run's manifests will do that a user may not expect: the Job writes
-    to the run's own folder in the recorded store, so a completed run is not trained again,
-    and a run still running would get a second trainer."""
+def check_submit(recorded: Recorded, store: str | None) -> str | None:
+    """Refuse a submit that cannot train; else a warning about what it may do unexpectedly.
+
+    The Job writes into the run's folder of its store: in the recorded store a completed run
+    would be found finished, and a run still running would get a second trainer.
+
+    Raises:
+        ConfigError: the run is completed and no other store is given.
+    """
+    recorded_store = recorded.location.store.uri.rstrip("/")
+    elsewhere = store is not None and store.rstrip("/") != recorded_store
     where = f"{recorded.run.run_id} is {recorded.status} in {recorded.location.url}"
+    if elsewhere:
+        return None
     if recorded.status == "completed":
-        return (
-            f"{where}: a Job with these manifests finds it finished and stops without "
-            "training (remove that run folder to train it again, or use --local)"
+        raise ConfigError(
+            f"{where}, so a Job would find it finished and stop: pass --store "
+            "s3://bucket/prefix (and --endpoint for MinIO) to train the reproduction into "
+            "another store, or use --local"
         )
     if recorded.status == "running":
         return (
-            f"{where}: if its Job is still alive elsewhere, two trainers now write the same "
-            "run folder"
+            f"{where}: if its Job is still alive elsewhere, two trainers now race for it and "
+            "one of them stops at its first checkpoint"
         )
     return None
 
