@@ -11,7 +11,7 @@ FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 INSTALL = $(UV) pip install --quiet --python $(BIN)/python -c constraints.txt $(FIND_LINKS)
 CODE   := src tests benchmarks
 
-.PHONY: demo test lint fmt bench bench-train lock schema clean chromium
+.PHONY: demo test lint fmt bench bench-store bench-train lock schema clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ fmt: $(VENV)/.dev
 ## bench: render a 1,000-point sweep against the Helm engine alone; time `kubetune --help`
 bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/bench_render.py
+
+## bench-store: checkpoint upload vs boto3 upload_file, and step time with an upload in flight
+bench-store: $(VENV)/.dev
+	$(BIN)/python benchmarks/bench_store.py
 
 ## bench-train: kubetune's trainer against the plain HF Trainer recipe (~30 min on 2 cores)
 bench-train: $(VENV)/.dev

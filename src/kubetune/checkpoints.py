@@ -24,6 +24,7 @@ This module imports no ML framework: the trainer drives it from a Trainer callba
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -362,6 +363,7 @@ class Uploader:
         shutil.rmtree(self.staging, ignore_errors=True)
 
     def _work(self) -> None:
+        _yield_cpu()
         while (item := self._queue.get()) is not None:
             snap, step, protect = item
             try:
@@ -406,6 +408,19 @@ class Uploader:
         self.stored.append(stored)
         if self.on_stored is not None:
             self.on_stored(stored)
+
+
+def _yield_cpu() -> None:
+    """Run this thread, and the threads it starts (the upload pool's and boto3's transfer
+    threads inherit it), under Linux's SCHED_IDLE policy: hashing and HTTP then take only the
+    CPU that training leaves idle. Elsewhere, or where that is refused, a nice value does
+    the same less strictly."""
+    tid = threading.get_native_id()
+    try:
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        with contextlib.suppress(AttributeError, OSError):
+            os.setpriority(os.PRIO_PROCESS, tid, 19)
 
 
 def _now() -> str:
