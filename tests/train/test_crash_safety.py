@@ -357,3 +357,73 @@ def test_two_trainers_of_one_run_one_manifest_wins_the_loser_stops(
     ]
     assert [m["step"] for m in manifests] == [95, 100]
     assert len({m["writer"] for m in manifests}) == 1, "every stored checkpoint has one writer"
+
+
+def _start(job: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "kubetune.train", str(job)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _sigterm_after_step(proc: subprocess.Popen[str], step: int) -> list[dict[str, Any]]:
+    """Send SIGTERM once the trainer reports ``step``; the events it printed until it ended."""
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        if line.startswith(EVENT):
+            seen.append(json.loads(line[len(EVENT) :]))
+            if seen[-1]["event"] == "step" and seen[-1]["step"] == step:
+                proc.send_signal(signal.SIGTERM)
+    return seen
+
+
+def test_sigterm_stores_a_checkpoint_exits_retriable_and_resumes_the_same(
+    s3_endpoint: str, job: dict[str, Any], baseline: dict[str, Any], tmp_path: Path
+) -> None:
+    prefix = "sigterm"
+    proc = _start(job["path"], _env(s3_endpoint, prefix))
+    seen = _sigterm_after_step(proc, 12)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-3000:]  # the chart's podFailurePolicy retries 130
+    assert "got SIGTERM; saving a checkpoint" in err
+    (stopped,) = [e for e in seen if e["event"] == "interrupted"]
+    location = _location(s3_endpoint, prefix, job)
+    record = location.store.read_json(location.key("run.json"))
+    assert record["status"] == "interrupted"
+    assert record["step"] == record["stored_step"] == stopped["step"], "stored within the grace"
+    assert location.checkpoints()[-1] == stopped["step"]
+
+    restarted = _train(job["path"], _env(s3_endpoint, prefix))
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    resumed = [e["step"] for e in _events(restarted.stdout) if e["event"] == "resume"]
+    assert resumed == [stopped["step"]]
+    _assert_same(_outcome(location, tmp_path), baseline)
+
+
+def test_sigterm_with_the_store_down_exits_within_the_grace_period(
+    s3_endpoint: str, job: dict[str, Any], baseline: dict[str, Any], tmp_path: Path
+) -> None:
+    prefix = "sigterm-store-down"
+    # The first checkpoint upload takes the store down for longer than the grace period.
+    proxy = FlakyProxy(s3_endpoint, trip=b"checkpoints/step-000005/", outage=12.0)
+    env = _env(s3_endpoint, prefix, AWS_ENDPOINT_URL=proxy.url, KUBETUNE_STOP_GRACE_SECONDS="2")
+    try:
+        proc = _start(job["path"], env)
+        _sigterm_after_step(proc, 8)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proxy.close()
+    assert proc.returncode == 130, err[-3000:]
+    assert proxy.up_at is not None
+    assert "was not stored within the 2 s grace period" in err
+    location = _location(s3_endpoint, prefix, job)
+    assert location.store.read_json(location.key("run.json"))["status"] == "interrupted"
+    assert location.checkpoints() == [], "nothing half-stored counts as a checkpoint"
+
+    restarted = _train(job["path"], _env(s3_endpoint, prefix))
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    _assert_same(_outcome(location, tmp_path), baseline)

@@ -191,7 +191,11 @@ def test_same_spec_same_metrics_and_predictions(cls_run: dict[str, Any], tmp_pat
 
 
 def test_interrupted_run_resumes_from_its_checkpoint(tiny: dict[str, Path], tmp_path: Path) -> None:
-    data = tiny_spec(tiny, train={"save_strategy": "steps", "save_steps": 10, "epochs": 30})
+    data = tiny_spec(
+        tiny,
+        train={"save_strategy": "steps", "save_steps": 10, "epochs": 30, "logging_steps": 5},
+        tracking={"wandb": {"mode": "offline", "project": "p"}},
+    )
     path = write_yaml(tmp_path / "job.yaml", data)
     store = tmp_path / "store"
     env = {**os.environ, "KUBETUNE_STORE": f"file://{store}", "WANDB_DIR": str(tmp_path)}
@@ -220,6 +224,15 @@ def test_interrupted_run_resumes_from_its_checkpoint(tiny: dict[str, Path], tmp_
     assert first_step["step"] == stopped[0]["step"] + 1
     record = json.loads((out / "run.json").read_text())
     assert record["status"] == "completed" and record["resumed_from_step"] == stopped[0]["step"]
+    assert record["attempt"] == 2
+
+    # Both attempts log to one W&B run: the same id, the second picking up after the stop.
+    attempts = sorted(tmp_path.rglob(f"run-{out.name}.wandb"), key=lambda p: p.parent.name)
+    assert len(attempts) == 2
+    first, second = (read_wandb(p) for p in attempts)
+    assert first["run"]["run_id"] == second["run"]["run_id"] == out.name
+    steps = [row["train/global_step"] for row in second["history"]]
+    assert steps and min(steps) > stopped[0]["step"]
 
 
 def test_ner_run_scores_entities_and_reconstructs_spans(
@@ -387,3 +400,8 @@ def test_config_errors_exit_2_with_one_line(tiny: dict[str, Path], tmp_path: Pat
     bad.write_text("name: x\ntask: nope\n")
     proc = train(bad, tmp_path / "store")
     assert proc.returncode == 2 and "task: must be one of" in proc.stderr
+    # A Job whose run id is not its spec's would write another run's folder.
+    proc = train(write_yaml(tmp_path / "job3.yaml", tiny_spec(tiny)), tmp_path / "store",
+                 {"KUBETUNE_RUN_ID": "tiny-cls-00000000"})  # fmt: skip
+    assert proc.returncode == 2
+    assert "error: KUBETUNE_RUN_ID=tiny-cls-00000000 is not a run of" in proc.stderr

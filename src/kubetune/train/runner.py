@@ -151,7 +151,13 @@ def run(spec_path: str) -> Outcome:
     runs = sweep.expand(spec, spec_path)
     wanted = os.environ.get("KUBETUNE_RUN_ID")
     if wanted:
-        runs = [r for r in runs if r.run_id == wanted] or runs
+        matching = [r for r in runs if r.run_id == wanted]
+        if not matching:
+            raise ConfigError(
+                f"KUBETUNE_RUN_ID={wanted} is not a run of {spec_path} (its runs: "
+                f"{', '.join(r.run_id for r in runs[:3])}{', …' if len(runs) > 3 else ''})"
+            )
+        runs = matching
     if len(runs) != 1:
         raise ConfigError(
             f"{spec_path}: the trainer runs one run; this spec has {len(runs)} "
