@@ -495,4 +495,5 @@ def test_qlora_on_cpu_exits_2_naming_the_field(gpt2: dict[str, Path], tmp_path: 
     (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
     assert line.startswith("error: model.load_in_4bit: ") and "CUDA" in line
     assert "Traceback" not in proc.stderr
-    assert not (out / "run.json").exists()
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "failed" and record["error"] == line.removeprefix("error: ")

@@ -197,11 +197,11 @@ def run(spec_path: str) -> Outcome:
         return _train(spec, resolved, location, run_record, storage)
     except checkpoints.WriterConflictError:
         raise  # the run belongs to the other trainer: its record is not ours to touch
-    except (KubetuneError, Exception) as exc:
-        if not isinstance(exc, KubetuneError) or exc.exit_code != 2:
-            # Best effort: the store itself may be what failed.
-            with suppress(StoreError):
-                run_record.write("failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+    except Exception as exc:
+        # `runs list` shows why; best effort, since the store itself may be what failed.
+        line = str(exc) if isinstance(exc, KubetuneError) else f"{type(exc).__name__}: {exc}"
+        with suppress(StoreError):
+            run_record.write("failed", error=line.splitlines()[0] if line else type(exc).__name__)
         raise
 
 
