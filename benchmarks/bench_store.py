@@ -121,11 +121,22 @@ def empty(client: Any) -> None:
         client.delete_objects(Bucket=BUCKET, Delete={"Objects": keys[start : start + 1000]})
 
 
+def store_checkpoint(store: Any, folder: Path, run_id: str) -> None:
+    """What the trainer does with a saved checkpoint: kubetune's Uploader, start to finish."""
+    from kubetune.checkpoints import Uploader
+    from kubetune.store import RunLocation
+
+    uploader = Uploader(RunLocation(store, "bench", run_id), folder.parent / "staging", keep=2)
+    uploader.submit(folder, 100)
+    uploader.drain()
+    uploader.check()
+    uploader.close()
+
+
 def bench_throughput(endpoint: str, folder: Path, total: int, rounds: int) -> float:
     import boto3
 
-    from kubetune.checkpoints import Uploader
-    from kubetune.store import RunLocation, open_store
+    from kubetune.store import open_store
 
     client = boto3.client("s3", endpoint_url=endpoint)
     store = open_store(f"s3://{BUCKET}", endpoint=endpoint)
@@ -138,14 +149,9 @@ def bench_throughput(endpoint: str, folder: Path, total: int, rounds: int) -> fl
         raw_s.append(time.perf_counter() - start)
 
         empty(client)
-        location = RunLocation(store, "bench", f"round-{i}")
-        uploader = Uploader(location, folder.parent / "staging", keep=2)
         start = time.perf_counter()
-        uploader.submit(folder, 100)
-        uploader.drain()
+        store_checkpoint(store, folder, f"round-{i}")
         ours_s.append(time.perf_counter() - start)
-        uploader.check()
-        uploader.close()
     mb = total / 1e6
     raw, ours = statistics.median(raw_s), statistics.median(ours_s)
     print(f"checkpoint: {mb:.0f} MB in 9 files; {rounds} rounds each, medians")
@@ -182,8 +188,7 @@ def training_step() -> Any:
 def bench_steps(endpoint: str, folder: Path, blocks: int, steps: int) -> float:
     import boto3
 
-    from kubetune.checkpoints import Uploader
-    from kubetune.store import RunLocation, open_store
+    from kubetune.store import open_store
 
     client = boto3.client("s3", endpoint_url=endpoint)
     store = open_store(f"s3://{BUCKET}", endpoint=endpoint)
@@ -205,12 +210,7 @@ def bench_steps(endpoint: str, folder: Path, blocks: int, steps: int) -> float:
                 continue
             idle.clear()
             empty(client)
-            uploader = Uploader(
-                RunLocation(store, "bench", f"steps-{n}"), folder.parent / "staging", keep=2
-            )
-            uploader.submit(folder, 100)
-            uploader.drain()
-            uploader.close()
+            store_checkpoint(store, folder, f"steps-{n}")
             n += 1
             uploads[0] = n
             idle.set()
