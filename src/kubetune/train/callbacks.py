@@ -158,6 +158,13 @@ class ResumeExactly(TrainerCallback):
     def on_save(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
     ) -> None:
+        if args.world_size > 1:
+            # Each rank writes its own RNG state into the checkpoint: the upload (which runs
+            # after this callback, on the main process) waits until all have. Every rank has
+            # this callback, so every rank meets here.
+            from accelerate import PartialState
+
+            PartialState().wait_for_everyone()
         local = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
         if state.is_world_process_zero and local.is_dir() and self.trainer is not None:
             carry = {

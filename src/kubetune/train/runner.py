@@ -192,7 +192,9 @@ def run(spec_path: str) -> Outcome:
     from accelerate import PartialState
 
     state = PartialState()
-    run_record = RunRecord(location, previous, main=state.is_main_process)
+    # torchrun sets RANK without accelerate knowing it; either way rank 0 alone writes.
+    main = state.is_main_process and os.environ.get("RANK", "0") == "0"
+    run_record = RunRecord(location, previous, main=main)
     try:
         return _train(spec, resolved, location, run_record, storage)
     except checkpoints.WriterConflictError:
@@ -344,7 +346,8 @@ def _fine_tune(
         model = _with_lora(model, spec, task.peft_task)
         trainable, total = _count_parameters(model)
         extra["lora"] = {"target_modules": sorted(model.peft_config["default"].target_modules)}
-    emit("model", trainable=trainable, total=total, labels=len(task.labels))
+    if main:
+        emit("model", trainable=trainable, total=total, labels=len(task.labels))
 
     metric = spec.train.metric_for_best_model or task.default_metric
     args = training_args(
@@ -400,7 +403,7 @@ def _fine_tune(
         callbacks=callbacks,
     )
     exact.trainer = trainer
-    if resume is not None:
+    if resume is not None and main:
         emit("resume", step=resumed_step)
     try:
         train_output = trainer.train(resume_from_checkpoint=str(resume[0]) if resume else None)
@@ -634,13 +637,14 @@ def _resume_point(
         )
 
     found: tuple[Path, int] | None = None
-    if state.is_local_main_process:
+    local_main = state.is_local_main_process and os.environ.get("LOCAL_RANK", "0") == "0"
+    if local_main:
         shutil.rmtree(local, ignore_errors=True)
         found = checkpoints.latest_valid(
             location, local, pool, reject if run_record.main else lambda _s, _r: None
         )
     state.wait_for_everyone()
-    if not state.is_local_main_process:
+    if not local_main:
         steps = sorted(int(p.name.split("-")[1]) for p in local.glob("checkpoint-*"))
         found = (local / f"checkpoint-{steps[-1]}", steps[-1]) if steps else None
     if rejected:
