@@ -81,3 +81,35 @@ lock: $(BIN)/python
 
 clean:
 	rm -rf $(VENV) rendered runs data .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# The trainer image (images/trainer/Dockerfile; images/README.md). Its CUDA base is pinned by
+# digest: CUDA_DIGEST defaults to the Dockerfile's, and a placeholder there is refused.
+# TORCH_CUDA (cu128, or cpu) and IMAGE_EXTRAS (train) default to the Dockerfile's ARGs.
+IMAGE        ?= kubetune-trainer:dev
+IMAGE_OUTPUT ?= --load
+
+.PHONY: image kind-e2e
+
+## image: build the trainer image with docker buildx (IMAGE=, TORCH_CUDA=cpu, IMAGE_OUTPUT=--push)
+image:
+	@command -v docker >/dev/null 2>&1 \
+		|| { echo "error: make image needs docker: https://docs.docker.com/engine/install/" >&2; exit 1; }
+	@docker buildx version >/dev/null 2>&1 \
+		|| { echo "error: make image needs docker buildx: https://docs.docker.com/go/buildx/" >&2; exit 1; }
+	@docker info >/dev/null 2>&1 \
+		|| { echo "error: make image needs a running docker engine; docker info cannot reach one" >&2; exit 1; }
+	@digest="$${CUDA_DIGEST:-$$(sed -n 's/^ARG CUDA_DIGEST=//p' images/trainer/Dockerfile)}"; \
+	if ! echo "$$digest" | grep -Eqx 'sha256:[0-9a-f]{64}'; then \
+		echo "error: CUDA_DIGEST is '$$digest', not a digest: pass make image CUDA_DIGEST=sha256:<64 hex> as printed by docker buildx imagetools inspect $$(sed -n 's/^ARG CUDA_IMAGE=//p' images/trainer/Dockerfile) (see images/README.md)" >&2; \
+		exit 2; \
+	fi; \
+	set -x; \
+	docker buildx build -f images/trainer/Dockerfile \
+		--build-arg CUDA_DIGEST="$$digest" \
+		$(if $(TORCH_CUDA),--build-arg TORCH_CUDA=$(TORCH_CUDA)) \
+		$(if $(IMAGE_EXTRAS),--build-arg EXTRAS=$(IMAGE_EXTRAS)) \
+		-t $(IMAGE) $(IMAGE_OUTPUT) .
+
+## kind-e2e: kind + MinIO: build and load the image, submit, wait, reproduce --render and --local
+kind-e2e:
+	bash scripts/kind-e2e.sh

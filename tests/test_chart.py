@@ -12,8 +12,10 @@ from typing import Any
 
 import helm_python
 import pytest
+import yaml
 
 from kubetune import render, spec, sweep
+from kubetune.errors import RenderError
 
 from conftest import ROOT, base_spec
 
@@ -121,3 +123,154 @@ def test_checkov_kubernetes_checks_pass(tmp_path: Path) -> None:
     }
     assert set(REQUIRED_CHECKS) <= passed, set(REQUIRED_CHECKS) - passed
     assert failed <= set(ACCEPTED), failed - set(ACCEPTED)
+
+
+# --- the submitter RBAC (rbac.create) ---------------------------------------------------
+
+KUBE_VERSION = "1.33.0"
+SUBJECTS = (
+    'rbac.subjects=[{"kind":"Group","name":"ml-team"},'
+    '{"kind":"User","name":"alice@example.com"},{"kind":"ServiceAccount","name":"ci"}]'
+)
+#: Exactly what submit, status, logs, cancel and list need: (apiGroup, resource) → verbs.
+SUBMITTER_RULES = {
+    ("batch", "jobs"): {"create", "get", "list", "watch", "delete", "patch"},
+    ("", "configmaps"): {"create", "get", "list", "watch", "delete", "patch"},
+    ("", "services"): {"create", "get", "list", "watch", "delete", "patch"},
+    ("networking.k8s.io", "networkpolicies"): {"create", "get", "list", "watch", "delete", "patch"},
+    ("", "pods"): {"get", "list", "watch"},
+    ("", "pods/log"): {"get"},
+    ("kueue.x-k8s.io", "localqueues"): {"get"},
+}
+
+
+def render_rbac(*set_json: str, namespace: str = "ml") -> dict[str, dict[str, Any]]:
+    """The chart as `helm template … --set rbac.create=true --set-json …` renders it."""
+    values: dict[str, Any] = {"rbac": {"create": True}}
+    for expression in set_json:
+        parsed = helm_python.parse_set_json(expression)
+        values["rbac"].update(parsed["rbac"])
+    out = helm_python.Chart.load(str(CHART)).render(
+        values, name="kubetune-rbac", namespace=namespace
+    )
+    docs = {}
+    for key, text in out.items():
+        if key.endswith(".yaml") and text.strip():
+            doc = yaml.safe_load(text)
+            docs[doc["kind"]] = doc
+    return docs
+
+
+def test_submitter_role_grants_exactly_what_kubetune_needs() -> None:
+    docs = render_rbac(SUBJECTS)
+    assert set(docs) == {"Role", "RoleBinding"}  # no run objects beside it
+    role = docs["Role"]
+    assert (role["metadata"]["name"], role["metadata"]["namespace"]) == ("kubetune-submitter", "ml")
+    granted: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        assert set(rule) == {"apiGroups", "resources", "verbs"}  # no resourceNames, no URLs
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.setdefault((group, resource), set()).update(rule["verbs"])
+    assert granted == SUBMITTER_RULES
+    flat = json.dumps(role["rules"])
+    for never in ("*", "secrets", "pods/exec", "pods/attach", "escalate", "bind", "impersonate"):
+        assert never not in flat, never
+
+
+def test_submitter_role_binding_binds_the_given_subjects() -> None:
+    binding = render_rbac(SUBJECTS)["RoleBinding"]
+    assert binding["metadata"]["namespace"] == "ml"
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "kubetune-submitter",
+    }
+    assert binding["subjects"] == [
+        {"kind": "Group", "name": "ml-team", "apiGroup": "rbac.authorization.k8s.io"},
+        {"kind": "User", "name": "alice@example.com", "apiGroup": "rbac.authorization.k8s.io"},
+        # A ServiceAccount without a namespace is the Role's namespace's.
+        {"kind": "ServiceAccount", "name": "ci", "namespace": "ml"},
+    ]
+
+
+def test_rbac_manifests_validate_against_kubernetes_schemas_strict() -> None:
+    import kubernetes_validate
+
+    docs = render_rbac(SUBJECTS)
+    for doc in docs.values():
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+    broken = {**docs["Role"], "rules": [{"apiGroups": [""], "resources": ["pods"]}]}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBE_VERSION, strict=True)
+
+
+def test_rbac_without_subjects_renders_the_role_alone() -> None:
+    assert set(render_rbac()) == {"Role"}
+
+
+def test_rbac_subjects_are_checked_by_the_values_schema() -> None:
+    chart = helm_python.Chart.load(str(CHART))
+    for bad in (
+        {"kind": "Robot", "name": "r2"},
+        {"kind": "User", "name": "alice", "namespace": "ml"},  # only a ServiceAccount has one
+        {"kind": "ServiceAccount", "name": "Not_A_Name"},
+        {"kind": "Group"},
+    ):
+        with pytest.raises(helm_python.HelmValuesError):
+            chart.render({"rbac": {"create": True, "subjects": [bad]}}, name="r", namespace="ml")
+
+
+def test_runs_never_carry_rbac() -> None:
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert defaults["rbac"] == {"create": False, "subjects": []}
+    for data in (base_spec(), base_spec(resources={"nodes": 2, "gpus": 8})):
+        (rendered,) = render.render(sweep.expand(spec.validate(data)), namespace="ml")
+        assert "rbac" not in rendered.values  # kubetune render never sets it
+        kinds = {yaml.safe_load(doc)["kind"] for _, doc in rendered.documents}
+        assert not kinds & {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
+        assert {name for name, _ in rendered.documents} <= set(render._ORDER)
+
+
+def test_rbac_together_with_a_run_is_refused() -> None:
+    (rendered,) = render.render(sweep.expand(spec.validate(base_spec())))
+    with pytest.raises(RenderError, match="not per run"):
+        render.render_values({**rendered.values, "rbac": {"create": True, "subjects": []}})
+
+
+def test_helm_lint_of_the_rbac_install_reports_no_errors() -> None:
+    values = {"rbac": {"create": True, **helm_python.parse_set_json(SUBJECTS)["rbac"]}}
+    report = helm_python.lint(
+        str(CHART), values, strict=True, namespace="ml", kube_version="v1.33.0"
+    )
+    assert report["errors"] == [] and [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.skipif(
+    shutil.which("checkov", path=str(Path(sys.executable).parent)) is None,
+    reason="checkov is part of the dev extra",
+)
+def test_checkov_rbac_checks_pass(tmp_path: Path) -> None:
+    for kind, doc in render_rbac(SUBJECTS).items():
+        (tmp_path / f"{kind.lower()}.yaml").write_text(yaml.safe_dump(doc))
+    checkov = str(Path(sys.executable).with_name("checkov"))
+    proc = subprocess.run(
+        [checkov, "-d", str(tmp_path), "--framework", "kubernetes", "--skip-download",
+         "-o", "json"],
+        capture_output=True, text=True, env={**os.environ, "BC_SKIP_MAPPING": "TRUE"},
+        timeout=300,
+    )  # fmt: skip
+    report = json.loads(proc.stdout)
+    report = report[0] if isinstance(report, list) else report
+    results = report["results"]
+    assert results["failed_checks"] == []
+    passed = {c["check_id"] for c in results["passed_checks"]}
+    # Wildcards, bind, escalate, impersonation, reading all Secrets, pods/exec.
+    assert {
+        "CKV_K8S_49",
+        "CKV_K8S_157",
+        "CKV_K8S_158",
+        "CKV2_K8S_3",
+        "CKV2_K8S_5",
+        "CKV2_K8S_2",
+    } <= (passed)

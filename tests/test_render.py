@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +37,7 @@ def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "single-gpu": base_spec(),
-    "multi-node": base_spec(resources={"nodes": 3, "gpus": 8, "memory": "512Gi"}),
+    "multi-node": base_spec(resources={"nodes": 2, "gpus": 8, "memory": "512Gi"}),
     "kueue": base_spec(resources={"queue": "team-nlp", "priority_class": "batch-low"}),
     "lora": base_spec(lora={"r": 16, "target_modules": ["query", "value"]}),
     "cpu-only": base_spec(resources={"gpus": 0, "memory": "8Gi", "shm_size": "1Gi"}),
@@ -156,32 +157,70 @@ def test_configmap_holds_the_resolved_spec() -> None:
     assert job["metadata"]["annotations"]["kubetune.io/spec-hash"] == run.spec_hash
 
 
+def flag(command: list[str], name: str) -> str:
+    """The value after ``name`` in an accelerate command line (once, exactly)."""
+    assert command.count(name) == 1, name
+    return command[command.index(name) + 1]
+
+
 def test_multi_node_is_an_indexed_job_with_a_headless_service() -> None:
-    docs = documents(SCENARIOS["multi-node"])
+    docs = documents(SCENARIOS["multi-node"])  # 2 nodes × 8 GPUs
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
     job = by_kind(docs, "Job")[0]
     name = job["metadata"]["name"]
     assert job["spec"]["completionMode"] == "Indexed"
-    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 3
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 2
     pod = job["spec"]["template"]["spec"]
-    assert pod["subdomain"] == name
+    # An Indexed Job names each pod's host <job>-<index>; a pod hostname would override it.
+    assert "hostname" not in pod and "setHostnameAsFQDN" not in pod
     (service,) = by_kind(docs, "Service")
-    assert service["metadata"]["name"] == name
+    # <job>-0.<subdomain> resolves only through a headless Service named like the subdomain
+    # that selects the pods, and before they are Ready (there is no readiness probe).
+    assert pod["subdomain"] == service["metadata"]["name"] == name
     assert service["spec"]["clusterIP"] == "None"
     assert service["spec"]["publishNotReadyAddresses"] is True
     pod_labels = job["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
-    container = pod["containers"][0]
+
+    (container,) = pod["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 8
     env = {e["name"]: e for e in container["env"]}
-    assert env["KUBETUNE_MAIN_HOST"]["value"] == f"{name}-0.{name}"
     rank = env["KUBETUNE_MACHINE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"]
-    assert "job-completion-index" in rank
+    assert rank == "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    main_host = env["KUBETUNE_MAIN_HOST"]["value"]
+    assert main_host == f"{name}-0.{service['metadata']['name']}"
+
     cmd = container["command"]
-    assert cmd[cmd.index("--num_processes") + 1] == "24"
-    assert cmd[cmd.index("--machine_rank") + 1] == "$(KUBETUNE_MACHINE_RANK)"
+    assert flag(cmd, "--num_machines") == "2"
+    assert flag(cmd, "--num_processes") == "16"  # every GPU of both nodes
+    assert "--multi_gpu" in cmd and "--cpu" not in cmd
+    assert flag(cmd, "--machine_rank") == "$(KUBETUNE_MACHINE_RANK)"
+    assert flag(cmd, "--main_process_ip") == "$(KUBETUNE_MAIN_HOST)"
+    assert flag(cmd, "--rdzv_backend") == "static"
+    assert "--same_network" in cmd
+    # Kubernetes expands $(VAR) only for variables the container defines; others stay literal.
+    for var in re.findall(r"\$\((\w+)\)", " ".join(cmd)):
+        assert var in env, var
+    # One rendezvous port: accelerate's, the container's and the Service's.
+    port = int(flag(cmd, "--main_process_port"))
+    assert container["ports"] == [{"name": "rendezvous", "containerPort": port, "protocol": "TCP"}]
+    (service_port,) = service["spec"]["ports"]
+    assert service_port["port"] == service_port["targetPort"] == port
+
+    # NCCL picks its own ports after the rendezvous: the run's pods reach each other on all.
     policy = by_kind(docs, "NetworkPolicy")[0]
-    assert policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"].items() <= (
-        pod_labels.items()
-    )
+    (rule,) = policy["spec"]["ingress"]
+    assert "ports" not in rule
+    assert rule["from"][0]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+
+
+def test_multi_node_host_names_fit_a_dns_label() -> None:
+    name = "a" * spec.MAX_NAME
+    data = base_spec(name=name, resources={"nodes": 64, "gpus": 8, "memory": "512Gi"})
+    job = by_kind(documents(data), "Job")[0]
+    # The last pod's hostname, <job>-63, must still be a DNS label.
+    assert len(f"{job['metadata']['name']}-63") <= 63
 
 
 def test_kueue_job_is_created_suspended_with_the_queue_label() -> None:
@@ -310,3 +349,49 @@ def test_chart_fail_guards_reach_the_user_as_render_errors() -> None:
 
 def test_chart_is_found_from_the_source_tree() -> None:
     assert render.chart_dir() == ROOT / "charts" / "kubetune-job"
+
+
+def test_kind_e2e_overrides_render_a_cpu_job_against_its_minio(tmp_path: Path) -> None:
+    """scripts/kind-e2e.sh submits jobs/bbc-news-topic.yaml with --set overrides: they must
+    make a valid CPU Job that reads and writes the script's MinIO and needs no W&B Secret."""
+    script = ROOT / "scripts" / "kind-e2e.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    printed = subprocess.run(
+        ["bash", "-c",
+         f"set -eu; ROOT={ROOT}; eval \"$(sed -n '/^CLUSTER=/,/^PYTHON=/p' {script})\"; "
+         f"eval \"$(sed -n '/^SETS=(/,/^)/p' {script})\"; "
+         'printf "%s\\n" "$NAMESPACE" "$SPEC" "${SETS[@]}"'],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    namespace, job_spec, *sets = printed
+    assert sets[::2] == ["--set"] * (len(sets) // 2)
+    overrides = dict(s.split("=", 1) for s in sets[1::2])
+    out = tmp_path / "applied"
+    subprocess.run(
+        [sys.executable, "-c", "from kubetune.cli import main; main()", "render", job_spec,
+         "--namespace", namespace, *sets, "--out", str(out)],
+        cwd=ROOT, check=True, capture_output=True,
+    )  # fmt: skip
+    (manifest,) = [p for p in out.glob("*.yaml") if p.name != render.KUSTOMIZATION]
+    docs = [d for d in yaml.safe_load_all(manifest.read_text()) if d]
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        assert doc["metadata"]["namespace"] == namespace
+    pod = by_kind(docs, "Job")[0]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    assert "--cpu" in container["command"]
+    assert container["image"] == overrides["image"]
+    assert container["imagePullPolicy"] == "IfNotPresent"  # the image kind loaded is used
+    env = {e["name"]: e for e in container["env"]}
+    # MinIO's Service is `minio` in the script's namespace, on port 9000.
+    assert env["AWS_ENDPOINT_URL"]["value"] == f"http://minio.{namespace}:9000"
+    assert env["KUBETUNE_STORE"]["value"] == overrides["storage.uri"]
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "kubetune-s3"
+    assert "WANDB_API_KEY" not in env  # the cluster has no W&B Secret
+    resolved = spec.loads(by_kind(docs, "ConfigMap")[0]["data"]["spec.yaml"])
+    assert resolved.train.max_steps == int(overrides["train.max_steps"])
+    # The splits come from the bucket the script uploads them to, not from a local path.
+    bucket = overrides["storage.uri"].removeprefix("s3://").split("/")[0]
+    for split in ("train", "eval", "test"):
+        assert getattr(resolved.data, split).startswith(f"s3://{bucket}/"), split

@@ -32,9 +32,21 @@ kubetune.io/task: {{ . | quote }}
 {{- end -}}
 
 {{/*
+"true" when these values describe a run, so its ConfigMap, NetworkPolicy, Service and Job
+render; empty when they only install the namespace's submitter RBAC (rbac.create without
+run values). The run templates are wrapped in it.
+*/}}
+{{- define "kubetune.isRun" -}}
+{{- if or .Values.run.id (not .Values.rbac.create) }}true{{ end -}}
+{{- end -}}
+
+{{/*
 Refuse values that cannot make a working Job.
 */}}
 {{- define "kubetune.validate" -}}
+{{- if and .Values.rbac.create .Values.run.id }}
+{{- fail "rbac.create installs the namespace's kubetune-submitter Role once, not per run: render it without run values (see the chart's values.yaml)" }}
+{{- end -}}
 {{- if not .Values.run.id }}{{ fail "run.id is required (kubetune render sets it)" }}{{ end -}}
 {{- if not .Values.spec }}{{ fail "spec is required: the resolved job spec the trainer reads" }}{{ end -}}
 {{- if not .Values.command }}{{ fail "command is required: the accelerate launch line" }}{{ end -}}
@@ -44,4 +56,17 @@ Refuse values that cannot make a working Job.
 {{- if and .Values.resources.gpuType (lt (int .Values.resources.gpus) 1) }}
 {{- fail "resources.gpuType needs resources.gpus >= 1" }}
 {{- end -}}
+{{- end -}}
+
+{{/*
+Labels of the namespace's submitter RBAC: it belongs to no run, so no run or sweep labels,
+and kubetune cancel, which deletes by run labels, never touches it.
+*/}}
+{{- define "kubetune.rbacLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: submitter-rbac
+app.kubernetes.io/part-of: kubetune
+app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
