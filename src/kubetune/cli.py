@@ -15,8 +15,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
+    from kubetune.cluster import Cluster
+    from kubetune.render import Rendered
     from kubetune.reproduce import Comparison, Recorded
     from kubetune.spec import JobSpec
+    from kubetune.submit import Outcome
     from kubetune.sweep import ResolvedRun
 
 app = typer.Typer(
@@ -464,6 +467,242 @@ def report(
     _console().print(
         f"[green]✓[/] report of {result.runs} run{plural} → {result.html} (and {result.markdown})"
     )
+
+
+# --- the cluster: submit, status, logs, cancel, list ----------------------------------------
+
+ContextOpt = Annotated[
+    str | None,
+    typer.Option("--context", help="Kube context to use (default: the kubeconfig's current one)."),
+]
+NamespaceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--namespace", "-n", help="Namespace (default: the context's namespace, else default)."
+    ),
+]
+RunsArg = Annotated[
+    str,
+    typer.Argument(help="A job spec file, a sweep name or a run id.", show_default=False),
+]
+
+
+@app.command()
+def submit(
+    spec: SpecArg,
+    set_: SetOpt = None,
+    run: Annotated[str | None, typer.Option("--run", help="Submit only this run id.")] = None,
+    context: ContextOpt = None,
+    namespace: NamespaceOpt = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Have the API server check every object; store nothing."),
+    ] = False,
+) -> None:
+    """Create each run of a spec as a Kubernetes Job (server-side apply), concurrently.
+
+    A run whose Job already exists with the same spec is left alone, so submitting again is
+    safe. Exit 0 when every run is created or unchanged, 1 otherwise.
+    """
+    from kubetune import cluster
+    from kubetune import render as rendermod
+    from kubetune import submit as submitmod
+    from kubetune.errors import EXIT_WORLD
+
+    _job, runs = _load(spec, set_, only=run)
+    target = cluster.connect(context)
+    ns = target.namespace_for(namespace)
+    rendered = rendermod.render(runs, ns)
+    submitmod.check_queues(target, ns, runs)
+    outcomes = _submit_with_progress(rendered, target, ns, dry_run)
+    _console(stderr=False).print(_submit_table(outcomes, ns, dry_run))
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        counts[outcome.result] = counts.get(outcome.result, 0) + 1
+    summary = ", ".join(f"{n} {result}" for result, n in counts.items())
+    plural = "s" if len(outcomes) != 1 else ""
+    ok = all(o.ok for o in outcomes)
+    mark = "[green]✓[/]" if ok else "[bold red]✗[/]"
+    _console().print(f"{mark} {len(outcomes)} run{plural} in {ns}: {summary}")
+    if not ok:
+        raise typer.Exit(EXIT_WORLD)
+
+
+def _submit_with_progress(
+    rendered: list[Rendered], target: Cluster, namespace: str, dry_run: bool
+) -> list[Outcome]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from kubetune import submit as submitmod
+
+    console = _console()
+    with Progress(
+        TextColumn("submitting" if not dry_run else "checking (dry run)"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as progress:
+        task = progress.add_task("runs", total=len(rendered))
+        return submitmod.submit(
+            rendered,
+            target,
+            namespace,
+            dry_run=dry_run,
+            progress=lambda _outcome: progress.advance(task),
+        )
+
+
+def _submit_table(outcomes: list[Outcome], namespace: str, dry_run: bool) -> Any:
+    from rich.markup import escape
+    from rich.table import Table
+
+    title = (
+        f"dry run in {namespace}: checked by the API server, nothing stored"
+        if dry_run
+        else f"submitted to {namespace}"
+    )
+    styles = {"created": "green", "unchanged": "green", "conflict": "yellow", "failed": "red"}
+    table = Table(title=escape(title))
+    table.add_column("run id", style="cyan", no_wrap=True)
+    table.add_column("result")
+    table.add_column("detail")
+    for o in outcomes:
+        table.add_row(o.run_id, f"[{styles[o.result]}]{o.result}[/]", escape(o.detail) or "—")
+    return table
+
+
+@app.command()
+def status(
+    name: RunsArg,
+    namespace: NamespaceOpt = None,
+    context: ContextOpt = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Keep the table up to date; Ctrl-C stops.")
+    ] = False,
+) -> None:
+    """Show the runs of a sweep (or one run) in the cluster, with their stored metric.
+
+    A row per run: its parameters, Job phase, pod state, restarts, node, age, and the headline
+    metric of its run.json in the store ("—" where it cannot be read).
+    """
+    from kubetune import cluster, jobstatus, kuberuns
+    from kubetune.errors import ConfigError
+
+    target = cluster.connect(context)
+    ns = target.namespace_for(namespace)
+    found = kuberuns.resolve(target, ns, name)
+    metrics = jobstatus.Metrics()
+    title = f"{found.title} in {ns}"
+
+    def table(jobs: list[dict[str, Any]], pods: list[dict[str, Any]]) -> Any:
+        rows = jobstatus.rows(jobs, pods, found.expected, metrics.read(jobs))
+        return jobstatus.status_table(title, rows)
+
+    if watch:
+        _watch(target, ns, found.selector, table)
+        return
+    jobs, pods = kuberuns.snapshot(target, ns, found.selector)
+    if not jobs and not found.expected:
+        raise ConfigError(
+            f"no sweep or run {name} in namespace {ns}; kubetune list shows what is there"
+        )
+    _console(stderr=False).print(table(jobs, pods))
+
+
+def _watch(target: Cluster, namespace: str, selector: str, table: Any) -> None:
+    """Re-render the status table on every change until Ctrl-C (which exits 0)."""
+    import threading
+    from contextlib import closing
+
+    from rich.live import Live
+
+    from kubetune import kuberuns
+
+    stop = threading.Event()
+    updates = kuberuns.watch(target, namespace, selector, stop)
+    with closing(updates), Live(console=_console(stderr=False), auto_refresh=False) as live:
+        try:
+            for jobs, pods in updates:
+                live.update(table(jobs, pods), refresh=True)
+        except KeyboardInterrupt:
+            stop.set()
+
+
+@app.command()
+def logs(
+    run: Annotated[str, typer.Argument(help="A run id.", show_default=False)],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing as the trainer logs.")
+    ] = False,
+    rank: Annotated[
+        int, typer.Option("--rank", min=0, help="Machine rank of a multi-node run.")
+    ] = 0,
+    namespace: NamespaceOpt = None,
+    context: ContextOpt = None,
+) -> None:
+    """Print the trainer's log of a run: its newest pod (of machine rank --rank)."""
+    from rich.markup import escape
+
+    from kubetune import cluster, kuberuns
+    from kubetune.jobstatus import pod_state
+
+    target = cluster.connect(context)
+    ns = target.namespace_for(namespace)
+    pod = kuberuns.log_pod(target, ns, run, rank)
+    name = pod["metadata"]["name"]
+    _console().print(f"[dim]pod {escape(name)} ({escape(pod_state(pod))})[/]")
+    out = getattr(sys.stdout, "buffer", None)
+    try:
+        for chunk in kuberuns.logs(target, ns, pod, follow=follow):
+            if out is not None:
+                out.write(chunk)
+                out.flush()
+            else:
+                sys.stdout.write(chunk.decode("utf-8", errors="replace"))
+    except KeyboardInterrupt:
+        return
+
+
+@app.command()
+def cancel(name: RunsArg, namespace: NamespaceOpt = None, context: ContextOpt = None) -> None:
+    """Delete the Jobs of a sweep (or one run) and their ConfigMaps, Services, NetworkPolicies.
+
+    Each trainer gets SIGTERM and stores a checkpoint before it stops; submitting again
+    resumes it.
+    """
+    from rich.markup import escape
+
+    from kubetune import cluster, kuberuns
+
+    target = cluster.connect(context)
+    ns = target.namespace_for(namespace)
+    found = kuberuns.resolve(target, ns, name)
+    deleted = kuberuns.cancel(target, ns, found.selector)
+    console = _console()
+    if not deleted:
+        console.print(f"nothing to cancel: no objects of {escape(found.title)} in {ns}")
+        return
+    for item in deleted:
+        console.print(f"[green]✓[/] deleted {escape(str(item))}")
+
+
+@app.command("list")
+def list_cmd(namespace: NamespaceOpt = None, context: ContextOpt = None) -> None:
+    """List the sweeps in a namespace, with how many runs are in each phase."""
+    from datetime import UTC, datetime
+
+    from kubetune import cluster, jobstatus, kuberuns
+
+    target = cluster.connect(context)
+    ns = target.namespace_for(namespace)
+    summaries = jobstatus.sweeps(kuberuns.managed_jobs(target, ns))
+    if not summaries:
+        _console().print(f"no kubetune runs in namespace {ns}")
+        return
+    _console(stderr=False).print(jobstatus.sweeps_table(ns, summaries, datetime.now(UTC)))
 
 
 @app.command()

@@ -233,7 +233,9 @@ def submit(
     kube context; objects without a namespace go to ``namespace``, else the context's."""
     import yaml
 
-    documents = [yaml.safe_load(doc) for item in rendered for _name, doc in item.documents]
+    # Each document as `kubetune render` prints it, newline-terminated: a block scalar at a
+    # document's end (the ConfigMap's spec.yaml) keeps its final newline.
+    documents = [yaml.safe_load(doc + "\n") for item in rendered for _name, doc in item.documents]
     return cluster.apply(documents, namespace, cluster=target)
 
 

@@ -1,0 +1,476 @@
+"""What a run's Job and pods say about it, as ``kubetune status`` and ``kubetune list`` show it.
+
+Pure functions of the objects the API server returns (plain dicts), so every state can be
+tested from a literal: the Job's phase (queued by Kueue, pending, running, succeeded,
+failed and why), its pods' state (ContainerCreating, ImagePullBackOff, OOMKilled, Evicted,
+CrashLoopBackOff, exit codes), restarts, nodes and age. The one effect is reading each run's
+headline metric from its store (:class:`Metrics`), which never fails a status: a store that
+cannot be read shows "—".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from kubetune._progress import _HEADLINE as HEADLINE
+from kubetune.errors import KubetuneError
+from kubetune.runs import DASH, fmt, fmt_duration
+from kubetune.store import RunLocation, Store
+
+RUN_ID_LABEL = "kubetune.io/run-id"
+SWEEP_LABEL = "kubetune.io/sweep"
+PARAMS_ANNOTATION = "kubetune.io/params"
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+CONTAINER = "trainer"
+#: Phases in the order a run goes through them (the columns of ``kubetune list``).
+PHASES = ("Queued", "Suspended", "Pending", "Running", "Succeeded", "Failed", "Terminating")
+PHASE_STYLE = {
+    "Queued": "cyan",
+    "Suspended": "yellow",
+    "Pending": "cyan",
+    "Running": "blue",
+    "Succeeded": "green",
+    "Failed": "red",
+    "Terminating": "yellow",
+    "Not submitted": "dim",
+}
+#: Waiting reasons that are only a step on the way, not a problem.
+_ON_THE_WAY = frozenset({"ContainerCreating", "PodInitializing"})
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Where a run's Job is: one of :data:`PHASES` (or "Not submitted") and why."""
+
+    name: str
+    reason: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.reason})" if self.reason else self.name
+
+    @property
+    def finished(self) -> bool:
+        return self.name in ("Succeeded", "Failed")
+
+
+NOT_SUBMITTED = Phase("Not submitted")
+
+
+def _meta(obj: Mapping[str, Any]) -> dict[str, Any]:
+    metadata = obj.get("metadata")
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def _status(obj: Mapping[str, Any]) -> dict[str, Any]:
+    status = obj.get("status")
+    return status if isinstance(status, dict) else {}
+
+
+def labels(obj: Mapping[str, Any]) -> dict[str, str]:
+    return _meta(obj).get("labels") or {}
+
+
+def run_id_of(job: Mapping[str, Any]) -> str:
+    return str(labels(job).get(RUN_ID_LABEL) or _meta(job).get("name") or "")
+
+
+def created(obj: Mapping[str, Any]) -> datetime | None:
+    value = _meta(obj).get("creationTimestamp")
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def job_phase(job: Mapping[str, Any]) -> Phase:
+    """The phase of a Job from its spec, conditions and counts.
+
+    A Job that Kueue holds is suspended and labelled with its queue until admitted; a
+    finished Job has a Complete or Failed condition (SuccessCriteriaMet and FailureTarget
+    come first on Kubernetes ≥ 1.31, while the last pods terminate).
+    """
+    status = _status(job)
+    true = {
+        c.get("type"): c
+        for c in status.get("conditions") or []
+        if isinstance(c, dict) and c.get("status") == "True"
+    }
+    for kind in ("Complete", "SuccessCriteriaMet"):
+        if kind in true:
+            return Phase("Succeeded")
+    for kind in ("Failed", "FailureTarget"):
+        if kind in true:
+            return Phase("Failed", str(true[kind].get("reason") or ""))
+    if _meta(job).get("deletionTimestamp"):
+        return Phase("Terminating")
+    if (job.get("spec") or {}).get("suspend"):
+        queue = labels(job).get(QUEUE_LABEL)
+        return Phase("Queued", f"Kueue {queue}") if queue else Phase("Suspended")
+    if int(status.get("active") or 0) > 0:
+        # The trainer has no readiness probe: a pod is ready once its container runs.
+        return Phase("Running") if int(status.get("ready") or 0) > 0 else Phase("Pending")
+    if int(status.get("failed") or 0) > 0:
+        return Phase("Pending", f"retry after {status['failed']} failed")
+    return Phase("Pending")
+
+
+@dataclass(frozen=True)
+class PodsView:
+    """The pods of one run, summed up for one table row."""
+
+    state: str = DASH
+    restarts: int | None = None
+    nodes: str = DASH
+
+
+def pod_state(pod: Mapping[str, Any]) -> str:
+    """One pod's state: what a user would look for in ``kubectl describe``."""
+    status = _status(pod)
+    if _meta(pod).get("deletionTimestamp"):
+        return "Terminating"
+    if status.get("reason") == "Evicted":
+        return "Evicted"
+    container = _container(pod)
+    state = container.get("state") or {}
+    waiting, terminated = state.get("waiting"), state.get("terminated")
+    if isinstance(waiting, dict) and waiting.get("reason"):
+        last = ((container.get("lastState") or {}).get("terminated")) or {}
+        code = last.get("exitCode")
+        return str(waiting["reason"]) + (f" (exit {code})" if code is not None else "")
+    if isinstance(terminated, dict):
+        reason = str(terminated.get("reason") or "Terminated")
+        code = terminated.get("exitCode")
+        return f"{reason} (exit {code})" if code is not None else reason
+    if isinstance(state.get("running"), dict):
+        return "Running"
+    phase = str(status.get("phase") or "Pending")
+    unscheduled = next(
+        (
+            c
+            for c in status.get("conditions") or []
+            if isinstance(c, dict)
+            and c.get("type") == "PodScheduled"
+            and c.get("status") == "False"
+        ),
+        None,
+    )
+    if unscheduled is not None:
+        return f"{phase} ({unscheduled.get('reason') or 'Unschedulable'})"
+    return phase
+
+
+def _container(pod: Mapping[str, Any]) -> dict[str, Any]:
+    statuses = [s for s in _status(pod).get("containerStatuses") or [] if isinstance(s, dict)]
+    return next(
+        (s for s in statuses if s.get("name") == CONTAINER), statuses[0] if statuses else {}
+    )
+
+
+def pod_index(pod: Mapping[str, Any]) -> int:
+    """The completion index (machine rank) of a pod of an Indexed Job; 0 otherwise."""
+    value = labels(pod).get(INDEX_LABEL) or (_meta(pod).get("annotations") or {}).get(INDEX_LABEL)
+    try:
+        return int(value) if value is not None else 0
+    except ValueError:
+        return 0
+
+
+def newest(pods: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The pod created last (a retry replaces a failed pod with a newer one)."""
+    ordered = sorted(pods, key=lambda p: (created(p) or datetime.min.replace(tzinfo=UTC), _name(p)))
+    return dict(ordered[-1]) if ordered else None
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    return str(_meta(obj).get("name") or "")
+
+
+def pods_view(pods: Sequence[Mapping[str, Any]]) -> PodsView:
+    """Rank 0's newest pod, unless another rank's newest pod is in trouble; restarts count
+    container restarts plus pods that replaced a failed one."""
+    if not pods:
+        return PodsView()
+    ranks: dict[int, list[Mapping[str, Any]]] = {}
+    for pod in pods:
+        ranks.setdefault(pod_index(pod), []).append(pod)
+    current = {rank: newest(group) or {} for rank, group in sorted(ranks.items())}
+    states = {rank: pod_state(pod) for rank, pod in current.items()}
+    shown = min(states)
+    for rank, state in states.items():
+        if state.split(" ")[0] not in ("Running", "Completed", *_ON_THE_WAY) and rank != shown:
+            shown = rank
+            break
+    state = states[shown]
+    if len(current) > 1:
+        state = f"rank {shown}: {state}"
+    restarts = len(pods) - len(current)
+    restarts += sum(int(_container(p).get("restartCount") or 0) for p in pods)
+    nodes = [str((p.get("spec") or {}).get("nodeName") or "") for p in current.values()]
+    return PodsView(state, restarts, ", ".join(n for n in nodes if n) or DASH)
+
+
+def params_of(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The sweep parameters the Job was rendered with (its ``kubetune.io/params``)."""
+    raw = (_meta(job).get("annotations") or {}).get(PARAMS_ANNOTATION)
+    try:
+        params = json.loads(raw) if isinstance(raw, str) else {}
+    except json.JSONDecodeError:
+        return {}
+    return params if isinstance(params, dict) else {}
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One row of ``kubetune status``."""
+
+    run_id: str
+    params: dict[str, Any]
+    phase: Phase
+    pods: PodsView = field(default_factory=PodsView)
+    created: datetime | None = None
+    metric: str = DASH
+
+
+def rows(
+    jobs: Sequence[Mapping[str, Any]],
+    pods: Sequence[Mapping[str, Any]],
+    expected: Mapping[str, Mapping[str, Any]] | None = None,
+    metrics: Mapping[str, str] | None = None,
+) -> list[RunRow]:
+    """A row per Job, plus one per ``expected`` run (id → params) that has no Job yet.
+
+    Pods belong to the Job that owns them (by uid, so the pods of an earlier Job of the same
+    name never mix in), else to the Job named by their run-id label.
+    """
+    by_uid: dict[str, list[Mapping[str, Any]]] = {}
+    by_run: dict[str, list[Mapping[str, Any]]] = {}
+    for pod in pods:
+        owners = [o.get("uid") for o in _meta(pod).get("ownerReferences") or []]
+        for uid in owners:
+            by_uid.setdefault(str(uid), []).append(pod)
+        if not owners:
+            by_run.setdefault(labels(pod).get(RUN_ID_LABEL, ""), []).append(pod)
+    out: dict[str, RunRow] = {}
+    for job in jobs:
+        run_id = run_id_of(job)
+        own = by_uid.get(str(_meta(job).get("uid")), []) + by_run.get(run_id, [])
+        out[run_id] = RunRow(
+            run_id,
+            params_of(job),
+            job_phase(job),
+            pods_view(own),
+            created(job),
+            (metrics or {}).get(run_id, DASH),
+        )
+    for run_id, params in (expected or {}).items():
+        out.setdefault(run_id, RunRow(run_id, dict(params), NOT_SUBMITTED))
+    # A spec's runs in the order it expands to (its sweep's order), then any others.
+    order = [*(expected or {}), *sorted(set(out) - set(expected or {}))]
+    return [out[k] for k in order]
+
+
+def status_table(title: str, runs: Sequence[RunRow], now: datetime | None = None) -> Table:
+    """The table of ``kubetune status``."""
+    now = now or datetime.now(UTC)
+    columns: list[str] = []
+    for row in runs:
+        columns += [p for p in row.params if p not in columns]
+    table = Table(title=escape(title))
+    table.add_column("run id", style="cyan", no_wrap=True)
+    for column in columns:
+        table.add_column(escape(column))
+    table.add_column("job")
+    table.add_column("pod")
+    table.add_column("restarts", justify="right")
+    table.add_column("node")
+    table.add_column("age", justify="right")
+    table.add_column("metric")
+    for row in runs:
+        style = PHASE_STYLE.get(row.phase.name)
+        phase = escape(str(row.phase))
+        restarts = DASH if row.pods.restarts is None else str(row.pods.restarts)
+        table.add_row(
+            row.run_id,
+            *(escape(fmt(row.params.get(c))) for c in columns),
+            f"[{style}]{phase}[/]" if style else phase,
+            escape(row.pods.state),
+            restarts,
+            escape(row.pods.nodes),
+            fmt_duration(now - row.created) if row.created else DASH,
+            escape(row.metric),
+        )
+    return table
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """One line of ``kubetune list``: a sweep and how many of its runs are in each phase."""
+
+    sweep: str
+    phases: Counter[str]
+    newest: datetime | None
+
+    @property
+    def runs(self) -> int:
+        return sum(self.phases.values())
+
+
+def sweeps(jobs: Iterable[Mapping[str, Any]]) -> list[SweepSummary]:
+    """The Jobs grouped by their sweep label, sorted by sweep."""
+    grouped: dict[str, list[Mapping[str, Any]]] = {}
+    for job in jobs:
+        grouped.setdefault(labels(job).get(SWEEP_LABEL) or DASH, []).append(job)
+    out = []
+    for name, group in sorted(grouped.items()):
+        times = [t for t in (created(j) for j in group) if t is not None]
+        phases = Counter(job_phase(j).name for j in group)
+        out.append(SweepSummary(name, phases, max(times) if times else None))
+    return out
+
+
+def sweeps_table(namespace: str, summaries: Sequence[SweepSummary], now: datetime) -> Table:
+    """The table of ``kubetune list``: one row per sweep, a column per phase any run is in."""
+    shown = [p for p in PHASES if any(s.phases.get(p) for s in summaries)]
+    runs = sum(s.runs for s in summaries)
+    sweeps_ = f"{len(summaries)} sweep{'s' if len(summaries) != 1 else ''}"
+    table = Table(
+        title=f"namespace {escape(namespace)}: {sweeps_}, {runs} run{'s' if runs != 1 else ''}"
+    )
+    table.add_column("sweep", style="cyan", no_wrap=True)
+    table.add_column("runs", justify="right")
+    for phase in shown:
+        table.add_column(phase, justify="right", style=PHASE_STYLE.get(phase))
+    table.add_column("newest", justify="right")
+    for summary in summaries:
+        table.add_row(
+            escape(summary.sweep),
+            str(summary.runs),
+            *(str(summary.phases.get(p, 0) or DASH) for p in shown),
+            fmt_duration(now - summary.newest) if summary.newest else DASH,
+        )
+    return table
+
+
+# --- metrics from the store ---------------------------------------------------------------
+
+
+def trainer_env(job: Mapping[str, Any]) -> dict[str, str]:
+    """The literal environment variables of the Job's trainer container."""
+    spec = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    containers = [c for c in spec.get("containers") or [] if isinstance(c, dict)]
+    container = next((c for c in containers if c.get("name") == CONTAINER), {})
+    return {
+        str(e.get("name")): str(e["value"])
+        for e in container.get("env") or []
+        if isinstance(e, dict) and "value" in e
+    }
+
+
+def headline(record: Mapping[str, Any]) -> str:
+    """``test accuracy 0.9821``: the first headline metric of the test split (else eval)."""
+    metrics = record.get("metrics")
+    if not isinstance(metrics, dict):
+        return DASH
+    for split in ("test", "eval"):
+        values = metrics.get(split)
+        if not isinstance(values, dict):
+            continue
+        for name in HEADLINE:
+            if isinstance(values.get(name), int | float):
+                return f"{split} {name} {fmt(values[name])}"
+    return DASH
+
+
+class Metrics:
+    """The headline metric of each run from ``run.json`` in its store, as this machine reads
+    it: the store is the Job's ``KUBETUNE_STORE``; its endpoint ``$AWS_ENDPOINT_URL`` when
+    set here (a port-forward to an in-cluster MinIO), else the Job's.
+
+    A record changes only when its run does, so a value is kept per run and Job phase and
+    read again only when the phase moves. Reads run concurrently with short timeouts and
+    few retries: a status must not hang on an unreachable store; it shows "—".
+    """
+
+    def __init__(self, workers: int = 16) -> None:
+        self.workers = workers
+        self._values: dict[tuple[str, str], str] = {}
+        self._stores: dict[tuple[str, str, str], Store | None] = {}
+        self._lock = threading.Lock()
+
+    def read(self, jobs: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+        """run id → metric cell, for every Job."""
+        keyed = {(run_id_of(j), str(job_phase(j))): j for j in jobs}
+        missing = [k for k in keyed if k not in self._values]
+        if missing:
+            with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(missing)))) as pool:
+                for key, value in zip(
+                    missing, pool.map(lambda k: self._read(keyed[k]), missing), strict=True
+                ):
+                    self._values[key] = value
+        return {run_id: self._values[(run_id, phase)] for run_id, phase in keyed}
+
+    def _read(self, job: Mapping[str, Any]) -> str:
+        env = trainer_env(job)
+        uri = env.get("KUBETUNE_STORE")
+        sweep = labels(job).get(SWEEP_LABEL) or env.get("KUBETUNE_SWEEP")
+        if not uri or not sweep:
+            return DASH
+        endpoint = os.environ.get("AWS_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL") or ""
+        store = self._store(uri, endpoint, env.get("AWS_DEFAULT_REGION") or "")
+        if store is None:
+            return DASH
+        location = RunLocation(store, sweep, env.get("KUBETUNE_RUN_ID") or run_id_of(job))
+        try:
+            record = store.read_json(location.key("run.json"))
+        except (KubetuneError, OSError, ValueError):
+            return DASH
+        return headline(record) if isinstance(record, dict) else DASH
+
+    def _store(self, uri: str, endpoint: str, region: str) -> Store | None:
+        key = (uri, endpoint, region)
+        with self._lock:
+            if key not in self._stores:
+                self._stores[key] = _open_store(uri, endpoint, region)
+            return self._stores[key]
+
+
+def _open_store(uri: str, endpoint: str, region: str) -> Store | None:
+    """A store client that gives up quickly: 2 attempts, 3 s to connect, 10 s to read."""
+    from kubetune.store import open_store
+
+    try:
+        if not uri.startswith("s3://"):
+            return open_store(uri)
+        import boto3
+        from botocore.config import Config
+
+        from kubetune.s3store import S3Store, client_config
+
+        config = client_config().merge(
+            Config(
+                retries={"mode": "standard", "max_attempts": 2},
+                connect_timeout=3,
+                read_timeout=10,
+                s3={"addressing_style": "path"} if endpoint else None,
+            )
+        )
+        client = boto3.session.Session().client(
+            "s3", endpoint_url=endpoint or None, region_name=region or None, config=config
+        )
+        return S3Store(uri, client)
+    except (KubetuneError, ValueError, ImportError):
+        return None

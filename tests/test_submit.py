@@ -1,0 +1,314 @@
+"""kubetune submit against a fake Kubernetes API server over real HTTP (tests/kubefake.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import kubefake
+from kubefake import FakeKube, kubetune, table, write_kubeconfig
+from kubetune import cluster, sweep
+from kubetune import render as rendermod
+from kubetune import spec as specmod
+from kubetune import submit as submitmod
+
+from conftest import ROOT, base_spec
+
+APPLY_ORDER = ["networkpolicies", "configmaps", "services", "jobs"]
+
+
+@pytest.fixture(scope="module")
+def kube_server() -> Iterator[FakeKube]:
+    with kubefake.serve() as fake:
+        yield fake
+
+
+@pytest.fixture
+def kube(kube_server: FakeKube, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeKube:
+    kube_server.reset()
+    monkeypatch.setenv(
+        "KUBECONFIG", str(write_kubeconfig(tmp_path / "kubeconfig", kube_server.url))
+    )
+    return kube_server
+
+
+def grid(**overrides: Any) -> dict[str, Any]:
+    """Four runs: two learning rates × one and two nodes (two nodes add a Service)."""
+    return base_spec(
+        resources={"gpus": 1},
+        sweep={
+            "method": "grid",
+            "parameters": {
+                "train.learning_rate": {"values": [1e-5, 2e-5]},
+                "resources.nodes": {"values": [1, 2]},
+            },
+        },
+        **overrides,
+    )
+
+
+def runs_of(path: Path) -> list[sweep.ResolvedRun]:
+    return sweep.expand(specmod.load(path), str(path))
+
+
+def patches(kube: FakeKube) -> list[kubefake.Request]:
+    return [r for r in kube.requests if r.method == "PATCH"]
+
+
+def test_submit_applies_every_runs_objects_in_order_concurrently(
+    kube: FakeKube, write_spec: Any
+) -> None:
+    path = write_spec(grid())
+    runs = runs_of(path)
+    kube.latency_s = 0.05
+    ran = kubetune("submit", str(path), "-n", "ml")
+    assert ran.code == 0, ran.errors or ran.stderr
+    assert "4 runs in ml: 4 created" in ran.stderr
+    assert table(ran.stdout) == {run.run_id: ["created", "—"] for run in runs}
+    for run in runs:
+        mine = [r for r in kube.requests if r.path.endswith(f"/{run.run_id}")]
+        # First the idempotency check, then the objects in install order, Job last.
+        check = ("GET", f"/apis/batch/v1/namespaces/ml/jobs/{run.run_id}")
+        assert (mine[0].method, mine[0].path) == check
+        plurals = [r.path.split("/")[-2] for r in mine[1:]]
+        multi = run.spec.resources.nodes > 1
+        assert plurals == [p for p in APPLY_ORDER if multi or p != "services"]
+        stored = {p: kube.get(p, "ml", run.run_id) for p in APPLY_ORDER}
+        assert (stored["services"] is not None) == multi
+        job = stored["jobs"]
+        assert job is not None
+        assert job["metadata"]["annotations"]["kubetune.io/spec-hash"] == run.spec_hash
+        assert job["metadata"]["namespace"] == "ml"
+    for request in patches(kube):
+        assert request.content_type == "application/apply-patch+yaml"
+        assert request.query == {"fieldManager": "kubetune", "force": "true"}
+    assert kube.max_in_flight >= 2, "runs are submitted concurrently"
+
+
+def test_submit_again_sends_no_patch_and_reports_unchanged(kube: FakeKube, write_spec: Any) -> None:
+    path = write_spec(grid())
+    assert kubetune("submit", str(path), "-n", "ml").code == 0
+    kube.requests.clear()
+    again = kubetune("submit", str(path), "-n", "ml")
+    assert again.code == 0
+    assert patches(kube) == []
+    assert [r.method for r in kube.requests] == ["GET"] * 4
+    assert "4 runs in ml: 4 unchanged" in again.stderr
+    assert {tuple(cells) for cells in table(again.stdout).values()} == {("unchanged", "Pending")}
+
+
+def test_a_job_of_the_same_name_with_another_spec_hash_is_a_conflict_left_alone(
+    kube: FakeKube, write_spec: Any
+) -> None:
+    path = write_spec(grid())
+    first, *others = runs_of(path)
+    foreign = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": first.run_id,
+            "namespace": "ml",
+            "annotations": {"kubetune.io/spec-hash": "f" * 64},
+        },
+        "spec": {"template": {"spec": {"containers": []}}},
+    }
+    kube.put(foreign)
+    ran = kubetune("submit", str(path), "-n", "ml")
+    assert ran.code == 1
+    rows = table(ran.stdout)
+    assert rows[first.run_id] == [
+        "conflict",
+        f"Job ml/{first.run_id} exists with spec hash ffffffffffff…; kubetune never changes a "
+        f"Job: delete it (kubetune cancel {first.run_id}) and submit again",
+    ]
+    assert {rows[run.run_id][0] for run in others} == {"created"}
+    assert "4 runs in ml: 1 conflict, 3 created" in ran.stderr
+    assert not [r for r in patches(kube) if r.path.endswith(first.run_id)], "never touched"
+    job = kube.get("jobs", "ml", first.run_id)
+    assert job is not None and job["metadata"]["annotations"] == foreign["metadata"]["annotations"]
+    for run in others:
+        assert kube.get("jobs", "ml", run.run_id) is not None
+
+
+def test_dry_run_sends_the_same_patches_with_dry_run_all_and_stores_nothing(
+    kube: FakeKube, write_spec: Any
+) -> None:
+    path = write_spec(grid())
+    ran = kubetune("submit", str(path), "-n", "ml", "--dry-run")
+    assert ran.code == 0, ran.errors
+    assert "dry run in ml: checked by the API server, nothing stored" in ran.stdout
+    assert len(patches(kube)) == 3 + 3 + 4 + 4
+    assert {r.query.get("dryRun") for r in patches(kube)} == {"All"}
+    assert kube.objects == {}
+
+
+def test_run_option_submits_one_run(kube: FakeKube, write_spec: Any) -> None:
+    path = write_spec(grid())
+    target = runs_of(path)[2]
+    ran = kubetune("submit", str(path), "-n", "ml", "--run", target.run_id)
+    assert ran.code == 0
+    assert {k[2] for k in kube.objects} == {target.run_id}
+
+
+def test_quota_fails_the_runs_it_has_no_room_for(kube: FakeKube, write_spec: Any) -> None:
+    path = write_spec(grid())
+    kube.job_quota["ml"] = 2
+    ran = kubetune("submit", str(path), "-n", "ml")
+    assert ran.code == 1
+    results = sorted(tuple(cells) for cells in table(ran.stdout).values())
+    assert [r[0] for r in results] == ["created", "created", "failed", "failed"]
+    for _result, detail in results[2:]:
+        assert "ResourceQuota compute-quota in namespace ml is used up" in detail
+    assert sum(1 for k in kube.objects if k[0] == "jobs") == 2
+
+
+def test_rbac_refusal_stops_the_submit_with_one_line(kube: FakeKube, write_spec: Any) -> None:
+    path = write_spec(grid())
+    kube.denied.add(("patch", "jobs.batch", "ml"))
+    ran = kubetune("submit", str(path), "-n", "ml")
+    assert ran.code == 1
+    (line,) = ran.errors
+    assert line.startswith("Job ml/bbc-topic-")
+    assert line.endswith(
+        ": forbidden: alice may not patch jobs.batch in namespace ml; ask a cluster admin to "
+        "bind the kubetune-submitter Role of charts/kubetune-job (helm template … --set "
+        "rbac.create=true) to you in that namespace"
+    )
+    assert not any(k[0] == "jobs" for k in kube.objects)
+
+
+def test_rbac_refusal_as_the_installed_command_prints_one_line(
+    kube: FakeKube, write_spec: Any
+) -> None:
+    path = write_spec(base_spec())
+    kube.denied.add(("get", "jobs.batch", "ml"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "kubetune.cli", "submit", str(path), "-n", "ml"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "300"},
+    )
+    assert proc.returncode == 1
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: Job ml/bbc-topic-") and "may not get jobs.batch" in line
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_namespace_exits_2_saying_how_to_fix_it(kube: FakeKube, write_spec: Any) -> None:
+    ran = kubetune("submit", str(write_spec(grid())), "-n", "nope")
+    assert ran.code == 2
+    assert ran.errors == ["namespace nope does not exist: kubectl create namespace nope or pass -n"]
+    assert kube.objects == {}
+
+
+def test_kueue_local_queue_is_checked_before_anything_is_applied(
+    kube: FakeKube, write_spec: Any
+) -> None:
+    path = write_spec(base_spec(resources={"gpus": 1, "queue": "team-q"}))
+    missing = kubetune("submit", str(path), "-n", "ml")
+    assert missing.code == 2
+    assert missing.errors == [
+        "resources.queue: Kueue LocalQueue team-q not found in ml; create it (kubectl get "
+        "localqueues -A lists them) or fix resources.queue"
+    ]
+    assert patches(kube) == []
+    assert kube.requests[0].path == "/apis/kueue.x-k8s.io/v1beta1/namespaces/ml/localqueues/team-q"
+
+    kube.kueue = False
+    absent = kubetune("submit", str(path), "-n", "ml")
+    assert absent.code == 2
+    assert absent.errors[0].startswith("resources.queue: Kueue is not installed in this cluster")
+
+    kube.kueue = True
+    kube.put(
+        {
+            "apiVersion": "kueue.x-k8s.io/v1beta1",
+            "kind": "LocalQueue",
+            "metadata": {"name": "team-q", "namespace": "ml"},
+        }
+    )
+    kube.requests.clear()
+    ran = kubetune("submit", str(path), "-n", "ml")
+    assert ran.code == 0, ran.errors
+    assert kube.requests[0].path.endswith("/localqueues/team-q")
+    (job,) = [o for k, o in kube.objects.items() if k[0] == "jobs"]
+    assert job["spec"]["suspend"] is True
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-q"
+
+
+def test_without_a_kubeconfig_submit_exits_2_naming_kubeconfig(
+    tmp_path: Path, write_spec: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    ran = kubetune("submit", str(write_spec(base_spec())))
+    assert ran.code == 2
+    (line,) = ran.errors
+    assert "set KUBECONFIG" in line and "--context" in line and str(tmp_path / "missing") in line
+
+
+def test_submit_overlaps_runs_and_reports_each(kube: FakeKube, write_spec: Any) -> None:
+    data = base_spec(sweep={"parameters": {"train.seed": {"values": list(range(16))}}})
+    runs = runs_of(write_spec(data))
+    rendered = rendermod.render(runs, "ml")
+    target = cluster.connect()
+    kube.latency_s = 0.05
+    seen: list[str] = []
+    start = time.perf_counter()
+    outcomes = submitmod.submit(rendered, target, "ml", progress=lambda o: seen.append(o.run_id))
+    took = time.perf_counter() - start
+    assert [o.run_id for o in outcomes] == [r.run_id for r in runs]
+    assert sorted(seen) == sorted(r.run_id for r in runs)
+    assert {o.result for o in outcomes} == {"created"}
+    # 16 runs × 3 requests × 50 ms is 2.4 s one after another.
+    assert took < 1.2, took
+    assert kube.max_in_flight >= 8
+
+
+def test_a_rendered_run_applies_the_same_documents_render_prints(
+    kube: FakeKube, write_spec: Any
+) -> None:
+    path = write_spec(base_spec())
+    assert kubetune("submit", str(path), "-n", "ml").code == 0
+    printed = kubetune("render", str(path), "-n", "ml").stdout
+    sent = [yaml.safe_load(r.body) for r in patches(kube)]
+    assert sent == [d for d in yaml.safe_load_all(printed) if d]
+
+
+@pytest.mark.parametrize(
+    "resources",
+    [
+        {"gpus": 0},
+        {"gpus": 1, "nodes": 2},
+        {"gpus": 1, "queue": "team-q", "priority_class": "high"},
+    ],
+)
+def test_manifests_name_each_document_as_parsing_it_would(resources: dict[str, Any]) -> None:
+    (run,) = sweep.expand(specmod.validate(base_spec(name="a-long-name-x", resources=resources)))
+    (item,) = rendermod.render([run], "ml")
+    found = submitmod.manifests(item)
+    assert len(found) == len(item.documents)
+    for manifest, (_template, text) in zip(found, item.documents, strict=True):
+        doc = yaml.safe_load(text)
+        assert manifest.kind is cluster.kind_of(doc)
+        assert manifest.name == doc["metadata"]["name"] == run.run_id
+        assert manifest.chart == doc["metadata"]["labels"]["helm.sh/chart"]
+        assert manifest.text == text
+
+
+def test_manifests_parse_a_document_the_header_pattern_does_not_fit() -> None:
+    (run,) = sweep.expand(specmod.validate(base_spec()))
+    (item,) = rendermod.render([run], "ml")
+    flow = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: odd, labels: {helm.sh/chart: c-1}}"
+    odd = rendermod.Rendered(item.run, item.values, (("configmap.yaml", flow),))
+    (manifest,) = submitmod.manifests(odd)
+    assert (manifest.kind, manifest.name, manifest.chart) == (cluster.CONFIG_MAP, "odd", "c-1")
