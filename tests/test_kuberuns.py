@@ -250,7 +250,11 @@ def test_status_watch_redraws_until_ctrl_c_and_exits_0(kube: FakeKube, write_spe
     _path, (run_id,) = submitted(write_spec, base_spec())
 
     def cluster_moves_then_user_presses_ctrl_c() -> None:
-        time.sleep(0.5)
+        # Ctrl-C only once both watch streams are open: a slow machine must not press it
+        # before the watch has begun.
+        deadline = time.monotonic() + 60
+        while len(kube.watchers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         set_job(kube, run_id, conditions=[condition("Complete")])
         time.sleep(1.0)
         os.kill(os.getpid(), signal.SIGINT)
