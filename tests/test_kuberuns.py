@@ -259,6 +259,7 @@ def test_status_watch_redraws_until_ctrl_c_and_exits_0(kube: FakeKube, write_spe
         time.sleep(1.0)
         os.kill(os.getpid(), signal.SIGINT)
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as in a terminal
     threading.Thread(target=cluster_moves_then_user_presses_ctrl_c, daemon=True).start()
     ran = kubetune("status", run_id, "--watch")
     assert ran.code == 0, ran.errors

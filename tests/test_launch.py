@@ -68,6 +68,8 @@ def test_supervisor_reports_the_trainers_exit_code() -> None:
     assert code == 2
     assert supervise([sys.executable, "-c", "raise SystemExit(0)"]) == 0
     assert supervise([sys.executable, "-c", "raise SystemExit(7)"]) == 7
+    # The supervisor hands the signals back: Ctrl-C in this process is KeyboardInterrupt again.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_supervisor_forwards_sigterm_and_waits_for_the_checkpoint(tmp_path: Path) -> None:

@@ -80,12 +80,15 @@ def supervise(argv: list[str]) -> int:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(child.pid, signum)
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, forward)
-    code = child.wait()
-    # accelerate may be gone while the trainer still writes its last checkpoint.
-    while _group_alive(child.pid):
-        time.sleep(0.2)
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code = child.wait()
+        # accelerate may be gone while the trainer still writes its last checkpoint.
+        while _group_alive(child.pid):
+            time.sleep(0.2)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     path = Path(exit_file)
     reported = path.read_text(encoding="utf-8").strip()
     path.unlink()
