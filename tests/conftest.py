@@ -86,3 +86,12 @@ def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     if "runs" not in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:
         client.create_bucket(Bucket="runs")
     return s3_endpoint
+
+
+@pytest.fixture(scope="module")
+def kube_server() -> Iterator[Any]:
+    """A fake Kubernetes API server over HTTP (tests/kubefake.py), one per test module."""
+    import kubefake
+
+    with kubefake.serve() as fake:
+        yield fake

@@ -106,16 +106,7 @@ def test_checkov_kubernetes_checks_pass(tmp_path: Path) -> None:
     rendered = render.render(sweep.expand(spec.validate(data)), namespace="ml-training")
     render.write_dir(rendered, tmp_path)
     (tmp_path / render.KUSTOMIZATION).unlink()  # checkov would render it with kustomize
-    checkov = str(Path(sys.executable).with_name("checkov"))
-    proc = subprocess.run(
-        [checkov, "-d", str(tmp_path), "--framework", "kubernetes", "--skip-download",
-         "-o", "json"],
-        capture_output=True, text=True, env={**os.environ, "BC_SKIP_MAPPING": "TRUE"},
-        timeout=300,
-    )  # fmt: skip
-    report = json.loads(proc.stdout)
-    report = report[0] if isinstance(report, list) else report
-    results = report["results"]
+    results = checkov(tmp_path)
     failed = {c["check_id"] for c in results["failed_checks"]}
     passed = {c["check_id"] for c in results["passed_checks"]}
     assert not failed & set(REQUIRED_CHECKS), {
@@ -253,16 +244,7 @@ def test_helm_lint_of_the_rbac_install_reports_no_errors() -> None:
 def test_checkov_rbac_checks_pass(tmp_path: Path) -> None:
     for kind, doc in render_rbac(SUBJECTS).items():
         (tmp_path / f"{kind.lower()}.yaml").write_text(yaml.safe_dump(doc))
-    checkov = str(Path(sys.executable).with_name("checkov"))
-    proc = subprocess.run(
-        [checkov, "-d", str(tmp_path), "--framework", "kubernetes", "--skip-download",
-         "-o", "json"],
-        capture_output=True, text=True, env={**os.environ, "BC_SKIP_MAPPING": "TRUE"},
-        timeout=300,
-    )  # fmt: skip
-    report = json.loads(proc.stdout)
-    report = report[0] if isinstance(report, list) else report
-    results = report["results"]
+    results = checkov(tmp_path)
     assert results["failed_checks"] == []
     passed = {c["check_id"] for c in results["passed_checks"]}
     # Wildcards, bind, escalate, impersonation, reading all Secrets, pods/exec.
@@ -274,3 +256,18 @@ def test_checkov_rbac_checks_pass(tmp_path: Path) -> None:
         "CKV2_K8S_5",
         "CKV2_K8S_2",
     } <= (passed)
+
+
+def checkov(folder: Path) -> dict[str, Any]:
+    """checkov's Kubernetes results for the manifests in ``folder`` (offline)."""
+    binary = str(Path(sys.executable).with_name("checkov"))
+    proc = subprocess.run(
+        [binary, "-d", str(folder), "--framework", "kubernetes", "--skip-download",
+         "-o", "json"],
+        capture_output=True, text=True, env={**os.environ, "BC_SKIP_MAPPING": "TRUE"},
+        timeout=300,
+    )  # fmt: skip
+    report = json.loads(proc.stdout)
+    report = report[0] if isinstance(report, list) else report
+    results: dict[str, Any] = report["results"]
+    return results

@@ -7,14 +7,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-import kubefake
 from kubefake import TOKEN, FakeKube, write_kubeconfig
 from kubetune import cluster, sweep
 from kubetune import kube_errors as ke
@@ -24,12 +22,6 @@ from kubetune.errors import ConfigError
 from kubetune.store import FileStore, RunLocation
 
 from conftest import ROOT, base_spec, free_port
-
-
-@pytest.fixture(scope="module")
-def kube_server() -> Iterator[FakeKube]:
-    with kubefake.serve() as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -9,13 +9,11 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import kubefake
 from kubefake import FakeKube, kubetune, table, write_kubeconfig
 from kubetune import cluster, kuberuns, sweep
 from kubetune import spec as specmod
@@ -24,12 +22,6 @@ from kubetune.store import RunLocation, open_store
 from conftest import base_spec, free_port
 
 NS = "ml"
-
-
-@pytest.fixture(scope="module")
-def kube_server() -> Iterator[FakeKube]:
-    with kubefake.serve() as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +22,6 @@ from kubetune import submit as submitmod
 from conftest import ROOT, base_spec
 
 APPLY_ORDER = ["networkpolicies", "configmaps", "services", "jobs"]
-
-
-@pytest.fixture(scope="module")
-def kube_server() -> Iterator[FakeKube]:
-    with kubefake.serve() as fake:
-        yield fake
 
 
 @pytest.fixture
