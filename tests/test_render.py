@@ -103,7 +103,8 @@ def test_single_gpu_job_shape() -> None:
     assert pod["terminationGracePeriodSeconds"] == 120
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env["KUBETUNE_STOP_GRACE_SECONDS"] == "110"
-    assert env["KUBETUNE_CHART"].startswith("kubetune-job-")
+    assert env["KUBETUNE_POD_TEMPLATE"].startswith("kubetune-job/")
+    assert "KUBETUNE_CHART" not in env  # the chart version stays off the pod template
     assert pod["automountServiceAccountToken"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] >= 10000
@@ -126,7 +127,16 @@ def test_single_gpu_job_shape() -> None:
     # The read-only root filesystem leaves exactly these writable.
     assert {"/scratch", "/tmp", "/dev/shm"} <= set(mounts)
     threads = next(e["value"] for e in container["env"] if e["name"] == "OMP_NUM_THREADS")
-    assert threads == container["resources"]["limits"]["cpu"] == "4"
+    assert threads == container["resources"]["limits"]["cpu"] == "4"  # 4 CPUs, 1 process
+    # /scratch (50Gi) + /tmp (1Gi) + 1Gi of logs, requested so the node has the disk.
+    sizes = {v["name"]: v["emptyDir"].get("sizeLimit") for v in pod["volumes"] if "emptyDir" in v}
+    assert (sizes["scratch"], sizes["tmp"]) == ("50Gi", "1Gi")
+    assert container["resources"]["requests"]["ephemeral-storage"] == "52Gi"
+    assert container["resources"]["limits"]["ephemeral-storage"] == "52Gi"
+    # Consolidation by cluster-autoscaler or Karpenter must not evict a training pod.
+    annotations = js["template"]["metadata"]["annotations"]
+    assert annotations["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "false"
+    assert annotations["karpenter.sh/do-not-disrupt"] == "true"
     for name in ("HOME", "HF_HOME", "WANDB_DIR", "TMPDIR"):
         value = next(e["value"] for e in container["env"] if e["name"] == name)
         assert value.startswith(("/scratch", "/tmp"))
@@ -223,10 +233,12 @@ def test_multi_node_host_names_fit_a_dns_label() -> None:
     assert len(f"{job['metadata']['name']}-63") <= 63
 
 
-def test_kueue_job_is_created_suspended_with_the_queue_label() -> None:
+def test_kueue_job_carries_the_queue_label_and_leaves_suspend_to_kueue() -> None:
     job = by_kind(documents(SCENARIOS["kueue"]), "Job")[0]
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-nlp"
-    assert job["spec"]["suspend"] is True
+    # Kueue's webhook suspends the Job at creation; a rendered suspend: true, re-applied,
+    # would suspend the admitted Job again and kill its pods.
+    assert "suspend" not in job["spec"]
     assert job["spec"]["template"]["spec"]["priorityClassName"] == "batch-low"
 
 
@@ -234,13 +246,14 @@ def test_scheduling_fields_reach_the_pod() -> None:
     data = base_spec(
         resources={
             "gpus": 2,
-            "gpu_type": "NVIDIA-H100-80GB-HBM3",
+            "gpu_type": "nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3",
             "node_selector": {"pool": "gpu"},
             "tolerations": [{"key": "dedicated", "value": "ml", "effect": "NoSchedule"}],
             "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
         }
     )
     pod = by_kind(documents(data), "Job")[0]["spec"]["template"]["spec"]
+    # The exact form: one node label, as given.
     assert pod["nodeSelector"] == {"pool": "gpu", "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
     assert {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"} in (
         pod["tolerations"]
@@ -289,7 +302,7 @@ def test_output_is_byte_identical_across_processes(tmp_path: Path) -> None:
 
 def test_write_dir_for_gitops(tmp_path: Path) -> None:
     out = tmp_path / "gitops"
-    rendered = render.render(runs_of(SCENARIOS["sweep-50"]))
+    rendered = render.render(runs_of(SCENARIOS["sweep-50"]), gitops=True)
     render.write_dir(rendered, out)
     manifests = sorted(p.name for p in out.glob("*.yaml") if p.name != render.KUSTOMIZATION)
     assert len(manifests) == 50
@@ -395,3 +408,155 @@ def test_kind_e2e_overrides_render_a_cpu_job_against_its_minio(tmp_path: Path) -
     bucket = overrides["storage.uri"].removeprefix("s3://").split("/")[0]
     for split in ("train", "eval", "test"):
         assert getattr(resolved.data, split).startswith(f"s3://{bucket}/"), split
+
+
+# --- issue 11: GitOps TTL, names, GPUs, threads, identity -------------------------------------
+
+
+def test_gitops_folders_leave_out_the_ttl_that_stdout_keeps(tmp_path: Path) -> None:
+    runs = runs_of(base_spec())
+    streamed = by_kind(documents(base_spec()), "Job")[0]
+    assert streamed["spec"]["ttlSecondsAfterFinished"] == 7 * 24 * 3600
+    # Argo CD self-heal and Flux IfNotPresent re-create a Job the TTL deleted, which trains
+    # again: a folder's Jobs stay until they leave the folder. Whatever rendered them.
+    for rendered in (render.render(runs, "ml"), render.render(runs, "ml", gitops=True)):
+        out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+        render.write_dir(rendered, out)
+        (manifest,) = [p for p in out.glob("*.yaml") if p.name != render.KUSTOMIZATION]
+        job = next(d for d in yaml.safe_load_all(manifest.read_text()) if d["kind"] == "Job")
+        assert "ttlSecondsAfterFinished" not in job["spec"]
+        kubernetes_validate.validate(job, KUBE_VERSION, strict=True)
+        values = yaml.safe_load((out / "values" / f"{runs[0].run_id}.values.yaml").read_text())
+        assert values["job"]["ttlSecondsAfterFinished"] is None
+        assert render.stream([render.Rendered(runs[0], values, render.render_values(values))]) == (
+            manifest.read_text()
+        )
+
+
+DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+@pytest.mark.parametrize("name", ["7b-summarizer", "bbc-topic", "0" * spec.MAX_NAME])
+def test_multi_node_service_is_a_dns_1035_name_for_any_spec_name(name: str) -> None:
+    data = base_spec(name=name, resources={"nodes": 64, "gpus": 8, "memory": "512Gi"})
+    docs = documents(data)
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+    (service,) = by_kind(docs, "Service")
+    job = by_kind(docs, "Job")[0]
+    service_name, job_name = service["metadata"]["name"], job["metadata"]["name"]
+    # Service names are DNS-1035 labels (the API server rejects a leading digit with 422);
+    # the pod's subdomain and hostnames (<job>-<index>) are DNS-1123 labels.
+    assert DNS_1035.match(service_name) and len(service_name) <= 63, service_name
+    pod = job["spec"]["template"]["spec"]
+    assert pod["subdomain"] == service_name
+    assert DNS_1123.match(f"{job_name}-63") and len(f"{job_name}-63") <= 63
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["KUBETUNE_MAIN_HOST"] == f"{job_name}-0.{service_name}"
+    if name[0].isalpha():
+        assert service_name == job_name  # unchanged for the names that always worked
+
+
+def required_terms(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    node_affinity = pod["affinity"]["nodeAffinity"]
+    terms: list[dict[str, Any]] = node_affinity["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    return terms
+
+
+def matches(labels: dict[str, str], term: dict[str, Any]) -> bool:
+    """Whether a node with ``labels`` satisfies one nodeSelectorTerm (operator In only)."""
+    return all(labels.get(e["key"]) in e["values"] for e in term["matchExpressions"])
+
+
+#: A node of each kind, as its labeller labels it.
+NODES = {
+    "gpu-operator": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
+    "gke": {"cloud.google.com/gke-accelerator": "nvidia-a100-80gb"},
+    "karpenter": {
+        "karpenter.k8s.aws/instance-gpu-name": "a100",
+        "karpenter.k8s.aws/instance-gpu-memory": "81920",
+    },
+    "eks-auto-mode": {
+        "eks.amazonaws.com/instance-gpu-name": "a100",
+        "eks.amazonaws.com/instance-gpu-memory": "81920",
+    },
+}
+
+
+def test_gpu_model_selects_its_nodes_on_every_kind_of_cluster() -> None:
+    data = base_spec(resources={"gpus": 8, "gpu_type": "a100-80gb", "memory": "512Gi"})
+    job = by_kind(documents(data), "Job")[0]
+    kubernetes_validate.validate(job, KUBE_VERSION, strict=True)
+    pod = job["spec"]["template"]["spec"]
+    assert "nodeSelector" not in pod  # a nodeSelector would AND the labels; terms are ORed
+    terms = required_terms(pod)
+    for kind, labels in NODES.items():
+        assert any(matches(labels, t) for t in terms), kind
+    # The 40GB A100 shares Karpenter's gpu name; its memory tells them apart.
+    smaller = {"karpenter.k8s.aws/instance-gpu-name": "a100",
+               "karpenter.k8s.aws/instance-gpu-memory": "40960"}  # fmt: skip
+    assert not any(matches(smaller, t) for t in terms)
+    assert not any(matches({"nvidia.com/gpu.product": "NVIDIA-L4"}, t) for t in terms)
+
+
+def test_gpu_model_terms_are_combined_with_the_specs_own_required_terms() -> None:
+    own = {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["training"]}]}
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [own]}}}  # fmt: skip
+    data = base_spec(resources={"gpu_type": "l4", "affinity": affinity})
+    pod = by_kind(documents(data), "Job")[0]["spec"]["template"]["spec"]
+    terms = required_terms(pod)
+    assert any(matches({"pool": "training", "cloud.google.com/gke-accelerator": "nvidia-l4"}, t)
+               for t in terms)  # fmt: skip
+    assert not any(matches({"cloud.google.com/gke-accelerator": "nvidia-l4"}, t) for t in terms)
+    assert not any(matches({"pool": "training"}, t) for t in terms)
+
+
+def test_an_unknown_gpu_model_is_one_line_naming_the_known_ones() -> None:
+    with pytest.raises(spec.SpecError) as info:
+        spec.validate(base_spec(resources={"gpu_type": "a101"}))
+    (issue,) = info.value.issues
+    assert issue.path == "resources.gpu_type"
+    assert "a100-80gb" in issue.message and "label=value" in issue.message
+    assert "\n" not in issue.message
+
+
+@pytest.mark.parametrize(
+    ("cpu", "gpus", "threads"), [("32", 4, 8), ("4", 1, 4), ("3", 4, 1), ("500m", 0, 1), ("8", 0, 8)]
+)
+def test_omp_threads_are_per_training_process(cpu: str, gpus: int, threads: int) -> None:
+    memory = {"memory": "64Gi"} if gpus else {"memory": "8Gi", "shm_size": "1Gi"}
+    data = base_spec(resources={"cpu": cpu, "gpus": gpus, **memory})
+    container = by_kind(documents(data), "Job")[0]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["OMP_NUM_THREADS"] == str(threads)
+    processes = int(flag(container["command"], "--num_processes"))
+    assert processes == max(gpus, 1)
+
+
+def test_service_account_and_image_pull_secrets_reach_the_pod() -> None:
+    data = base_spec(
+        resources={"service_account": "trainer-irsa", "image_pull_secrets": ["ghcr-pull"]},
+        storage={"uri": "s3://runs/kubetune"},  # credentials from the pod's identity
+    )
+    job = by_kind(documents(data), "Job")[0]
+    kubernetes_validate.validate(job, KUBE_VERSION, strict=True)
+    pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "trainer-irsa"
+    assert pod["imagePullSecrets"] == [{"name": "ghcr-pull"}]
+    # IRSA's webhook mounts its own projected token; the API token stays out.
+    assert pod["automountServiceAccountToken"] is False
+    env = {e["name"] for e in pod["containers"][0]["env"]}
+    assert "AWS_ACCESS_KEY_ID" not in env
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("service_account", "Trainer_SA"), ("image_pull_secrets", ["AKIAABCDEFGHIJKLMNOP"])],
+)
+def test_identity_names_are_checked(field: str, value: Any) -> None:
+    with pytest.raises(spec.SpecError, match=f"resources.{field}"):
+        spec.validate(base_spec(resources={field: value}))

@@ -144,7 +144,7 @@ def render(
     from kubetune import render as rendermod
 
     _job, runs = _load(spec, set_, only=run)
-    rendered = rendermod.render(runs, namespace)
+    rendered = rendermod.render(runs, namespace, gitops=out is not None)
     if out is None:
         sys.stdout.write(rendermod.stream(rendered))
         return

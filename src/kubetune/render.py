@@ -11,6 +11,7 @@ Output is byte-identical for the same input: no timestamps, a fixed document ord
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from kubetune import launch
+from kubetune import gpus, launch
 from kubetune import spec as specmod
 from kubetune.errors import ConfigError, RenderError
 from kubetune.sweep import ResolvedRun
@@ -84,14 +85,74 @@ def check_renderable(run: ResolvedRun) -> None:
         )
 
 
-def values_for(run: ResolvedRun, namespace: str | None = None) -> dict[str, Any]:
-    """The chart values of one run."""
+#: /tmp's emptyDir size limit.
+TMP_SIZE = "1Gi"
+#: Local disk beyond /scratch and /tmp that a pod writes: container logs (the root
+#: filesystem is read-only).
+DISK_MARGIN = "1Gi"
+
+
+def _quantity_sum(*quantities: str) -> str:
+    """Sum of Kubernetes quantities, rounded up to a whole Mi (or Gi when exact)."""
+    total = sum(specmod.quantity_value(q) for q in quantities)
+    mib = math.ceil(total / 2**20)
+    return f"{mib // 1024}Gi" if mib % 1024 == 0 else f"{mib}Mi"
+
+
+def _scheduling(res: specmod.ResourcesSpec) -> tuple[dict[str, str], dict[str, Any]]:
+    """nodeSelector and affinity: the spec's, with the GPU model's node terms added.
+
+    A known model adds a required node affinity with one term per labeller (ORed); the
+    spec's own required terms are each combined with each of them, so both must hold.
+    """
+    selector = dict(res.node_selector)
+    affinity = json.loads(json.dumps(res.affinity))  # a deep copy of plain data
+    if not res.gpu_type:
+        return selector, affinity
+    exact = gpus.exact_label(res.gpu_type)
+    if exact is not None:
+        selector[exact[0]] = exact[1]
+        return selector, affinity
+    model = gpus.lookup(res.gpu_type)
+    assert model is not None  # the spec validated it
+    gpu_terms = gpus.node_terms(model)
+    node_affinity = affinity.setdefault("nodeAffinity", {})
+    required = node_affinity.setdefault(
+        "requiredDuringSchedulingIgnoredDuringExecution", {"nodeSelectorTerms": []}
+    )
+    own = required.get("nodeSelectorTerms") or []
+    if own:
+        gpu_terms = [
+            {
+                **term,
+                "matchExpressions": [
+                    *(term.get("matchExpressions") or []),
+                    *gpu_term["matchExpressions"],
+                ],
+            }
+            for term in own
+            for gpu_term in gpu_terms
+        ]
+    required["nodeSelectorTerms"] = gpu_terms
+    return selector, affinity
+
+
+def values_for(
+    run: ResolvedRun, namespace: str | None = None, *, gitops: bool = False
+) -> dict[str, Any]:
+    """The chart values of one run.
+
+    ``gitops``: for a folder that Argo CD or Flux applies (``render --out``): the Job gets no
+    ttlSecondsAfterFinished, since either would re-create the Job the TTL deleted, and the
+    run would train again.
+    """
     check_renderable(run)
     spec = run.spec
     res = spec.resources
     storage = spec.storage
     assert storage is not None
     tolerations = [t.model_dump(exclude_none=True) for t in res.tolerations]
+    node_selector, affinity = _scheduling(res)
     return {
         "namespace": namespace or "",
         "run": {
@@ -101,32 +162,38 @@ def values_for(run: ResolvedRun, namespace: str | None = None) -> dict[str, Any]
             "specHash": run.spec_hash,
             "params": json.dumps(run.params, sort_keys=True, separators=(",", ":")),
         },
-        "spec": specmod.dump(spec),
+        # Only what differs from the defaults: a release that adds a defaulted field leaves
+        # this immutable ConfigMap as it was, and an older trainer image can still read it.
+        "spec": specmod.dump(spec, defaults=False),
         "image": {"reference": spec.image, "pullPolicy": "IfNotPresent"},
+        "imagePullSecrets": list(res.image_pull_secrets),
+        "serviceAccountName": res.service_account or "",
         "command": launch.accelerate_command(launch.SPEC_PATH, gpus=res.gpus, nodes=res.nodes),
         "nodes": res.nodes,
         "resources": {
             "gpus": res.gpus,
-            "gpuType": res.gpu_type or "",
             "cpu": str(res.cpu),
             # PyTorch sizes its thread pool from the node's cores, not the pod's CPU limit;
-            # more threads than the limit stall each other under CFS throttling.
-            "threads": max(1, int(specmod.quantity_value(str(res.cpu)))),
+            # more threads than the CPU stall each other under CFS throttling, and the pod
+            # runs one training process per GPU, each with its own pool.
+            "threads": threads_per_process(str(res.cpu), res.gpus),
             "memory": str(res.memory),
             "shmSize": str(res.shm_size),
             "scratchSize": str(res.scratch_size),
+            "tmpSize": TMP_SIZE,
+            "ephemeralStorage": _quantity_sum(str(res.scratch_size), TMP_SIZE, DISK_MARGIN),
         },
         "scheduling": {
-            "nodeSelector": dict(res.node_selector),
+            "nodeSelector": node_selector,
             "tolerations": tolerations,
-            "affinity": res.affinity,
+            "affinity": affinity,
             "priorityClassName": res.priority_class or "",
             "queue": res.queue or "",
         },
         "job": {
             "backoffLimit": res.backoff_limit,
             "activeDeadlineSeconds": res.active_deadline_seconds,
-            "ttlSecondsAfterFinished": res.ttl_seconds_after_finished,
+            "ttlSecondsAfterFinished": None if gitops else res.ttl_seconds_after_finished,
             "terminationGracePeriodSeconds": res.termination_grace_seconds,
         },
         "storage": {
@@ -137,6 +204,11 @@ def values_for(run: ResolvedRun, namespace: str | None = None) -> dict[str, Any]
         },
         "wandb": {"secret": spec.tracking.wandb.secret or ""},
     }
+
+
+def threads_per_process(cpu: str, gpus: int) -> int:
+    """OMP_NUM_THREADS: the pod's CPU over its max(gpus, 1) processes, at least 1."""
+    return max(1, int(specmod.quantity_value(cpu) // max(gpus, 1)))
 
 
 @dataclass(frozen=True)
@@ -185,11 +257,16 @@ def render_values(values: dict[str, Any], chart: Path | None = None) -> tuple[tu
 
 
 def render(
-    runs: Iterable[ResolvedRun], namespace: str | None = None, chart: Path | None = None
+    runs: Iterable[ResolvedRun],
+    namespace: str | None = None,
+    chart: Path | None = None,
+    *,
+    gitops: bool = False,
 ) -> list[Rendered]:
-    """Render every run; all are checked before any is rendered."""
+    """Render every run; all are checked before any is rendered. ``gitops``: for a folder
+    (:func:`values_for`)."""
     runs = list(runs)
-    values = [values_for(run, namespace) for run in runs]
+    values = [values_for(run, namespace, gitops=gitops) for run in runs]
     return [Rendered(run, v, render_values(v, chart)) for run, v in zip(runs, values, strict=True)]
 
 
@@ -204,14 +281,16 @@ def write_dir(rendered: Sequence[Rendered], out: Path) -> list[Path]:
     The kustomization lists exactly the runs rendered now, so Argo CD and Flux apply these
     and nothing else (the values files are not Kubernetes objects). Run files that an earlier
     render of this folder listed and this one does not are removed, so a GitOps commit of the
-    folder drops stale runs. Files kubetune did not write are never touched.
+    folder drops stale runs. Files kubetune did not write are never touched. Jobs here carry
+    no ttlSecondsAfterFinished (:func:`for_gitops`): a finished run stays until it leaves
+    the folder.
     """
     out.mkdir(parents=True, exist_ok=True)
     (out / "values").mkdir(exist_ok=True)
     previous = _listed_runs(out)
     written: list[Path] = []
     names: list[str] = []
-    for item in rendered:
+    for item in map(for_gitops, rendered):
         rid = item.run.run_id
         manifest = out / f"{rid}.yaml"
         values = out / "values" / f"{rid}.values.yaml"
@@ -231,6 +310,17 @@ def write_dir(rendered: Sequence[Rendered], out: Path) -> list[Path]:
     _write(path, _MARK + yaml.dump(kustomization, Dumper=_Dumper, sort_keys=False))
     written.append(path)
     return written
+
+
+def for_gitops(item: Rendered) -> Rendered:
+    """``item`` as a GitOps folder holds it: without ttlSecondsAfterFinished, which Argo CD
+    self-heal and Flux would answer by re-creating the Job, so the run would train again
+    (and fail again) every TTL. Re-rendered only if it has one (``render(gitops=True)``
+    already leaves it out)."""
+    if item.values["job"].get("ttlSecondsAfterFinished") is None:
+        return item
+    values = {**item.values, "job": {**item.values["job"], "ttlSecondsAfterFinished": None}}
+    return Rendered(item.run, values, render_values(values))
 
 
 def _listed_runs(out: Path) -> set[str]:

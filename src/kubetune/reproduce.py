@@ -178,19 +178,43 @@ def _pinned_image(recorded: Recorded, override: str | None) -> tuple[str, list[s
 
 
 def current_chart() -> str:
-    """``<name>-<version>`` of the chart render uses now (as run.json's render.chart)."""
+    """``<name>-<version>`` of the chart render uses now (as run.json's render.chart, which
+    runs recorded before pod template revisions)."""
+    return f"{_chart_yaml()['name']}-{_chart_yaml()['version']}"
+
+
+def current_pod_template() -> str:
+    """``<name>/<revision>`` of the pod template render uses now (run.json's
+    render.pod_template)."""
+    chart = _chart_yaml()
+    return f"{chart['name']}/{(chart.get('annotations') or {}).get(POD_TEMPLATE_ANNOTATION)}"
+
+
+#: Chart.yaml annotation holding the pod template revision.
+POD_TEMPLATE_ANNOTATION = "kubetune.io/pod-template"
+
+
+def _chart_yaml() -> dict[str, Any]:
     import yaml
 
-    chart = yaml.safe_load((rendermod.chart_dir() / "Chart.yaml").read_text(encoding="utf-8"))
-    return f"{chart['name']}-{chart['version']}"
+    data: dict[str, Any] = yaml.safe_load(
+        (rendermod.chart_dir() / "Chart.yaml").read_text(encoding="utf-8")
+    )
+    return data
 
 
 def _chart_warnings(recorded: Recorded) -> list[str]:
-    recorded_chart = recorded.render_info.get("chart")
-    now = current_chart()
-    if recorded_chart and recorded_chart != now:
+    info = recorded.render_info
+    if info.get("pod_template"):
+        recorded_template, now = info["pod_template"], current_pod_template()
+        what = "pod template"
+    else:
+        # Records written before the revision: compare chart versions, as they recorded.
+        recorded_template, now = info.get("chart"), current_chart()
+        what = "chart"
+    if recorded_template and recorded_template != now:
         return [
-            f"the run was rendered with chart {recorded_chart}; this is {now}, so the "
+            f"the run was rendered with {what} {recorded_template}; this is {now}, so the "
             "manifests may differ from the original"
         ]
     return []

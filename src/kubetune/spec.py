@@ -87,6 +87,25 @@ def _subdomain(value: str) -> str:
     return value
 
 
+def _gpu_type(value: str) -> str:
+    from kubetune import gpus
+
+    exact = gpus.exact_label(value)
+    if exact is not None:
+        key, val = exact
+        if not _LABEL_KEY.match(key) or not val or not _LABEL_VALUE.match(val):
+            raise ValueError(
+                f"{value!r} is not label=value with a valid node label key and value"
+            )
+        return value
+    if gpus.lookup(value) is None:
+        raise ValueError(
+            f"unknown GPU model {value!r}; use one of {gpus.known()}, or give the node "
+            "label exactly as label=value (e.g. nvidia.com/gpu.product=NVIDIA-L4)"
+        )
+    return value
+
+
 def _not_bool(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a Kubernetes quantity: write e.g. '4', '500m', '32Gi'")
@@ -460,10 +479,13 @@ class ResourcesSpec(_Model):
     """What each pod asks of the cluster, and where it may run."""
 
     gpus: int = Field(1, ge=0, le=16, description="GPUs per node (nvidia.com/gpu).")
-    gpu_type: str | None = Field(
+    gpu_type: Annotated[str, AfterValidator(_gpu_type)] | None = Field(
         None,
-        description="GPU model to require, matched against the node label "
-        "nvidia.com/gpu.product (e.g. NVIDIA-A100-SXM4-80GB).",
+        description="GPU model to require: a known model (t4, v100, a10g, l4, l40s, a100-40gb, "
+        "a100-80gb, h100-80gb, h200), matched by whichever node label the cluster sets "
+        "(nvidia.com/gpu.product from NVIDIA's GPU feature discovery, GKE's "
+        "cloud.google.com/gke-accelerator, Karpenter's or EKS Auto Mode's instance-gpu-name); "
+        "or an exact node label as label=value (e.g. nvidia.com/gpu.product=NVIDIA-L4).",
     )
     nodes: int = Field(
         1, ge=1, le=64, description="Nodes; > 1 makes an Indexed Job with one pod per node."
@@ -485,17 +507,40 @@ class ResourcesSpec(_Model):
     priority_class: KubeName | None = Field(None, description="PriorityClass of the pods.")
     queue: KubeName | None = Field(
         None,
-        description="Kueue LocalQueue to submit to; the Job is created suspended and Kueue "
-        "admits it when quota allows.",
+        description="Kueue LocalQueue to submit to (the Job's kueue.x-k8s.io/queue-name label). "
+        "Kueue's admission webhook suspends the Job when it is created and unsuspends it when "
+        "quota allows; the manifest itself never sets suspend.",
+    )
+    service_account: KubeName | None = Field(
+        None,
+        description="ServiceAccount of the pods, for cloud identity instead of a storage Secret "
+        "(EKS IRSA or Pod Identity, GKE Workload Identity, Azure Workload Identity): their "
+        "webhooks or metadata servers hand the pod its own credentials. The Kubernetes API "
+        "token stays unmounted; the trainer never calls the API.",
+    )
+    image_pull_secrets: list[SecretName] = Field(
+        default_factory=list,
+        description="Names of Secrets (kubernetes.io/dockerconfigjson) with credentials for "
+        "the registry of image.",
     )
     active_deadline_seconds: int = Field(
         3 * 24 * 3600, ge=60, description="Kill the Job after this many seconds."
     )
     backoff_limit: int = Field(
-        3, ge=0, le=100, description="Retries for failures (preemptions do not count)."
+        3,
+        ge=0,
+        le=100,
+        description="Retries for failures. Not counted: pods with a DisruptionTarget "
+        "condition (scheduler preemption, drains, evictions) and trainers that stopped on "
+        "SIGTERM with a stored checkpoint (exit 130), which is how a Kueue preemption or any "
+        "suspend ends. A pod killed before it could stop that way counts.",
     )
     ttl_seconds_after_finished: int = Field(
-        7 * 24 * 3600, ge=0, description="Delete the finished Job after this many seconds."
+        7 * 24 * 3600,
+        ge=0,
+        description="Delete the finished Job after this many seconds. Left out of "
+        "`kubetune render --out` folders: GitOps would re-create the deleted Job and train "
+        "again; there, a finished run goes when it leaves the folder.",
     )
     termination_grace_seconds: int = Field(
         120,
@@ -1025,23 +1070,43 @@ def load(path: str | Path) -> JobSpec:
     return validate(data, str(path), lines)
 
 
-def dump(spec: JobSpec) -> str:
-    """The spec as YAML in field order, defaults included, for humans and the trainer.
+def dump(spec: JobSpec, *, defaults: bool = True) -> str:
+    """The spec as YAML in field order, for humans and the trainer.
 
+    ``defaults=False`` writes only what differs from the defaults (:func:`explicit`): what
+    a cluster manifest carries, so that a kubetune release adding a defaulted field changes
+    neither an immutable ConfigMap nor what an older trainer image can read.
     A resolved run has no sweep, so its block is left out rather than written as null.
     libyaml's dumper when available: it is ~10× faster, which large sweeps notice.
     """
     import yaml
 
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-    data = spec.model_dump(mode="json", exclude={"sweep"} if spec.sweep is None else None)
+    if defaults:
+        data = spec.model_dump(mode="json", exclude={"sweep"} if spec.sweep is None else None)
+    else:
+        data = explicit(spec)
     text: str = yaml.dump(data, Dumper=dumper, sort_keys=False, allow_unicode=True)
     return text
 
 
+def explicit(spec: JobSpec) -> dict[str, Any]:
+    """The spec as plain data, without any field whose value equals its default.
+
+    Nested sections are compared field by field (a section left at its defaults vanishes;
+    ``lora: {}`` stays, since its default is None), and a value written out that equals the
+    default counts as not written. So a release that adds a field with a default leaves
+    this, and the run ids hashed from it, unchanged. Changing an existing default does not
+    re-key runs either: that is a behaviour change, and it belongs in the release notes.
+    """
+    data: dict[str, Any] = spec.model_dump(mode="json", exclude_defaults=True)
+    return data
+
+
 def canonical_json(spec: JobSpec) -> str:
-    """A byte-stable serialisation: the input of spec hashes and run ids."""
-    return json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """A byte-stable serialisation of what the spec sets (:func:`explicit`): the input of
+    spec hashes and run ids."""
+    return json.dumps(explicit(spec), sort_keys=True, separators=(",", ":"))
 
 
 def json_schema() -> dict[str, Any]:

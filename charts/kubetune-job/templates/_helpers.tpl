@@ -15,12 +15,12 @@ app.kubernetes.io/instance: {{ include "kubetune.fullname" . }}
 {{- end -}}
 
 {{/*
-All labels of every object.
+Labels of the pods: nothing that changes with the chart's or kubetune's version, because a
+Job's pod template is immutable. A release that relabelled the pods of existing Jobs would
+make every GitOps sync of them fail.
 */}}
-{{- define "kubetune.labels" -}}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- define "kubetune.podLabels" -}}
 {{ include "kubetune.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/component: trainer
 app.kubernetes.io/part-of: kubetune
 app.kubernetes.io/managed-by: kubetune
@@ -29,6 +29,38 @@ kubetune.io/sweep: {{ .Values.run.sweep | trunc 63 | trimSuffix "-" | quote }}
 {{- with .Values.run.task }}
 kubetune.io/task: {{ . | quote }}
 {{- end }}
+{{- end -}}
+
+{{/*
+All labels of every object's own metadata (mutable): the pod labels plus the versions.
+*/}}
+{{- define "kubetune.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{ include "kubetune.podLabels" . }}
+{{- end -}}
+
+{{/*
+Name of the multi-node headless Service, which is also the pods' subdomain. A Service name
+is a DNS-1035 label (it starts with a letter); a run id may start with a digit, so such a
+name gets the prefix "kt-". Pod hostnames (<job>-<index>) stay DNS-1123 labels.
+*/}}
+{{- define "kubetune.serviceName" -}}
+{{- $name := include "kubetune.fullname" . -}}
+{{- if regexMatch "^[a-z]" $name -}}
+{{- $name -}}
+{{- else -}}
+{{- printf "kt-%s" $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Revision of the pod template this chart renders, from Chart.yaml's kubetune.io/pod-template
+annotation: the pods record it in run.json (render.pod_template), and `kubetune reproduce`
+compares it with the chart it renders with. The chart's own version stays off the pods.
+*/}}
+{{- define "kubetune.podTemplate" -}}
+{{- printf "%s/%s" .Chart.Name (index .Chart.Annotations "kubetune.io/pod-template") -}}
 {{- end -}}
 
 {{/*
@@ -52,9 +84,6 @@ Refuse values that cannot make a working Job.
 {{- if not .Values.command }}{{ fail "command is required: the accelerate launch line" }}{{ end -}}
 {{- if and (gt (int .Values.nodes) 1) (lt (int .Values.resources.gpus) 1) }}
 {{- fail "nodes > 1 needs resources.gpus >= 1" }}
-{{- end -}}
-{{- if and .Values.resources.gpuType (lt (int .Values.resources.gpus) 1) }}
-{{- fail "resources.gpuType needs resources.gpus >= 1" }}
 {{- end -}}
 {{- end -}}
 

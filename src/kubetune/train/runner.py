@@ -295,7 +295,9 @@ def _pinned(
         "packages": record.package_versions(),
         "image": os.environ.get("KUBETUNE_IMAGE"),
         "render": {
-            "chart": os.environ.get("KUBETUNE_CHART"),
+            # The chart's pod template revision (kubetune-job/<n>), not its version: the
+            # version must stay off the pod template, which a Job never lets change.
+            "pod_template": os.environ.get("KUBETUNE_POD_TEMPLATE"),
             "namespace": os.environ.get("KUBETUNE_RENDER_NAMESPACE"),
         },
         "git": record.git_state(Path.cwd()),
