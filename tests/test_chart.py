@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -271,3 +272,53 @@ def checkov(folder: Path) -> dict[str, Any]:
     report = report[0] if isinstance(report, list) else report
     results: dict[str, Any] = report["results"]
     return results
+
+
+# --- what an upgrade may change on live Jobs --------------------------------------------------
+
+
+def _job(rendered: render.Rendered) -> dict[str, Any]:
+    return next(yaml.safe_load(doc) for name, doc in rendered.documents if name == "job.yaml")
+
+
+def test_a_chart_version_bump_leaves_the_pod_template_identical(tmp_path: Path) -> None:
+    bumped = tmp_path / "kubetune-job"
+    shutil.copytree(CHART, bumped)
+    meta = yaml.safe_load((bumped / "Chart.yaml").read_text())
+    meta["version"], meta["appVersion"] = "9.9.9", "9.9.9"
+    (bumped / "Chart.yaml").write_text(yaml.safe_dump(meta))
+    data = base_spec(resources={"nodes": 2, "gpus": 4, "memory": "64Gi", "queue": "q"})
+    runs = sweep.expand(spec.validate(data))
+    old, new = (_job(render.render(runs, "ml", chart=c)[0]) for c in (CHART, bumped))
+    # A Job's pod template is immutable: Argo CD's sync of a changed one fails.
+    assert new["spec"]["template"] == old["spec"]["template"]
+    assert new["spec"] == old["spec"]
+    # The version lives on the Job's own (mutable) metadata.
+    assert new["metadata"]["labels"]["helm.sh/chart"] == "kubetune-job-9.9.9"
+    assert old["metadata"]["labels"]["helm.sh/chart"] != "kubetune-job-9.9.9"
+
+
+#: sha256 of the pod template of POD_TEMPLATE_SPEC per kubetune.io/pod-template revision.
+#: A change to the pods of an unchanged spec must bump the revision in Chart.yaml (run.json
+#: records it; `kubetune reproduce` warns when a run's revision differs) and add its digest.
+POD_TEMPLATE_DIGESTS = {
+    "1": "5779db86957ce3f3a8e5eb01e27320536020808218f285f22946199d74cc7161",
+}
+POD_TEMPLATE_SPEC = base_spec(resources={"nodes": 2, "gpus": 4, "memory": "64Gi"})
+
+
+def test_the_pod_template_revision_names_the_pod_template() -> None:
+    revision = yaml.safe_load((CHART / "Chart.yaml").read_text())["annotations"][
+        "kubetune.io/pod-template"
+    ]
+    job = _job(render.render(sweep.expand(spec.validate(POD_TEMPLATE_SPEC)), "ml")[0])
+    template = json.dumps(job["spec"]["template"], sort_keys=True)
+    digest = hashlib.sha256(template.encode()).hexdigest()
+    assert POD_TEMPLATE_DIGESTS.get(revision) == digest, (
+        f"the pod template changed (sha256 {digest}): bump kubetune.io/pod-template in "
+        f"charts/kubetune-job/Chart.yaml and add its digest to POD_TEMPLATE_DIGESTS"
+    )
+    env = {
+        e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["KUBETUNE_POD_TEMPLATE"] == f"kubetune-job/{revision}"

@@ -32,9 +32,9 @@ EXPECTED_KINDS = {
         ("kustomize.toolkit.fluxcd.io/v1", "Kustomization"),
     ],
     "kueue/team-nlp.yaml": [
-        ("kueue.x-k8s.io/v1beta1", "ResourceFlavor"),
-        ("kueue.x-k8s.io/v1beta1", "ClusterQueue"),
-        ("kueue.x-k8s.io/v1beta1", "LocalQueue"),
+        ("kueue.x-k8s.io/v1beta2", "ResourceFlavor"),
+        ("kueue.x-k8s.io/v1beta2", "ClusterQueue"),
+        ("kueue.x-k8s.io/v1beta2", "LocalQueue"),
         ("scheduling.k8s.io/v1", "PriorityClass"),
     ],
 }
@@ -197,8 +197,17 @@ def test_kueue_example_serves_the_queued_job() -> None:
     assert local_queue["spec"]["clusterQueue"] == cluster_queue["metadata"]["name"]
     pod = job["spec"]["template"]["spec"]
     assert pod["priorityClassName"] == priority["metadata"]["name"]
-    # The flavor's node labels are the ones the chart requires, so quota and pods agree.
-    assert flavor["spec"]["nodeLabels"].items() <= pod["nodeSelector"].items()
+    # A node with the flavor's labels (Kueue adds them to the pods' nodeSelector at
+    # admission) satisfies one of the GPU terms the chart requires, so quota and pods agree.
+    labels = flavor["spec"]["nodeLabels"]
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert any(
+        all(labels.get(e["key"]) in e["values"] for e in term["matchExpressions"]) for term in terms
+    )
+    # Kueue's webhook suspends the Job; the manifest must not (a re-apply would re-suspend it).
+    assert "suspend" not in job["spec"]
     (group,) = cluster_queue["spec"]["resourceGroups"]
     requested = set(pod["containers"][0]["resources"]["requests"])
     assert requested <= set(group["coveredResources"])

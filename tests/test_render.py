@@ -525,7 +525,8 @@ def test_an_unknown_gpu_model_is_one_line_naming_the_known_ones() -> None:
 
 
 @pytest.mark.parametrize(
-    ("cpu", "gpus", "threads"), [("32", 4, 8), ("4", 1, 4), ("3", 4, 1), ("500m", 0, 1), ("8", 0, 8)]
+    ("cpu", "gpus", "threads"),
+    [("32", 4, 8), ("4", 1, 4), ("3", 4, 1), ("500m", 0, 1), ("8", 0, 8)],
 )
 def test_omp_threads_are_per_training_process(cpu: str, gpus: int, threads: int) -> None:
     memory = {"memory": "64Gi"} if gpus else {"memory": "8Gi", "shm_size": "1Gi"}

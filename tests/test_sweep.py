@@ -13,9 +13,12 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import Field
 
 from kubetune import spec, sweep
 from kubetune.errors import SpecError
+
+from conftest import base_spec
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -530,3 +533,52 @@ def test_expansion_does_not_touch_the_input_spec() -> None:
     sweep.expand(loaded)
     assert loaded.model_dump() == before
     assert loaded.lora is None and loaded.train.seed == 42
+
+
+# --- run ids across kubetune releases ---------------------------------------------------------
+
+
+class _NewerTrain(spec.TrainSpec):
+    """TrainSpec as a later release might have it: one more field, with a default."""
+
+    ema_decay: float | None = None
+
+
+class _NewerJobSpec(spec.JobSpec):
+    """JobSpec with a new defaulted top-level section and a new nested field."""
+
+    train: _NewerTrain = Field(default_factory=_NewerTrain)
+    profiling: bool = False
+
+
+def test_a_release_adding_defaulted_fields_keeps_run_ids_and_manifests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kubetune import render
+
+    data = base_spec(
+        train={"learning_rate": 3e-5, "epochs": 3.0},  # epochs written out at its default
+        lora={},  # a section at its defaults is not the same as no section
+        sweep={"parameters": {"train.seed": {"values": [1, 2]}}},
+    )
+    before = sweep.expand(spec.validate(data))
+    manifests = [r.documents for r in render.render(before, "ml")]
+    monkeypatch.setattr(spec, "JobSpec", _NewerJobSpec)
+    after = sweep.expand(spec.validate(data))
+    assert isinstance(after[0].spec, _NewerJobSpec)
+    assert [r.run_id for r in after] == [r.run_id for r in before]
+    assert [r.spec_hash for r in after] == [r.spec_hash for r in before]
+    # Nor do the objects change: the ConfigMap (immutable) holds only what the spec sets.
+    assert [r.documents for r in render.render(after, "ml")] == manifests
+    # What the spec sets still counts: the new fields, set, are a new run.
+    data["train"]["ema_decay"] = 0.999
+    assert sweep.expand(spec.validate(data))[0].run_id != before[0].run_id
+
+
+def test_run_ids_hash_only_what_differs_from_the_defaults() -> None:
+    plain = sweep.expand(spec.validate(base_spec()))[0]
+    spelled = base_spec(train={"epochs": 3, "learning_rate": 5e-5}, generation={"num_beams": 1})
+    assert sweep.expand(spec.validate(spelled))[0].run_id == plain.run_id
+    with_lora = sweep.expand(spec.validate(base_spec(lora={})))[0]
+    assert with_lora.run_id != plain.run_id
+    assert "train" not in json.loads(spec.canonical_json(plain.spec))

@@ -17,6 +17,7 @@ Standard node pools" (gke-accelerator values); Karpenter "Scheduling" well-known
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 GFD = "nvidia.com/gpu.product"
 GKE = "cloud.google.com/gke-accelerator"
@@ -96,13 +97,17 @@ def exact_label(gpu_type: str) -> tuple[str, str] | None:
     return key, value
 
 
-def _expr(key: str, *values: str) -> dict[str, object]:
+Expression = dict[str, Any]
+Term = dict[str, list[Expression]]
+
+
+def _expr(key: str, *values: str) -> Expression:
     return {"key": key, "operator": "In", "values": list(values)}
 
 
-def node_terms(model: Model) -> list[dict[str, object]]:
+def node_terms(model: Model) -> list[Term]:
     """One nodeSelectorTerm per labeller that names ``model``; any one may match."""
-    terms: list[dict[str, object]] = [{"matchExpressions": [_expr(GFD, *model.products)]}]
+    terms: list[Term] = [{"matchExpressions": [_expr(GFD, *model.products)]}]
     if model.gke:
         terms.append({"matchExpressions": [_expr(GKE, model.gke)]})
     if model.aws:

@@ -94,9 +94,7 @@ def _gpu_type(value: str) -> str:
     if exact is not None:
         key, val = exact
         if not _LABEL_KEY.match(key) or not val or not _LABEL_VALUE.match(val):
-            raise ValueError(
-                f"{value!r} is not label=value with a valid node label key and value"
-            )
+            raise ValueError(f"{value!r} is not label=value with a valid node label key and value")
         return value
     if gpus.lookup(value) is None:
         raise ValueError(
