@@ -389,7 +389,8 @@ def _identity(run: RunDetail, now: datetime) -> Table:
 
 
 def _chart(render: dict[str, Any]) -> str:
-    chart = render.get("chart")
+    # pod_template (kubetune-job/<revision>) since the chart version left the pods.
+    chart = render.get("pod_template") or render.get("chart")
     if not chart:
         return DASH
     namespace = render.get("namespace")
