@@ -12,11 +12,13 @@ The sweep is rendered once, timed on its own, and both arms send those same mani
 into a namespace of its own:
 
 - kubetune: ``kubetune.submit.submit``, 16 runs in flight; per run a GET of its Job (the
-  idempotency check) and one server-side apply PATCH per object, in install order;
+  idempotency check), one server-side apply PATCH per object in install order, then one per
+  dependent again with its ownerReference to the Job (so it goes when the Job goes);
 - sequential: the obvious alternative, a plain loop of one POST per object, one at a time,
   through the same client and connection pool (no idempotency check).
 
-Then kubetune's submit again, with every run already there: GETs only, nothing changes.
+Then kubetune's submit again, with every run already there: GETs only (the Job, and its
+ConfigMap to see that it is adopted), nothing changes.
 Prints wall times and the ratio sequential / kubetune (target ≥ 5×).
 """
 
