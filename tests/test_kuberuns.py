@@ -138,6 +138,28 @@ def test_status_of_a_spec_shows_phase_pods_restarts_node_and_stored_metric(
     assert rows[running][6] == rows[failed][6] == "—", "no record yet"
 
 
+def test_status_says_which_run_cannot_start_why_and_what_to_do(
+    kube: FakeKube, write_spec: Any
+) -> None:
+    path, (stuck, fine) = submitted(write_spec, seeds(2))
+    set_job(kube, stuck, active=1)
+    missing = {
+        "waiting": {
+            "reason": "CreateContainerConfigError",
+            "message": 'secret "kubetune-s3" not found',
+        }
+    }
+    add_pod(kube, stuck, "stuck-1", state=missing, phase="Pending")
+    set_job(kube, fine, active=1, ready=1)
+    add_pod(kube, fine, "fine-1", state=RUNNING)
+    ran = kubetune("status", str(path))
+    assert ran.code == 0, ran.errors
+    assert table(ran.stdout)[stuck][2] == "CreateContainerConfigError"
+    (line,) = [line for line in ran.stdout.splitlines() if line.startswith("stuck:")]
+    assert line.startswith(f"stuck: run {stuck}: secret kubetune-s3 not found in ml for ")
+    assert line.endswith(': create it (README "Secrets for S3 and W&B")')
+
+
 def test_status_shows_a_dash_when_the_store_cannot_be_reached(
     kube: FakeKube, write_spec: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

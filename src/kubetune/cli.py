@@ -616,8 +616,14 @@ def status(
     title = f"{found.title} in {ns}"
 
     def table(jobs: list[dict[str, Any]], pods: list[dict[str, Any]]) -> Any:
+        from rich.console import Group
+        from rich.markup import escape
+
         rows = jobstatus.rows(jobs, pods, found.expected, metrics.read(jobs))
-        return jobstatus.status_table(title, rows)
+        problems = [
+            f"[bold yellow]stuck:[/] {escape(line)}" for line in jobstatus.problem_lines(rows)
+        ]
+        return Group(jobstatus.status_table(title, rows), *problems)
 
     if watch:
         _watch(target, ns, found.selector, table)
