@@ -397,3 +397,23 @@ def test_a_resubmit_finishes_a_submit_cut_off_before_the_ownerreferences(
     # kubectl delete job (Background): the garbage collector deletes the dependents too.
     assert target.delete(cluster.JOB, "ml", run.run_id, "Background")
     assert kube.objects == {}
+
+
+def test_objects_left_by_a_deleted_job_are_taken_over_by_the_new_one(
+    kube: FakeKube, write_spec: Any
+) -> None:
+    """The Job is gone but the garbage collector has not yet taken its ConfigMap (it runs
+    asynchronously): the ConfigMap must not keep the old Job's reference, or the collector
+    would delete it under the new Job's pod."""
+    path = write_spec(base_spec())
+    (run,) = runs_of(path)
+    assert kubetune("submit", str(path), "-n", "ml").code == 0
+    old = kube.get("jobs", "ml", run.run_id)["metadata"]["uid"]  # type: ignore[index]
+    kube.remove("jobs", "ml", run.run_id)  # deleted; its dependents not collected yet
+    stale = kube.get("configmaps", "ml", run.run_id)
+    assert stale is not None and stale["metadata"]["ownerReferences"][0]["uid"] == old
+    assert kubetune("submit", str(path), "-n", "ml").code == 0
+    new = kube.get("jobs", "ml", run.run_id)["metadata"]["uid"]  # type: ignore[index]
+    for plural in ("networkpolicies", "configmaps"):
+        refs = kube.get(plural, "ml", run.run_id)["metadata"]["ownerReferences"]  # type: ignore[index]
+        assert [r["uid"] for r in refs] == [new] != [old]

@@ -299,6 +299,9 @@ def submit(
         )
     differences = submitmod.pod_differences(ours, existing)
     phase = job_phase(existing)
+    if not differences:
+        # A reproduce cut off after the Job was created left its dependents unowned.
+        submitmod.adopt(target, ns, docs, existing, check=True)
     if not differences and phase.name == "Succeeded":
         return Submitted(
             FINISHED,
