@@ -5,7 +5,8 @@ It serves what kubetune asks of a cluster, answering as the real API server does
 - namespaced objects at their REST paths: GET, list with label and ``metadata.name`` field
   selectors and paging, watch streams (chunked JSON lines from a resourceVersion; ERROR 410
   for a version older than ``expired_below``), server-side apply (PATCH
-  ``application/apply-patch+yaml``, with ``dryRun=All``), POST create (409 AlreadyExists),
+  ``application/apply-patch+yaml``, with ``dryRun=All``), JSON merge patch (PATCH
+  ``application/merge-patch+json``; 404 for a missing object), POST create (409 AlreadyExists),
   DELETE (``propagationPolicy`` from the DeleteOptions body);
 - server-side apply's field ownership (see :mod:`ssa` below): each field manager owns the
   fields it applied (``managedFields``); applying a different value to a field another
@@ -157,7 +158,7 @@ def set_path(obj: dict[str, Any], path: Path_, value: Any) -> None:
         if not isinstance(child, dict):
             child = obj[key] = {}
         obj = child
-    obj[path[-1]] = json.loads(json.dumps(value))
+    obj[path[-1]] = value  # fresh from the request's parser: never shared
 
 
 def drop_path(obj: dict[str, Any], path: Path_) -> None:
@@ -172,6 +173,27 @@ def drop_path(obj: dict[str, Any], path: Path_) -> None:
     for depth in range(len(parents) - 1, 0, -1):
         if not parents[depth]:
             parents[depth - 1].pop(path[depth - 1], None)
+
+
+def merge(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: maps merge, ``null`` deletes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    out = target if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge(out.get(key), value)
+    return out
+
+
+UPDATE = "\tUpdate"
+
+
+def manager_of(entry: str) -> str:
+    """The field manager of an ownership entry (its applies, or its updates)."""
+    return entry.removesuffix(UPDATE)
 
 
 def dotted(path: Path_) -> str:
@@ -312,7 +334,9 @@ class FakeKube:
     kueue: bool = True
     #: The kueue.x-k8s.io versions served, the preferred one first.
     kueue_versions: list[str] = field(default_factory=lambda: list(KUEUE_VERSIONS))
-    #: (plural, namespace, name) → manager → the field paths it owns (``ssa``).
+    #: (plural, namespace, name) → manager → the field paths it owns (``ssa``). As in
+    #: ``managedFields``, a manager's applies and its updates are separate entries: the
+    #: updates as ``"<manager>\tUpdate"``.
     owners: dict[tuple[str, str, str], dict[str, set[Path_]]] = field(default_factory=dict)
     #: Objects whose Foreground deletion waits (deletionTimestamp set) for ``finish_deletion``.
     held: set[tuple[str, str, str]] = field(default_factory=set)
@@ -372,8 +396,10 @@ class FakeKube:
 
     def managers(self, plural: str, namespace: str, name: str) -> dict[str, set[str]]:
         """manager → the fields it owns, dotted: ``{"kubetune": {".spec.suspend", …}}``."""
-        owned = self.owners.get((plural, namespace, name), {})
-        return {m: {dotted(p) for p in paths} for m, paths in owned.items()}
+        out: dict[str, set[str]] = {}
+        for entry, paths in self.owners.get((plural, namespace, name), {}).items():
+            out.setdefault(manager_of(entry), set()).update(dotted(p) for p in paths)
+        return out
 
     def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self.objects.get((plural, namespace, name))
@@ -428,7 +454,7 @@ class FakeKube:
         owned = self.owners.setdefault(key, {})
         for paths in owned.values():
             paths -= changed
-        owned.setdefault(manager, set()).update(changed)
+        owned.setdefault(f"{manager}{UPDATE}", set()).update(changed)
 
     def _store(self, obj: dict[str, Any], event: str | None = None) -> dict[str, Any]:
         plural = next(p for p, (_g, k) in RESOURCES.items() if k == obj["kind"])
@@ -444,8 +470,13 @@ class FakeKube:
         owned = {m: paths for m, paths in self.owners.get(key, {}).items() if paths}
         if owned:
             metadata["managedFields"] = [
-                {"manager": m, "fieldsType": "FieldsV1", "fieldsV1": fields_v1(paths)}
-                for m, paths in sorted(owned.items())
+                {
+                    "manager": manager_of(entry),
+                    "operation": "Update" if entry.endswith(UPDATE) else "Apply",
+                    "fieldsType": "FieldsV1",
+                    "fieldsV1": fields_v1(paths),
+                }
+                for entry, paths in sorted(owned.items())
             ]
         self.version += 1
         metadata["resourceVersion"] = str(self.version)
@@ -743,9 +774,35 @@ class FakeKube:
                 )
         return None
 
+    def _merge_patch(
+        self, request: web.Request, body: str, plural: str, namespace: str, name: str
+    ) -> web.Response:
+        """A JSON merge patch (RFC 7386): an Update by ``fieldManager``; 404 for a missing
+        object (a patch never creates one)."""
+        old = self.objects.get((plural, namespace, name))
+        if old is None:
+            return self._not_found(plural, name)
+        merged = merge(json.loads(json.dumps(old)), json.loads(body))
+        errors = (
+            immutable_job_fields(old, merged)
+            if plural == "jobs"
+            else immutable_config_map_fields(old, merged)
+            if plural == "configmaps"
+            else []
+        )
+        if errors:
+            return invalid(plural, name, errors)
+        if request.query.get("dryRun") == "All":
+            return web.json_response(merged)
+        manager = request.query.get("fieldManager", "unknown")
+        self._own((plural, namespace, name), manager, old, merged)
+        return web.json_response(self._store(merged))
+
     def _apply(
         self, request: web.Request, body: str, plural: str, namespace: str, name: str
     ) -> web.Response:
+        if request.content_type == "application/merge-patch+json":
+            return self._merge_patch(request, body, plural, namespace, name)
         if request.content_type != "application/apply-patch+yaml":
             return status(415, "UnsupportedMediaType", f"{request.content_type} is not served")
         if "fieldManager" not in request.query:
@@ -805,10 +862,12 @@ class FakeKube:
         "kueue-controller-manager": .spec.suspend``."""
         n = len(conflicts)
         if n == 1:
-            ((manager, path),) = conflicts
-            detail = f'conflict with "{manager}": {dotted(path)}'
+            ((entry, path),) = conflicts
+            detail = f'conflict with "{manager_of(entry)}": {dotted(path)}'
         else:
-            detail = "conflicts with " + ", ".join(f'"{m}": {dotted(p)}' for m, p in conflicts)
+            detail = "conflicts with " + ", ".join(
+                f'"{manager_of(m)}": {dotted(p)}' for m, p in conflicts
+            )
         return status(
             409, "Conflict", f"Apply failed with {n} conflict{'s' if n > 1 else ''}: {detail}"
         )

@@ -542,3 +542,22 @@ def test_kueue_discovery_lists_the_served_versions(
     assert kube.requests[-1].path == "/apis/kueue.x-k8s.io/v1beta2/namespaces/ml/localqueues/q"
     kube.kueue = False
     assert connected.api_group("kueue.x-k8s.io") is None
+
+
+def test_a_managers_updates_are_not_its_applies(kube: FakeKube, connected: cluster.Cluster) -> None:
+    """As in managedFields, what kubetune set by a merge patch (an Update) is not removed when
+    its next apply leaves it out; and a merge patch never creates an object."""
+    doc = labelled("x", sweep="a")
+    connected.apply(doc, "ml")
+    refs = [{"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "u"}]
+    connected.merge_patch(cluster.CONFIG_MAP, "x", "ml", {"metadata": {"ownerReferences": refs}})
+    connected.apply(doc, "ml")
+    stored = kube.get("configmaps", "ml", "x")
+    assert stored is not None and stored["metadata"]["ownerReferences"] == refs
+    assert {(e["manager"], e["operation"]) for e in stored["metadata"]["managedFields"]} == {
+        ("kubetune", "Apply"),
+        ("kubetune", "Update"),
+    }
+    with pytest.raises(ke.NotFoundError):
+        connected.merge_patch(cluster.CONFIG_MAP, "gone", "ml", {"metadata": {}})
+    assert kube.get("configmaps", "ml", "gone") is None

@@ -337,6 +337,11 @@ def waiting(reason: str, message: str = "", **status: Any) -> dict[str, Any]:
             'secret kubetune-s3 not found in ml-team for 2h13m: create it (README "Secrets '
             'for S3 and W&B")',
         ),
+        (  # the older kubelets' wording
+            "CreateContainerConfigError",
+            'secrets "kubetune-s3" not found',
+            "secret kubetune-s3 not found in ml-team for 2h13m: create it",
+        ),
         (
             "CreateContainerConfigError",
             "couldn't find key WANDB_API_KEY in Secret ml-team/wandb-api-key",

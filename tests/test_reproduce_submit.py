@@ -99,6 +99,7 @@ def test_no_job_creates_the_objects_owned_by_the_job(kube: FakeKube, tmp_path: P
         ("PATCH", config),
     ]
     assert kube.requests[3].query["force"] == "false", "a new Job never takes fields over"
+    assert [r.content_type for r in kube.requests[4:]] == ["application/merge-patch+json"] * 2
     job = kube.get("jobs", "ml", run_id)
     assert job is not None
     env = env_of(job)

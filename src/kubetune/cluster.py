@@ -43,6 +43,7 @@ from kubetune.kube_errors import (
 __all__ = ["Action", "Applied", "Cluster", "ClusterError", "Kind", "apply", "connect"]
 
 APPLY_PATCH = "application/apply-patch+yaml"
+MERGE_PATCH = "application/merge-patch+json"
 FIELD_MANAGER = "kubetune"
 #: Seconds to wait for the API server to answer (connect, read).
 TIMEOUT = (10, 60)
@@ -304,6 +305,27 @@ class Cluster:
             query=query,
             body=manifest,
             content_type=APPLY_PATCH,
+        )
+
+    def merge_patch(
+        self,
+        kind: Kind,
+        name: str,
+        namespace: str,
+        patch: Mapping[str, Any],
+        *,
+        field_manager: str = FIELD_MANAGER,
+    ) -> dict[str, Any]:
+        """A JSON merge patch (RFC 7386) of one object: maps merge, lists are replaced whole.
+        Unlike an apply it never creates the object: a missing one raises NotFoundError."""
+        action = Action("patch", kind.resource, namespace, f"{kind.kind} {namespace}/{name}")
+        return self.request(
+            "PATCH",
+            kind.path(namespace, name),
+            action,
+            query=[("fieldManager", field_manager)],
+            body=dict(patch),
+            content_type=MERGE_PATCH,
         )
 
     def create(self, doc: Mapping[str, Any], namespace: str) -> dict[str, Any]:

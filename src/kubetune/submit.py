@@ -13,12 +13,12 @@ Each run is one unit of work on a thread pool (:data:`WORKERS` runs in flight; t
    ConfigMap, Service for multi-node — then the Job that mounts the ConfigMap, so its pod
    never starts without it. The Job is applied without ``force``: one that appeared
    meanwhile is a 409, never taken over.
-3. Then the dependents again, now with an ``ownerReference`` to the Job's uid (known only
-   once it exists): when the Job goes (``ttlSecondsAfterFinished``, whose controller deletes
-   with Foreground propagation; ``kubectl delete job``, Background), the garbage collector
-   deletes them too. The ConfigMap is adopted last, so a ConfigMap that names the Job says
-   the whole run is adopted: a resubmit of an unchanged run reads it (one ``GET``) and
-   adopts again only when a submit was cut off before.
+3. Then a JSON merge patch of each dependent's ``ownerReferences``: a reference to the
+   Job's uid (known only once it exists). When the Job goes (``ttlSecondsAfterFinished``,
+   whose controller deletes with Foreground propagation; ``kubectl delete job``,
+   Background), the garbage collector deletes them too. The ConfigMap is adopted last, so
+   a ConfigMap that names the Job says the whole run is adopted: a resubmit of an unchanged
+   run reads it (one ``GET``) and adopts again only when a submit was cut off before.
 
 Every step is idempotent, so a submit cut off anywhere is finished by running it again.
 
@@ -47,6 +47,7 @@ from kubetune.errors import ConfigError, KubetuneError
 from kubetune.kube_errors import (
     ForbiddenError,
     NamespaceMissingError,
+    NotFoundError,
     UnauthorizedError,
     UnreachableError,
 )
@@ -279,9 +280,10 @@ def adopt(
 ) -> None:
     """Give the run's dependents an ownerReference to ``job``, so they go when it goes.
 
-    Applied as the whole manifest (with the reference), so a dependent deleted meanwhile is
-    made again, whole. With ``check``, the ConfigMap (adopted last) is read first and nothing
-    is sent if it already names the Job.
+    A JSON merge patch of ``metadata.ownerReferences`` (the list is replaced whole, so a
+    reference to an earlier Job of this name goes); a dependent deleted meanwhile is applied
+    again, whole, with the reference. With ``check``, the ConfigMap (adopted last) is read
+    first and nothing is sent if it already names the Job.
     """
     metadata = job.get("metadata") or {}
     uid = str(metadata.get("uid") or "")
@@ -294,8 +296,14 @@ def adopt(
         if any(isinstance(r, dict) and r.get("uid") == uid for r in refs):
             return
     reference = owner_reference(str(metadata.get("name") or job_manifest(docs).name), uid)
+    patch = {"metadata": {"ownerReferences": [reference]}}
     for doc in dependents(docs):
-        _apply(target, namespace, with_owner(doc, reference))
+        try:
+            target.merge_patch(doc.kind, doc.name, namespace, patch)
+        except NotFoundError:
+            # Deleted meanwhile (the collector took it for an earlier Job of this name,
+            # or a person did): made again, whole, with the reference.
+            _apply(target, namespace, with_owner(doc, reference))
 
 
 def owner_reference(job_name: str, uid: str) -> dict[str, Any]:
