@@ -381,8 +381,9 @@ def waiting(reason: str, message: str = "", **status: Any) -> dict[str, Any]:
         (
             "ContainerCreating",
             "",
-            "pod p has waited for 2h13m to start (ContainerCreating): a Secret or ConfigMap "
-            "volume may be missing; kubectl describe pod -n ml-team p shows its events",
+            "pod p has waited for 2h13m to start (ContainerCreating): its image may still be "
+            "pulling, or a Secret volume cannot mount; kubectl describe pod -n ml-team p shows "
+            "which",
         ),
     ],
 )
@@ -420,3 +421,18 @@ def test_rows_carry_the_problem_of_any_ranks_newest_pod() -> None:
     assert js.problem_lines([row]) == [f"run bbc-topic-1c0ffee1: {row.problem}"]
     (fine,) = js.rows([job()], [ok], now=NOW)
     assert fine.problem == "" and js.problem_lines([fine]) == []
+
+
+def test_a_pod_whose_config_map_volume_is_missing_is_stuck_at_once() -> None:
+    creating = waiting("ContainerCreating")
+    creating["spec"]["volumes"] = [
+        {"name": "spec", "configMap": {"name": "bbc-topic-1c0ffee1"}},
+        {"name": "scratch", "emptyDir": {}},
+    ]
+    soon = datetime(2026, 1, 2, 3, 2, tzinfo=UTC)
+    assert js.config_map_volumes(creating) == ["bbc-topic-1c0ffee1"]
+    assert js.stuck(creating, soon) is None, "it may be on its way"
+    assert js.stuck(creating, soon, {"bbc-topic-1c0ffee1"}) == (
+        "ConfigMap bbc-topic-1c0ffee1 not found in ml-team for 1m00s: submit the run again "
+        "(it re-creates its ConfigMap) or kubetune cancel it"
+    )

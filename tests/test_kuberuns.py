@@ -160,6 +160,36 @@ def test_status_says_which_run_cannot_start_why_and_what_to_do(
     assert line.endswith(': create it (README "Secrets for S3 and W&B")')
 
 
+def test_status_finds_a_pod_waiting_for_a_config_map_that_is_gone(
+    kube: FakeKube, write_spec: Any
+) -> None:
+    path, (run_id,) = submitted(write_spec, base_spec())
+    set_job(kube, run_id, active=1)
+    pod = add_pod(kube, run_id, "waits-1", state={"waiting": {"reason": "ContainerCreating"}})
+    job = kube.get("jobs", NS, run_id)
+    assert job is not None
+    pod["spec"]["volumes"] = job["spec"]["template"]["spec"]["volumes"]
+    kube.put(pod)
+    kube.remove("configmaps", NS, run_id)  # deleted by hand, say
+    kube.requests.clear()
+    ran = kubetune("status", str(path))
+    assert ran.code == 0, ran.errors
+    assert ("GET", f"/api/v1/namespaces/{NS}/configmaps/{run_id}") in [
+        (r.method, r.path) for r in kube.requests
+    ]
+    (line,) = [line for line in ran.stdout.splitlines() if line.startswith("stuck:")]
+    assert line.startswith(f"stuck: run {run_id}: ConfigMap {run_id} not found in {NS} for ")
+    # Submitting again makes it again (the Job is unchanged; its ConfigMap is adopted anew).
+    assert kubetune("submit", str(path)).code == 0
+    config = kube.get("configmaps", NS, run_id)
+    assert (
+        config is not None
+        and config["metadata"]["ownerReferences"][0]["uid"] == (job["metadata"]["uid"])
+    )
+    after = kubetune("status", str(path)).stdout
+    assert f"ConfigMap {run_id} not found" not in after
+
+
 def test_status_shows_a_dash_when_the_store_cannot_be_reached(
     kube: FakeKube, write_spec: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

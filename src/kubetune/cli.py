@@ -615,11 +615,15 @@ def status(
     metrics = jobstatus.Metrics()
     title = f"{found.title} in {ns}"
 
-    def table(jobs: list[dict[str, Any]], pods: list[dict[str, Any]]) -> Any:
+    def table(
+        jobs: list[dict[str, Any]], pods: list[dict[str, Any]], missing: set[str] | None = None
+    ) -> Any:
         from rich.console import Group
         from rich.markup import escape
 
-        rows = jobstatus.rows(jobs, pods, found.expected, metrics.read(jobs))
+        rows = jobstatus.rows(
+            jobs, pods, found.expected, metrics.read(jobs), missing_config_maps=missing or ()
+        )
         problems = [
             f"[bold yellow]stuck:[/] {escape(line)}" for line in jobstatus.problem_lines(rows)
         ]
@@ -633,7 +637,8 @@ def status(
         raise ConfigError(
             f"no sweep or run {name} in namespace {ns}; kubetune list shows what is there"
         )
-    _console(stderr=False).print(table(jobs, pods))
+    missing = kuberuns.missing_config_maps(target, ns, pods)
+    _console(stderr=False).print(table(jobs, pods, missing))
 
 
 def _watch(target: Cluster, namespace: str, selector: str, table: Any) -> None:

@@ -17,7 +17,7 @@ import os
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -238,8 +238,9 @@ def params_of(job: Mapping[str, Any]) -> dict[str, Any]:
 
 # --- pods that will never start on their own -----------------------------------------------
 
-#: A pod waiting in ContainerCreating this long is worth a line (a volume that cannot mount).
-SLOW_START = timedelta(minutes=5)
+#: A pod waiting in ContainerCreating this long is worth a line: a volume that cannot mount,
+#: or an image pull slower than a CUDA image's usual few minutes.
+SLOW_START = timedelta(minutes=10)
 README_SECRETS = 'README "Secrets for S3 and W&B"'
 SECRETS_HINT = f"create it ({README_SECRETS})"
 #: The kubelet's words (CreateContainerConfigError): ``secret "x" not found``,
@@ -275,14 +276,33 @@ def waiting_since(pod: Mapping[str, Any]) -> datetime | None:
     return created(pod)
 
 
-def stuck(pod: Mapping[str, Any], now: datetime) -> str | None:
+def config_map_volumes(pod: Mapping[str, Any]) -> list[str]:
+    """The ConfigMaps the pod mounts (the run's spec is one)."""
+    volumes = ((pod.get("spec") or {}).get("volumes")) or []
+    return [
+        str(v["configMap"]["name"])
+        for v in volumes
+        if isinstance(v, dict) and isinstance(v.get("configMap"), dict) and "name" in v["configMap"]
+    ]
+
+
+def is_creating(pod: Mapping[str, Any]) -> bool:
+    waiting = (_container(pod).get("state") or {}).get("waiting")
+    return isinstance(waiting, dict) and waiting.get("reason") == "ContainerCreating"
+
+
+def stuck(
+    pod: Mapping[str, Any], now: datetime, missing_config_maps: Collection[str] = ()
+) -> str | None:
     """Why the pod's trainer cannot start, one line a user can act on, or None.
 
     Reads the container's waiting state as the kubelet reports it: CreateContainerConfigError
     (a Secret or ConfigMap an env var names is missing, or lacks the key), ErrImagePull and
-    ImagePullBackOff (with the registry's answer), InvalidImageName, ErrImageNeverPull; and a
-    pod in ContainerCreating for longer than :data:`SLOW_START` (a volume that cannot mount:
-    the reason is only in its events, which the submitter Role cannot read).
+    ImagePullBackOff (with the registry's answer), InvalidImageName, ErrImageNeverPull. A pod
+    in ContainerCreating whose ConfigMap volume is among ``missing_config_maps`` (the caller
+    looked) cannot mount it; one in ContainerCreating for longer than :data:`SLOW_START` gets
+    a line too (a Secret volume, or a slow pull: the reason is only in the pod's events,
+    which the submitter Role does not read).
     """
     if _meta(pod).get("deletionTimestamp"):
         return None
@@ -329,12 +349,20 @@ def stuck(pod: Mapping[str, Any], now: datetime) -> str | None:
         return f"image name {image} is invalid{took}: fix the spec's image"
     if reason == "ErrImageNeverPull":
         return f"image {image} is not on the node and its pull policy is Never{took}"
-    if reason == "ContainerCreating" and since is not None and now - since >= SLOW_START:
-        name = _meta(pod).get("name")
-        return (
-            f"pod {name} has waited{took} to start (ContainerCreating): a Secret or ConfigMap "
-            f"volume may be missing; kubectl describe pod -n {namespace} {name} shows its events"
-        )
+    if reason == "ContainerCreating":
+        gone = [name for name in config_map_volumes(pod) if name in missing_config_maps]
+        if gone:
+            return (
+                f"ConfigMap {gone[0]} not found in {namespace}{took}: submit the run again "
+                "(it re-creates its ConfigMap) or kubetune cancel it"
+            )
+        if since is not None and now - since >= SLOW_START:
+            name = _meta(pod).get("name")
+            return (
+                f"pod {name} has waited{took} to start (ContainerCreating): its image may still "
+                f"be pulling, or a Secret volume cannot mount; kubectl describe pod -n "
+                f"{namespace} {name} shows which"
+            )
     return None
 
 
@@ -368,6 +396,7 @@ def rows(
     expected: Mapping[str, Mapping[str, Any]] | None = None,
     metrics: Mapping[str, str] | None = None,
     now: datetime | None = None,
+    missing_config_maps: Collection[str] = (),
 ) -> list[RunRow]:
     """A row per Job, plus one per ``expected`` run (id → params) that has no Job yet.
 
@@ -393,7 +422,7 @@ def rows(
             pods_view(own),
             created(job),
             (metrics or {}).get(run_id, DASH),
-            _problem(own, now or datetime.now(UTC)),
+            _problem(own, now or datetime.now(UTC), missing_config_maps),
         )
     for run_id, params in (expected or {}).items():
         out.setdefault(run_id, RunRow(run_id, dict(params), NOT_SUBMITTED))
@@ -402,14 +431,16 @@ def rows(
     return [out[k] for k in order]
 
 
-def _problem(pods: Sequence[Mapping[str, Any]], now: datetime) -> str:
+def _problem(
+    pods: Sequence[Mapping[str, Any]], now: datetime, missing_config_maps: Collection[str]
+) -> str:
     """The first stuck pod among each rank's newest."""
     ranks: dict[int, list[Mapping[str, Any]]] = {}
     for pod in pods:
         ranks.setdefault(pod_index(pod), []).append(pod)
     for _rank, group in sorted(ranks.items()):
         latest = newest(group)
-        problem = stuck(latest, now) if latest else None
+        problem = stuck(latest, now, missing_config_maps) if latest else None
         if problem:
             return problem
     return ""
