@@ -272,6 +272,19 @@ def test_a_job_of_another_run_is_refused(kube: FakeKube, tmp_path: Path) -> None
     assert writes(kube) == []
 
 
+def test_a_job_being_deleted_exits_1_saying_to_try_again(kube: FakeKube, tmp_path: Path) -> None:
+    uri = stored_run(tmp_path / "runs")
+    run_id = uri.rsplit("/", 1)[-1]
+    assert reproduce(uri, "--store", "s3://a").code == 0
+    kube.hold_deletion("jobs", "ml", run_id)
+    assert cluster.connect().delete(cluster.JOB, "ml", run_id, "Foreground")
+    kube.requests.clear()
+    ran = reproduce(uri, "--store", "s3://a")
+    assert ran.code == 1
+    assert ran.errors == [f"Job ml/{run_id} is being deleted; run this again once it is gone"]
+    assert writes(kube) == []
+
+
 def test_replace_waits_until_the_old_job_and_its_pods_are_gone(
     kube: FakeKube, tmp_path: Path
 ) -> None:

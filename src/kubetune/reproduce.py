@@ -267,7 +267,8 @@ def submit(
 
     Raises:
         ConfigError: a refusal (exit 2): the line says what to do.
-        ClusterError: the API server refused a request or could not be reached.
+        ClusterError: the Job is being deleted, or the API server refused a request or could
+            not be reached (exit 1).
     """
     from kubetune import submit as submitmod
     from kubetune.jobstatus import job_phase, trainer_env
@@ -289,7 +290,8 @@ def submit(
     metadata = existing.get("metadata") or {}
     store = trainer_env(ours).get("KUBETUNE_STORE", "its store")
     if metadata.get("deletionTimestamp"):
-        raise ConfigError(f"{where} is being deleted; run this again once it is gone")
+        # The world's state, not the user's choice: the same command works in a moment.
+        raise cluster.ClusterError(f"{where} is being deleted; run this again once it is gone")
     theirs = (metadata.get("annotations") or {}).get(submitmod.SPEC_HASH)
     if theirs != item.run.spec_hash:
         raise ConfigError(
