@@ -2,15 +2,31 @@
 
 It serves what kubetune asks of a cluster, answering as the real API server does:
 
-- namespaced objects at their REST paths: GET, list with label selectors and paging,
-  watch streams (chunked JSON lines from a resourceVersion; ERROR 410 for a version older
-  than ``expired_below``), server-side apply (PATCH ``application/apply-patch+yaml``, with
-  ``dryRun=All``), POST create (409 AlreadyExists), DELETE (``propagationPolicy`` from the
-  DeleteOptions body; Background and Foreground take a Job's pods with it);
+- namespaced objects at their REST paths: GET, list with label and ``metadata.name`` field
+  selectors and paging, watch streams (chunked JSON lines from a resourceVersion; ERROR 410
+  for a version older than ``expired_below``), server-side apply (PATCH
+  ``application/apply-patch+yaml``, with ``dryRun=All``), JSON merge patch (PATCH
+  ``application/merge-patch+json``; 404 for a missing object), POST create (409 AlreadyExists),
+  DELETE (``propagationPolicy`` from the DeleteOptions body);
+- server-side apply's field ownership (see :mod:`ssa` below): each field manager owns the
+  fields it applied (``managedFields``); applying a different value to a field another
+  manager owns is a 409 Conflict unless ``force=true``, which takes the field over; fields a
+  manager stops applying are removed;
+- the validation of updates that a real API server does: a Job's pod template, selector,
+  completions, completionMode, podFailurePolicy… are immutable (422 "field is immutable"),
+  except the scheduling directives of a suspended Job that never started (Kubernetes ≥
+  1.27); an ``immutable: true`` ConfigMap refuses data changes;
+- the garbage collector: deleting an object with Background or Foreground propagation
+  deletes every object whose ``ownerReferences`` name its uid (recursively), Orphan (the
+  default for batch/v1 Jobs) strips those references; a Foreground deletion held with
+  ``hold_deletion`` keeps the owner, with a deletionTimestamp, until ``finish_deletion``;
+  ``expire`` deletes a Job as the TTL-after-finished controller does (Foreground);
+- API discovery of the Kueue group (``GET /apis/kueue.x-k8s.io``) serving ``kueue_versions``;
 - pod logs, whole or followed (a chunked stream that grows while the test writes to it);
 - refusals as ``Status`` objects: RBAC 403 for a denied (verb, resource, namespace), quota
   403 when a namespace's Job quota is full, 404 for a missing namespace on create, 422 for
-  a path in ``refuse``, and a 404 for the Kueue API when ``kueue`` is off.
+  a write to a path in ``refuse``, and a 404 for the Kueue API when ``kueue`` is off (or
+  for a version it does not serve).
 
 Tests run it on a thread (:func:`serve`) and change its state through the thread-safe
 methods (``put``, ``append_log``…); benchmarks run it as a process:
@@ -43,6 +59,23 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "localqueues": ("kueue.x-k8s.io", "LocalQueue"),
 }
 KUEUE_GROUP = "kueue.x-k8s.io"
+#: What Kueue ≥ 0.15 serves: v1beta2 (preferred) and v1beta1.
+KUEUE_VERSIONS = ("v1beta2", "v1beta1")
+#: A field's path in an object: ("spec", "template"), ("metadata", "labels", "app").
+Path_ = tuple[str, ...]
+#: Fields the server sets, never owned by a field manager.
+_UNMANAGED = {
+    ("apiVersion",),
+    ("kind",),
+    ("metadata", "name"),
+    ("metadata", "namespace"),
+    ("metadata", "uid"),
+    ("metadata", "resourceVersion"),
+    ("metadata", "creationTimestamp"),
+    ("metadata", "managedFields"),
+    ("metadata", "deletionTimestamp"),
+    ("metadata", "finalizers"),
+}
 TOKEN = "t0ken-for-the-fake-api"
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -62,6 +95,15 @@ class Watcher:
     key: tuple[str, str]  # (plural, namespace)
     selector: str
     queue: asyncio.Queue[dict[str, Any] | None]
+    fields: str = ""
+
+    def wants(self, plural: str, namespace: str, obj: dict[str, Any]) -> bool:
+        labels = obj["metadata"].get("labels") or {}
+        return (
+            self.key == (plural, namespace)
+            and matches(self.selector, labels)
+            and field_matches(self.fields, obj)
+        )
 
 
 def matches(selector: str, labels: dict[str, str]) -> bool:
@@ -79,6 +121,181 @@ def matches(selector: str, labels: dict[str, str]) -> bool:
             if term[1:] in labels:
                 return False
         elif term not in labels:
+            return False
+    return True
+
+
+# --- server-side apply ----------------------------------------------------------------------
+#
+# A field is a leaf of the object: a scalar, a list (atomic here, where the real server merges
+# lists such as containers by key) or an empty map. A manager owns the leaves it applied; an
+# apply that sets a leaf another manager owns to another value conflicts (409) unless forced.
+
+
+def leaves(obj: Any, prefix: Path_ = ()) -> dict[Path_, Any]:
+    """Every field of ``obj`` with its value, status and server-set metadata left out."""
+    if prefix == ("status",) or prefix in _UNMANAGED:
+        return {}
+    if isinstance(obj, dict) and obj:
+        out: dict[Path_, Any] = {}
+        for key, value in obj.items():
+            out.update(leaves(value, (*prefix, str(key))))
+        return out
+    return {prefix: obj} if prefix else {}
+
+
+def get_path(obj: Any, path: Path_) -> Any:
+    for key in path:
+        if not isinstance(obj, dict) or key not in obj:
+            return _MISSING
+        obj = obj[key]
+    return obj
+
+
+def set_path(obj: dict[str, Any], path: Path_, value: Any) -> None:
+    for key in path[:-1]:
+        child = obj.get(key)
+        if not isinstance(child, dict):
+            child = obj[key] = {}
+        obj = child
+    obj[path[-1]] = value  # fresh from the request's parser: never shared
+
+
+def drop_path(obj: dict[str, Any], path: Path_) -> None:
+    """Remove a field, and the maps it leaves empty."""
+    parents = [obj]
+    for key in path[:-1]:
+        child = parents[-1].get(key)
+        if not isinstance(child, dict):
+            return
+        parents.append(child)
+    parents[-1].pop(path[-1], None)
+    for depth in range(len(parents) - 1, 0, -1):
+        if not parents[depth]:
+            parents[depth - 1].pop(path[depth - 1], None)
+
+
+def merge(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: maps merge, ``null`` deletes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    out = target if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge(out.get(key), value)
+    return out
+
+
+UPDATE = "\tUpdate"
+
+
+def manager_of(entry: str) -> str:
+    """The field manager of an ownership entry (its applies, or its updates)."""
+    return entry.removesuffix(UPDATE)
+
+
+def dotted(path: Path_) -> str:
+    return "".join(f".{key}" for key in path)
+
+
+def fields_v1(paths: set[Path_]) -> dict[str, Any]:
+    """The ``fieldsV1`` form of a set of paths: ``{"f:spec": {"f:suspend": {}}}``."""
+    tree: dict[str, Any] = {}
+    for path in sorted(paths):
+        node = tree
+        for key in path:
+            node = node.setdefault(f"f:{key}", {})
+    return tree
+
+
+_MISSING = object()
+
+
+def immutable_job_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The Job spec fields an update may not change (the apiserver's ValidateJobSpecUpdate).
+
+    Mutable: parallelism, activeDeadlineSeconds, backoffLimit, ttlSecondsAfterFinished,
+    suspend, maxFailedIndexes… The pod template is immutable, except (Kubernetes ≥ 1.27) the
+    scheduling directives of a Job that is suspended and never started: nodeSelector, node
+    affinity, tolerations, schedulingGates and the template's labels and annotations.
+    """
+    before, after = old.get("spec") or {}, new.get("spec") or {}
+    errors = []
+    for name in (
+        "selector",
+        "completionMode",
+        "podFailurePolicy",
+        "backoffLimitPerIndex",
+        "managedBy",
+        "successPolicy",
+    ):
+        if before.get(name) != after.get(name):
+            errors.append(
+                f"spec.{name}: Invalid value: {json.dumps(after.get(name))}: field is immutable"
+            )
+    elastic = after.get("completionMode") == "Indexed" and after.get("completions") == after.get(
+        "parallelism"
+    )
+    if before.get("completions") != after.get("completions") and not elastic:
+        errors.append(
+            f"spec.completions: Invalid value: {json.dumps(after.get('completions'))}: "
+            "field is immutable"
+        )
+    template_before = json.loads(json.dumps(before.get("template") or {}))
+    template_after = json.loads(json.dumps(after.get("template") or {}))
+    never_started = before.get("suspend") and not (old.get("status") or {}).get("startTime")
+    if never_started:
+        for template in (template_before, template_after):
+            metadata = template.setdefault("metadata", {})
+            metadata.pop("labels", None)
+            metadata.pop("annotations", None)
+            pod = template.setdefault("spec", {})
+            for key in ("nodeSelector", "tolerations", "schedulingGates"):
+                pod.pop(key, None)
+            (pod.get("affinity") or {}).pop("nodeAffinity", None)
+            if pod.get("affinity") == {}:
+                pod.pop("affinity")
+    if template_before != template_after:
+        errors.append("spec.template: Invalid value: core.PodTemplateSpec{…}: field is immutable")
+    return errors
+
+
+def immutable_config_map_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """A ConfigMap marked ``immutable: true`` keeps its data and its mark."""
+    if not old.get("immutable"):
+        return []
+    forbidden = "Forbidden: field is immutable when `immutable` is set"
+    errors = [f"immutable: {forbidden}"] if not new.get("immutable") else []
+    for name in ("data", "binaryData"):
+        if old.get(name) != new.get(name):
+            errors.append(f"{name}: {forbidden}")
+    return errors
+
+
+def invalid(plural: str, name: str, errors: list[str]) -> web.Response:
+    """422 Invalid as the API server words it: ``Job.batch "x" is invalid: spec.template: …``
+    (several errors in brackets, comma-separated)."""
+    group, kind = RESOURCES[plural]
+    qualified = f"{kind}.{group}" if group else kind
+    detail = errors[0] if len(errors) == 1 else f"[{', '.join(errors)}]"
+    return status(
+        422,
+        "Invalid",
+        f'{qualified} "{name}" is invalid: {detail}',
+        name=name,
+        kind=kind,
+        group=group,
+    )
+
+
+def field_matches(selector: str, obj: dict[str, Any]) -> bool:
+    """Field selectors on ``metadata.name`` / ``metadata.namespace`` (``=`` or ``==``)."""
+    metadata = obj.get("metadata") or {}
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        key, _sep, value = term.replace("==", "=").partition("=")
+        if str(metadata.get(key.removeprefix("metadata."), "")) != value:
             return False
     return True
 
@@ -115,6 +332,14 @@ class FakeKube:
     #: namespace → most Jobs its ResourceQuota "compute-quota" admits.
     job_quota: dict[str, int] = field(default_factory=dict)
     kueue: bool = True
+    #: The kueue.x-k8s.io versions served, the preferred one first.
+    kueue_versions: list[str] = field(default_factory=lambda: list(KUEUE_VERSIONS))
+    #: (plural, namespace, name) → manager → the field paths it owns (``ssa``). As in
+    #: ``managedFields``, a manager's applies and its updates are separate entries: the
+    #: updates as ``"<manager>\tUpdate"``.
+    owners: dict[tuple[str, str, str], dict[str, set[Path_]]] = field(default_factory=dict)
+    #: Objects whose Foreground deletion waits (deletionTimestamp set) for ``finish_deletion``.
+    held: set[tuple[str, str, str]] = field(default_factory=set)
     #: Watches from a resourceVersion below this get ERROR 410 Gone.
     expired_below: int = 0
     #: (namespace, pod) → log chunks; a pod in ``open_logs`` is still writing.
@@ -144,12 +369,37 @@ class FakeKube:
 
         return asyncio.run_coroutine_threadsafe(call(), self.loop).result(timeout=10)
 
-    def put(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Create or replace an object (as a controller would), with an ADDED/MODIFIED event."""
-        return dict(self.on_loop(self._store, obj))
+    def put(self, obj: dict[str, Any], manager: str | None = None) -> dict[str, Any]:
+        """Create or replace an object (as a controller would), with an ADDED/MODIFIED event.
+
+        With ``manager``, the fields it changes become that manager's (an Update), as when
+        Kueue's controller sets ``spec.suspend: false`` to admit a Job.
+        """
+        return dict(self.on_loop(self._put, obj, manager))
 
     def remove(self, plural: str, namespace: str, name: str) -> None:
+        """Delete an object without the garbage collector (nothing it owns goes with it)."""
         self.on_loop(self._delete, plural, namespace, name)
+
+    def expire(self, namespace: str, name: str) -> None:
+        """Delete a finished Job as the TTL-after-finished controller does: Foreground
+        propagation, so the garbage collector deletes what it owns."""
+        self.on_loop(self._delete_tree, "jobs", namespace, name, "Foreground")
+
+    def hold_deletion(self, plural: str, namespace: str, name: str) -> None:
+        """A later Foreground deletion of this object waits for :meth:`finish_deletion` (as
+        a Job waits for its pods to terminate)."""
+        self.held.add((plural, namespace, name))
+
+    def finish_deletion(self, plural: str, namespace: str, name: str) -> None:
+        self.on_loop(self._finish_deletion, plural, namespace, name)
+
+    def managers(self, plural: str, namespace: str, name: str) -> dict[str, set[str]]:
+        """manager → the fields it owns, dotted: ``{"kubetune": {".spec.suspend", …}}``."""
+        out: dict[str, set[str]] = {}
+        for entry, paths in self.owners.get((plural, namespace, name), {}).items():
+            out.setdefault(manager_of(entry), set()).update(dotted(p) for p in paths)
+        return out
 
     def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self.objects.get((plural, namespace, name))
@@ -175,6 +425,9 @@ class FakeKube:
         self.version = 0
         self.latency_s = 0.0
         self.kueue = True
+        self.kueue_versions = list(KUEUE_VERSIONS)
+        self.owners.clear()
+        self.held.clear()
         self.expired_below = 0
         self.log_chunks.clear()
         self.open_logs.clear()
@@ -183,6 +436,25 @@ class FakeKube:
         self.namespaces = {"default", "team-a", "ml", "other"}
 
     # --- state ----------------------------------------------------------------------------
+
+    def _put(self, obj: dict[str, Any], manager: str | None) -> dict[str, Any]:
+        if manager:
+            plural = next(p for p, (_g, k) in RESOURCES.items() if k == obj["kind"])
+            metadata = obj.setdefault("metadata", {})
+            key = (plural, metadata.setdefault("namespace", "default"), metadata["name"])
+            self._own(key, manager, self.objects.get(key) or {}, obj)
+        return self._store(obj)
+
+    def _own(
+        self, key: tuple[str, str, str], manager: str, old: dict[str, Any], new: dict[str, Any]
+    ) -> None:
+        """An Update by ``manager``: the fields it changed become its own, and no one else's."""
+        before, after = leaves(old), leaves(new)
+        changed = {p for p in after if before.get(p, _MISSING) != after[p]}
+        owned = self.owners.setdefault(key, {})
+        for paths in owned.values():
+            paths -= changed
+        owned.setdefault(f"{manager}{UPDATE}", set()).update(changed)
 
     def _store(self, obj: dict[str, Any], event: str | None = None) -> dict[str, Any]:
         plural = next(p for p, (_g, k) in RESOURCES.items() if k == obj["kind"])
@@ -195,6 +467,17 @@ class FakeKube:
             "creationTimestamp",
             (old or {}).get("metadata", {}).get("creationTimestamp") or "2026-01-02T03:04:05Z",
         )
+        owned = {m: paths for m, paths in self.owners.get(key, {}).items() if paths}
+        if owned:
+            metadata["managedFields"] = [
+                {
+                    "manager": manager_of(entry),
+                    "operation": "Update" if entry.endswith(UPDATE) else "Apply",
+                    "fieldsType": "FieldsV1",
+                    "fieldsV1": fields_v1(paths),
+                }
+                for entry, paths in sorted(owned.items())
+            ]
         self.version += 1
         metadata["resourceVersion"] = str(self.version)
         self.objects[key] = obj
@@ -206,18 +489,54 @@ class FakeKube:
 
     def _delete(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         obj = self.objects.pop((plural, namespace, name), None)
+        self.owners.pop((plural, namespace, name), None)
+        self.held.discard((plural, namespace, name))
         if obj is not None:
             self.version += 1
             obj["metadata"]["resourceVersion"] = str(self.version)
             self._notify("DELETED", plural, namespace, obj)
         return obj
 
+    def _delete_tree(
+        self, plural: str, namespace: str, name: str, propagation: str
+    ) -> dict[str, Any] | None:
+        """Delete an object as the API server and garbage collector do: Background and
+        Foreground delete its dependents (objects whose ownerReferences name its uid) and
+        theirs; Orphan removes the reference from them. A held Foreground deletion keeps the
+        owner, marked deleted, until :meth:`finish_deletion`."""
+        key = (plural, namespace, name)
+        obj = self.objects.get(key)
+        if obj is None:
+            return None
+        uid = obj["metadata"]["uid"]
+        for (p, ns, n), dependent in list(self.objects.items()):
+            refs = dependent["metadata"].get("ownerReferences") or []
+            if ns != namespace or not any(r.get("uid") == uid for r in refs):
+                continue
+            if propagation == "Orphan":
+                kept = [r for r in refs if r.get("uid") != uid]
+                dependent["metadata"]["ownerReferences"] = kept
+                if not kept:
+                    del dependent["metadata"]["ownerReferences"]
+                self._store(dependent)
+            else:
+                self._delete_tree(p, ns, n, "Background")
+        if propagation == "Foreground" and key in self.held:
+            obj["metadata"]["deletionTimestamp"] = "2026-01-02T04:00:00Z"
+            obj["metadata"]["finalizers"] = ["foregroundDeletion"]
+            return self._store(obj)
+        return self._delete(plural, namespace, name)
+
+    def _finish_deletion(self, plural: str, namespace: str, name: str) -> None:
+        self.held.discard((plural, namespace, name))
+        if (plural, namespace, name) in self.objects:
+            self._delete(plural, namespace, name)
+
     def _notify(self, kind: str, plural: str, namespace: str, obj: dict[str, Any]) -> None:
         snapshot = json.loads(json.dumps(obj))
         self.history.append((self.version, kind, plural, namespace, snapshot))
         for watcher in self.watchers:
-            labels = snapshot["metadata"].get("labels") or {}
-            if watcher.key == (plural, namespace) and matches(watcher.selector, labels):
+            if watcher.wants(plural, namespace, snapshot):
                 watcher.queue.put_nowait({"type": kind, "object": snapshot})
 
     async def _append_log(self, namespace: str, pod: str, data: bytes, done: bool) -> None:
@@ -262,10 +581,12 @@ class FakeKube:
                 headers={"Retry-After": "0"},
             )
         parts = request.path.strip("/").split("/")
-        if parts[:2] == ["apis", KUEUE_GROUP] and (not self.kueue or len(parts) == 2):
-            if not self.kueue:
+        if parts[:2] == ["apis", KUEUE_GROUP]:
+            served = self.kueue_versions if self.kueue else []
+            if not served or (len(parts) > 2 and parts[2] not in served):
                 return status(404, "NotFound", "the server could not find the requested resource")
-            return web.json_response({"kind": "APIGroup", "name": KUEUE_GROUP})
+            if len(parts) == 2:
+                return web.json_response(self._api_group(KUEUE_GROUP, served))
         # /api/v1/namespaces/NS/PLURAL[/NAME[/log]]  or  /apis/G/V/namespaces/NS/PLURAL[/NAME]
         rest = parts[2:] if parts[0] == "api" else parts[3:]
         if len(rest) < 3 or rest[0] != "namespaces" or rest[2] not in RESOURCES:
@@ -277,7 +598,7 @@ class FakeKube:
         refusal = self._rbac(self._verb(request, name), plural, namespace, name)
         if refusal is not None:
             return refusal
-        if request.path in self.refuse:
+        if request.path in self.refuse and request.method != "GET":
             return self._invalid(plural, name)
         if request.method == "GET" and name:
             return self._get(plural, namespace, name)
@@ -292,6 +613,18 @@ class FakeKube:
         if request.method == "DELETE":
             return self._delete_request(body, plural, namespace, name)
         return status(405, "MethodNotAllowed", f"{request.method} is not supported")
+
+    @staticmethod
+    def _api_group(group: str, versions: list[str]) -> dict[str, Any]:
+        """API discovery's APIGroup: every served version, the preferred one first."""
+        listed = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
+        return {
+            "kind": "APIGroup",
+            "apiVersion": "v1",
+            "name": group,
+            "versions": listed,
+            "preferredVersion": listed[0],
+        }
 
     @staticmethod
     def _verb(request: web.Request, name: str) -> str:
@@ -346,12 +679,14 @@ class FakeKube:
 
     def _list(self, request: web.Request, plural: str, namespace: str) -> web.Response:
         selector = request.query.get("labelSelector", "")
+        fields = request.query.get("fieldSelector", "")
         items = [
             obj
             for (p, ns, _n), obj in sorted(self.objects.items())
             if p == plural
             and ns == namespace
             and matches(selector, obj["metadata"].get("labels") or {})
+            and field_matches(fields, obj)
         ]
         start = int(request.query.get("continue") or 0)
         limit = int(request.query.get("limit") or 0) or len(items) or 1
@@ -386,10 +721,11 @@ class FakeKube:
             }
             await response.write(json.dumps({"type": "ERROR", "object": expired}).encode() + b"\n")
             return response
-        watcher = Watcher((plural, namespace), selector, asyncio.Queue())
+        watcher = Watcher(
+            (plural, namespace), selector, asyncio.Queue(), request.query.get("fieldSelector", "")
+        )
         for version, kind, p, ns, obj in self.history:
-            labels = obj["metadata"].get("labels") or {}
-            if version > since and (p, ns) == (plural, namespace) and matches(selector, labels):
+            if version > since and watcher.wants(p, ns, obj):
                 watcher.queue.put_nowait({"type": kind, "object": obj})
         self.watchers.append(watcher)
         deadline = asyncio.get_running_loop().time() + timeout
@@ -438,9 +774,35 @@ class FakeKube:
                 )
         return None
 
+    def _merge_patch(
+        self, request: web.Request, body: str, plural: str, namespace: str, name: str
+    ) -> web.Response:
+        """A JSON merge patch (RFC 7386): an Update by ``fieldManager``; 404 for a missing
+        object (a patch never creates one)."""
+        old = self.objects.get((plural, namespace, name))
+        if old is None:
+            return self._not_found(plural, name)
+        merged = merge(json.loads(json.dumps(old)), json.loads(body))
+        errors = (
+            immutable_job_fields(old, merged)
+            if plural == "jobs"
+            else immutable_config_map_fields(old, merged)
+            if plural == "configmaps"
+            else []
+        )
+        if errors:
+            return invalid(plural, name, errors)
+        if request.query.get("dryRun") == "All":
+            return web.json_response(merged)
+        manager = request.query.get("fieldManager", "unknown")
+        self._own((plural, namespace, name), manager, old, merged)
+        return web.json_response(self._store(merged))
+
     def _apply(
         self, request: web.Request, body: str, plural: str, namespace: str, name: str
     ) -> web.Response:
+        if request.content_type == "application/merge-patch+json":
+            return self._merge_patch(request, body, plural, namespace, name)
         if request.content_type != "application/apply-patch+yaml":
             return status(415, "UnsupportedMediaType", f"{request.content_type} is not served")
         if "fieldManager" not in request.query:
@@ -451,21 +813,64 @@ class FakeKube:
         refusal = refusal or self._admit(plural, namespace, name, creating=old is None)
         if refusal is not None:
             return refusal
-        obj = yaml.load(body, Loader=_Loader)  # YAML, or JSON (which is YAML)
-        if old is not None and plural == "jobs" and old.get("spec") != obj.get("spec"):
-            return status(
-                422, "Invalid", f'Job.batch "{name}" is invalid: spec: field is immutable'
-            )
-        obj.setdefault("metadata", {})["namespace"] = namespace
+        applied = yaml.load(body, Loader=_Loader)  # YAML, or JSON (which is YAML)
+        manager = request.query["fieldManager"]
+        force = request.query.get("force") in ("true", "1")
+        key = (plural, namespace, name)
+        owned = {m: set(paths) for m, paths in self.owners.get(key, {}).items()}
+        live = json.loads(json.dumps(old)) if old is not None else {}
+        mine = leaves(applied)
+        conflicts = sorted(
+            (other, path)
+            for path, value in mine.items()
+            if get_path(live, path) is not _MISSING and get_path(live, path) != value
+            for other, paths in owned.items()
+            if other != manager and path in paths
+        )
+        if conflicts and not force:
+            return self._conflict(conflicts)
+        merged = live
+        # Fields this manager applied before and no longer does go, unless another owns them.
+        for path in owned.get(manager, set()) - set(mine):
+            if not any(path in paths for m, paths in owned.items() if m != manager):
+                drop_path(merged, path)
+        for path, value in mine.items():
+            set_path(merged, path, value)
+        for other, path in conflicts:
+            owned[other].discard(path)
+        owned[manager] = set(mine)
+        merged["apiVersion"], merged["kind"] = applied.get("apiVersion"), applied.get("kind")
+        merged.setdefault("metadata", {}).update(name=name, namespace=namespace)
         if old is not None:
-            obj["metadata"]["uid"] = old["metadata"]["uid"]
-            obj["metadata"]["creationTimestamp"] = old["metadata"]["creationTimestamp"]
-            if "status" in old:
-                obj["status"] = old["status"]
+            errors = (
+                immutable_job_fields(old, merged)
+                if plural == "jobs"
+                else immutable_config_map_fields(old, merged)
+                if plural == "configmaps"
+                else []
+            )
+            if errors:
+                return invalid(plural, name, errors)
         if request.query.get("dryRun") == "All":
-            obj["metadata"].setdefault("uid", "dry-run")
-            return web.json_response(obj)
-        return web.json_response(self._store(obj), status=200 if old else 201)
+            merged["metadata"].setdefault("uid", "dry-run")
+            return web.json_response(merged)
+        self.owners[key] = owned
+        return web.json_response(self._store(merged), status=200 if old else 201)
+
+    def _conflict(self, conflicts: list[tuple[str, Path_]]) -> web.Response:
+        """409 as server-side apply words it: ``Apply failed with 1 conflict: conflict with
+        "kueue-controller-manager": .spec.suspend``."""
+        n = len(conflicts)
+        if n == 1:
+            ((entry, path),) = conflicts
+            detail = f'conflict with "{manager_of(entry)}": {dotted(path)}'
+        else:
+            detail = "conflicts with " + ", ".join(
+                f'"{manager_of(m)}": {dotted(p)}' for m, p in conflicts
+            )
+        return status(
+            409, "Conflict", f"Apply failed with {n} conflict{'s' if n > 1 else ''}: {detail}"
+        )
 
     def _create(self, request: web.Request, body: str, plural: str, namespace: str) -> web.Response:
         obj = json.loads(body)
@@ -487,20 +892,28 @@ class FakeKube:
         obj["metadata"]["namespace"] = namespace
         if request.query.get("dryRun") == "All":
             return web.json_response(obj, status=201)
+        self._own((plural, namespace, name), request.query.get("fieldManager", "unknown"), {}, obj)
         return web.json_response(self._store(obj), status=201)
 
     def _delete_request(self, body: str, plural: str, namespace: str, name: str) -> web.Response:
         options = json.loads(body) if body else {}
-        obj = self._delete(plural, namespace, name)
+        obj = self.objects.get((plural, namespace, name))
         if obj is None:
             return self._not_found(plural, name)
-        if plural == "jobs" and options.get("propagationPolicy") in ("Background", "Foreground"):
-            uid = obj["metadata"]["uid"]
-            for (p, ns, pod), pod_obj in list(self.objects.items()):
-                owners = pod_obj["metadata"].get("ownerReferences") or []
-                if p == "pods" and ns == namespace and any(o.get("uid") == uid for o in owners):
-                    self._delete("pods", ns, pod)
-        return web.json_response(obj)
+        uid = ((options.get("preconditions") or {}).get("uid")) or obj["metadata"]["uid"]
+        if uid != obj["metadata"]["uid"]:
+            return status(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on {plural} "{name}": Precondition failed: '
+                f"UID in precondition: {uid}, UID in object meta: {obj['metadata']['uid']}",
+            )
+        # batch/v1 Jobs orphan their dependents unless told otherwise (kubectl says Background).
+        default = "Orphan" if plural == "jobs" else "Background"
+        gone = self._delete_tree(
+            plural, namespace, name, options.get("propagationPolicy") or default
+        )
+        return web.json_response(gone)
 
     async def _log(self, request: web.Request, namespace: str, name: str) -> web.StreamResponse:
         refusal = self._rbac("get", "pods/log", namespace, name)

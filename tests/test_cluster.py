@@ -4,9 +4,7 @@ and every refusal as one line."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +17,8 @@ from kubetune import kube_errors as ke
 from kubetune import render as rendermod
 from kubetune import spec as specmod
 from kubetune.errors import ConfigError
-from kubetune.store import FileStore, RunLocation
 
-from conftest import ROOT, base_spec, free_port
+from conftest import base_spec, free_port
 
 
 @pytest.fixture
@@ -128,88 +125,6 @@ def test_unreachable_api_server_is_one_line(
     monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "config", url)))
     with pytest.raises(cluster.ClusterError, match=f"cannot reach the Kubernetes API at {url}"):
         cluster.apply(documents()[:1])
-
-
-# --- kubetune reproduce --submit, as a user runs it -----------------------------------------
-
-
-def stored_run(root: Path, **overrides: Any) -> str:
-    """A completed run folder (as the trainer writes it) of a renderable spec; its URI."""
-    (run,) = sweep.expand(specmod.validate(base_spec(**overrides)))
-    location = RunLocation(FileStore(f"file://{root}"), run.sweep, run.run_id)
-    location.store.write_text(location.key("spec.yaml"), specmod.dump(run.spec))
-    location.store.write_json(
-        location.key("run.json"),
-        {
-            "status": "completed",
-            "run_id": run.run_id,
-            "sweep": run.sweep,
-            "params": {},
-            "image": run.spec.image,
-            "render": {"chart": "kubetune-job-0.1.0", "namespace": ""},
-        },
-    )
-    return location.url
-
-
-def submit(uri: str, kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "kubetune.cli", "reproduce", uri, "--submit", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-        env={**os.environ, "KUBECONFIG": str(kubeconfig), "COLUMNS": "250"},
-    )
-
-
-def test_reproduce_submit_applies_the_runs_manifests(kube: FakeKube, tmp_path: Path) -> None:
-    uri = stored_run(tmp_path / "runs")
-    run_id = uri.rsplit("/", 1)[-1]
-    config = write_kubeconfig(tmp_path / "config", kube.url)
-    # The stored run is completed: in its own store the Job would find it finished.
-    refused = submit(uri, config, "-n", "ml")
-    assert refused.returncode == 2 and kube.requests == []
-    (line,) = refused.stderr.strip().splitlines()
-    assert "a Job would find it finished" in line and "--store" in line
-
-    proc = submit(
-        uri, config, "-n", "ml", "--store", "s3://kind-runs", "--endpoint", "http://minio:9000"
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert [r.path for r in kube.requests] == [
-        f"/apis/networking.k8s.io/v1/namespaces/ml/networkpolicies/{run_id}",
-        f"/api/v1/namespaces/ml/configmaps/{run_id}",
-        f"/apis/batch/v1/namespaces/ml/jobs/{run_id}",
-    ]
-    assert f"applied Job ml/{run_id}" in proc.stderr
-    job = yaml.safe_load(kube.requests[-1].body)
-    env = {
-        e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
-    }
-    assert env["KUBETUNE_STORE"] == "s3://kind-runs"
-    assert env["AWS_ENDPOINT_URL"] == "http://minio:9000"
-    assert env["KUBETUNE_RUN_ID"] == run_id, "the same run, written elsewhere"
-
-
-def test_reproduce_submit_api_error_exits_1_in_one_line(kube: FakeKube, tmp_path: Path) -> None:
-    uri = stored_run(tmp_path / "runs")
-    run_id = uri.rsplit("/", 1)[-1]
-    kube.refuse.add(f"/apis/batch/v1/namespaces/team-a/jobs/{run_id}")
-    proc = submit(uri, write_kubeconfig(tmp_path / "config", kube.url), "--store", "s3://other")
-    assert proc.returncode == 1
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [
-        f"error: Job team-a/{run_id}: 422 Unprocessable Entity: Job.batch "
-        f'"{run_id}" is invalid: spec.template: Invalid value: field is immutable'
-    ]
-
-
-def test_reproduce_submit_without_kubeconfig_exits_2(tmp_path: Path) -> None:
-    proc = submit(stored_run(tmp_path / "runs"), tmp_path / "missing", "--store", "s3://other")
-    assert proc.returncode == 2
-    (line,) = proc.stderr.strip().splitlines()
-    assert line.startswith("error: Kubernetes config") and "set KUBECONFIG" in line
 
 
 # --- connecting ---------------------------------------------------------------------------
@@ -463,3 +378,186 @@ def test_service_account_rbac_message_keeps_the_subject() -> None:
         ke.parse_status(403, "Forbidden", body), ke.Action("get", "pods/log", "ml", "log")
     )
     assert "system:serviceaccount:ci:runner may not get pods/log in namespace ml" in str(error)
+
+
+# --- the fake is as strict as a real API server -------------------------------------------
+
+
+def job_doc(**spec: Any) -> dict[str, Any]:
+    (job,) = [d for d in documents() if d["kind"] == "Job"]
+    job["spec"].update(spec)
+    return job
+
+
+def test_suspend_owned_by_kueue_is_a_conflict_unless_forced(
+    kube: FakeKube, connected: cluster.Cluster
+) -> None:
+    """Server-side apply's field ownership: once Kueue's controller admits a Job it owns
+    ``spec.suspend``; applying ``suspend: true`` over it conflicts (409), and with force (what
+    `reproduce --submit` used to send) takes the field over, which stops the Job's pods."""
+    job = job_doc(suspend=True)
+    name = job["metadata"]["name"]
+    connected.apply(job, "ml")
+    assert ".spec.suspend" in kube.managers("jobs", "ml", name)["kubetune"]
+    stored = kube.get("jobs", "ml", name)
+    assert stored is not None
+    kube.put({**stored, "spec": {**stored["spec"], "suspend": False}}, manager="kueue-admission")
+    assert ".spec.suspend" in kube.managers("jobs", "ml", name)["kueue-admission"]
+    assert ".spec.suspend" not in kube.managers("jobs", "ml", name)["kubetune"]
+    text = json.dumps(job)
+    with pytest.raises(ke.RejectedError) as caught:
+        connected.apply_text(cluster.JOB, name, "ml", text, force=False)
+    assert str(caught.value) == (
+        f"Job ml/{name}: 409 Conflict: Apply failed with 1 conflict: conflict with "
+        '"kueue-admission": .spec.suspend'
+    )
+    assert kube.get("jobs", "ml", name)["spec"]["suspend"] is False  # type: ignore[index]
+    connected.apply_text(cluster.JOB, name, "ml", text, force=True)
+    assert kube.get("jobs", "ml", name)["spec"]["suspend"] is True  # type: ignore[index]
+    assert ".spec.suspend" in kube.managers("jobs", "ml", name)["kubetune"]
+
+
+def test_a_field_a_manager_stops_applying_is_removed(
+    kube: FakeKube, connected: cluster.Cluster
+) -> None:
+    doc = labelled("x", sweep="a", extra="yes")
+    connected.apply(doc, "ml")
+    del doc["metadata"]["labels"]["extra"]
+    connected.apply(doc, "ml")
+    assert kube.get("configmaps", "ml", "x")["metadata"]["labels"] == {"sweep": "a"}  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"parallelism": 1, "activeDeadlineSeconds": 60, "backoffLimit": 9}, None),
+        ({"suspend": True, "ttlSecondsAfterFinished": 5}, None),
+        ({"completions": 3, "parallelism": 3}, None),  # an elastic Indexed Job
+        ({"completions": 3}, "spec.completions: Invalid value: 3: field is immutable"),
+        ({"completionMode": "NonIndexed"}, 'spec.completionMode: Invalid value: "NonIndexed"'),
+        ({"podFailurePolicy": None}, "spec.podFailurePolicy: Invalid value: null"),
+    ],
+)
+def test_job_spec_fields_are_immutable_as_the_api_server_validates_them(
+    kube: FakeKube, connected: cluster.Cluster, change: dict[str, Any], error: str | None
+) -> None:
+    job = job_doc()
+    name = job["metadata"]["name"]
+    connected.apply(job, "ml")
+    changed = job_doc(**change)
+    if error is None:
+        connected.apply(changed, "ml")
+        stored = kube.get("jobs", "ml", name)
+        assert stored is not None
+        assert {k: stored["spec"].get(k) for k in change} == change
+        return
+    with pytest.raises(ke.RejectedError) as caught:
+        connected.apply(changed, "ml")
+    assert f'422 Unprocessable Entity: Job.batch "{name}" is invalid: {error}' in str(caught.value)
+    assert "field is immutable" in str(caught.value)
+
+
+def test_a_pod_template_changes_only_in_scheduling_directives_of_a_job_never_started(
+    kube: FakeKube, connected: cluster.Cluster
+) -> None:
+    job = job_doc(suspend=True)
+    name = job["metadata"]["name"]
+    connected.apply(job, "ml")
+    pod = job["spec"]["template"]["spec"]
+    pod["nodeSelector"] = {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}
+    pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists"}]
+    connected.apply(job, "ml")  # suspended, never started: Kueue may set these (k8s ≥ 1.27)
+    pod["containers"][0]["image"] = "registry.example/other@sha256:" + "cd" * 32
+    with pytest.raises(
+        ke.RejectedError, match="spec.template: Invalid value: .*: field is immutable"
+    ):
+        connected.apply(job, "ml")
+    stored = kube.get("jobs", "ml", name)
+    assert stored is not None
+    kube.put({**stored, "status": {"startTime": "2026-01-02T03:05:00Z", "active": 1}})
+    pod["containers"][0]["image"] = stored["spec"]["template"]["spec"]["containers"][0]["image"]
+    pod["nodeSelector"] = {"kubernetes.io/arch": "arm64"}
+    with pytest.raises(ke.RejectedError, match="field is immutable"):
+        connected.apply(job, "ml")  # once started, the whole template is fixed
+
+
+def test_an_immutable_config_map_refuses_data_changes(
+    kube: FakeKube, connected: cluster.Cluster
+) -> None:
+    doc = {**labelled("frozen"), "immutable": True, "data": {"a": "1"}}
+    connected.apply(doc, "ml")
+    connected.apply(doc, "ml")  # the same data: fine
+    with pytest.raises(ke.RejectedError) as caught:
+        connected.apply({**doc, "data": {"a": "2"}}, "ml")
+    assert str(caught.value) == (
+        'ConfigMap ml/frozen: 422 Unprocessable Entity: ConfigMap "frozen" is invalid: '
+        "data: Forbidden: field is immutable when `immutable` is set"
+    )
+    with pytest.raises(ke.RejectedError, match=r"\[immutable: Forbidden"):
+        connected.apply({**doc, "immutable": False, "data": {"a": "3"}}, "ml")
+
+
+def owned_by(name: str, job: dict[str, Any]) -> dict[str, Any]:
+    doc = labelled(name)
+    doc["metadata"]["ownerReferences"] = [
+        {"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": job["metadata"]["uid"]}
+    ]
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("propagation", "left"),
+    [("Background", {"other"}), ("Foreground", {"other"}), (None, {"spec", "other"})],
+)
+def test_deleting_a_job_collects_what_it_owns_unless_orphaned(
+    kube: FakeKube, connected: cluster.Cluster, propagation: str | None, left: set[str]
+) -> None:
+    job = connected.apply(job_doc(), "ml")
+    connected.apply(owned_by("spec", job), "ml")
+    connected.apply(labelled("other"), "ml")
+    assert connected.delete(cluster.JOB, "ml", job["metadata"]["name"], propagation)
+    assert {n for (p, _ns, n) in kube.objects if p == "configmaps"} == left
+    if propagation is None:  # batch/v1 Jobs orphan their dependents unless told otherwise
+        assert "ownerReferences" not in kube.get("configmaps", "ml", "spec")["metadata"]  # type: ignore[index]
+
+
+def test_a_delete_with_another_uid_precondition_is_a_conflict(
+    kube: FakeKube, connected: cluster.Cluster
+) -> None:
+    job = connected.apply(job_doc(), "ml")
+    with pytest.raises(ke.RejectedError, match="409 Conflict: .*Precondition failed"):
+        connected.delete(cluster.JOB, "ml", job["metadata"]["name"], uid="uid-other")
+    assert connected.delete(cluster.JOB, "ml", job["metadata"]["name"], uid=job["metadata"]["uid"])
+
+
+def test_kueue_discovery_lists_the_served_versions(
+    kube: FakeKube, connected: cluster.Cluster
+) -> None:
+    group = connected.api_group("kueue.x-k8s.io")
+    assert group is not None
+    assert [v["version"] for v in group["versions"]] == ["v1beta2", "v1beta1"]
+    assert group["preferredVersion"]["version"] == "v1beta2"
+    kube.kueue_versions = ["v1beta1"]
+    assert connected.get(cluster.local_queue("v1beta2"), "ml", "q") is None
+    assert kube.requests[-1].path == "/apis/kueue.x-k8s.io/v1beta2/namespaces/ml/localqueues/q"
+    kube.kueue = False
+    assert connected.api_group("kueue.x-k8s.io") is None
+
+
+def test_a_managers_updates_are_not_its_applies(kube: FakeKube, connected: cluster.Cluster) -> None:
+    """As in managedFields, what kubetune set by a merge patch (an Update) is not removed when
+    its next apply leaves it out; and a merge patch never creates an object."""
+    doc = labelled("x", sweep="a")
+    connected.apply(doc, "ml")
+    refs = [{"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "u"}]
+    connected.merge_patch(cluster.CONFIG_MAP, "x", "ml", {"metadata": {"ownerReferences": refs}})
+    connected.apply(doc, "ml")
+    stored = kube.get("configmaps", "ml", "x")
+    assert stored is not None and stored["metadata"]["ownerReferences"] == refs
+    assert {(e["manager"], e["operation"]) for e in stored["metadata"]["managedFields"]} == {
+        ("kubetune", "Apply"),
+        ("kubetune", "Update"),
+    }
+    with pytest.raises(ke.NotFoundError):
+        connected.merge_patch(cluster.CONFIG_MAP, "gone", "ml", {"metadata": {}})
+    assert kube.get("configmaps", "ml", "gone") is None

@@ -309,3 +309,130 @@ def test_trainer_env_reads_literal_values_only() -> None:
         }
     )
     assert js.trainer_env(obj) == {"KUBETUNE_STORE": "s3://runs/x"}
+
+
+# --- pods that cannot start ---------------------------------------------------------------
+
+IMAGE = "ghcr.io/kubetune/kubetune-trainer@sha256:" + "ab" * 32
+NOW = datetime(2026, 1, 2, 5, 14, tzinfo=UTC)
+
+
+def waiting(reason: str, message: str = "", **status: Any) -> dict[str, Any]:
+    """A trainer pod in namespace ml-team, acknowledged by the kubelet at 03:01."""
+    stuck = pod(state={"waiting": {"reason": reason, "message": message}}, phase="Pending")
+    stuck["metadata"]["namespace"] = "ml-team"
+    stuck["status"]["containerStatuses"][0]["image"] = IMAGE
+    stuck["status"]["startTime"] = "2026-01-02T03:01:00Z"
+    stuck["status"].update(status)
+    return stuck
+
+
+@pytest.mark.parametrize(
+    ("reason", "message", "expected"),
+    [
+        # The kubelet's words for an env var whose Secret (or ConfigMap, or key) is missing.
+        (
+            "CreateContainerConfigError",
+            'secret "kubetune-s3" not found',
+            'secret kubetune-s3 not found in ml-team for 2h13m: create it (README "Secrets '
+            'for S3 and W&B")',
+        ),
+        (  # the older kubelets' wording
+            "CreateContainerConfigError",
+            'secrets "kubetune-s3" not found',
+            "secret kubetune-s3 not found in ml-team for 2h13m: create it",
+        ),
+        (
+            "CreateContainerConfigError",
+            "couldn't find key WANDB_API_KEY in Secret ml-team/wandb-api-key",
+            "secret wandb-api-key in ml-team has no key WANDB_API_KEY for 2h13m: add it "
+            '(README "Secrets for S3 and W&B")',
+        ),
+        (
+            "CreateContainerConfigError",
+            'configmap "bbc-topic-1c0ffee1" not found',
+            "ConfigMap bbc-topic-1c0ffee1 not found in ml-team for 2h13m: submit the run again "
+            "(it re-creates its ConfigMap) or kubetune cancel it",
+        ),
+        (
+            "ErrImagePull",
+            f'failed to pull and unpack image "{IMAGE}": failed to resolve reference '
+            f'"{IMAGE}": {IMAGE}: not found',
+            f"image {IMAGE} not found for 2h13m: push it, or pin one that exists (--image / "
+            "spec image)",
+        ),
+        (
+            "ImagePullBackOff",
+            f'Back-off pulling image "{IMAGE}": ErrImagePull: failed to authorize: failed to '
+            "fetch anonymous token: 401 Unauthorized",
+            f"image {IMAGE} cannot be pulled for 2h13m: the registry refused (Back-off pulling",
+        ),
+        (
+            "ImagePullBackOff",
+            f'Back-off pulling image "{IMAGE}"',
+            f'image {IMAGE} cannot be pulled for 2h13m: Back-off pulling image "{IMAGE}"',
+        ),
+        (
+            "InvalidImageName",
+            'Failed to apply default image tag "Ghcr.io/x": couldn\'t parse image name '
+            '"Ghcr.io/x": invalid reference format',
+            f"image name {IMAGE} is invalid for 2h13m: fix the spec's image",
+        ),
+        (
+            "ContainerCreating",
+            "",
+            "pod p has waited for 2h13m to start (ContainerCreating): its image may still be "
+            "pulling, or a Secret volume cannot mount; kubectl describe pod -n ml-team p shows "
+            "which",
+        ),
+    ],
+)
+def test_stuck_says_what_is_wrong_for_how_long_and_what_to_do(
+    reason: str, message: str, expected: str
+) -> None:
+    found = js.stuck(waiting(reason, message), NOW)
+    assert found is not None and found.startswith(expected), found
+    assert "\n" not in found
+
+
+def test_a_pod_on_its_way_or_running_is_not_stuck() -> None:
+    assert js.stuck(waiting("ContainerCreating"), datetime(2026, 1, 2, 3, 4, tzinfo=UTC)) is None
+    assert js.stuck(pod(state={"running": {}}), NOW) is None
+    assert js.stuck(pod(state={"waiting": {"reason": "CrashLoopBackOff"}}), NOW) is None
+
+
+def test_stuck_counts_from_the_kubelet_then_scheduling_then_creation() -> None:
+    scheduled = [
+        {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-01-02T05:00:00Z"}
+    ]
+    unstarted = waiting("ErrImagePull", "not found", conditions=scheduled)
+    del unstarted["status"]["startTime"]
+    assert "not found for 14m00s:" in str(js.stuck(unstarted, NOW))
+    del unstarted["status"]["conditions"]
+    assert "not found for 2h13m:" in str(js.stuck(unstarted, NOW))  # created 03:01
+
+
+def test_rows_carry_the_problem_of_any_ranks_newest_pod() -> None:
+    ok = pod("rank0", index=0, state={"running": {}})
+    bad = waiting("CreateContainerConfigError", 'secret "kubetune-s3" not found')
+    bad["metadata"]["labels"] = {"batch.kubernetes.io/job-completion-index": "1"}
+    (row,) = js.rows([job()], [ok, bad], now=NOW)
+    assert row.problem.startswith("secret kubetune-s3 not found in ml-team for 2h13m")
+    assert js.problem_lines([row]) == [f"run bbc-topic-1c0ffee1: {row.problem}"]
+    (fine,) = js.rows([job()], [ok], now=NOW)
+    assert fine.problem == "" and js.problem_lines([fine]) == []
+
+
+def test_a_pod_whose_config_map_volume_is_missing_is_stuck_at_once() -> None:
+    creating = waiting("ContainerCreating")
+    creating["spec"]["volumes"] = [
+        {"name": "spec", "configMap": {"name": "bbc-topic-1c0ffee1"}},
+        {"name": "scratch", "emptyDir": {}},
+    ]
+    soon = datetime(2026, 1, 2, 3, 2, tzinfo=UTC)
+    assert js.config_map_volumes(creating) == ["bbc-topic-1c0ffee1"]
+    assert js.stuck(creating, soon) is None, "it may be on its way"
+    assert js.stuck(creating, soon, {"bbc-topic-1c0ffee1"}) == (
+        "ConfigMap bbc-topic-1c0ffee1 not found in ml-team for 1m00s: submit the run again "
+        "(it re-creates its ConfigMap) or kubetune cancel it"
+    )

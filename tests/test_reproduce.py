@@ -175,6 +175,7 @@ def test_an_edited_stored_spec_is_refused(tmp_path: Path) -> None:
         (["--local", "--out", "x"], "--out does not apply to --local; drop it"),
         (["--render", "--tolerance", "0.1"], "--tolerance does not apply to --render; drop it"),
         (["--local", "--endpoint", "http://x"], "--endpoint does not apply to --local; drop it"),
+        (["--render", "--replace"], "--replace does not apply to --render; drop it"),
         (
             ["--submit", "--store", "file://./x"],
             "--store file://./x: a Kubernetes Job writes to s3://bucket/prefix",

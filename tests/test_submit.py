@@ -22,6 +22,7 @@ from kubetune import submit as submitmod
 from conftest import ROOT, base_spec
 
 APPLY_ORDER = ["networkpolicies", "configmaps", "services", "jobs"]
+ADOPT_ORDER = ["networkpolicies", "services", "configmaps"]
 
 
 @pytest.fixture
@@ -56,6 +57,10 @@ def patches(kube: FakeKube) -> list[kubefake.Request]:
     return [r for r in kube.requests if r.method == "PATCH"]
 
 
+def applies(kube: FakeKube) -> list[kubefake.Request]:
+    return [r for r in patches(kube) if r.content_type == "application/apply-patch+yaml"]
+
+
 def test_submit_applies_every_runs_objects_in_order_concurrently(
     kube: FakeKube, write_spec: Any
 ) -> None:
@@ -68,21 +73,36 @@ def test_submit_applies_every_runs_objects_in_order_concurrently(
     assert table(ran.stdout) == {run.run_id: ["created", "—"] for run in runs}
     for run in runs:
         mine = [r for r in kube.requests if r.path.endswith(f"/{run.run_id}")]
-        # First the idempotency check, then the objects in install order, Job last.
+        # First the idempotency check, then the objects in install order, Job last, then
+        # the dependents again with an ownerReference to the Job (the ConfigMap last).
         check = ("GET", f"/apis/batch/v1/namespaces/ml/jobs/{run.run_id}")
         assert (mine[0].method, mine[0].path) == check
         plurals = [r.path.split("/")[-2] for r in mine[1:]]
         multi = run.spec.resources.nodes > 1
-        assert plurals == [p for p in APPLY_ORDER if multi or p != "services"]
+        installed = [p for p in APPLY_ORDER if multi or p != "services"]
+        adopted = [p for p in ADOPT_ORDER if multi or p != "services"]
+        assert plurals == installed + adopted
         stored = {p: kube.get(p, "ml", run.run_id) for p in APPLY_ORDER}
         assert (stored["services"] is not None) == multi
         job = stored["jobs"]
         assert job is not None
         assert job["metadata"]["annotations"]["kubetune.io/spec-hash"] == run.spec_hash
         assert job["metadata"]["namespace"] == "ml"
+        owner = {"apiVersion": "batch/v1", "kind": "Job", "name": run.run_id}
+        for plural in installed[:-1]:
+            refs = stored[plural]["metadata"]["ownerReferences"]  # type: ignore[index]
+            assert refs == [{**owner, "uid": job["metadata"]["uid"]}]
     for request in patches(kube):
+        if request.content_type == "application/merge-patch+json":
+            # The ownerReference: a merge patch never creates an object that is gone.
+            assert request.query == {"fieldManager": "kubetune"}
+            (ref,) = yaml.safe_load(request.body)["metadata"]["ownerReferences"]
+            assert ref["kind"] == "Job" and request.path.endswith(f"/{ref['name']}")
+            continue
         assert request.content_type == "application/apply-patch+yaml"
-        assert request.query == {"fieldManager": "kubetune", "force": "true"}
+        # A Job is never forced: a Job that appeared meanwhile is a conflict, not taken over.
+        force = "false" if "/jobs/" in request.path else "true"
+        assert request.query == {"fieldManager": "kubetune", "force": force}
     assert kube.max_in_flight >= 2, "runs are submitted concurrently"
 
 
@@ -93,7 +113,8 @@ def test_submit_again_sends_no_patch_and_reports_unchanged(kube: FakeKube, write
     again = kubetune("submit", str(path), "-n", "ml")
     assert again.code == 0
     assert patches(kube) == []
-    assert [r.method for r in kube.requests] == ["GET"] * 4
+    # The Job, and its ConfigMap to see that it names the Job (adopted last, so all are).
+    assert [r.method for r in kube.requests] == ["GET"] * 8
     assert "4 runs in ml: 4 unchanged" in again.stderr
     assert {tuple(cells) for cells in table(again.stdout).values()} == {("unchanged", "Pending")}
 
@@ -215,7 +236,10 @@ def test_kueue_local_queue_is_checked_before_anything_is_applied(
         "localqueues -A lists them) or fix resources.queue"
     ]
     assert patches(kube) == []
-    assert kube.requests[0].path == "/apis/kueue.x-k8s.io/v1beta1/namespaces/ml/localqueues/team-q"
+    assert [r.path for r in kube.requests[:2]] == [
+        "/apis/kueue.x-k8s.io",
+        "/apis/kueue.x-k8s.io/v1beta2/namespaces/ml/localqueues/team-q",
+    ]
 
     kube.kueue = False
     absent = kubetune("submit", str(path), "-n", "ml")
@@ -233,7 +257,7 @@ def test_kueue_local_queue_is_checked_before_anything_is_applied(
     kube.requests.clear()
     ran = kubetune("submit", str(path), "-n", "ml")
     assert ran.code == 0, ran.errors
-    assert kube.requests[0].path.endswith("/localqueues/team-q")
+    assert kube.requests[1].path.endswith("/localqueues/team-q")
     (job,) = [o for k, o in kube.objects.items() if k[0] == "jobs"]
     # The fake runs no Kueue webhook: in a cluster it suspends the Job; the manifest never does.
     assert "suspend" not in job["spec"]
@@ -263,8 +287,9 @@ def test_submit_overlaps_runs_and_reports_each(kube: FakeKube, write_spec: Any) 
     assert [o.run_id for o in outcomes] == [r.run_id for r in runs]
     assert sorted(seen) == sorted(r.run_id for r in runs)
     assert {o.result for o in outcomes} == {"created"}
-    # 16 runs × 3 requests × 50 ms is 2.4 s one after another.
-    assert took < 1.2, took
+    # 16 runs × 6 requests (GET; NetworkPolicy, ConfigMap, Job; NetworkPolicy and ConfigMap
+    # with their ownerReference) × 50 ms is 4.8 s one after another.
+    assert took < 2.4, took
     assert kube.max_in_flight >= 8
 
 
@@ -274,7 +299,7 @@ def test_a_rendered_run_applies_the_same_documents_render_prints(
     path = write_spec(base_spec())
     assert kubetune("submit", str(path), "-n", "ml").code == 0
     printed = kubetune("render", str(path), "-n", "ml").stdout
-    sent = [yaml.safe_load(r.body) for r in patches(kube)]
+    sent = [yaml.safe_load(r.body) for r in applies(kube)]
     assert sent == [d for d in yaml.safe_load_all(printed) if d]
 
 
@@ -306,3 +331,94 @@ def test_manifests_parse_a_document_the_header_pattern_does_not_fit() -> None:
     odd = rendermod.Rendered(item.run, item.values, (("configmap.yaml", flow),))
     (manifest,) = submitmod.manifests(odd)
     assert (manifest.kind, manifest.name, manifest.chart) == (cluster.CONFIG_MAP, "odd", "c-1")
+
+
+@pytest.mark.parametrize(
+    ("served", "used"),
+    [(["v1beta2"], "v1beta2"), (["v1beta1"], "v1beta1"), (["v1beta2", "v1beta1"], "v1beta2")],
+)
+def test_the_local_queue_is_read_at_the_version_kueue_serves(
+    kube: FakeKube, write_spec: Any, served: list[str], used: str
+) -> None:
+    kube.kueue_versions = served
+    kube.put(
+        {
+            "apiVersion": f"kueue.x-k8s.io/{used}",
+            "kind": "LocalQueue",
+            "metadata": {"name": "team-q", "namespace": "ml"},
+        }
+    )
+    path = write_spec(base_spec(resources={"gpus": 1, "queue": "team-q"}))
+    ran = kubetune("submit", str(path), "-n", "ml")
+    assert ran.code == 0, ran.errors
+    assert [r.path for r in kube.requests[:2]] == [
+        "/apis/kueue.x-k8s.io",
+        f"/apis/kueue.x-k8s.io/{used}/namespaces/ml/localqueues/team-q",
+    ]
+
+
+def test_kueue_missing_or_serving_only_unknown_versions_is_one_line(
+    kube: FakeKube, write_spec: Any
+) -> None:
+    path = write_spec(base_spec(resources={"gpus": 1, "queue": "team-q"}))
+    kube.kueue_versions = []
+    absent = kubetune("submit", str(path), "-n", "ml")
+    assert absent.code == 2
+    assert absent.errors == [
+        "resources.queue: Kueue is not installed in this cluster (no kueue.x-k8s.io API); "
+        "install Kueue or remove resources.queue"
+    ]
+    kube.kueue_versions = ["v1"]
+    unknown = kubetune("submit", str(path), "-n", "ml")
+    assert unknown.code == 2
+    assert unknown.errors == [
+        "resources.queue: this cluster's Kueue serves kueue.x-k8s.io v1; kubetune knows "
+        "v1beta2, v1beta1: upgrade kubetune or Kueue"
+    ]
+    assert patches(kube) == []
+
+
+def test_a_resubmit_finishes_a_submit_cut_off_before_the_ownerreferences(
+    kube: FakeKube, write_spec: Any
+) -> None:
+    """A submit stopped after creating the Job left its dependents without an owner: the
+    next submit finds the Job unchanged and adopts them; the garbage collector then takes
+    them with the Job."""
+    path = write_spec(base_spec(resources={"gpus": 1, "nodes": 2}))
+    (run,) = runs_of(path)
+    (rendered,) = rendermod.render([run], "ml")
+    target = cluster.connect()
+    for doc in submitmod.manifests(rendered):  # what the cut-off submit had sent
+        target.apply_text(doc.kind, doc.name, "ml", doc.text + "\n")
+    assert all("ownerReferences" not in o["metadata"] for o in kube.objects.values()), (
+        "not adopted yet"
+    )
+    ran = kubetune("submit", str(path), "-n", "ml")
+    assert ran.code == 0 and table(ran.stdout)[run.run_id][0] == "unchanged"
+    uid = kube.get("jobs", "ml", run.run_id)["metadata"]["uid"]  # type: ignore[index]
+    for plural in ("networkpolicies", "configmaps", "services"):
+        refs = kube.get(plural, "ml", run.run_id)["metadata"]["ownerReferences"]  # type: ignore[index]
+        assert [r["uid"] for r in refs] == [uid]
+    # kubectl delete job (Background): the garbage collector deletes the dependents too.
+    assert target.delete(cluster.JOB, "ml", run.run_id, "Background")
+    assert kube.objects == {}
+
+
+def test_objects_left_by_a_deleted_job_are_taken_over_by_the_new_one(
+    kube: FakeKube, write_spec: Any
+) -> None:
+    """The Job is gone but the garbage collector has not yet taken its ConfigMap (it runs
+    asynchronously): the ConfigMap must not keep the old Job's reference, or the collector
+    would delete it under the new Job's pod."""
+    path = write_spec(base_spec())
+    (run,) = runs_of(path)
+    assert kubetune("submit", str(path), "-n", "ml").code == 0
+    old = kube.get("jobs", "ml", run.run_id)["metadata"]["uid"]  # type: ignore[index]
+    kube.remove("jobs", "ml", run.run_id)  # deleted; its dependents not collected yet
+    stale = kube.get("configmaps", "ml", run.run_id)
+    assert stale is not None and stale["metadata"]["ownerReferences"][0]["uid"] == old
+    assert kubetune("submit", str(path), "-n", "ml").code == 0
+    new = kube.get("jobs", "ml", run.run_id)["metadata"]["uid"]  # type: ignore[index]
+    for plural in ("networkpolicies", "configmaps"):
+        refs = kube.get(plural, "ml", run.run_id)["metadata"]["ownerReferences"]  # type: ignore[index]
+        assert [r["uid"] for r in refs] == [new] != [old]

@@ -264,7 +264,19 @@ def reproduce(
         bool, typer.Option("--render", help="Print (or --out) the run's manifests again.")
     ] = False,
     submit: Annotated[
-        bool, typer.Option("--submit", help="Apply the run's manifests to the current context.")
+        bool,
+        typer.Option(
+            "--submit",
+            help="Create the run's objects in the current context, unless its Job is there.",
+        ),
+    ] = False,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="--submit: delete a failed Job of the run, or one with another pod "
+            "(--image/--store), wait until it is gone, then create.",
+        ),
     ] = False,
     local_: Annotated[
         bool,
@@ -319,12 +331,13 @@ def reproduce(
         store=store,
         endpoint=endpoint,
         tolerance=tolerance,
+        replace=replace or None,
     )
     recorded = repro.load(uri)
     if local_:
         _reproduce_local(recorded, store or repro.DEFAULT_STORE, tolerance)
     elif submit:
-        _reproduce_submit(recorded, namespace, image, store, endpoint)
+        _reproduce_submit(recorded, namespace, image, store, endpoint, replace)
     else:
         _reproduce_render(recorded, namespace, image, out, store, endpoint)
 
@@ -335,7 +348,7 @@ def _check_options(mode: str, **given: Any) -> None:
 
     allowed = {
         "render": {"out", "namespace", "image", "store", "endpoint"},
-        "submit": {"namespace", "image", "store", "endpoint"},
+        "submit": {"namespace", "image", "store", "endpoint", "replace"},
         "local": {"store", "tolerance"},
     }[mode]
     for name, value in given.items():
@@ -379,7 +392,10 @@ def _reproduce_submit(
     image: str | None,
     store: str | None,
     endpoint: str | None,
+    replace: bool,
 ) -> None:
+    from rich.markup import escape
+
     from kubetune import cluster
     from kubetune import reproduce as repro
 
@@ -387,10 +403,12 @@ def _reproduce_submit(
     rendered, warnings = repro.render(recorded, namespace, image, store, endpoint)
     target = cluster.connect()
     _warn(warnings + ([caution] if caution else []))
-    applied = repro.submit(rendered, namespace, target)
+    done = repro.submit(rendered, namespace, target, replace=replace)
     console = _console()
-    for item in applied:
-        console.print(f"[green]✓[/] applied {item}")
+    for item in done.objects:
+        console.print(f"  [dim]{escape(item)}[/]")
+    mark = "[green]✓[/]" if done.action in (repro.CREATED, repro.REPLACED) else "[cyan]•[/]"
+    console.print(f"{mark} {escape(done.message)}")
 
 
 def _reproduce_local(recorded: Recorded, store: str, tolerance: float | None) -> None:
@@ -597,9 +615,19 @@ def status(
     metrics = jobstatus.Metrics()
     title = f"{found.title} in {ns}"
 
-    def table(jobs: list[dict[str, Any]], pods: list[dict[str, Any]]) -> Any:
-        rows = jobstatus.rows(jobs, pods, found.expected, metrics.read(jobs))
-        return jobstatus.status_table(title, rows)
+    def table(
+        jobs: list[dict[str, Any]], pods: list[dict[str, Any]], missing: set[str] | None = None
+    ) -> Any:
+        from rich.console import Group
+        from rich.markup import escape
+
+        rows = jobstatus.rows(
+            jobs, pods, found.expected, metrics.read(jobs), missing_config_maps=missing or ()
+        )
+        problems = [
+            f"[bold yellow]stuck:[/] {escape(line)}" for line in jobstatus.problem_lines(rows)
+        ]
+        return Group(jobstatus.status_table(title, rows), *problems)
 
     if watch:
         _watch(target, ns, found.selector, table)
@@ -609,7 +637,8 @@ def status(
         raise ConfigError(
             f"no sweep or run {name} in namespace {ns}; kubetune list shows what is there"
         )
-    _console(stderr=False).print(table(jobs, pods))
+    missing = kuberuns.missing_config_maps(target, ns, pods)
+    _console(stderr=False).print(table(jobs, pods, missing))
 
 
 def _watch(target: Cluster, namespace: str, selector: str, table: Any) -> None:

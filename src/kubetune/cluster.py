@@ -10,7 +10,10 @@ pool holds :data:`POOL` connections, enough for ``kubetune submit``'s workers.
 :func:`apply` sends each document as a server-side apply patch (``PATCH`` with
 ``application/apply-patch+yaml``, ``fieldManager=kubetune``, ``force=true``), so applying the
 same manifests twice changes nothing, and kubetune owns the fields it writes, as
-``kubectl apply --server-side --force-conflicts`` would.
+``kubectl apply --server-side --force-conflicts`` would. Forcing takes over fields that
+another manager owns (Kueue's controller owns an admitted Job's ``spec.suspend``), so kubetune
+never applies over a Job that exists (:mod:`kubetune.submit` looks first), and applies a new
+Job with ``force=False``: a Job that appeared meanwhile is then a 409, not a take-over.
 
 Where to connect comes from the kubeconfig (``$KUBECONFIG``, else ``~/.kube/config``) and its
 current context, or the one ``--context`` names, as kubectl does. Refusals become the
@@ -40,6 +43,7 @@ from kubetune.kube_errors import (
 __all__ = ["Action", "Applied", "Cluster", "ClusterError", "Kind", "apply", "connect"]
 
 APPLY_PATCH = "application/apply-patch+yaml"
+MERGE_PATCH = "application/merge-patch+json"
 FIELD_MANAGER = "kubetune"
 #: Seconds to wait for the API server to answer (connect, read).
 TIMEOUT = (10, 60)
@@ -80,7 +84,17 @@ CONFIG_MAP = Kind("ConfigMap", "v1", "configmaps")
 SERVICE = Kind("Service", "v1", "services")
 JOB = Kind("Job", "batch/v1", "jobs")
 POD = Kind("Pod", "v1", "pods")
-LOCAL_QUEUE = Kind("LocalQueue", "kueue.x-k8s.io/v1beta1", "localqueues")
+KUEUE_GROUP = "kueue.x-k8s.io"
+#: Kueue's API versions kubetune knows, newest first (v1beta2 since Kueue 0.15; v1beta1 is
+#: being withdrawn).
+KUEUE_VERSIONS = ("v1beta2", "v1beta1")
+
+
+def local_queue(version: str) -> Kind:
+    """Kueue's LocalQueue as ``kueue.x-k8s.io/<version>`` serves it."""
+    return Kind("LocalQueue", f"{KUEUE_GROUP}/{version}", "localqueues")
+
+
 #: The kinds the kubetune-job chart renders, by (apiVersion, kind).
 APPLIED_KINDS: dict[tuple[str, str], Kind] = {
     (k.api_version, k.kind): k for k in (NETWORK_POLICY, CONFIG_MAP, SERVICE, JOB)
@@ -208,11 +222,22 @@ class Cluster:
         except NotFoundError:
             return None
 
+    def api_group(self, group: str) -> dict[str, Any] | None:
+        """API discovery of one group (``GET /apis/<group>``): its ``APIGroup``, with the
+        served ``versions`` and the ``preferredVersion``; None where the group is not served.
+        Discovery is open to every authenticated user (the ``system:discovery`` role)."""
+        action = Action("get", group, None, f"the {group} API")
+        try:
+            return self.request("GET", f"/apis/{group}", action)
+        except NotFoundError:
+            return None
+
     def list_objects(
-        self, kind: Kind, namespace: str, selector: str = ""
+        self, kind: Kind, namespace: str, selector: str = "", *, fields: str = ""
     ) -> tuple[list[dict[str, Any]], str]:
-        """Every object matching the label selector, and the list's resourceVersion (where a
-        watch starts). Pages of :data:`PAGE` objects."""
+        """Every object matching the label selector (and field selector, such as
+        ``metadata.name=x``), and the list's resourceVersion (where a watch starts). Pages of
+        :data:`PAGE` objects."""
         action = Action("list", kind.resource, namespace, f"{kind.kind}s in {namespace}")
         items: list[dict[str, Any]] = []
         version = ""
@@ -221,6 +246,8 @@ class Cluster:
             query = [("limit", str(PAGE))]
             if selector:
                 query.append(("labelSelector", selector))
+            if fields:
+                query.append(("fieldSelector", fields))
             if token:
                 query.append(("continue", token))
             page = self.request("GET", kind.path(namespace), action, query=query)
@@ -260,9 +287,14 @@ class Cluster:
         *,
         dry_run: bool = False,
         field_manager: str = FIELD_MANAGER,
+        force: bool = True,
     ) -> dict[str, Any]:
-        """Server-side apply one manifest given as YAML (or JSON) text, sent as it is."""
-        query = [("fieldManager", field_manager), ("force", "true")]
+        """Server-side apply one manifest given as YAML (or JSON) text, sent as it is.
+
+        Without ``force`` a field that another field manager owns and this manifest sets to
+        another value is a 409 Conflict (raised as ``RejectedError``), not taken over.
+        """
+        query = [("fieldManager", field_manager), ("force", "true" if force else "false")]
         if dry_run:
             query.append(("dryRun", "All"))
         action = Action("patch", kind.resource, namespace, f"{kind.kind} {namespace}/{name}")
@@ -275,6 +307,27 @@ class Cluster:
             content_type=APPLY_PATCH,
         )
 
+    def merge_patch(
+        self,
+        kind: Kind,
+        name: str,
+        namespace: str,
+        patch: Mapping[str, Any],
+        *,
+        field_manager: str = FIELD_MANAGER,
+    ) -> dict[str, Any]:
+        """A JSON merge patch (RFC 7386) of one object: maps merge, lists are replaced whole.
+        Unlike an apply it never creates the object: a missing one raises NotFoundError."""
+        action = Action("patch", kind.resource, namespace, f"{kind.kind} {namespace}/{name}")
+        return self.request(
+            "PATCH",
+            kind.path(namespace, name),
+            action,
+            query=[("fieldManager", field_manager)],
+            body=dict(patch),
+            content_type=MERGE_PATCH,
+        )
+
     def create(self, doc: Mapping[str, Any], namespace: str) -> dict[str, Any]:
         """Create one object (``POST``); an existing one is a 409, raised as ``RejectedError``."""
         kind = kind_of(doc)
@@ -284,16 +337,28 @@ class Cluster:
             "POST", kind.path(namespace), action, body=dict(doc), content_type="application/json"
         )
 
-    def delete(self, kind: Kind, namespace: str, name: str, propagation: str | None = None) -> bool:
+    def delete(
+        self,
+        kind: Kind,
+        namespace: str,
+        name: str,
+        propagation: str | None = None,
+        *,
+        uid: str | None = None,
+    ) -> bool:
         """Delete one object; False if it was already gone.
 
         ``propagation`` (``Background``, ``Foreground``, ``Orphan``) says what becomes of what
-        the object owns: a Job's pods.
+        the object owns: a Job's pods, and the ConfigMap, Service and NetworkPolicy kubetune
+        gives it. ``uid`` deletes only that object (a precondition), not one made since under
+        the same name.
         """
         action = Action("delete", kind.resource, namespace, f"{kind.kind} {namespace}/{name}")
         options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
         if propagation:
             options["propagationPolicy"] = propagation
+        if uid:
+            options["preconditions"] = {"uid": uid}
         try:
             self.request(
                 "DELETE",
@@ -306,6 +371,33 @@ class Cluster:
             return False
         return True
 
+    def wait_deleted(self, kind: Kind, namespace: str, name: str, uid: str, timeout_s: int) -> None:
+        """Return once the object ``uid`` of that name is gone (its DELETED event, or a list
+        without it).
+
+        Raises:
+            ClusterError: it is still there after ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        fields = f"metadata.name={name}"
+        while True:
+            items, version = self.list_objects(kind, namespace, fields=fields)
+            if not any((i.get("metadata") or {}).get("uid") == uid for i in items):
+                return
+            left = int(deadline - time.monotonic())
+            if left <= 0:
+                raise ClusterError(
+                    f"{kind.kind} {namespace}/{name} is still being deleted after {timeout_s} s; "
+                    "try again once it is gone"
+                )
+            for event in self.watch(
+                kind, namespace, "", version, timeout_s=min(left, 300), fields=fields
+            ):
+                if event.type == "ERROR":
+                    break  # 410 Gone: list again
+                if event.type == "DELETED" and event.object.get("metadata", {}).get("uid") == uid:
+                    return
+
     def watch(
         self,
         kind: Kind,
@@ -315,6 +407,7 @@ class Cluster:
         *,
         timeout_s: int = 300,
         opened: Any = None,
+        fields: str = "",
     ) -> Iterator[WatchEvent]:
         """The changes to matching objects after ``resource_version``, as they happen.
 
@@ -331,6 +424,8 @@ class Cluster:
         ]
         if selector:
             query.append(("labelSelector", selector))
+        if fields:
+            query.append(("fieldSelector", fields))
         if resource_version:
             query.append(("resourceVersion", resource_version))
         response = self.open(

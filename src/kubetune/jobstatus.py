@@ -3,7 +3,9 @@
 Pure functions of the objects the API server returns (plain dicts), so every state can be
 tested from a literal: the Job's phase (queued by Kueue, pending, running, succeeded,
 failed and why), its pods' state (ContainerCreating, ImagePullBackOff, OOMKilled, Evicted,
-CrashLoopBackOff, exit codes), restarts, nodes and age. The one effect is reading each run's
+CrashLoopBackOff, exit codes), restarts, nodes and age, and what keeps a pod from ever
+starting (:func:`stuck`: a missing Secret or ConfigMap, an image that cannot be pulled),
+for how long, and what to do. The one effect is reading each run's
 headline metric from its store (:class:`Metrics`), which never fails a status: a store that
 cannot be read shows "—".
 """
@@ -12,12 +14,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rich.markup import escape
@@ -233,6 +236,146 @@ def params_of(job: Mapping[str, Any]) -> dict[str, Any]:
     return params if isinstance(params, dict) else {}
 
 
+# --- pods that will never start on their own -----------------------------------------------
+
+#: A pod waiting in ContainerCreating this long is worth a line: a volume that cannot mount,
+#: or an image pull slower than a CUDA image's usual few minutes.
+SLOW_START = timedelta(minutes=10)
+README_SECRETS = 'README "Secrets for S3 and W&B"'
+SECRETS_HINT = f"create it ({README_SECRETS})"
+#: The kubelet's words (CreateContainerConfigError): ``secret "x" not found``,
+#: ``configmap "x" not found``, ``couldn't find key K in Secret ns/x``.
+_MISSING_OBJECT = re.compile(r'\b(secret|configmap)s? "(?P<name>[^"]+)" not found', re.I)
+_MISSING_KEY = re.compile(
+    r"couldn't find key (?P<key>\S+) in (?P<kind>Secret|ConfigMap) (?P<ns>[^/\s]+)/(?P<name>\S+)"
+)
+_PULL_REFUSED = re.compile(
+    r"unauthorized|authentication required|access denied|denied|forbidden|\b401\b|\b403\b", re.I
+)
+_PULL_MISSING = re.compile(r"not found|manifest unknown|name unknown|does not exist", re.I)
+
+
+def waiting_since(pod: Mapping[str, Any]) -> datetime | None:
+    """When the pod began to hold its node's resources: ``status.startTime`` (the kubelet
+    took it), else when it was scheduled, else created."""
+    status = _status(pod)
+    scheduled = next(
+        (
+            c.get("lastTransitionTime")
+            for c in status.get("conditions") or []
+            if isinstance(c, dict) and c.get("type") == "PodScheduled" and c.get("status") == "True"
+        ),
+        None,
+    )
+    for value in (status.get("startTime"), scheduled):
+        if isinstance(value, str):
+            try:
+                return datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                pass
+    return created(pod)
+
+
+def config_map_volumes(pod: Mapping[str, Any]) -> list[str]:
+    """The ConfigMaps the pod mounts (the run's spec is one)."""
+    volumes = ((pod.get("spec") or {}).get("volumes")) or []
+    return [
+        str(v["configMap"]["name"])
+        for v in volumes
+        if isinstance(v, dict) and isinstance(v.get("configMap"), dict) and "name" in v["configMap"]
+    ]
+
+
+def is_creating(pod: Mapping[str, Any]) -> bool:
+    waiting = (_container(pod).get("state") or {}).get("waiting")
+    return isinstance(waiting, dict) and waiting.get("reason") == "ContainerCreating"
+
+
+def stuck(
+    pod: Mapping[str, Any], now: datetime, missing_config_maps: Collection[str] = ()
+) -> str | None:
+    """Why the pod's trainer cannot start, one line a user can act on, or None.
+
+    Reads the container's waiting state as the kubelet reports it: CreateContainerConfigError
+    (a Secret or ConfigMap an env var names is missing, or lacks the key), ErrImagePull and
+    ImagePullBackOff (with the registry's answer), InvalidImageName, ErrImageNeverPull. A pod
+    in ContainerCreating whose ConfigMap volume is among ``missing_config_maps`` (the caller
+    looked) cannot mount it; one in ContainerCreating for longer than :data:`SLOW_START` gets
+    a line too (a Secret volume, or a slow pull: the reason is only in the pod's events,
+    which the submitter Role does not read).
+    """
+    if _meta(pod).get("deletionTimestamp"):
+        return None
+    container = _container(pod)
+    waiting = (container.get("state") or {}).get("waiting")
+    if not isinstance(waiting, dict):
+        return None
+    reason = str(waiting.get("reason") or "")
+    message = " ".join(str(waiting.get("message") or "").split())
+    namespace = str(_meta(pod).get("namespace") or "")
+    since = waiting_since(pod)
+    took = f" for {fmt_duration(now - since)}" if since else ""
+    image = str(container.get("image") or _spec_image(pod))
+    if reason == "CreateContainerConfigError":
+        key = _MISSING_KEY.search(message)
+        if key:
+            kind = key["kind"].lower()
+            where = f" ({README_SECRETS})" if kind == "secret" else ""
+            return (
+                f"{kind} {key['name']} in {key['ns']} has no key {key['key']}{took}: add it{where}"
+            )
+        missing = _MISSING_OBJECT.search(message)
+        if missing and missing[1].lower() == "secret":
+            return f"secret {missing['name']} not found in {namespace}{took}: {SECRETS_HINT}"
+        if missing:
+            return (
+                f"ConfigMap {missing['name']} not found in {namespace}{took}: submit the run "
+                "again (it re-creates its ConfigMap) or kubetune cancel it"
+            )
+        return f"the trainer cannot be set up{took}: {message or reason}"
+    if reason in ("ErrImagePull", "ImagePullBackOff"):
+        if _PULL_REFUSED.search(message):
+            return (
+                f"image {image} cannot be pulled{took}: the registry refused ({_short(message)}); "
+                "give the pod an imagePullSecret for it, or use an image it can pull"
+            )
+        if _PULL_MISSING.search(message):
+            return (
+                f"image {image} not found{took}: push it, or pin one that exists "
+                "(--image / spec image)"
+            )
+        return f"image {image} cannot be pulled{took}: {_short(message) or reason}"
+    if reason == "InvalidImageName":
+        return f"image name {image} is invalid{took}: fix the spec's image"
+    if reason == "ErrImageNeverPull":
+        return f"image {image} is not on the node and its pull policy is Never{took}"
+    if reason == "ContainerCreating":
+        gone = [name for name in config_map_volumes(pod) if name in missing_config_maps]
+        if gone:
+            return (
+                f"ConfigMap {gone[0]} not found in {namespace}{took}: submit the run again "
+                "(it re-creates its ConfigMap) or kubetune cancel it"
+            )
+        if since is not None and now - since >= SLOW_START:
+            name = _meta(pod).get("name")
+            return (
+                f"pod {name} has waited{took} to start (ContainerCreating): its image may still "
+                f"be pulling, or a Secret volume cannot mount; kubectl describe pod -n "
+                f"{namespace} {name} shows which"
+            )
+    return None
+
+
+def _spec_image(pod: Mapping[str, Any]) -> str:
+    containers = ((pod.get("spec") or {}).get("containers")) or []
+    found = next((c for c in containers if isinstance(c, dict) and c.get("name") == CONTAINER), {})
+    return str(found.get("image") or "")
+
+
+def _short(message: str, limit: int = 160) -> str:
+    return message if len(message) <= limit else message[: limit - 1] + "…"
+
+
 @dataclass(frozen=True)
 class RunRow:
     """One row of ``kubetune status``."""
@@ -243,6 +386,8 @@ class RunRow:
     pods: PodsView = field(default_factory=PodsView)
     created: datetime | None = None
     metric: str = DASH
+    #: Why its newest pod cannot start (:func:`stuck`), if it cannot.
+    problem: str = ""
 
 
 def rows(
@@ -250,6 +395,8 @@ def rows(
     pods: Sequence[Mapping[str, Any]],
     expected: Mapping[str, Mapping[str, Any]] | None = None,
     metrics: Mapping[str, str] | None = None,
+    now: datetime | None = None,
+    missing_config_maps: Collection[str] = (),
 ) -> list[RunRow]:
     """A row per Job, plus one per ``expected`` run (id → params) that has no Job yet.
 
@@ -275,12 +422,33 @@ def rows(
             pods_view(own),
             created(job),
             (metrics or {}).get(run_id, DASH),
+            _problem(own, now or datetime.now(UTC), missing_config_maps),
         )
     for run_id, params in (expected or {}).items():
         out.setdefault(run_id, RunRow(run_id, dict(params), NOT_SUBMITTED))
     # A spec's runs in the order it expands to (its sweep's order), then any others.
     order = [*(expected or {}), *sorted(set(out) - set(expected or {}))]
     return [out[k] for k in order]
+
+
+def _problem(
+    pods: Sequence[Mapping[str, Any]], now: datetime, missing_config_maps: Collection[str]
+) -> str:
+    """The first stuck pod among each rank's newest."""
+    ranks: dict[int, list[Mapping[str, Any]]] = {}
+    for pod in pods:
+        ranks.setdefault(pod_index(pod), []).append(pod)
+    for _rank, group in sorted(ranks.items()):
+        latest = newest(group)
+        problem = stuck(latest, now, missing_config_maps) if latest else None
+        if problem:
+            return problem
+    return ""
+
+
+def problem_lines(runs: Sequence[RunRow]) -> list[str]:
+    """``run <id>: <problem>``, one line per run that cannot start."""
+    return [f"run {row.run_id}: {row.problem}" for row in runs if row.problem]
 
 
 def status_table(title: str, runs: Sequence[RunRow], now: datetime | None = None) -> Table:

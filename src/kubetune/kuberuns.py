@@ -101,6 +101,17 @@ def snapshot(target: kube.Cluster, namespace: str, selector: str) -> Snapshot:
         return jobs.result()[0], pods.result()[0]
 
 
+def missing_config_maps(
+    target: kube.Cluster, namespace: str, pods: list[dict[str, Any]]
+) -> set[str]:
+    """The ConfigMaps that pods waiting in ContainerCreating mount and that do not exist: such
+    a pod waits for its volume forever (the kubelet says so only in the pod's events)."""
+    from kubetune.jobstatus import config_map_volumes, is_creating
+
+    names = sorted({n for p in pods if is_creating(p) for n in config_map_volumes(p)})
+    return {n for n in names if target.get(kube.CONFIG_MAP, namespace, n) is None}
+
+
 # --- watching -----------------------------------------------------------------------------
 
 

@@ -7,7 +7,8 @@ spec is a different run). Then:
 
 - :func:`render` gives the manifests ``kubetune render SPEC --run RUN_ID`` gave, byte for byte,
   pinned to the recorded image;
-- :func:`submit` applies them to the current kube context (:func:`kubetune.cluster.apply`);
+- :func:`submit` creates them in the current kube context, after looking at what is there:
+  it never applies over an existing Job (see :func:`submit`);
 - :func:`run_local` re-runs the spec through ``kubetune run``'s own code path into another
   store, and :func:`compare` judges its final metrics against the record within the spec's
   ``reproduce.tolerance``; :func:`environment_differences` says beforehand what differs here.
@@ -248,19 +249,123 @@ def check_submit(recorded: Recorded, store: str | None) -> str | None:
     return None
 
 
+#: What ``reproduce --submit`` did: created the run's objects, found its Job running or
+#: finished (and changed nothing), or replaced a Job (``--replace``).
+CREATED, RUNNING, FINISHED, REPLACED = "created", "running", "finished", "replaced"
+#: How long ``--replace`` waits for the old Job (and its pods) to be gone: the trainer's grace
+#: period to store a checkpoint, and then some.
+REPLACE_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What ``reproduce --submit`` did, and the line that says so."""
+
+    action: str  # created | running | finished | replaced
+    message: str
+    objects: list[str]
+
+
 def submit(
     rendered: list[rendermod.Rendered],
     namespace: str | None = None,
     target: cluster.Cluster | None = None,
-) -> list[cluster.Applied]:
-    """Server-side apply rendered manifests (:func:`render`) to ``target``, else the current
-    kube context; objects without a namespace go to ``namespace``, else the context's."""
+    *,
+    replace: bool = False,
+) -> Submitted:
+    """Create the run's objects (:func:`render`) in ``target`` (else the current context),
+    after looking at the Job of the run's name there:
+
+    - none: create the objects (:func:`kubetune.submit.create`: the dependents, the Job,
+      then the dependents' ownerReferences to it);
+    - one with the same spec and pod, running or queued: nothing is sent (a Kueue Job's
+      ``spec.suspend`` belongs to Kueue once admitted; applying over it would stop its pods);
+    - one with the same spec and pod that completed: nothing is sent, nothing ran;
+    - a failed one, or one whose pod differs (``--image``, ``--store``, ``--endpoint``; a
+      Job's pod template is immutable): refused, unless ``replace``, which deletes it
+      (Foreground: its pods are gone first, each trainer storing a checkpoint on SIGTERM),
+      waits until it is gone, and creates the objects;
+    - one with another spec hash (another run) or being deleted: refused.
+
+    Nothing is created before these checks, so a refusal leaves the cluster as it was.
+
+    Raises:
+        ConfigError: a refusal (exit 2): the line says what to do.
+        ClusterError: the Job is being deleted, or the API server refused a request or could
+            not be reached (exit 1).
+    """
+    from kubetune import submit as submitmod
+    from kubetune.jobstatus import job_phase, trainer_env
+
+    (item,) = rendered
+    target = target or cluster.connect()
+    docs = submitmod.manifests(item)
+    job_doc = submitmod.job_manifest(docs)
+    ours = yaml_doc(job_doc.text)
+    ns = (ours.get("metadata") or {}).get("namespace") or target.namespace_for(namespace)
+    run_id = item.run.run_id
+    where = f"Job {ns}/{job_doc.name}"
+    names = [f"{d.kind.kind} {ns}/{d.name}" for d in docs]
+    existing = target.get(cluster.JOB, ns, job_doc.name)
+    if existing is None:
+        submitmod.check_queues(target, ns, [item.run])
+        submitmod.create(target, ns, docs)
+        return Submitted(CREATED, f"created {where} and its objects", names)
+    metadata = existing.get("metadata") or {}
+    store = trainer_env(ours).get("KUBETUNE_STORE", "its store")
+    if metadata.get("deletionTimestamp"):
+        # The world's state, not the user's choice: the same command works in a moment.
+        raise cluster.ClusterError(f"{where} is being deleted; run this again once it is gone")
+    theirs = (metadata.get("annotations") or {}).get(submitmod.SPEC_HASH)
+    if theirs != item.run.spec_hash:
+        raise ConfigError(
+            f"{where} exists and is not this run (spec hash {str(theirs or 'none')[:12]}); "
+            f"delete it (kubectl delete job -n {ns} {job_doc.name}) or reproduce into another "
+            "namespace (-n)"
+        )
+    differences = submitmod.pod_differences(ours, existing)
+    phase = job_phase(existing)
+    if not differences:
+        # A reproduce cut off after the Job was created left its dependents unowned.
+        submitmod.adopt(target, ns, docs, existing, check=True)
+    if not differences and phase.name == "Succeeded":
+        return Submitted(
+            FINISHED,
+            f"{where} already completed, so nothing ran: the run is completed in {store}; "
+            "to train it again, reproduce into another store (--store s3://…)",
+            [],
+        )
+    if not differences and not phase.finished:
+        return Submitted(
+            RUNNING,
+            f"{where} is already there ({phase}) with this pod; nothing changed "
+            f"(kubetune status {run_id} follows it)",
+            [],
+        )
+    if not replace:
+        why = (
+            f"failed ({phase.reason or 'Failed'})"
+            if not differences
+            else f"exists with another pod ({'; '.join(differences)}), and a Job's pod "
+            "template cannot change"
+        )
+        raise ConfigError(
+            f"{where} {why}: pass --replace to delete it (its trainer stores a checkpoint) and "
+            f"submit this one, or kubetune cancel {run_id} first"
+        )
+    uid = str(metadata.get("uid") or "")
+    target.delete(cluster.JOB, ns, job_doc.name, "Foreground", uid=uid)
+    target.wait_deleted(cluster.JOB, ns, job_doc.name, uid, REPLACE_TIMEOUT_S)
+    submitmod.check_queues(target, ns, [item.run])
+    submitmod.create(target, ns, docs)
+    return Submitted(REPLACED, f"replaced {where} ({phase}) and created its objects", names)
+
+
+def yaml_doc(text: str) -> dict[str, Any]:
     import yaml
 
-    # Each document as `kubetune render` prints it, newline-terminated: a block scalar at a
-    # document's end (the ConfigMap's spec.yaml) keeps its final newline.
-    documents = [yaml.safe_load(doc + "\n") for item in rendered for _name, doc in item.documents]
-    return cluster.apply(documents, namespace, cluster=target)
+    data = yaml.safe_load(text + "\n")
+    return data if isinstance(data, dict) else {}
 
 
 # --- --local ------------------------------------------------------------------------------

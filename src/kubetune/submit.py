@@ -5,12 +5,22 @@ Each run is one unit of work on a thread pool (:data:`WORKERS` runs in flight; t
 
 1. ``GET`` the run's Job. The Job is named by the run id, and the run id is a hash of the
    resolved spec, so a Job of that name whose ``kubetune.io/spec-hash`` annotation matches is
-   this very run: it is left alone ("unchanged", nothing is sent). A Job of that name with
-   another hash, or none, was made by something else and is never touched ("conflict").
-   Jobs are never mutated: a changed spec is a new run id, hence a new Job.
-2. Otherwise server-side apply the run's objects in install order (NetworkPolicy, ConfigMap,
-   Service for multi-node, then the Job that mounts the ConfigMap). Applying is idempotent,
-   so a submit cut off halfway is finished by running it again.
+   this very run: it is left alone ("unchanged"; only its dependents are checked, step 3).
+   A Job of that name with another hash, or none, was made by something else and is never
+   touched ("conflict"). Jobs are never mutated: a changed spec is a new run id, hence a new
+   Job.
+2. Otherwise (:func:`create`) server-side apply the run's dependents — NetworkPolicy,
+   ConfigMap, Service for multi-node — then the Job that mounts the ConfigMap, so its pod
+   never starts without it. The Job is applied without ``force``: one that appeared
+   meanwhile is a 409, never taken over.
+3. Then a JSON merge patch of each dependent's ``ownerReferences``: a reference to the
+   Job's uid (known only once it exists). When the Job goes (``ttlSecondsAfterFinished``,
+   whose controller deletes with Foreground propagation; ``kubectl delete job``,
+   Background), the garbage collector deletes them too. The ConfigMap is adopted last, so
+   a ConfigMap that names the Job says the whole run is adopted: a resubmit of an unchanged
+   run reads it (one ``GET``) and adopts again only when a submit was cut off before.
+
+Every step is idempotent, so a submit cut off anywhere is finished by running it again.
 
 ``dry_run`` sends the same requests with ``dryRun=All``: the API server validates and admits
 every object (RBAC, quota, webhooks) and stores none.
@@ -22,9 +32,10 @@ an object the server rejects) are reported per run.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +45,6 @@ import yaml
 from kubetune import cluster as kube
 from kubetune.errors import ConfigError, KubetuneError
 from kubetune.kube_errors import (
-    Action,
     ForbiddenError,
     NamespaceMissingError,
     NotFoundError,
@@ -55,7 +65,6 @@ FATAL: tuple[type[KubetuneError], ...] = (
     ForbiddenError,
     NamespaceMissingError,
 )
-KUEUE_API = "/apis/kueue.x-k8s.io"
 
 CREATED, UNCHANGED, CONFLICT, FAILED = "created", "unchanged", "conflict", "failed"
 #: libyaml's loader where installed: ~10× faster, and the workers parse while holding the GIL.
@@ -75,32 +84,53 @@ class Outcome:
         return self.result in (CREATED, UNCHANGED)
 
 
+def kueue_version(target: kube.Cluster) -> str | None:
+    """The ``kueue.x-k8s.io`` version to use: the server's preferred one if kubetune knows
+    it, else the newest known one it serves; None where Kueue is not installed.
+
+    Raises:
+        ConfigError: Kueue serves only versions kubetune does not know.
+    """
+    group = target.api_group(kube.KUEUE_GROUP)
+    if group is None:
+        return None
+    served = [str(v.get("version")) for v in group.get("versions") or [] if isinstance(v, dict)]
+    preferred = str((group.get("preferredVersion") or {}).get("version") or "")
+    if preferred in kube.KUEUE_VERSIONS:
+        return preferred
+    known = [v for v in kube.KUEUE_VERSIONS if v in served]
+    if known:
+        return known[0]
+    raise ConfigError(
+        f"resources.queue: this cluster's Kueue serves {kube.KUEUE_GROUP} "
+        f"{', '.join(served) or 'no version'}; kubetune knows {', '.join(kube.KUEUE_VERSIONS)}: "
+        "upgrade kubetune or Kueue"
+    )
+
+
 def check_queues(target: kube.Cluster, namespace: str, runs: Sequence[ResolvedRun]) -> None:
     """Every Kueue LocalQueue the runs name exists in ``namespace``: a Job naming a missing
-    queue is never admitted and waits, suspended, without a word.
+    queue is never admitted and waits, suspended, without a word. The LocalQueue is read at
+    the version the cluster serves (API discovery), not a hard-coded one.
 
     Raises:
         ConfigError: the LocalQueue, or Kueue itself, is missing.
     """
-    for queue in sorted({run.spec.resources.queue for run in runs if run.spec.resources.queue}):
-        if target.get(kube.LOCAL_QUEUE, namespace, queue) is None:
-            raise ConfigError(_missing_queue(target, namespace, queue))
-
-
-def _missing_queue(target: kube.Cluster, namespace: str, queue: str) -> str:
-    """Whether the LocalQueue is missing, or the whole kueue.x-k8s.io API group."""
-    action = Action("get", "localqueues.kueue.x-k8s.io", None, "the Kueue API")
-    try:
-        target.request("GET", KUEUE_API, action)
-    except NotFoundError:
-        return (
-            f"resources.queue: Kueue is not installed in this cluster (no {kube.LOCAL_QUEUE.group}"
+    queues = sorted({run.spec.resources.queue for run in runs if run.spec.resources.queue})
+    if not queues:
+        return
+    version = kueue_version(target)
+    if version is None:
+        raise ConfigError(
+            f"resources.queue: Kueue is not installed in this cluster (no {kube.KUEUE_GROUP}"
             " API); install Kueue or remove resources.queue"
         )
-    return (
-        f"resources.queue: Kueue LocalQueue {queue} not found in {namespace}; create it "
-        "(kubectl get localqueues -A lists them) or fix resources.queue"
-    )
+    for queue in queues:
+        if target.get(kube.local_queue(version), namespace, queue) is None:
+            raise ConfigError(
+                f"resources.queue: Kueue LocalQueue {queue} not found in {namespace}; create it "
+                "(kubectl get localqueues -A lists them) or fix resources.queue"
+            )
 
 
 def submit(
@@ -199,20 +229,122 @@ def manifests(item: Rendered) -> list[Manifest]:
 def _submit_run(item: Rendered, target: kube.Cluster, namespace: str, dry_run: bool) -> Outcome:
     run_id = item.run.run_id
     docs = manifests(item)
-    job = next(d for d in docs if d.kind is kube.JOB)
+    job = job_manifest(docs)
     try:
         existing = target.get(kube.JOB, namespace, job.name)
         if existing is not None:
-            return _existing(run_id, existing, item.run.spec_hash, job.chart)
-        for doc in docs:
-            # The document ends with a newline as `kubetune render | kubectl apply` reads it,
-            # which a final `|` block keeps (the ConfigMap's spec.yaml).
-            target.apply_text(doc.kind, doc.name, namespace, doc.text + "\n", dry_run=dry_run)
+            outcome = _existing(run_id, existing, item.run.spec_hash, job.chart)
+            if outcome.result == UNCHANGED and not dry_run:
+                adopt(target, namespace, docs, existing, check=True)
+            return outcome
+        create(target, namespace, docs, dry_run=dry_run)
     except FATAL:
         raise
     except KubetuneError as exc:
         return Outcome(run_id, FAILED, str(exc))
     return Outcome(run_id, CREATED, "dry run: validated, not stored" if dry_run else "")
+
+
+def job_manifest(docs: Sequence[Manifest]) -> Manifest:
+    return next(d for d in docs if d.kind is kube.JOB)
+
+
+def dependents(docs: Sequence[Manifest]) -> list[Manifest]:
+    """The objects that serve the Job, in install order, the ConfigMap last (see
+    :func:`adopt`)."""
+    others = [d for d in docs if d.kind is not kube.JOB]
+    return sorted(others, key=lambda d: d.kind is kube.CONFIG_MAP)
+
+
+def create(
+    target: kube.Cluster, namespace: str, docs: Sequence[Manifest], *, dry_run: bool = False
+) -> dict[str, Any]:
+    """Create a run whose Job does not exist: its dependents, its Job, then the dependents'
+    ownerReferences to the Job. Returns the Job as stored."""
+    for doc in docs:
+        if doc.kind is not kube.JOB:
+            _apply(target, namespace, doc, dry_run=dry_run)
+    job = _apply(target, namespace, job_manifest(docs), dry_run=dry_run, force=False)
+    if not dry_run:
+        adopt(target, namespace, docs, job)
+    return job
+
+
+def adopt(
+    target: kube.Cluster,
+    namespace: str,
+    docs: Sequence[Manifest],
+    job: dict[str, Any],
+    *,
+    check: bool = False,
+) -> None:
+    """Give the run's dependents an ownerReference to ``job``, so they go when it goes.
+
+    A JSON merge patch of ``metadata.ownerReferences`` (the list is replaced whole, so a
+    reference to an earlier Job of this name goes); a dependent deleted meanwhile is applied
+    again, whole, with the reference. With ``check``, the ConfigMap (adopted last) is read
+    first and nothing is sent if it already names the Job.
+    """
+    metadata = job.get("metadata") or {}
+    uid = str(metadata.get("uid") or "")
+    if not uid:
+        return
+    if check:
+        config = next((d for d in docs if d.kind is kube.CONFIG_MAP), None)
+        stored = target.get(kube.CONFIG_MAP, namespace, config.name) if config else None
+        refs = ((stored or {}).get("metadata") or {}).get("ownerReferences") or []
+        if any(isinstance(r, dict) and r.get("uid") == uid for r in refs):
+            return
+    reference = owner_reference(str(metadata.get("name") or job_manifest(docs).name), uid)
+    patch = {"metadata": {"ownerReferences": [reference]}}
+    for doc in dependents(docs):
+        try:
+            target.merge_patch(doc.kind, doc.name, namespace, patch)
+        except NotFoundError:
+            # Deleted meanwhile (the collector took it for an earlier Job of this name,
+            # or a person did): made again, whole, with the reference.
+            _apply(target, namespace, with_owner(doc, reference))
+
+
+def owner_reference(job_name: str, uid: str) -> dict[str, Any]:
+    """A reference to the run's Job. Not ``controller`` (no controller manages the object)
+    and not ``blockOwnerDeletion``: setting it needs the right to update the Job's finalizers
+    where the OwnerReferencesPermissionEnforcement admission plugin runs, and only holds a
+    Foreground deletion of the Job until these small objects are gone."""
+    return {"apiVersion": kube.JOB.api_version, "kind": kube.JOB.kind, "name": job_name, "uid": uid}
+
+
+#: The top-level ``metadata:`` line of a rendered document.
+_METADATA = re.compile(r"^metadata:[ \t]*\n", re.MULTILINE)
+
+
+def with_owner(doc: Manifest, reference: dict[str, Any]) -> Manifest:
+    """The manifest with ``metadata.ownerReferences: [reference]``, written as a JSON flow
+    sequence under the ``metadata:`` line (YAML reads it), so the document is not parsed."""
+    line = f"  ownerReferences: [{json.dumps(reference)}]\n"
+    found = _METADATA.search(doc.text)
+    if found is not None:
+        text = doc.text[: found.end()] + line + doc.text[found.end() :]
+    else:
+        data = yaml.load(doc.text + "\n", Loader=_Loader)
+        data.setdefault("metadata", {})["ownerReferences"] = [reference]
+        text = json.dumps(data)
+    return Manifest(doc.kind, doc.name, text, doc.chart)
+
+
+def _apply(
+    target: kube.Cluster,
+    namespace: str,
+    doc: Manifest,
+    *,
+    dry_run: bool = False,
+    force: bool = True,
+) -> dict[str, Any]:
+    # The document ends with a newline as `kubetune render | kubectl apply` reads it, which a
+    # final `|` block keeps (the ConfigMap's spec.yaml).
+    return target.apply_text(
+        doc.kind, doc.name, namespace, doc.text + "\n", dry_run=dry_run, force=force
+    )
 
 
 def _existing(run_id: str, existing: dict[str, Any], ours: str, chart: str) -> Outcome:
@@ -237,3 +369,51 @@ def _existing(run_id: str, existing: dict[str, Any], ours: str, chart: str) -> O
     if theirs_chart and theirs_chart != chart:
         notes.append(f"rendered by {theirs_chart}")
     return Outcome(run_id, UNCHANGED, ", ".join(notes))
+
+
+# --- how an existing Job differs from a rendered one --------------------------------------
+
+
+def pod_differences(ours: Mapping[str, Any], live: Mapping[str, Any]) -> list[str]:
+    """What differs between the pod template of a rendered Job and a stored one, in the
+    fields kubetune varies for one run (image, command, args, literal environment): the API
+    server fills defaults into the rest (imagePullPolicy, terminationMessagePath, a fieldRef's
+    apiVersion…), so the whole templates never compare equal. ``["image a → b", …]``."""
+    mine, theirs = _containers(ours), _containers(live)
+    out = []
+    for name, container in mine.items():
+        other = theirs.get(name)
+        if other is None:
+            out.append(f"no container {name}")
+            continue
+        for key in ("image", "command", "args"):
+            if container.get(key) != other.get(key):
+                out.append(f"{name} {key} {_show(other.get(key))} → {_show(container.get(key))}")
+        env, live_env = _literal_env(container), _literal_env(other)
+        for var in sorted(set(env) | set(live_env)):
+            if env.get(var) != live_env.get(var):
+                out.append(f"{var} {_show(live_env.get(var))} → {_show(env.get(var))}")
+    return out
+
+
+def _containers(job: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    pod = (((job.get("spec") or {}).get("template") or {}).get("spec")) or {}
+    return {
+        str(c.get("name")): c
+        for c in [*(pod.get("initContainers") or []), *(pod.get("containers") or [])]
+        if isinstance(c, dict)
+    }
+
+
+def _literal_env(container: Mapping[str, Any]) -> dict[str, str]:
+    return {
+        str(e.get("name")): str(e.get("value", ""))
+        for e in container.get("env") or []
+        if isinstance(e, dict) and "valueFrom" not in e
+    }
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "(none)"
+    return value if isinstance(value, str) else json.dumps(value)
