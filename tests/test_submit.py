@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -281,15 +280,12 @@ def test_submit_overlaps_runs_and_reports_each(kube: FakeKube, write_spec: Any) 
     target = cluster.connect()
     kube.latency_s = 0.05
     seen: list[str] = []
-    start = time.perf_counter()
     outcomes = submitmod.submit(rendered, target, "ml", progress=lambda o: seen.append(o.run_id))
-    took = time.perf_counter() - start
     assert [o.run_id for o in outcomes] == [r.run_id for r in runs]
     assert sorted(seen) == sorted(r.run_id for r in runs)
     assert {o.result for o in outcomes} == {"created"}
-    # 16 runs × 6 requests (GET; NetworkPolicy, ConfigMap, Job; NetworkPolicy and ConfigMap
-    # with their ownerReference) × 50 ms is 4.8 s one after another.
-    assert took < 2.4, took
+    # The fake server saw the runs' requests overlap (each one is held 50 ms there), which is
+    # what makes a sweep's submit take a fraction of one request after another.
     assert kube.max_in_flight >= 8
 
 
