@@ -100,6 +100,7 @@ def values_for(run: ResolvedRun, namespace: str | None = None) -> dict[str, Any]
             "task": spec.task,
             "specHash": run.spec_hash,
             "params": json.dumps(run.params, sort_keys=True, separators=(",", ":")),
+            "inputs": json.dumps(run.inputs, sort_keys=True, separators=(",", ":")),
         },
         "spec": specmod.dump(spec),
         "image": {"reference": spec.image, "pullPolicy": "IfNotPresent"},
