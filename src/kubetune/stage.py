@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,9 @@ from kubetune.errors import ConfigError
 from kubetune.store import MANIFEST, ConflictError, Store, StoreError, open_store
 from kubetune.sweep import ResolvedRun
 
+#: The store's endpoint as this machine reaches it, when that is not the pod's storage.endpoint
+#: (a MinIO inside the cluster, port-forwarded here).
+STAGE_ENDPOINT_ENV = "KUBETUNE_STAGE_ENDPOINT"
 #: Where staged inputs live inside a store.
 PREFIX = "inputs/sha256"
 #: Spec fields that may name local data, and those that may name a local model folder.
@@ -245,7 +249,10 @@ class Stager:
         self._done: dict[tuple[str, str], _Item] = {}  # (store uri, local path) → staged
         self._open_for = open_for or (
             lambda s: open_store(
-                s.uri, endpoint=s.endpoint, region=s.region, concurrency=s.upload_concurrency
+                s.uri,
+                endpoint=os.environ.get(STAGE_ENDPOINT_ENV) or s.endpoint,
+                region=s.region,
+                concurrency=s.upload_concurrency,
             )
         )
 
