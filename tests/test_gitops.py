@@ -22,9 +22,7 @@ from conftest import ROOT
 
 DEPLOY = ROOT / "deploy"
 CHART = ROOT / "charts" / "kubetune-job"
-RENDER_LINE = re.compile(
-    r"^#\s+kubetune render (\S+) --stage -n (\S+) --out (\S+)$", re.MULTILINE
-)
+RENDER_LINE = re.compile(r"^#\s+kubetune render (\S+) --stage -n (\S+) --out (\S+)$", re.MULTILINE)
 
 EXPECTED_KINDS = {
     "argocd/bbc-grid-rendered.yaml": [("argoproj.io/v1alpha1", "Application")],

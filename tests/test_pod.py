@@ -110,7 +110,9 @@ for d in usr proc sys dev .host-etc etc workdir; do mkdir -p "$R/$d"; done
 for l in bin lib lib64 sbin; do [ -L "/$l" ] && ln -s "$(readlink "/$l")" "$R/$l"; done
 mount --rbind /usr "$R/usr"; mount -o remount,bind,ro "$R/usr"
 mount --rbind /etc "$R/.host-etc"; mount -o remount,bind,ro "$R/.host-etc"
-for f in /etc/* /etc/.[!.]*; do [ -e "$f" ] && ln -s "/.host-etc/${f#/etc/}" "$R/etc/${f#/etc/}"; done
+for f in /etc/* /etc/.[!.]*; do
+  [ -e "$f" ] && ln -s "/.host-etc/${f#/etc/}" "$R/etc/${f#/etc/}"
+done
 mount --rbind /dev "$R/dev"
 mount --rbind /proc "$R/proc"
 mount --rbind /sys "$R/sys"
@@ -128,7 +130,9 @@ exec chroot "$R" setpriv --reuid {uid} --regid {uid} --clear-groups --inh-caps=-
 """.replace("{uid}", str(UID))
 
 
-def run_pod(docs: list[dict[str, Any]], where: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+def run_pod(
+    docs: list[dict[str, Any]], where: Path, timeout: int = 600
+) -> subprocess.CompletedProcess[str]:
     """Run the trainer container of the Job in ``docs`` as a kubelet would (module docstring)."""
     job = next(d for d in docs if d["kind"] == "Job")
     config = next(d for d in docs if d["kind"] == "ConfigMap")
@@ -230,6 +234,19 @@ def test_rendered_pod_of_an_example_trains_and_stores_a_complete_run(
         assert specmod.get_path(stored_spec.model_dump(mode="json"), field) == item["uri"]
         assert item["uri"].startswith(f"{store_uri}/inputs/sha256/{item['sha256']}")
     assert record["data"]["sources"]["train"] == inputs["data.train"]["uri"]
+    # reproduce --render gives back what render --stage printed; to another store, it copies
+    # the staged inputs there first (where the reproduced pod looks for them first).
+    from kubetune import reproduce
+
+    recorded = reproduce.load(location.url)
+    again, _warnings = reproduce.render(recorded)
+    assert rendermod.stream(again) == proc.stdout
+    elsewhere = f"s3://runs/elsewhere-{tmp_path.name}"
+    reproduce.render(recorded, store=elsewhere)
+    other = open_store(elsewhere)
+    for item in inputs.values():
+        key = item["uri"].removeprefix(f"{store_uri}/")
+        assert other.exists(key) or other.exists(f"{key}/{MANIFEST}")
     # The pod wrote nothing outside its volumes: the root is read-only and gone.
     assert not (tmp_path / "pod" / "root").joinpath("etc").exists()
 

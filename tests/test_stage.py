@@ -104,7 +104,8 @@ def test_inputs_are_uploaded_once_across_sweep_points_and_submits(
     s3_env: str, laptop: Path
 ) -> None:
     uri = f"s3://runs/{laptop.parent.name}"
-    sweep_block = {"method": "grid", "parameters": {"train.learning_rate": {"values": [1e-5, 2e-5, 5e-5]}}}  # fmt: skip
+    rates = {"train.learning_rate": {"values": [1e-5, 2e-5, 5e-5]}}
+    sweep_block = {"method": "grid", "parameters": rates}
     runs = runs_of(spec_data(uri, model={"name": "models/mini"}, sweep=sweep_block))
     assert len(runs) == 3
     hashed: list[int] = []

@@ -28,7 +28,8 @@ def staged(s3_env: str, tmp_path: Path) -> tuple[str, str, str]:
     uri = f"s3://runs/{tmp_path.name}"
     stager = stage.Stager()
     storage = specmod.StorageSpec(uri=uri)
-    data = stager.stage(stage.LocalInput("data.train", "train.jsonl", tmp_path / "laptop" / "train.jsonl"), storage)  # fmt: skip
+    train = stage.LocalInput("data.train", "train.jsonl", tmp_path / "laptop" / "train.jsonl")
+    data = stager.stage(train, storage)
     folder = stager.stage(stage.LocalInput("model.name", "model", model), storage)
     return uri, data.uri, folder.uri
 
@@ -85,9 +86,7 @@ def test_staged_data_file_is_checked_against_its_address(
         Fetcher(store, None, tmp_path / "work2").data_files("data.train", data)
 
 
-def test_the_runs_own_store_is_searched_first(
-    staged: tuple[str, str, str], tmp_path: Path
-) -> None:
+def test_the_runs_own_store_is_searched_first(staged: tuple[str, str, str], tmp_path: Path) -> None:
     """A reproduction into another store reads the inputs copied there, whatever bucket the
     spec's URIs name."""
     uri, data, folder = staged
