@@ -258,3 +258,40 @@ def test_copy_inputs_to_another_store_once(s3_env: str, laptop: Path) -> None:
     tree = out.spec.model.name.rsplit("/", 1)[1]
     assert other.exists(f"inputs/sha256/{tree}/{MANIFEST}")
     assert stage.copy_inputs(out.spec, [], other) == 0  # already there
+
+
+@pytest.fixture
+def kube(kube_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from kubefake import write_kubeconfig
+
+    kube_server.reset()
+    config = write_kubeconfig(tmp_path / "kubeconfig", kube_server.url, namespace="ml")
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    return kube_server
+
+
+def test_submit_stages_by_itself_and_never_twice(
+    s3_env: str, laptop: Path, write_spec: Any, kube: Any
+) -> None:
+    from kubefake import kubetune as submit_cli
+
+    uri = f"s3://runs/{laptop.parent.name}"
+    rates = {"train.learning_rate": {"values": [1e-5, 2e-5]}}
+    path = write_spec(spec_data(uri, sweep={"method": "grid", "parameters": rates}))
+    dry = submit_cli("submit", str(path), "--dry-run")
+    assert dry.code == 0, dry.errors
+    assert "would upload" in dry.stderr
+    assert open_store(uri).list_keys("inputs") == []  # a dry run uploads nothing
+    first = submit_cli("submit", str(path))
+    assert first.code == 0, first.errors
+    assert "staged 2 inputs (2 files)" in first.stderr
+    sha = hashlib.sha256(TRAIN).hexdigest()
+    assert open_store(uri).exists(f"inputs/sha256/{sha}/train.jsonl")
+    configmaps = [o for (plural, _ns, _n), o in kube.objects.items() if plural == "configmaps"]
+    assert len(configmaps) == 2
+    for config in configmaps:
+        staged = yaml.safe_load(config["data"]["spec.yaml"])
+        assert staged["data"]["train"] == f"{uri}/inputs/sha256/{sha}/train.jsonl"
+    again = submit_cli("submit", str(path))
+    assert again.code == 0, again.errors
+    assert "uploaded 0 B" in again.stderr and "unchanged" in again.stdout

@@ -31,7 +31,7 @@ from kubetune import spec as specmod
 from kubetune.errors import ConfigError, KubetuneError
 from kubetune.local import Display, Outcome
 from kubetune.runs import RECORD, as_dict, is_timing, locate, read
-from kubetune.stage import copy_inputs
+from kubetune.stage import copy_inputs, reach
 from kubetune.store import RunLocation, StoreError, file_uri_path, open_store
 from kubetune.sweep import ResolvedRun
 
@@ -155,7 +155,7 @@ def render(
     values["image"]["reference"] = pinned
     if store is not None:
         # The trainer looks for staged inputs in its own store first: put them there.
-        copy_inputs(recorded.spec, [recorded.location.store], open_store(store, endpoint=endpoint))
+        copy_inputs(recorded.spec, [recorded.location.store], reach(store, endpoint))
         values["storage"]["uri"] = store
     if endpoint is not None:
         values["storage"]["endpoint"] = endpoint

@@ -107,6 +107,20 @@ def _looks_local(field: str, value: str) -> bool:
     return field in DATA_FIELDS and value.lower().endswith(DATA_SUFFIXES)
 
 
+def _candidates(spec: specmod.JobSpec) -> list[tuple[str, str]]:
+    """(field, value) of every input that names something on this machine, here or not."""
+    data = spec.model_dump(mode="json")
+    out = []
+    for field in (*DATA_FIELDS, *MODEL_FIELDS):
+        value = specmod.get_path(data, field)
+        if not value or "://" in value:
+            continue
+        packaged = field in MODEL_FIELDS and value.startswith("pkg:")
+        if packaged or Path(value).expanduser().exists() or _looks_local(field, value):
+            out.append((field, value))
+    return out
+
+
 def find_local(spec: specmod.JobSpec) -> list[LocalInput]:
     """The fields of ``spec`` that name files or folders on this machine, in field order.
 
@@ -114,21 +128,17 @@ def find_local(spec: specmod.JobSpec) -> list[LocalInput]:
         ConfigError: a field names a local path (or ``pkg:`` folder) that is not here.
     """
     found = []
-    for field in (*DATA_FIELDS, *MODEL_FIELDS):
-        value = specmod.get_path(spec.model_dump(mode="json"), field)
-        if not value or "://" in value:
-            continue
+    for field, value in _candidates(spec):
         if field in MODEL_FIELDS and value.startswith("pkg:"):
             found.append(LocalInput(field, value, resolve_package_folder(value, field)))
             continue
         path = Path(value).expanduser()
-        if path.exists():
-            found.append(LocalInput(field, value, path.resolve()))
-        elif _looks_local(field, value):
+        if not path.exists():
             raise ConfigError(
                 f"{field}: {value}: no such file or folder here (relative paths start from "
                 f"{Path.cwd()}); create it, or name an s3:// object"
             )
+        found.append(LocalInput(field, value, path.resolve()))
     return found
 
 
@@ -139,32 +149,15 @@ def refuse_local(runs: Iterable[ResolvedRun]) -> None:
         ConfigError: naming the first such field and the two ways out.
     """
     for run in runs:
-        for found in _find_unchecked(run.spec):
-            kind = "folder" if found[2] else "file"
-            where = (
-                f"{run.spec.storage.uri.rstrip('/')}/{PREFIX}/" if run.spec.storage else "the store"
-            )
+        for field, value in _candidates(run.spec):
+            folder = field in MODEL_FIELDS or Path(value).expanduser().is_dir()
+            storage = run.spec.storage
+            where = f"{storage.uri.rstrip('/')}/{PREFIX}/" if storage else "the run's store"
             raise ConfigError(
-                f"{found[0]}: {found[1]} is a {kind} on this machine; a pod cannot read it: pass "
-                f"--stage to upload it to {where} (content-addressed), or name an s3:// object"
+                f"{field}: {value} is a {'folder' if folder else 'file'} on this machine; a pod "
+                f"cannot read it: pass --stage to upload it to {where} (content-addressed), or "
+                "name an s3:// object"
             )
-
-
-def _find_unchecked(spec: specmod.JobSpec) -> list[tuple[str, str, bool]]:
-    """(field, value, is a folder) of every local-looking input, present here or not."""
-    out = []
-    data = spec.model_dump(mode="json")
-    for field in (*DATA_FIELDS, *MODEL_FIELDS):
-        value = specmod.get_path(data, field)
-        if not value or "://" in value:
-            continue
-        if field in MODEL_FIELDS and value.startswith("pkg:"):
-            out.append((field, value, True))
-            continue
-        path = Path(value).expanduser()
-        if path.exists() or _looks_local(field, value):
-            out.append((field, value, path.is_dir() or field in MODEL_FIELDS))
-    return out
 
 
 # --- hashing -------------------------------------------------------------------------------
@@ -211,6 +204,19 @@ def manifest_bytes(entries: dict[str, dict[str, Any]]) -> bytes:
 # --- staging -------------------------------------------------------------------------------
 
 
+def reach(
+    uri: str, endpoint: str | None = None, region: str | None = None, concurrency: int = 8
+) -> Store:
+    """The store at ``uri`` as this machine reaches it: ``$KUBETUNE_STAGE_ENDPOINT`` when set
+    (a MinIO in the cluster, port-forwarded here), else the endpoint the pods use."""
+    return open_store(
+        uri,
+        endpoint=os.environ.get(STAGE_ENDPOINT_ENV) or endpoint,
+        region=region,
+        concurrency=concurrency,
+    )
+
+
 @dataclass
 class Totals:
     """What staging did, for the CLI's summary line."""
@@ -248,12 +254,7 @@ class Stager:
         self._stores: dict[tuple[str, str | None, str | None], Store] = {}
         self._done: dict[tuple[str, str], _Item] = {}  # (store uri, local path) → staged
         self._open_for = open_for or (
-            lambda s: open_store(
-                s.uri,
-                endpoint=os.environ.get(STAGE_ENDPOINT_ENV) or s.endpoint,
-                region=s.region,
-                concurrency=s.upload_concurrency,
-            )
+            lambda s: reach(s.uri, s.endpoint, s.region, concurrency=s.upload_concurrency)
         )
 
     def store_for(self, storage: specmod.StorageSpec) -> Store:
