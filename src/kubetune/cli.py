@@ -554,9 +554,9 @@ def _stage(runs: list[ResolvedRun], upload: bool = True) -> list[ResolvedRun]:
 
     from kubetune import stage as stagemod
 
-    total = stagemod.plan_bytes(runs)
-    if not total:
+    if not any(stagemod.find_local(run.spec) for run in runs):
         return runs
+    total = stagemod.plan_bytes(runs)
     console = _console()
     with Progress(
         TextColumn("staging inputs (sha256)" if upload else "hashing inputs (dry run)"),
