@@ -168,8 +168,10 @@ def run_pod(
         "metadata.namespace": job["metadata"].get("namespace", "default"),
         "metadata.annotations['batch.kubernetes.io/job-completion-index']": "0",
     }
-    env = {**image_env, **container_env(container, fields)}
-    command = [expand(part, env) for part in container["command"]]
+    pod_env = container_env(container, fields)
+    # The kubelet expands the command from the pod's env only, never from the image's ENV.
+    command = [expand(part, pod_env) for part in container["command"]]
+    env = {**image_env, **pod_env}
     assert command[0] == "python"
     root = where / "root"
     root.mkdir()
