@@ -20,7 +20,7 @@ def base_spec(**overrides: Any) -> dict[str, Any]:
         "name": "bbc-topic",
         "task": "classification",
         "model": {"name": "sentence-transformers/all-MiniLM-L6-v2"},
-        "data": {"train": "data/bbc/train.jsonl", "eval": "data/bbc/validation.jsonl"},
+        "data": {"train": "s3://data/bbc/train.jsonl", "eval": "s3://data/bbc/validation.jsonl"},
         "image": DIGEST_IMAGE,
         "storage": {"uri": "s3://runs/kubetune", "secret": "kubetune-s3"},
         "tracking": {"wandb": {"project": "p", "secret": "wandb-key"}},

@@ -22,7 +22,7 @@ from conftest import ROOT
 
 DEPLOY = ROOT / "deploy"
 CHART = ROOT / "charts" / "kubetune-job"
-RENDER_LINE = re.compile(r"^#\s+kubetune render (\S+) -n (\S+) --out (\S+)$", re.MULTILINE)
+RENDER_LINE = re.compile(r"^#\s+kubetune render (\S+) --stage -n (\S+) --out (\S+)$", re.MULTILINE)
 
 EXPECTED_KINDS = {
     "argocd/bbc-grid-rendered.yaml": [("argoproj.io/v1alpha1", "Application")],
@@ -59,14 +59,42 @@ def render_line(name: str) -> tuple[str, str, str]:
     return found
 
 
+def laptop(cwd: Path) -> Path:
+    """A working folder holding the (small, fake) BBC News splits the examples name."""
+    (cwd / "data" / "bbc-news").mkdir(parents=True)
+    for split in ("train", "validation", "test"):
+        (cwd / "data" / "bbc-news" / f"{split}.jsonl").write_text(
+            f'{{"text": "{split}", "label": "tech"}}\n', encoding="utf-8"
+        )
+    return cwd
+
+
 @pytest.fixture(scope="module")
-def config_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A config repo holding what the examples' header command writes."""
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A working folder with the real BBC News splits, as `kubetune data prepare` writes them
+    (seeded: the same bytes, hence the same staged run ids, on every machine)."""
+    from kubetune import prepare
+
+    cwd = tmp_path_factory.mktemp("laptop")
+    prepare.prepare("bbc-news", cwd / "data" / "bbc-news")
+    return cwd
+
+
+@pytest.fixture
+def config_repo(tmp_path: Path, s3_env: str, prepared: Path) -> Path:
+    """A config repo holding what the examples' header command writes (inputs staged in moto)."""
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="kubetune-runs")
     commands = {render_line(n) for n in EXPECTED_KINDS if n.startswith(("argocd", "flux"))}
     assert len(commands) == 1, "the GitOps examples should describe the same folder"
     ((job, namespace, out),) = commands
-    repo = tmp_path_factory.mktemp("ml-gitops")
-    kubetune("render", str(ROOT / job), "-n", namespace, "--out", str(repo / out))
+    repo = tmp_path / "ml-gitops"
+    cwd = prepared
+    kubetune(
+        "render", str(ROOT / job), "--stage", "-n", namespace, "--out", str(repo / out),
+        cwd=cwd, env=dict(os.environ),
+    )  # fmt: skip
     return repo
 
 
@@ -160,7 +188,7 @@ def test_argocd_helm_source_renders_the_same_run(config_repo: Path) -> None:
     (value_file,) = helm["valueFiles"]
     assert value_file.startswith("$values/")
     values_path = config_repo / value_file.removeprefix("$values/")
-    run_ids = [r.run_id for r in sweep.expand(spec.load(ROOT / job))]
+    run_ids = sorted(p.name.split(".")[0] for p in (config_repo / out / "values").glob("*"))
     assert values_path.is_file(), (
         f"{value_file} is not written by kubetune render {job}; runs are {run_ids}"
     )
@@ -237,15 +265,23 @@ def written(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("job", ["jobs/bbc-news-lr-lora-grid.yaml", "jobs/multi-node.yaml"])
-def test_render_out_is_byte_stable_across_processes_and_machines(tmp_path: Path, job: str) -> None:
+def test_render_out_is_byte_stable_across_processes_and_machines(
+    tmp_path: Path, job: str, s3_env: str
+) -> None:
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="kubetune-runs")
     outputs = []
     for index, extra in enumerate(ENVIRONMENTS):
         home, cwd = tmp_path / f"home{index}", tmp_path / f"cwd{index}"
         home.mkdir()
-        cwd.mkdir()
+        laptop(cwd)  # the same data on two machines, in two folders: the same addresses
         env = {**os.environ, **extra, "HOME": str(home)}
         out = tmp_path / f"out{index}"
-        kubetune("render", str(ROOT / job), "-n", "ml-team", "--out", str(out), cwd=cwd, env=env)
+        kubetune(
+            "render", str(ROOT / job), "-n", "ml-team", "--stage", "--out", str(out),
+            cwd=cwd, env=env,
+        )  # fmt: skip
         outputs.append(written(out))
     first, second = outputs
     assert sorted(first) == sorted(second)

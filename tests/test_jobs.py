@@ -1,18 +1,24 @@
-"""Every example in jobs/ validates, renders, and teaches (opens with its command)."""
+"""Every example in jobs/ validates, renders, and teaches (opens with its command); each either
+runs on a cluster once its local inputs are staged, or says plainly that it is local-only."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
 
-from kubetune import render, spec, sweep
+from kubetune import render, spec, stage, sweep
 
 from conftest import ROOT
 
 JOBS = sorted((ROOT / "jobs").glob("*.yaml"))
+#: How an example says it never runs on a cluster.
+LOCAL_ONLY = re.compile(r"^# Local only:", re.MULTILINE)
+#: The cluster command of an example's header.
+ON_A_CLUSTER = re.compile(r"^# On a cluster: +(.*)$", re.MULTILINE)
 
 
 def test_there_are_examples_for_each_kind_of_job() -> None:
@@ -23,14 +29,63 @@ def test_there_are_examples_for_each_kind_of_job() -> None:
     assert any(s.resources.queue for s in specs), "a Kueue-queued job"
 
 
+@pytest.fixture(scope="module")
+def laptop(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A working folder with every example dataset prepared where the examples point."""
+    from kubetune import prepare
+
+    cwd = tmp_path_factory.mktemp("laptop")
+    for name, folder in (("bbc-news", "bbc-news"), ("wnut16", "wnut16"), ("aclsum", "aclsum")):
+        prepare.prepare(name, cwd / "data" / folder)
+    return cwd
+
+
+@pytest.fixture(scope="module")
+def stager() -> stage.Stager:
+    """One stager for the module: the packaged model goes to moto once for every example."""
+    return stage.Stager()
+
+
 @pytest.mark.parametrize("path", JOBS, ids=[p.name for p in JOBS])
-def test_example_validates_and_renders(path: Path) -> None:
-    lines = path.read_text().splitlines()
+def test_example_runs_on_a_cluster_as_its_header_says(
+    path: Path,
+    laptop: Path,
+    s3_env: str,
+    stager: stage.Stager,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import boto3
+
+    text = path.read_text()
+    lines = text.splitlines()
     assert lines[0].startswith("# ") and "kubetune " in lines[0], "open with the command"
     assert any("yaml-language-server: $schema=../schema/jobspec.schema.json" in x for x in lines)
     runs = sweep.expand(spec.load(path))
-    text = render.stream(render.render(runs, namespace="examples"))
-    docs = [d for d in yaml.safe_load_all(text) if d]
+    if LOCAL_ONLY.search(text):
+        assert not ON_A_CLUSTER.search(text), "a local-only example has no cluster command"
+        return
+    (command,) = ON_A_CLUSTER.findall(text)
+    monkeypatch.chdir(laptop)
+    # The examples' stores, served by moto, reached from here as a port-forwarded MinIO is.
+    monkeypatch.setenv(stage.STAGE_ENDPOINT_ENV, s3_env)
+    client = boto3.client("s3")
+    for bucket in {r.spec.storage.uri[5:].split("/")[0] for r in runs if r.spec.storage}:
+        client.create_bucket(Bucket=bucket)
+    local = [f for r in runs for f in stage.find_local(r.spec)]
+    if local:
+        assert "kubetune submit" in command or "--stage" in text, "say how the inputs get there"
+    else:
+        stage.refuse_local(runs)
+    staged = stage.stage_runs(runs, stager=stager).runs
+    assert len(staged) == len(runs)
+    for run in staged:
+        assert stage.find_local(run.spec) == [], "nothing of this machine reaches the pod"
+        assert set(run.inputs) == {f.field for f in stage.find_local(runs[0].spec)}
+    docs = [
+        d
+        for d in yaml.safe_load_all(render.stream(render.render(staged, namespace="examples")))
+        if d
+    ]
     assert sum(d["kind"] == "Job" for d in docs) == len(runs)
     for doc in docs:
         kubernetes_validate.validate(doc, "1.33.0", strict=True)

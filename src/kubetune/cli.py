@@ -136,14 +136,30 @@ def render(
     namespace: Annotated[
         str | None, typer.Option("--namespace", "-n", help="Namespace to write into the manifests.")
     ] = None,
+    stage: Annotated[
+        bool,
+        typer.Option(
+            "--stage",
+            help="Upload local data and model folders to the run's store (content-addressed) "
+            "and name them in the manifests.",
+        ),
+    ] = False,
 ) -> None:
     """Render each run as Kubernetes manifests with the real Helm engine.
 
     Without --out the manifests go to stdout: kubetune render job.yaml | kubectl apply -f -
+    A spec naming files on this machine needs --stage (or s3:// inputs).
     """
     from kubetune import render as rendermod
+    from kubetune import stage as stagemod
 
     _job, runs = _load(spec, set_, only=run)
+    for item in runs:
+        rendermod.check_renderable(item)
+    if stage:
+        runs = _stage(runs)
+    else:
+        stagemod.refuse_local(runs)
     rendered = rendermod.render(runs, namespace, gitops=out is not None)
     if out is None:
         sys.stdout.write(rendermod.stream(rendered))
@@ -528,8 +544,11 @@ def submit(
     from kubetune.errors import EXIT_WORLD
 
     _job, runs = _load(spec, set_, only=run)
+    for item in runs:
+        rendermod.check_renderable(item)
     target = cluster.connect(context)
     ns = target.namespace_for(namespace)
+    runs = _stage(runs, upload=not dry_run)
     rendered = rendermod.render(runs, ns)
     submitmod.check_queues(target, ns, runs)
     outcomes = _submit_with_progress(rendered, target, ns, dry_run)
@@ -544,6 +563,44 @@ def submit(
     _console().print(f"{mark} {len(outcomes)} run{plural} in {ns}: {summary}")
     if not ok:
         raise typer.Exit(EXIT_WORLD)
+
+
+def _stage(runs: list[ResolvedRun], upload: bool = True) -> list[ResolvedRun]:
+    """Stage the runs' local inputs with a progress bar; one summary line when any."""
+    from rich.markup import escape
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from kubetune import stage as stagemod
+
+    if not any(stagemod.find_local(run.spec) for run in runs):
+        return runs
+    total = stagemod.plan_bytes(runs)
+    console = _console()
+    with Progress(
+        TextColumn("staging inputs (sha256)" if upload else "hashing inputs (dry run)"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as progress:
+        task = progress.add_task("inputs", total=total)
+        staged = stagemod.stage_runs(
+            runs, upload=upload, advance=lambda n: progress.advance(task, n)
+        )
+    t = staged.totals
+    stores = sorted(
+        {r.spec.storage.uri.rstrip("/") for r in staged.runs if r.inputs and r.spec.storage}
+    )
+    where = ", ".join(f"{s}/{stagemod.PREFIX}/" for s in stores)
+    sent = "would upload" if not upload else "uploaded"
+    console.print(
+        f"[green]✓[/] staged {t.inputs} input{'s' if t.inputs != 1 else ''} ({t.files} files) "
+        f"→ {escape(where)}: {sent} {stagemod.human_bytes(t.uploaded)}, "
+        f"{stagemod.human_bytes(t.stored)} already stored"
+    )
+    return staged.runs
 
 
 def _submit_with_progress(

@@ -31,6 +31,9 @@ SPEC_PATH = "/etc/kubetune/spec.yaml"
 RENDEZVOUS_PORT = 29500
 #: The trainer writes its exit code here so the supervisor can report it.
 EXIT_FILE_ENV = "KUBETUNE_EXIT_FILE"
+#: The pod's record of its staged inputs (the chart's run.inputs): a JSON object field →
+#: {source, uri, sha256} that the trainer copies into run.json as ``inputs``.
+INPUTS_ENV = "KUBETUNE_INPUTS"
 #: Prefix of the trainer's machine-readable progress lines on stdout (``@@kubetune {json}``).
 EVENT_PREFIX = "@@kubetune "
 

@@ -32,6 +32,7 @@ from kubetune import spec as specmod
 from kubetune.errors import ConfigError, KubetuneError
 from kubetune.local import Display, Outcome
 from kubetune.runs import RECORD, as_dict, is_timing, locate, read
+from kubetune.stage import copy_inputs, reach
 from kubetune.store import RunLocation, StoreError, file_uri_path, open_store
 from kubetune.sweep import ResolvedRun
 
@@ -93,7 +94,14 @@ def load(uri: str) -> Recorded:
             "spec was changed after the run; restore it, or run it as a new job"
         )
     sweep_name = str(record.get("sweep") or location.sweep)
-    run = ResolvedRun(location.run_id, sweep_name, 0, spec, dict(as_dict(record.get("params"))))
+    run = ResolvedRun(
+        location.run_id,
+        sweep_name,
+        0,
+        spec,
+        dict(as_dict(record.get("params"))),
+        inputs=dict(as_dict(record.get("inputs"))),  # staged inputs: the pod's KUBETUNE_INPUTS
+    )
     return Recorded(location, spec, record, run)
 
 
@@ -147,6 +155,8 @@ def render(
         ) from None
     values["image"]["reference"] = pinned
     if store is not None:
+        # The trainer looks for staged inputs in its own store first: put them there.
+        copy_inputs(recorded.spec, [recorded.location.store], reach(store, endpoint))
         values["storage"]["uri"] = store
     if endpoint is not None:
         values["storage"]["endpoint"] = endpoint

@@ -32,6 +32,8 @@ class ResolvedRun:
     index: int
     spec: JobSpec
     params: dict[str, Any] = field(default_factory=dict)
+    #: Staged local inputs (:mod:`kubetune.stage`): field → {source, uri, sha256}.
+    inputs: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def spec_hash(self) -> str:

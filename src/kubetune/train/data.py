@@ -18,6 +18,7 @@ from datasets import Dataset, load_dataset
 
 from kubetune.errors import ConfigError, WorldError
 from kubetune.spec import JobSpec
+from kubetune.train.inputs import Fetcher
 
 _FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
@@ -80,21 +81,16 @@ def _hash_files(files: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def load_source(source: str, spec: JobSpec, cache: Path) -> tuple[Dataset, str]:
-    """One split's rows and the fingerprint of its content."""
+def load_source(
+    source: str, spec: JobSpec, cache: Path, fetch: Fetcher | None = None, field: str = "data"
+) -> tuple[Dataset, str]:
+    """One split's rows and the fingerprint of its content. ``s3://`` sources come through
+    ``fetch`` (staged ones checked against their content address)."""
     if source.startswith("s3://"):
-        from kubetune.store import open_store
-
-        bucket_root, _, key = source[5:].partition("/")
-        store = open_store(f"s3://{bucket_root}")
-        keys = store.list_keys(key) or ([key] if store.exists(key) else [])
-        keys = [k for k in keys if Path(k).suffix in _FORMATS]
-        if not keys:
+        fetcher = fetch or Fetcher(None, spec.storage, cache)
+        files = fetcher.data_files(field, source)
+        if not files:
             raise ConfigError(f"{source}: no .jsonl, .csv or .parquet objects there")
-        local = cache / "s3" / bucket_root
-        for k in keys:
-            store.download_file(k, local / k)
-        files = [local / k for k in keys]
         return _read_local(files), _hash_files(files)
     path = Path(source)
     if path.exists():
@@ -113,7 +109,7 @@ def load_source(source: str, spec: JobSpec, cache: Path) -> tuple[Dataset, str]:
     return data, f"hub:{name}:{spec.data.revision or 'main'}:{data._fingerprint}"
 
 
-def load_splits(spec: JobSpec, cache: Path) -> Splits:
+def load_splits(spec: JobSpec, cache: Path, fetch: Fetcher | None = None) -> Splits:
     """Load every split the spec names; hold out a seeded eval split when none is given."""
     d = spec.data
     loaded: dict[str, Dataset] = {}
@@ -121,7 +117,7 @@ def load_splits(spec: JobSpec, cache: Path) -> Splits:
     sources: dict[str, str] = {}
     for split, source in (("train", d.train), ("eval", d.eval), ("test", d.test)):
         if source:
-            loaded[split], fingerprint = load_source(source, spec, cache)
+            loaded[split], fingerprint = load_source(source, spec, cache, fetch, f"data.{split}")
             prints.append(f"{split}={fingerprint}")
             sources[split] = source
     if "train" in loaded and "eval" not in loaded:

@@ -40,6 +40,7 @@ from kubetune.train.callbacks import (
     emit,
 )
 from kubetune.train.data import load_splits
+from kubetune.train.inputs import Fetcher, recorded_inputs
 from kubetune.train.task import FINAL_METRICS
 
 Outcome = Literal["completed", "already-completed", "interrupted"]
@@ -53,8 +54,13 @@ FAMILIES = {
 }
 
 
-def resolve_model_path(name: str) -> str:
-    """``pkg:<package>/<path>`` → a folder inside an installed package; else unchanged."""
+def resolve_model_path(name: str, fetch: Fetcher | None = None, field: str = "model.name") -> str:
+    """``pkg:<package>/<path>`` → a folder inside an installed package; an ``s3://`` folder →
+    its local copy (fetched by ``fetch``, staged ones checked); else unchanged."""
+    if name.startswith("s3://"):
+        if fetch is None:
+            raise ConfigError(f"{field}: {name}: an s3:// model folder needs the run's store")
+        return str(fetch.folder(field, name))
     if name.startswith("pkg:"):
         from importlib import resources
 
@@ -246,8 +252,17 @@ def _train(
         / resolved.run_id
     )
     work.mkdir(parents=True, exist_ok=True)
-    splits = load_splits(spec, work / "data")
-    model_path = resolve_model_path(spec.model.name)
+    fetch = Fetcher(location.store, storage, work / "inputs")
+    splits = load_splits(spec, work / "data", fetch)
+    model_path = resolve_model_path(spec.model.name, fetch)
+    if spec.model.decoder is not None and spec.model.decoder.startswith("s3://"):
+        # The task family reads model.decoder as a path: give it the fetched, checked copy.
+        decoder = resolve_model_path(spec.model.decoder, fetch, "model.decoder")
+        spec_here = spec.model_copy(
+            update={"model": spec.model.model_copy(update={"decoder": decoder})}
+        )
+    else:
+        spec_here = spec
     if main:
         location.store.write_text(location.key("spec.yaml"), specmod.dump(spec))
     run_record.write("running", **_pinned(spec, resolved, location, splits, model_path))
@@ -255,7 +270,7 @@ def _train(
     if spec.task == "zero-shot":
         from kubetune.train import zeroshot
 
-        scored = zeroshot.score(spec, splits, model_path)
+        scored = zeroshot.score(spec_here, splits, model_path)
         finished = Finished(
             results=scored.results,
             artifacts=scored.artifacts,
@@ -268,7 +283,9 @@ def _train(
             _finish(location, work, run_record, finished, pool=None)
             _close(location, work, wandb_run, finished.results)
         return "completed"
-    return _fine_tune(spec, resolved, location, work, splits, model_path, run_record, storage)
+    return _fine_tune(
+        spec, spec_here, resolved, location, work, splits, model_path, run_record, storage
+    )
 
 
 def _pinned(
@@ -287,6 +304,8 @@ def _pinned(
         "seed": spec.train.seed,
         "task": spec.task,
         "model": record.model_identity(spec.model.name, model_path, spec.model.revision),
+        # What each staged input was on the submitter's machine: source, uri, sha256.
+        "inputs": recorded_inputs(),
         "data": {
             "fingerprint": splits.fingerprint,
             "sources": splits.sources,
@@ -322,6 +341,7 @@ class Finished:
 
 def _fine_tune(
     spec: specmod.JobSpec,
+    spec_here: specmod.JobSpec,
     resolved: sweep.ResolvedRun,
     location: RunLocation,
     work: Path,
@@ -340,7 +360,7 @@ def _fine_tune(
     tokenizer = AutoTokenizer.from_pretrained(
         model_path, revision=spec.model.revision, trust_remote_code=spec.model.trust_remote_code
     )
-    task = family.build(spec, splits, tokenizer, model_path)
+    task = family.build(spec_here, splits, tokenizer, model_path)
     model = task.model
     trainable, total = _count_parameters(model)
     extra: dict[str, Any] = {}
