@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import queue
 import resource
 import signal
@@ -249,9 +250,31 @@ class GracefulStop(TrainerCallback):
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
     ) -> None:
+        if args.world_size > 1:
+            self._agree(args.device)
         if self.requested:
             control.should_save = True
             control.should_training_stop = True
+
+    def _agree(self, device: Any) -> None:
+        """Every rank stops after the same step, at the first signal any rank got.
+
+        A signal reaches some ranks only (a drained node's pod; a supervisor that signals
+        its own processes): a rank that stopped alone would wait in the checkpoint's
+        barrier while the others wait in the next step's all-reduce. One all-reduce of a
+        scalar per step (the wall-clock time of the earliest signal) keeps them together,
+        and the grace period counts from that signal on every rank.
+        """
+        import torch
+        import torch.distributed as dist
+
+        mine = math.inf if self.at is None else time.time() - (time.monotonic() - self.at)
+        earliest = torch.tensor([mine], dtype=torch.float64, device=device)
+        dist.all_reduce(earliest, op=dist.ReduceOp.MIN)
+        first = float(earliest.item())
+        if math.isfinite(first) and not self.requested:
+            self.requested = True
+            self.at = time.monotonic() - max(0.0, time.time() - first)
 
 
 class WandbLogger(TrainerCallback):

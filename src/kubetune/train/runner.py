@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -196,7 +197,9 @@ def run(spec_path: str) -> Outcome:
     main = state.is_main_process and os.environ.get("RANK", "0") == "0"
     run_record = RunRecord(location, previous, main=main)
     try:
-        return _train(spec, resolved, location, run_record, storage)
+        outcome = _train(spec, resolved, location, run_record, storage)
+        wait_for_rank0(state)
+        return outcome
     except checkpoints.WriterConflictError:
         raise  # the run belongs to the other trainer: its record is not ours to touch
     except Exception as exc:
@@ -205,6 +208,32 @@ def run(spec_path: str) -> Outcome:
         with suppress(StoreError):
             run_record.write("failed", error=line.splitlines()[0] if line else type(exc).__name__)
         raise
+
+
+#: How long the other ranks wait for rank 0 to store the final model or the stop's checkpoint.
+#: Rank 0's own transfers give up sooner (checkpoints.Retry); a rank 0 that dies ends the
+#: wait at once (its connections close).
+UPLOAD_WAIT = timedelta(hours=2)
+
+
+def wait_for_rank0(state: Any) -> None:
+    """Ranks other than 0 return only once rank 0 has stored what this attempt produced (the
+    final model and the completed run.json, or the stop's checkpoint and run.json).
+
+    A pod whose ranks exit 0 is never re-run by its Job: had it left while rank 0 was still
+    uploading, a later failure of rank 0 would wait forever for peers. If rank 0 fails
+    instead, the barrier fails on every rank and the gang restarts.
+
+    The default process group's timeout (TrainingArguments.ddp_timeout, 30 min) may be
+    shorter than a large model's upload, so the barrier runs in its own gloo group.
+    """
+    if state.num_processes <= 1:
+        return
+    import torch.distributed as dist
+
+    group = dist.new_group(backend="gloo", timeout=UPLOAD_WAIT)
+    dist.barrier(group=group)
+    dist.destroy_process_group(group)
 
 
 class RunRecord:
