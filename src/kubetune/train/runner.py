@@ -537,7 +537,8 @@ def _stop(
     run_record.write(
         "interrupted", stopped=record.now(), step=step, stored_step=stored[-1] if stored else None
     )
-    emit("interrupted", step=step, url=location.url)
+    if run_record.main:
+        emit("interrupted", step=step, url=location.url)
     return "interrupted"
 
 
