@@ -89,9 +89,7 @@ def test_supervisor_forwards_sigterm_and_waits_for_the_checkpoint(tmp_path: Path
     assert marker.read_text() == "checkpoint"
 
 
-def test_a_completed_run_exits_0_before_starting_the_launcher(
-    s3_env: str, tmp_path: Path
-) -> None:
+def test_a_completed_run_exits_0_before_starting_the_launcher(s3_env: str, tmp_path: Path) -> None:
     from kubetune.store import RunLocation, open_store
 
     location = RunLocation(open_store("s3://runs/lone"), "sweep-a", "run-a-12345678")

@@ -169,7 +169,9 @@ def test_two_ranks_from_the_rendered_pods_survive_a_lost_pod_and_complete(
     data = gang_spec(tiny, tmp_path, "gang-kill")
     command, env, run = rendered_pods(data, free_port())
     assert command[command.index("--rdzv_backend") + 1] == "c10d"
-    spec_file = write_yaml(tmp_path / "spec.yaml", yaml.safe_load(render.render([run])[0].values["spec"]))
+    spec_file = write_yaml(
+        tmp_path / "spec.yaml", yaml.safe_load(render.render([run])[0].values["spec"])
+    )
     command = [str(spec_file) if c == launch.SPEC_PATH else c for c in command]
 
     def start(rank: int, attempt: int) -> Pod:
