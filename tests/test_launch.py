@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from kubetune.launch import accelerate_command, supervise
 
 PREFIX = ["python", "-m", "kubetune.launch", "accelerate", "launch"]
@@ -132,3 +134,18 @@ def test_multi_node_line_restarts_the_gang_in_a_c10d_rendezvous_hosted_by_index_
         assert conf.endswith(f",is_host={host}")
     one_pod = accelerate_command("spec.yaml", gpus=1)
     assert with_rendezvous_host(one_pod) == one_pod
+
+
+def test_a_c10d_gang_gives_its_workers_a_fresh_store_every_round(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A replaced pod joining a later round would wait forever for the shared store's address
+    (tests/train/test_gang.py loses a pod and needs this)."""
+    from kubetune.launch import rendezvous_env
+
+    monkeypatch.delenv("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", raising=False)
+    gang = accelerate_command("spec.yaml", gpus=0, nodes=2)
+    assert rendezvous_env(gang) == {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+    assert rendezvous_env(accelerate_command("spec.yaml", gpus=2)) == {}
+    monkeypatch.setenv("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "0")
+    assert rendezvous_env(gang) == {}, "a value the pod sets wins"

@@ -112,6 +112,22 @@ def with_rendezvous_host(argv: list[str]) -> list[str]:
     return [*argv[:at], f"{argv[at]},is_host={host}", *argv[at + 1 :]]
 
 
+#: torch's elastic agents share their c10d store with the workers by default. A node that
+#: joins a later round (a replaced pod) then waits for that store's address in the new round,
+#: which the surviving rank-0 agent, having published it once, never writes again: the gang
+#: hangs until the rendezvous read timeout. Without the sharing, rank 0 publishes a fresh
+#: address every round. (Seen with torch 2.13; pytorch/pytorch#135712 is the same sharing
+#: breaking restarts another way.)
+NO_SHARED_STORE = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+
+
+def rendezvous_env(argv: list[str]) -> dict[str, str]:
+    """What a c10d rendezvous needs in torch's environment; a value already set wins."""
+    if "c10d" not in argv:
+        return {}
+    return {k: v for k, v in NO_SHARED_STORE.items() if k not in os.environ}
+
+
 def completed_elsewhere() -> str | None:
     """The store URL of this run when its run.json says completed; else None.
 
@@ -138,12 +154,12 @@ def completed_elsewhere() -> str | None:
     return None
 
 
-def supervise(argv: list[str]) -> int:
+def supervise(argv: list[str], extra_env: dict[str, str] | None = None) -> int:
     """Run ``argv`` in its own session; forward stop signals to the trainer processes;
     return the trainer's code."""
     fd, exit_file = tempfile.mkstemp(prefix="kubetune-exit-")
     os.close(fd)
-    env = {**os.environ, EXIT_FILE_ENV: exit_file}
+    env = {**os.environ, **(extra_env or {}), EXIT_FILE_ENV: exit_file}
     child = subprocess.Popen(argv, env=env, start_new_session=True)
     stopping = False
 
@@ -241,7 +257,7 @@ def main(argv: list[str]) -> int:
         print(f"kubetune: the run at {url} is already completed; nothing to do", flush=True)
         return 0
     become_subreaper()
-    return supervise(with_rendezvous_host(argv))
+    return supervise(with_rendezvous_host(argv), rendezvous_env(argv))
 
 
 if __name__ == "__main__":
