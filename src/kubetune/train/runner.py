@@ -516,6 +516,11 @@ def _stop(
     """After SIGTERM/SIGINT: finish storing the checkpoint just saved, within the grace period
     the pod has before SIGKILL (``KUBETUNE_STOP_GRACE_SECONDS``, set by the chart), then
     record the interruption. The exit code (130) tells Kubernetes to retry the pod."""
+    if not run_record.main:
+        # Rank 0 stores the checkpoint and records the stop; wait_for_rank0 keeps this rank
+        # until it has. No store I/O here: a store that blinks now would fail this rank, and
+        # torchrun would restart the gang while rank 0 is still uploading.
+        return "interrupted"
     grace = float(
         os.environ.get("KUBETUNE_STOP_GRACE_SECONDS")
         or spec.resources.termination_grace_seconds - 10
@@ -537,8 +542,7 @@ def _stop(
     run_record.write(
         "interrupted", stopped=record.now(), step=step, stored_step=stored[-1] if stored else None
     )
-    if run_record.main:
-        emit("interrupted", step=step, url=location.url)
+    emit("interrupted", step=step, url=location.url)
     return "interrupted"
 
 
