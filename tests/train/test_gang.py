@@ -288,7 +288,7 @@ def test_sigterm_two_processes_in_one_pod_get_the_whole_grace_and_exit_130(
     env = pod_env(
         {}, store.url, tmp_path / "pod",
         KUBETUNE_STORE=f"s3://runs/{prefix}", KUBETUNE_STOP_GRACE_SECONDS="110",
-        TORCH_ELASTIC_SHUTDOWN_TIMEOUT="0",
+        TORCH_ELASTIC_SHUTDOWN_TIMEOUT="0", COLUMNS="500",  # the agent's lines unwrapped
         KUBETUNE_S3_MAX_ATTEMPTS="1",  # a refused request shows at once as kubetune's retry
     )  # fmt: skip
     try:
