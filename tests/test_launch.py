@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from kubetune.launch import accelerate_command, supervise
 
 PREFIX = ["python", "-m", "kubetune.launch", "accelerate", "launch"]
@@ -87,3 +89,63 @@ def test_supervisor_forwards_sigterm_and_waits_for_the_checkpoint(tmp_path: Path
     proc.send_signal(signal.SIGTERM)  # what the kubelet sends PID 1 of a preempted pod
     assert proc.wait(timeout=30) == 130
     assert marker.read_text() == "checkpoint"
+
+
+def test_a_completed_run_exits_0_before_starting_the_launcher(s3_env: str, tmp_path: Path) -> None:
+    from kubetune.store import RunLocation, open_store
+
+    location = RunLocation(open_store("s3://runs/lone"), "sweep-a", "run-a-12345678")
+    location.store.write_json(location.key("run.json"), {"status": "completed"})
+    marker = tmp_path / "started"
+    env = {
+        **os.environ,
+        "KUBETUNE_STORE": "s3://runs/lone",
+        "KUBETUNE_SWEEP": "sweep-a",
+        "KUBETUNE_RUN_ID": "run-a-12345678",
+    }
+    would_start = [sys.executable, "-c", f"open({str(marker)!r}, 'w'); raise SystemExit(3)"]
+    done = subprocess.run(
+        [sys.executable, "-m", "kubetune.launch", *would_start],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "already completed; nothing to do" in done.stdout
+    assert not marker.exists(), "accelerate (and so any rendezvous) never started"
+
+    location.store.write_json(location.key("run.json"), {"status": "interrupted"})
+    again = subprocess.run(
+        [sys.executable, "-m", "kubetune.launch", *would_start],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert again.returncode == 3 and marker.exists(), "an unfinished run starts"
+
+
+def test_multi_node_line_restarts_the_gang_in_a_c10d_rendezvous_hosted_by_index_0() -> None:
+    from kubetune.launch import with_rendezvous_host
+
+    cmd = accelerate_command("spec.yaml", gpus=0, nodes=2, max_restarts=5)
+    assert "--multi_gpu" in cmd and "--cpu" not in cmd  # accelerate's --cpu would start one
+    assert cmd[cmd.index("--rdzv_backend") + 1] == "c10d"
+    assert cmd[cmd.index("--max_restarts") + 1] == "5"
+    assert "--same_network" not in cmd  # accelerate then passes the c10d endpoint
+    for rank, host in (("0", "true"), ("1", "false")):
+        line = [c.replace("$(KUBETUNE_MACHINE_RANK)", rank) for c in cmd]
+        conf = with_rendezvous_host(line)[line.index("--rdzv_conf") + 1]
+        assert conf.endswith(f",is_host={host}")
+    one_pod = accelerate_command("spec.yaml", gpus=1)
+    assert with_rendezvous_host(one_pod) == one_pod
+
+
+def test_a_c10d_gang_gives_its_workers_a_fresh_store_every_round(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A replaced pod joining a later round would wait forever for the shared store's address
+    (tests/train/test_gang.py loses a pod and needs this)."""
+    from kubetune.launch import rendezvous_env
+
+    monkeypatch.delenv("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", raising=False)
+    gang = accelerate_command("spec.yaml", gpus=0, nodes=2)
+    assert rendezvous_env(gang) == {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+    assert rendezvous_env(accelerate_command("spec.yaml", gpus=2)) == {}
+    monkeypatch.setenv("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "0")
+    assert rendezvous_env(gang) == {}, "a value the pod sets wins"

@@ -207,8 +207,13 @@ def test_multi_node_is_an_indexed_job_with_a_headless_service() -> None:
     assert "--multi_gpu" in cmd and "--cpu" not in cmd
     assert flag(cmd, "--machine_rank") == "$(KUBETUNE_MACHINE_RANK)"
     assert flag(cmd, "--main_process_ip") == "$(KUBETUNE_MAIN_HOST)"
-    assert flag(cmd, "--rdzv_backend") == "static"
-    assert "--same_network" in cmd
+    # A c10d rendezvous on index 0 (accelerate passes it as the endpoint without
+    # --same_network); agents restart the whole gang in place, up to backoffLimit times.
+    assert flag(cmd, "--rdzv_backend") == "c10d"
+    assert "--same_network" not in cmd
+    assert flag(cmd, "--max_restarts") == str(job["spec"]["backoffLimit"])
+    # The run is done when index 0 is: its ranks leave only once the run is stored.
+    assert job["spec"]["successPolicy"] == {"rules": [{"succeededIndexes": "0"}]}
     # Kubernetes expands $(VAR) only for variables the container defines; others stay literal.
     for var in re.findall(r"\$\((\w+)\)", " ".join(cmd)):
         assert var in env, var
@@ -353,8 +358,8 @@ def test_render_refuses_online_wandb_without_a_secret() -> None:
 
 def test_chart_fail_guards_reach_the_user_as_render_errors() -> None:
     values = render.render(runs_of(base_spec()))[0].values
-    bad = {**values, "nodes": 2, "resources": {**values["resources"], "gpus": 0}}
-    with pytest.raises(RenderError, match="nodes > 1 needs resources.gpus >= 1"):
+    bad = {**values, "resources": {**values["resources"], "gpus": 0, "gpuType": "A100"}}
+    with pytest.raises(RenderError, match="resources.gpuType needs resources.gpus >= 1"):
         render.render_values(bad)
     with pytest.raises(RenderError):
         render.render_values({**values, "unknownKey": 1})
@@ -561,3 +566,63 @@ def test_service_account_and_image_pull_secrets_reach_the_pod() -> None:
 def test_identity_names_are_checked(field: str, value: Any) -> None:
     with pytest.raises(spec.SpecError, match=f"resources.{field}"):
         spec.validate(base_spec(resources={field: value}))
+def test_a_cpu_gang_renders_two_pods_whose_workers_use_torchrun() -> None:
+    data = base_spec(resources={"nodes": 2, "gpus": 0, "memory": "8Gi", "shm_size": "1Gi"})
+    docs = documents(data)
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+    (job,) = by_kind(docs, "Job")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    cmd = container["command"]
+    assert "--multi_gpu" in cmd and "--cpu" not in cmd  # accelerate's --cpu starts one process
+    assert flag(cmd, "--num_processes") == "2"
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+
+
+def test_gang_jobset_renders_a_jobset_that_restarts_every_pod() -> None:
+    data = base_spec(
+        resources={"nodes": 2, "gpus": 8, "memory": "512Gi", "gang": "jobset", "queue": "q",
+                   "backoff_limit": 4}
+    )  # fmt: skip
+    docs = documents(data)
+    kinds = sorted(d["kind"] for d in docs)
+    # No Service or Job of ours: the JobSet makes its headless Service and child Job.
+    assert kinds == ["ConfigMap", "JobSet", "NetworkPolicy"]
+    (jobset,) = by_kind(docs, "JobSet")
+    name = jobset["metadata"]["name"]
+    assert jobset["apiVersion"] == "jobset.x-k8s.io/v1alpha2"
+    # The JobSet API's fields (v1alpha2 JobSetSpec), nothing else.
+    assert set(jobset["spec"]) == {"ttlSecondsAfterFinished", "network", "failurePolicy",
+                                   "replicatedJobs"}  # fmt: skip
+    assert jobset["spec"]["network"] == {
+        "enableDNSHostnames": True, "subdomain": name, "publishNotReadyAddresses": True
+    }  # fmt: skip
+    policy = jobset["spec"]["failurePolicy"]
+    assert policy["maxRestarts"] == 4
+    assert policy["rules"] == [
+        {"name": "ConfigError", "action": "FailJobSet", "onJobFailureReasons": ["PodFailurePolicy"]}
+    ]
+    # Kueue admits the JobSet as one workload.
+    assert jobset["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "q"
+    (replicated,) = jobset["spec"]["replicatedJobs"]
+    assert set(replicated) == {"name", "replicas", "template"} and replicated["replicas"] == 1
+    template = replicated["template"]
+    assert "kueue.x-k8s.io/queue-name" not in template["metadata"]["labels"]
+    # The child Job is the default gang's Job: strict batch/v1 validation of it as a Job.
+    child = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name}, **template}
+    kubernetes_validate.validate(child, KUBE_VERSION, strict=True)
+    spec_ = template["spec"]
+    assert spec_["backoffLimit"] == 0, "a counted pod failure fails the child Job: all restart"
+    assert "ttlSecondsAfterFinished" not in spec_ and "suspend" not in spec_
+    assert spec_["completionMode"] == "Indexed" and spec_["completions"] == 2
+    ignored = [r for r in spec_["podFailurePolicy"]["rules"] if r["action"] == "Ignore"]
+    assert any(r.get("onExitCodes", {}).get("values") == [130] for r in ignored)
+    (container,) = spec_["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KUBETUNE_MAIN_HOST"] == f"{name}-trainer-0-0.{name}"
+    assert flag(container["command"], "--rdzv_backend") == "c10d"
+
+
+def test_gang_must_be_job_or_jobset() -> None:
+    with pytest.raises(Exception, match="resources.gang"):
+        spec.validate(base_spec(resources={"nodes": 2, "gang": "mpi"}))

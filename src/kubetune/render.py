@@ -27,7 +27,7 @@ from kubetune.errors import ConfigError, RenderError
 from kubetune.sweep import ResolvedRun
 
 #: Install order: what a Job mounts or resolves must exist before it.
-_ORDER = ("networkpolicy.yaml", "configmap.yaml", "service.yaml", "job.yaml")
+_ORDER = ("networkpolicy.yaml", "configmap.yaml", "service.yaml", "job.yaml", "jobset.yaml")
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 KUSTOMIZATION = "kustomization.yaml"
@@ -169,8 +169,11 @@ def values_for(
         "image": {"reference": spec.image, "pullPolicy": "IfNotPresent"},
         "imagePullSecrets": list(res.image_pull_secrets),
         "serviceAccountName": res.service_account or "",
-        "command": launch.accelerate_command(launch.SPEC_PATH, gpus=res.gpus, nodes=res.nodes),
+        "command": launch.accelerate_command(
+            launch.SPEC_PATH, gpus=res.gpus, nodes=res.nodes, max_restarts=res.backoff_limit
+        ),
         "nodes": res.nodes,
+        "gang": res.gang,
         "resources": {
             "gpus": res.gpus,
             "cpu": str(res.cpu),

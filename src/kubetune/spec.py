@@ -488,6 +488,12 @@ class ResourcesSpec(_Model):
     nodes: int = Field(
         1, ge=1, le=64, description="Nodes; > 1 makes an Indexed Job with one pod per node."
     )
+    gang: Literal["job", "jobset"] = Field(
+        "job",
+        description="What keeps a multi-node run's pods together. job: one Indexed Job whose "
+        "ranks restart together in place (torch elastic, c10d rendezvous on index 0). jobset: "
+        "a JobSet (needs the JobSet controller) that recreates every pod when one fails.",
+    )
     cpu: Quantity = Field("4", description="CPU request and limit per pod.")
     memory: Quantity = Field("32Gi", description="Memory request and limit per pod.")
     shm_size: Quantity = Field(
@@ -778,8 +784,6 @@ def _cross_field_issues(spec: JobSpec) -> list[tuple[Loc, str]]:
             add("train.save_steps", "early stopping needs save_steps equal to eval_steps")
 
     res = spec.resources
-    if res.nodes > 1 and res.gpus < 1:
-        add("resources.gpus", "nodes > 1 trains across machines and needs gpus >= 1")
     if res.gpu_type and res.gpus < 1:
         add("resources.gpu_type", "gpu_type needs gpus >= 1")
     if quantity_value(str(res.shm_size)) >= quantity_value(str(res.memory)):

@@ -82,9 +82,6 @@ Refuse values that cannot make a working Job.
 {{- if not .Values.run.id }}{{ fail "run.id is required (kubetune render sets it)" }}{{ end -}}
 {{- if not .Values.spec }}{{ fail "spec is required: the resolved job spec the trainer reads" }}{{ end -}}
 {{- if not .Values.command }}{{ fail "command is required: the accelerate launch line" }}{{ end -}}
-{{- if and (gt (int .Values.nodes) 1) (lt (int .Values.resources.gpus) 1) }}
-{{- fail "nodes > 1 needs resources.gpus >= 1" }}
-{{- end -}}
 {{- end -}}
 
 {{/*

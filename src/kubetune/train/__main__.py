@@ -33,10 +33,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(code: int) -> int:
-    """Leave the exit code where ``python -m kubetune.launch`` reads it (accelerate hides it)."""
+    """Leave the exit code where ``python -m kubetune.launch`` reads it (accelerate hides it),
+    and return the code this process exits with.
+
+    Every code is written, 0 too: after torchrun restarted a failed worker group in place,
+    the code of the attempt that ended is the one that counts. Under torchrun a clean stop
+    exits 0 to the agent: a worker's non-zero code makes an agent with restarts left start
+    the gang again, while the pod is going away. The supervisor still reports 130.
+    """
     path = os.environ.get("KUBETUNE_EXIT_FILE")
-    if path and code != 0:
-        Path(path).write_text(str(code), encoding="utf-8")
+    if not path:
+        return code
+    Path(path).write_text(str(code), encoding="utf-8")
+    if code == EXIT_INTERRUPTED and os.environ.get("TORCHELASTIC_RUN_ID"):
+        return 0
     return code
 
 

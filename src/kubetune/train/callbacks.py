@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import queue
 import resource
 import signal
@@ -229,17 +230,21 @@ class GracefulStop(TrainerCallback):
 
     def __init__(self) -> None:
         self.requested = False
+        #: This process got a signal (a second one aborts); ``requested`` may also come from
+        #: another rank's signal.
+        self.signalled = False
         #: time.monotonic() of the first signal: the grace period counts from it.
         self.at: float | None = None
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
+        if self.signalled:
             signal.signal(signum, signal.SIG_DFL)
             raise KeyboardInterrupt
+        self.signalled = True
         self.requested = True
-        self.at = time.monotonic()
+        self.at = self.at if self.at is not None else time.monotonic()
         print(
             f"kubetune: got {signal.Signals(signum).name}; saving a checkpoint, then stopping",
             file=sys.stderr,
@@ -249,9 +254,38 @@ class GracefulStop(TrainerCallback):
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
     ) -> None:
-        if self.requested:
+        stop = self._agree(args.device) if args.world_size > 1 else self.requested
+        if stop:
             control.should_save = True
             control.should_training_stop = True
+
+    def _agree(self, device: Any) -> bool:
+        """Every rank stops after the same step, at the first signal any rank got.
+
+        A signal reaches some ranks only (a drained node's pod; a supervisor that signals
+        its own processes): a rank that stopped alone would wait in the checkpoint's
+        barrier while the others wait in the next step's all-reduce. One all-reduce of a
+        scalar per step (the wall-clock time of the earliest signal) keeps them together,
+        and the grace period counts from that signal on every rank.
+
+        The decision is the exchanged value alone, never this rank's flag: Python runs a
+        handler when the blocking all-reduce returns, so a signal that arrived during it is
+        seen here after the exchange; it counts at the next step, on every rank alike.
+        """
+        import torch
+        import torch.distributed as dist
+
+        at = self.at
+        mine = math.inf if at is None else time.time() - (time.monotonic() - at)
+        earliest = torch.tensor([mine], dtype=torch.float64, device=device)
+        dist.all_reduce(earliest, op=dist.ReduceOp.MIN)
+        first = float(earliest.item())
+        if not math.isfinite(first):
+            return False
+        self.requested = True
+        agreed = time.monotonic() - max(0.0, time.time() - first)
+        self.at = agreed if self.at is None else min(self.at, agreed)
+        return True
 
 
 class WandbLogger(TrainerCallback):

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -202,7 +203,9 @@ def run(spec_path: str) -> Outcome:
     main = state.is_main_process and os.environ.get("RANK", "0") == "0"
     run_record = RunRecord(location, previous, main=main)
     try:
-        return _train(spec, resolved, location, run_record, storage)
+        outcome = _train(spec, resolved, location, run_record, storage)
+        wait_for_rank0(state)
+        return outcome
     except checkpoints.WriterConflictError:
         raise  # the run belongs to the other trainer: its record is not ours to touch
     except Exception as exc:
@@ -211,6 +214,32 @@ def run(spec_path: str) -> Outcome:
         with suppress(StoreError):
             run_record.write("failed", error=line.splitlines()[0] if line else type(exc).__name__)
         raise
+
+
+#: How long the other ranks wait for rank 0 to store the final model or the stop's checkpoint.
+#: Rank 0's own transfers give up sooner (checkpoints.Retry); a rank 0 that dies ends the
+#: wait at once (its connections close).
+UPLOAD_WAIT = timedelta(hours=2)
+
+
+def wait_for_rank0(state: Any) -> None:
+    """Ranks other than 0 return only once rank 0 has stored what this attempt produced (the
+    final model and the completed run.json, or the stop's checkpoint and run.json).
+
+    A pod whose ranks exit 0 is never re-run by its Job: had it left while rank 0 was still
+    uploading, a later failure of rank 0 would wait forever for peers. If rank 0 fails
+    instead, the barrier fails on every rank and the gang restarts.
+
+    The default process group's timeout (TrainingArguments.ddp_timeout, 30 min) may be
+    shorter than a large model's upload, so the barrier runs in its own gloo group.
+    """
+    if state.num_processes <= 1:
+        return
+    import torch.distributed as dist
+
+    group = dist.new_group(backend="gloo", timeout=UPLOAD_WAIT)
+    dist.barrier(group=group)
+    dist.destroy_process_group(group)
 
 
 class RunRecord:
@@ -509,6 +538,11 @@ def _stop(
     """After SIGTERM/SIGINT: finish storing the checkpoint just saved, within the grace period
     the pod has before SIGKILL (``KUBETUNE_STOP_GRACE_SECONDS``, set by the chart), then
     record the interruption. The exit code (130) tells Kubernetes to retry the pod."""
+    if not run_record.main:
+        # Rank 0 stores the checkpoint and records the stop; wait_for_rank0 keeps this rank
+        # until it has. No store I/O here: a store that blinks now would fail this rank, and
+        # torchrun would restart the gang while rank 0 is still uploading.
+        return "interrupted"
     grace = float(
         os.environ.get("KUBETUNE_STOP_GRACE_SECONDS")
         or spec.resources.termination_grace_seconds - 10
