@@ -23,6 +23,7 @@ extra's packaged all-MiniLM-L6-v2 in the image (pkg:). The run passes when the t
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -83,8 +84,10 @@ def render(work: Path, endpoint: str, image: str) -> tuple[str, list[dict[str, A
     out = work / "rendered"
     args = [arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")]
     kubetune("render", str(SPEC), *args, "--out", str(out))
-    (manifest,) = out.glob("*.yaml")
-    return manifest.stem, [d for d in yaml.safe_load_all(manifest.read_text()) if d]
+    (values,) = (out / "values").glob("*.values.yaml")
+    run_id = values.name.removesuffix(".values.yaml")
+    manifest = out / f"{run_id}.yaml"
+    return run_id, [d for d in yaml.safe_load_all(manifest.read_text()) if d]
 
 
 def pod_env(container: dict[str, Any]) -> list[str]:
@@ -108,7 +111,7 @@ def pod_volumes(
     args = []
     for mount in container["volumeMounts"]:
         volume, source = volumes[mount["name"]], root / mount["name"]
-        source.mkdir()
+        source.mkdir(parents=True)
         if "configMap" in volume:
             for name, text in config_maps[volume["configMap"]["name"]]["data"].items():
                 (source / name).write_text(text)
@@ -172,6 +175,7 @@ def main() -> None:
 
     from kubetune.store import open_store
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's line per request
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
