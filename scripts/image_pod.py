@@ -102,9 +102,15 @@ def pod_env(container: dict[str, Any]) -> list[str]:
 
 
 def pod_volumes(
-    pod: dict[str, Any], docs: list[dict[str, Any]], container: dict[str, Any], root: Path
+    pod: dict[str, Any],
+    docs: list[dict[str, Any]],
+    container: dict[str, Any],
+    root: Path,
+    *,
+    chown: bool = True,
 ) -> list[str]:
-    """``--volume`` arguments: each of the container's mounts, made as a kubelet makes it."""
+    """``--volume`` arguments: each of the container's mounts, made as a kubelet makes it
+    (``chown``: hand the emptyDirs to the pod's user, which needs root)."""
     uid, gid = pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]
     config_maps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -117,12 +123,29 @@ def pod_volumes(
                 (source / name).write_text(text)
                 (source / name).chmod(volume["configMap"].get("defaultMode", 0o644))
         elif "emptyDir" in volume:
-            os.chown(source, uid, gid)
+            if chown:
+                os.chown(source, uid, gid)
         else:
             raise SystemExit(f"volume {mount['name']}: neither a ConfigMap nor an emptyDir")
         options = "ro" if mount.get("readOnly") else "rw"
         args += ["--volume", f"{source}:{mount['mountPath']}:{options}"]
     return args
+
+
+def pod_run(
+    manifests: list[dict[str, Any]], root: Path, *, chown: bool = True
+) -> tuple[list[str], list[str]]:
+    """The ``buildah run`` options and the command that run the rendered Job's container as
+    its pod would, with its volumes made under ``root``."""
+    job = next(d for d in manifests if d["kind"] == "Job")
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    user = f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}"
+    options = ["--isolation", "chroot", "--user", user]
+    for item in pod_env(container):
+        options += ["--env", item]
+    options += pod_volumes(pod, manifests, container, root, chown=chown)
+    return options, [*container["command"], *container.get("args", [])]
 
 
 def written(upper: Path) -> set[str]:
@@ -131,13 +154,9 @@ def written(upper: Path) -> set[str]:
 
 def run_pod(image: str, manifests: list[dict[str, Any]], work: Path) -> None:
     job = next(d for d in manifests if d["kind"] == "Job")
-    pod = job["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    # buildah cannot mount the root filesystem read-only: the check after the run stands in.
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    user = f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}"
-    base = ["--isolation", "chroot", "--user", user]
-    for item in pod_env(container):
-        base += ["--env", item]
     ctr = subprocess.run(
         ["buildah", "from", "--pull-never", image], check=True, capture_output=True, text=True
     ).stdout.strip()
@@ -148,16 +167,15 @@ def run_pod(image: str, manifests: list[dict[str, Any]], work: Path) -> None:
             ).stdout.strip()
         )
         upper = merged.with_name("diff")  # overlay: the container's writable layer
-        # What buildah itself puts in the layer (mount points, /etc/hosts …): a first run
-        # of `true` with the same volumes; the trainer may add nothing to it.
-        probe = pod_volumes(pod, manifests, container, work / "probe")
-        subprocess.run(["buildah", "run", *base, *probe, ctr, "--", "true"], check=True)
+        # What buildah itself puts in the layer (mount points, /run …): a first run of `true`
+        # with the same user and volumes; the trainer may add nothing to it.
+        probe, _ = pod_run(manifests, work / "probe")
+        subprocess.run(["buildah", "run", *probe, ctr, "--", "true"], check=True)
         before = written(upper)
-        volumes = pod_volumes(pod, manifests, container, work / "volumes")
-        command = [*container["command"], *container.get("args", [])]
+        options, command = pod_run(manifests, work / "volumes")
         print("  $", " ".join(command), flush=True)
         started = time.monotonic()
-        code = subprocess.run(["buildah", "run", *base, *volumes, ctr, "--", *command]).returncode
+        code = subprocess.run(["buildah", "run", *options, ctr, "--", *command]).returncode
         phase("trainer in the image", started)
         if code != 0:
             raise SystemExit(f"the trainer exited {code}")

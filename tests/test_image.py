@@ -3,11 +3,13 @@ against the place the project pins it, so a bump in one place only fails here.""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 import tomllib
 from dataclasses import dataclass, field
@@ -327,6 +329,46 @@ def test_build_context_holds_what_the_dockerfile_copies(dockerfile: Dockerfile) 
         sources += [s.rstrip("/") for s in rest.split()[:-1] if not s.startswith("--")]
     assert set(sources) == allowed
     assert all((ROOT / s).exists() for s in sources)
+
+
+def test_image_pod_runs_the_rendered_container_as_its_pod(tmp_path: Path) -> None:
+    """make image-cpu-e2e's kubelet stand-in (scripts/image_pod.py) hands buildah exactly the
+    rendered pod: its user, every env entry in order (Secrets filled), every mount."""
+    loader = importlib.util.spec_from_file_location("image_pod", ROOT / "scripts" / "image_pod.py")
+    assert loader and loader.loader
+    image_pod = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(image_pod)
+    data = base_spec(
+        data={"train": "s3://runs/data/train.jsonl", "eval": "s3://runs/data/eval.jsonl"},
+        resources={"gpus": 0, "cpu": "2", "memory": "4Gi", "shm_size": "1Gi"},
+        tracking={"wandb": {"project": "p"}},
+    )
+    (run,) = render.render(sweep.expand(spec.validate(data)))
+    docs = [yaml.safe_load(doc) for _, doc in run.documents]
+    job = next(d for d in docs if d["kind"] == "Job")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+
+    options, command = image_pod.pod_run(docs, tmp_path, chown=False)
+
+    assert command == [*container["command"], *container.get("args", [])]
+    assert "--cpu" in command
+    assert options[:4] == ["--isolation", "chroot", "--user", "10001:10001"]
+    env = [options[i + 1] for i, option in enumerate(options) if option == "--env"]
+    assert [item.split("=", 1)[0] for item in env] == [e["name"] for e in container["env"]]
+    assert "AWS_ACCESS_KEY_ID=testing" in env and "HOME=/scratch/home" in env
+    volumes = {}
+    for i, option in enumerate(options):
+        if option == "--volume":
+            source, target, mode = options[i + 1].split(":")
+            volumes[target] = (Path(source), mode)
+    assert set(volumes) == {m["mountPath"] for m in container["volumeMounts"]}
+    spec_dir, mode = volumes[str(Path(launch.SPEC_PATH).parent)]
+    configmap = next(d for d in docs if d["kind"] == "ConfigMap")
+    assert mode == "ro"
+    assert (spec_dir / "spec.yaml").read_text() == configmap["data"]["spec.yaml"]
+    assert stat.S_IMODE((spec_dir / "spec.yaml").stat().st_mode) == 0o444
+    for path in ("/scratch", "/tmp"):
+        assert volumes[path][1] == "rw" and not any(volumes[path][0].iterdir())
 
 
 # --- make image -----------------------------------------------------------------------------
