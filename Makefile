@@ -84,11 +84,13 @@ clean:
 
 # The trainer image (images/trainer/Dockerfile; images/README.md). Its CUDA base is pinned by
 # digest: CUDA_DIGEST defaults to the Dockerfile's, and a placeholder there is refused.
-# TORCH_CUDA (cu128, or cpu) and IMAGE_EXTRAS (train) default to the Dockerfile's ARGs.
+# BASE_IMAGE replaces that base (then CUDA_DIGEST is not used); PYTHON_SOURCE (uv, or system),
+# TORCH_CUDA (cu128, or cpu), TORCH_INDEX (PyTorch's index of TORCH_CUDA) and IMAGE_EXTRAS
+# (train) default to the Dockerfile's ARGs.
 IMAGE        ?= kubetune-trainer:dev
 IMAGE_OUTPUT ?= --load
 
-.PHONY: image kind-e2e
+.PHONY: image image-cpu image-cpu-e2e kind-e2e
 
 ## image: build the trainer image with docker buildx (IMAGE=, TORCH_CUDA=cpu, IMAGE_OUTPUT=--push)
 image:
@@ -98,18 +100,35 @@ image:
 		|| { echo "error: make image needs docker buildx: https://docs.docker.com/go/buildx/" >&2; exit 1; }
 	@docker info >/dev/null 2>&1 \
 		|| { echo "error: make image needs a running docker engine; docker info cannot reach one" >&2; exit 1; }
-	@digest="$${CUDA_DIGEST:-$$(sed -n 's/^ARG CUDA_DIGEST=//p' images/trainer/Dockerfile)}"; \
-	if ! echo "$$digest" | grep -Eqx 'sha256:[0-9a-f]{64}'; then \
-		echo "error: CUDA_DIGEST is '$$digest', not a digest: pass make image CUDA_DIGEST=sha256:<64 hex> as printed by docker buildx imagetools inspect $$(sed -n 's/^ARG CUDA_IMAGE=//p' images/trainer/Dockerfile) (see images/README.md)" >&2; \
-		exit 2; \
+	@if [ -n "$(BASE_IMAGE)" ]; then \
+		base="--build-arg BASE_IMAGE=$(BASE_IMAGE)"; \
+	else \
+		digest="$${CUDA_DIGEST:-$$(sed -n 's/^ARG CUDA_DIGEST=//p' images/trainer/Dockerfile)}"; \
+		if ! echo "$$digest" | grep -Eqx 'sha256:[0-9a-f]{64}'; then \
+			echo "error: CUDA_DIGEST is '$$digest', not a digest: pass make image CUDA_DIGEST=sha256:<64 hex> as printed by docker buildx imagetools inspect $$(sed -n 's/^ARG CUDA_IMAGE=//p' images/trainer/Dockerfile) (see images/README.md)" >&2; \
+			exit 2; \
+		fi; \
+		base="--build-arg CUDA_DIGEST=$$digest"; \
 	fi; \
 	set -x; \
-	docker buildx build -f images/trainer/Dockerfile \
-		--build-arg CUDA_DIGEST="$$digest" \
+	docker buildx build -f images/trainer/Dockerfile $$base \
+		$(if $(PYTHON_SOURCE),--build-arg PYTHON_SOURCE=$(PYTHON_SOURCE)) \
 		$(if $(TORCH_CUDA),--build-arg TORCH_CUDA=$(TORCH_CUDA)) \
+		$(if $(TORCH_INDEX),--build-arg TORCH_INDEX=$(TORCH_INDEX)) \
 		$(if $(IMAGE_EXTRAS),--build-arg EXTRAS=$(IMAGE_EXTRAS)) \
 		-t $(IMAGE) $(IMAGE_OUTPUT) .
 
 ## kind-e2e: kind + MinIO: build and load the image, submit, wait, reproduce --render and --local
 kind-e2e:
 	bash scripts/kind-e2e.sh
+
+# The CPU flavour of the same Dockerfile without docker: a debootstrap Debian bookworm base
+# (made once, kept in buildah's storage), Debian's Python 3.11, the CPU torch wheel.
+# Needs root, buildah and debootstrap; scripts/image-cpu.sh says what each step does.
+## image-cpu: build the CPU trainer image with buildah on a debootstrap base (no docker)
+image-cpu:
+	bash scripts/image-cpu.sh base build
+
+## image-cpu-e2e: image-cpu, then run its pod's command as UID 10001 against moto on a BBC News slice
+image-cpu-e2e: $(VENV)/.dev
+	VENV=$(VENV) bash scripts/image-cpu.sh base build run

@@ -3,11 +3,13 @@ against the place the project pins it, so a bump in one place only fails here.""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 import tomllib
 from dataclasses import dataclass, field
@@ -162,7 +164,9 @@ def test_base_is_the_cuda_runtime_of_the_torch_build_pinned_by_digest(
     dockerfile: Dockerfile,
 ) -> None:
     args = dockerfile.args()
-    assert dockerfile.stage("base").base == "${CUDA_IMAGE}@${CUDA_DIGEST}"
+    # One FROM for both flavours: the CUDA runtime by digest unless BASE_IMAGE says otherwise.
+    assert dockerfile.stage("base").base == "${BASE_IMAGE}"
+    assert dockerfile.global_args["BASE_IMAGE"] == "${CUDA_IMAGE}@${CUDA_DIGEST}"
     match = re.fullmatch(
         r"nvidia/cuda:(\d+)\.(\d+)\.(\d+)-cudnn-runtime-ubuntu22\.04", args["CUDA_IMAGE"]
     )
@@ -174,19 +178,74 @@ def test_base_is_the_cuda_runtime_of_the_torch_build_pinned_by_digest(
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest) or digest.startswith("PLACEHOLDER")
 
 
+def test_python_comes_from_uv_or_from_a_base_of_the_same_minor(dockerfile: Dockerfile) -> None:
+    args = dockerfile.args()
+    assert args["PYTHON_SOURCE"] == "uv"  # the CUDA base's own python3 is 3.10
+    (bootstrap,) = [r for r in dockerfile.stage("builder").all("RUN") if "uv venv" in r]
+    branches = dict(re.findall(r"(\w+)\) (.*?);;", bootstrap))
+    assert set(branches) == {"uv", "system"}
+    assert 'uv python install --managed-python --no-bin "${PYTHON_VERSION}"' in branches["uv"]
+    assert "--no-managed-python" in branches["system"]
+    assert "mkdir -p /opt/python" in branches["system"]
+    # Whatever the source, the build fails unless the venv has the pinned minor version.
+    assert "assert v == '${PYTHON_VERSION%.*}'" in bootstrap
+    # The CPU flavour's base is Debian bookworm, whose python3 is 3.11: the pinned minor.
+    script = (ROOT / "scripts" / "image-cpu.sh").read_text(encoding="utf-8")
+    assert re.search(r"debootstrap .*--include=python3,ca-certificates \\\n\s+bookworm ", script)
+    assert args["PYTHON_VERSION"].startswith("3.11.")
+
+
 # --- pins against the project ---------------------------------------------------------------
 
 
 def test_torch_is_the_locked_version(dockerfile: Dockerfile, pyproject: dict[str, Any]) -> None:
-    version = dockerfile.args()["TORCH_VERSION"]
-    # The lock holds the CPU wheel of the same version; the image takes its CUDA build.
+    args = dockerfile.args()
+    version = args["TORCH_VERSION"]
+    # The lock holds the CPU wheel of the same version; the image takes its TORCH_CUDA build.
     assert locked("torch") == f"{version}+cpu"
     assert f"torch=={version}" in pyproject["project"]["optional-dependencies"]["train"]
+    assert args["TORCH_INDEX"] == "https://download.pytorch.org/whl/${TORCH_CUDA}"
     install = " ".join(dockerfile.stage("builder").all("RUN"))
-    assert "https://download.pytorch.org/whl/${TORCH_CUDA}" in install
+    assert 'torch_index="--index-url=${TORCH_INDEX}"' in install
+    # TORCH_INDEX=none: only the wheels the build context brings (images/trainer/wheels/).
+    assert '[ "${TORCH_INDEX}" = none ]; then torch_index=--no-index;' in install
+    assert "--find-links /wheels" in install
+    assert "images/trainer/wheels/ /wheels/" in dockerfile.stage("builder").all("COPY")
     assert '"torch==${TORCH_VERSION}+${TORCH_CUDA}"' in install
     assert "-c /tmp/constraints.txt" in install and '".[${EXTRAS}]"' in install
-    assert dockerfile.args()["EXTRAS"] == "train"
+    assert args["EXTRAS"] == "train"
+
+
+def test_cpu_build_takes_the_locked_cpu_wheel(tmp_path: Path) -> None:
+    """image-cpu.sh finds the wheel by the version constraints.txt pins, and git keeps every
+    wheel it copies into the build context out of the repository."""
+    script = (ROOT / "scripts" / "image-cpu.sh").read_text(encoding="utf-8")
+    assert "s/^torch==\\(.*\\)+cpu$/\\1/p' constraints.txt" in script
+    assert 'cp "$wheel" images/trainer/wheels/' in script
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("needs the git checkout")
+    wheel = f"images/trainer/wheels/torch-{locked('torch')}-cp311-cp311-linux_x86_64.whl"
+    check = ["git", "check-ignore", "-q"]
+    assert subprocess.run([*check, wheel], cwd=ROOT).returncode == 0
+    assert subprocess.run([*check, "images/trainer/wheels/README.md"], cwd=ROOT).returncode == 1
+
+
+def test_every_build_arg_passed_is_one_the_dockerfile_declares(dockerfile: Dockerfile) -> None:
+    """make image, the CPU build and the kind script pass only ARGs that exist (a misspelt
+    --build-arg is silently ignored by buildx and buildah alike)."""
+    declared = set(dockerfile.args())
+    for path in ("Makefile", "scripts/image-cpu.sh"):
+        text = (ROOT / path).read_text(encoding="utf-8")
+        passed = set(re.findall(r"--build-arg (\w+)=", text))
+        assert passed and passed <= declared, (path, passed - declared)
+    # The kind script passes them through make image's variables.
+    kind = (ROOT / "scripts" / "kind-e2e.sh").read_text(encoding="utf-8")
+    (call,) = re.findall(r"make --no-print-directory image (.*?)\n\n", kind, re.DOTALL)
+    variables = set(re.findall(r"(?:^|\s)([A-Z_]+)=", call))
+    make_vars = {"IMAGE", "IMAGE_OUTPUT", "IMAGE_EXTRAS", "BASE_IMAGE", "PYTHON_SOURCE",
+                 "TORCH_CUDA", "TORCH_INDEX", "CUDA_DIGEST"}  # fmt: skip
+    assert variables <= make_vars, variables - make_vars
+    assert "--provenance=false" in call  # kind#3795: attestations break kind's side-load
 
 
 def test_python_is_the_projects(dockerfile: Dockerfile, pyproject: dict[str, Any]) -> None:
@@ -257,7 +316,7 @@ def test_default_command_is_the_charts_launch_line(
     # `python` there is the venv's, which holds kubetune and the trainer stack.
     assert env_of(runtime)["PATH"].startswith("/opt/venv/bin:")
     builder_runs = " ".join(dockerfile.stage("builder").all("RUN"))
-    assert "uv venv --python" in builder_runs and "/opt/venv" in builder_runs
+    assert re.search(r"uv venv --(no-)?managed-python --python \S+ /opt/venv", builder_runs)
 
 
 def test_build_context_holds_what_the_dockerfile_copies(dockerfile: Dockerfile) -> None:
@@ -270,6 +329,46 @@ def test_build_context_holds_what_the_dockerfile_copies(dockerfile: Dockerfile) 
         sources += [s.rstrip("/") for s in rest.split()[:-1] if not s.startswith("--")]
     assert set(sources) == allowed
     assert all((ROOT / s).exists() for s in sources)
+
+
+def test_image_pod_runs_the_rendered_container_as_its_pod(tmp_path: Path) -> None:
+    """make image-cpu-e2e's kubelet stand-in (scripts/image_pod.py) hands buildah exactly the
+    rendered pod: its user, every env entry in order (Secrets filled), every mount."""
+    loader = importlib.util.spec_from_file_location("image_pod", ROOT / "scripts" / "image_pod.py")
+    assert loader and loader.loader
+    image_pod = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(image_pod)
+    data = base_spec(
+        data={"train": "s3://runs/data/train.jsonl", "eval": "s3://runs/data/eval.jsonl"},
+        resources={"gpus": 0, "cpu": "2", "memory": "4Gi", "shm_size": "1Gi"},
+        tracking={"wandb": {"project": "p"}},
+    )
+    (run,) = render.render(sweep.expand(spec.validate(data)))
+    docs = [yaml.safe_load(doc) for _, doc in run.documents]
+    job = next(d for d in docs if d["kind"] == "Job")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+
+    options, command = image_pod.pod_run(docs, tmp_path, chown=False)
+
+    assert command == [*container["command"], *container.get("args", [])]
+    assert "--cpu" in command
+    assert options[:4] == ["--isolation", "chroot", "--user", "10001:10001"]
+    env = [options[i + 1] for i, option in enumerate(options) if option == "--env"]
+    assert [item.split("=", 1)[0] for item in env] == [e["name"] for e in container["env"]]
+    assert "AWS_ACCESS_KEY_ID=testing" in env and "HOME=/scratch/home" in env
+    volumes = {}
+    for i, option in enumerate(options):
+        if option == "--volume":
+            source, target, mode = options[i + 1].split(":")
+            volumes[target] = (Path(source), mode)
+    assert set(volumes) == {m["mountPath"] for m in container["volumeMounts"]}
+    spec_dir, mode = volumes[str(Path(launch.SPEC_PATH).parent)]
+    configmap = next(d for d in docs if d["kind"] == "ConfigMap")
+    assert mode == "ro"
+    assert (spec_dir / "spec.yaml").read_text() == configmap["data"]["spec.yaml"]
+    assert stat.S_IMODE((spec_dir / "spec.yaml").stat().st_mode) == 0o444
+    for path in ("/scratch", "/tmp"):
+        assert volumes[path][1] == "rw" and not any(volumes[path][0].iterdir())
 
 
 # --- make image -----------------------------------------------------------------------------
@@ -321,6 +420,27 @@ def test_make_image_builds_with_the_given_digest_and_variant(
         "buildx", "build", "-f", "images/trainer/Dockerfile",
         "--build-arg", f"CUDA_DIGEST={digest}", "--build-arg", "TORCH_CUDA=cpu",
         "-t", "kubetune-trainer:test", "--load", ".",
+    ]  # fmt: skip
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_image_on_another_base_needs_no_cuda_digest(
+    fake_docker: tuple[dict[str, str], Path],
+) -> None:
+    env, calls = fake_docker
+    proc = subprocess.run(
+        ["make", "--no-print-directory", "image", "BASE_IMAGE=debian:bookworm-slim",
+         "PYTHON_SOURCE=uv", "TORCH_CUDA=cpu", "TORCH_INDEX=none", "IMAGE=kubetune-trainer:cpu",
+         "IMAGE_OUTPUT=--load --provenance=false"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (build,) = [c for c in calls.read_text().splitlines() if c.startswith("buildx build")]
+    assert build.split() == [
+        "buildx", "build", "-f", "images/trainer/Dockerfile",
+        "--build-arg", "BASE_IMAGE=debian:bookworm-slim", "--build-arg", "PYTHON_SOURCE=uv",
+        "--build-arg", "TORCH_CUDA=cpu", "--build-arg", "TORCH_INDEX=none",
+        "-t", "kubetune-trainer:cpu", "--load", "--provenance=false", ".",
     ]  # fmt: skip
 
 
