@@ -11,8 +11,9 @@
 # 3. makes namespaces kubetune-e2e and kubetune-e2e-repro that enforce Pod Security
 #    `restricted`, each with the Secret kubetune-s3; shows that a non-conforming pod is refused
 #    there and that the rendered Jobs raise no Pod Security warning;
-# 4. uploads BBC News to MinIO and submits jobs/bbc-news-topic.yaml with `kubetune submit`,
-#    on CPU, cut to E2E_STEPS steps; waits for the Job; checks that `kubetune reproduce RUN
+# 4. submits jobs/bbc-news-topic.yaml with `kubetune submit`, which stages the prepared BBC
+#    News splits and the packaged model into MinIO (content-addressed, through a
+#    port-forward), on CPU, cut to E2E_STEPS steps; waits for the Job; checks that `kubetune reproduce RUN
 #    --render` gives the applied manifests byte for byte and that `kubetune reproduce RUN
 #    --local` (here, through a port-forward) matches its metrics;
 # 5. submits a two-rank run of the same spec (nodes: 2, gpus: 0) through the Kueue LocalQueue
@@ -62,7 +63,6 @@ S3_PASSWORD=kubetune-e2e-not-a-secret
 BUCKET=runs
 STORE="s3://$BUCKET/e2e"
 REPRO_STORE="s3://$BUCKET/e2e-repro"
-DATA="s3://$BUCKET/data/bbc-news"
 ENDPOINT="http://minio.$STORE_NAMESPACE:9000"
 KUBETUNE="$ROOT/.venv/bin/kubetune"
 PYTHON="$ROOT/.venv/bin/python"
@@ -326,7 +326,7 @@ kc wait "clusterqueues.v1beta2.kueue.x-k8s.io/$QUEUE" --for=condition=Active --t
 kc -n "$STORE_NAMESPACE" rollout status deployment/minio --timeout=300s
 kc -n "$STORE_NAMESPACE" wait --for=condition=complete job/minio-bucket --timeout=300s
 
-step "port-forward MinIO to 127.0.0.1:$PORT; upload BBC News to $DATA"
+step "port-forward MinIO to 127.0.0.1:$PORT"
 kc -n "$STORE_NAMESPACE" port-forward service/minio "$PORT:9000" >"$WORK/port-forward.log" 2>&1 &
 PF_PID=$!
 for _ in $(seq 1 60); do
@@ -337,18 +337,9 @@ done
 export AWS_ENDPOINT_URL="http://127.0.0.1:$PORT"
 export AWS_ACCESS_KEY_ID="$S3_USER" AWS_SECRET_ACCESS_KEY="$S3_PASSWORD"
 export AWS_DEFAULT_REGION=us-east-1
-"$PYTHON" - "$DATA" <<'EOF'
-import sys
-from pathlib import Path
-
-from kubetune.store import open_store
-
-bucket, _, prefix = sys.argv[1].removeprefix("s3://").partition("/")
-store = open_store(f"s3://{bucket}")
-for split in ("train", "validation", "test"):
-    store.upload_file(Path(f"data/bbc-news/{split}.jsonl"), f"{prefix}/{split}.jsonl")
-    print(f"  {sys.argv[1]}/{split}.jsonl")
-EOF
+# This machine reaches MinIO through the port-forward; the pods at $ENDPOINT. Staging (render
+# --stage, submit) and the reads below go through the port-forward.
+export KUBETUNE_STORE_ENDPOINT="$AWS_ENDPOINT_URL"
 
 # ---------------------------------------------------------------------------------------
 # The spec as written, moved to CPU, this store and image, and cut to a few steps. W&B is off:
@@ -363,24 +354,24 @@ SETS=(
   --set "storage.endpoint=$ENDPOINT"
   --set storage.secret=kubetune-s3
   --set "image=$IMAGE"
-  --set "data.train=$DATA/train.jsonl"
-  --set "data.eval=$DATA/validation.jsonl"
-  --set "data.test=$DATA/test.jsonl"
   --set tracking.wandb.mode=disabled
   --set tracking.wandb.secret=null
 )
 
 step "kubetune submit $SPEC"
-# What submit applies, rendered the same way, to compare with reproduce --render later.
-"$KUBETUNE" render "$SPEC" --namespace "$NAMESPACE" "${SETS[@]}" --set "train.max_steps=$STEPS" \
-  --out "$WORK/applied"
+# What submit applies, rendered the same way (staged, to stdout: a GitOps folder would leave
+# out the TTL), to compare with reproduce --render later; the folder names the run.
+"$KUBETUNE" render "$SPEC" --stage --namespace "$NAMESPACE" "${SETS[@]}" \
+  --set "train.max_steps=$STEPS" --out "$WORK/applied"
 RUN_ID="$(run_id_of "$WORK/applied")"
 RUN_URI="$STORE/$SWEEP/$RUN_ID"
-check_pod_security "$WORK/applied/$RUN_ID.yaml"
+"$KUBETUNE" render "$SPEC" --stage --namespace "$NAMESPACE" "${SETS[@]}" \
+  --set "train.max_steps=$STEPS" >"$WORK/applied.yaml"
+check_pod_security "$WORK/applied.yaml"
 "$KUBETUNE" submit "$SPEC" --namespace "$NAMESPACE" --context "$CONTEXT" "${SETS[@]}" \
   --set "train.max_steps=$STEPS"
 
-applied_hash="$(sed -n 's/^ *kubetune.io\/spec-hash: "\(.*\)"$/\1/p' "$WORK/applied/$RUN_ID.yaml" | sort -u)"
+applied_hash="$(sed -n 's/^ *kubetune.io\/spec-hash: "\(.*\)"$/\1/p' "$WORK/applied.yaml" | sort -u)"
 live_hash="$(k get job "$RUN_ID" -o jsonpath='{.metadata.annotations.kubetune\.io/spec-hash}')"
 [[ -n "$live_hash" && "$live_hash" == "$applied_hash" ]] \
   || die "Job $RUN_ID carries spec hash '$live_hash', the rendered manifests '$applied_hash'"
@@ -393,8 +384,8 @@ wait_job "$NAMESPACE" "$RUN_ID"
 step "kubetune reproduce $RUN_URI --render: byte-identical to what was applied"
 "$KUBETUNE" runs show "$RUN_URI"
 "$KUBETUNE" reproduce "$RUN_URI" --render >"$WORK/reproduced.yaml"
-if ! cmp -s "$WORK/applied/$RUN_ID.yaml" "$WORK/reproduced.yaml"; then
-  diff -u "$WORK/applied/$RUN_ID.yaml" "$WORK/reproduced.yaml" | head -n 40 >&2 || true
+if ! cmp -s "$WORK/applied.yaml" "$WORK/reproduced.yaml"; then
+  diff -u "$WORK/applied.yaml" "$WORK/reproduced.yaml" | head -n 40 >&2 || true
   die "reproduce --render differs from the manifests that were applied"
 fi
 echo "  identical: $(wc -c <"$WORK/reproduced.yaml") bytes"
@@ -414,7 +405,7 @@ RANK_SETS=(
   --set "resources.queue=$QUEUE"
   --set "train.max_steps=$RANK_STEPS"
 )
-"$KUBETUNE" render "$SPEC" --namespace "$NAMESPACE" "${RANK_SETS[@]}" --out "$WORK/ranks"
+"$KUBETUNE" render "$SPEC" --stage --namespace "$NAMESPACE" "${RANK_SETS[@]}" --out "$WORK/ranks"
 RANKS_ID="$(run_id_of "$WORK/ranks")"
 check_pod_security "$WORK/ranks/$RANKS_ID.yaml"
 "$KUBETUNE" submit "$SPEC" --namespace "$NAMESPACE" --context "$CONTEXT" "${RANK_SETS[@]}"

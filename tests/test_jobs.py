@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from kubetune import render, spec, stage, sweep
+from kubetune.store import ENDPOINT_ENV
 
 from conftest import ROOT
 
@@ -67,7 +68,7 @@ def test_example_runs_on_a_cluster_as_its_header_says(
     (command,) = ON_A_CLUSTER.findall(text)
     monkeypatch.chdir(laptop)
     # The examples' stores, served by moto, reached from here as a port-forwarded MinIO is.
-    monkeypatch.setenv(stage.STAGE_ENDPOINT_ENV, s3_env)
+    monkeypatch.setenv(ENDPOINT_ENV, s3_env)
     client = boto3.client("s3")
     for bucket in {r.spec.storage.uri[5:].split("/")[0] for r in runs if r.spec.storage}:
         client.create_bucket(Bucket=bucket)

@@ -16,6 +16,7 @@ import yaml
 
 from kubetune import render, spec, sweep
 from kubetune.errors import ConfigError, RenderError
+from kubetune.store import ENDPOINT_ENV
 
 from conftest import ROOT, base_spec
 
@@ -369,26 +370,34 @@ def test_chart_is_found_from_the_source_tree() -> None:
     assert render.chart_dir() == ROOT / "charts" / "kubetune-job"
 
 
-def test_kind_e2e_overrides_render_a_cpu_job_against_its_minio(tmp_path: Path) -> None:
+def test_kind_e2e_overrides_render_a_cpu_job_against_its_minio(tmp_path: Path, s3_env: str) -> None:
     """scripts/kind-e2e.sh submits jobs/bbc-news-topic.yaml with --set overrides: they must
     make a valid CPU Job that reads and writes the script's MinIO and needs no W&B Secret."""
+    from kubetune import prepare
+
     script = ROOT / "scripts" / "kind-e2e.sh"
     subprocess.run(["bash", "-n", str(script)], check=True)
     printed = subprocess.run(
         ["bash", "-c",
          f"set -eu; ROOT={ROOT}; eval \"$(sed -n '/^CLUSTER=/,/^PYTHON=/p' {script})\"; "
          f"eval \"$(sed -n '/^SETS=(/,/^)/p' {script})\"; "
-         'printf "%s\\n" "$NAMESPACE" "$SPEC" "${SETS[@]}"'],
+         'printf "%s\\n" "$NAMESPACE" "$SPEC" "$BUCKET" "${SETS[@]}"'],
         cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout.splitlines()  # fmt: skip
-    namespace, job_spec, *sets = printed
+    namespace, job_spec, bucket, *sets = printed
     assert sets[::2] == ["--set"] * (len(sets) // 2)
     overrides = dict(s.split("=", 1) for s in sets[1::2])
+    # The script's laptop: the prepared splits where the spec points, MinIO port-forwarded.
+    laptop = tmp_path / "laptop"
+    prepare.prepare("bbc-news", laptop / "data" / "bbc-news")
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket=bucket)
     out = tmp_path / "applied"
     subprocess.run(
-        [sys.executable, "-c", "from kubetune.cli import main; main()", "render", job_spec,
-         "--namespace", namespace, *sets, "--out", str(out)],
-        cwd=ROOT, check=True, capture_output=True,
+        [sys.executable, "-c", "from kubetune.cli import main; main()", "render",
+         str(ROOT / job_spec), "--stage", "--namespace", namespace, *sets, "--out", str(out)],
+        cwd=laptop, check=True, capture_output=True, env={**os.environ, ENDPOINT_ENV: s3_env},
     )  # fmt: skip
     (manifest,) = [p for p in out.glob("*.yaml") if p.name != render.KUSTOMIZATION]
     docs = [d for d in yaml.safe_load_all(manifest.read_text()) if d]
@@ -402,17 +411,20 @@ def test_kind_e2e_overrides_render_a_cpu_job_against_its_minio(tmp_path: Path) -
     assert container["image"] == overrides["image"]
     assert container["imagePullPolicy"] == "IfNotPresent"  # the image kind loaded is used
     env = {e["name"]: e for e in container["env"]}
-    # MinIO's Service is `minio` in the script's namespace, on port 9000.
-    assert env["AWS_ENDPOINT_URL"]["value"] == f"http://minio.{namespace}:9000"
+    # MinIO's Service is `minio` in its own namespace, on port 9000: the pods' address, while
+    # staging went through this machine's port-forward.
+    assert env["AWS_ENDPOINT_URL"]["value"] == overrides["storage.endpoint"]
+    assert env[ENDPOINT_ENV]["value"] == overrides["storage.endpoint"]
     assert env["KUBETUNE_STORE"]["value"] == overrides["storage.uri"]
     assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "kubetune-s3"
     assert "WANDB_API_KEY" not in env  # the cluster has no W&B Secret
     resolved = spec.loads(by_kind(docs, "ConfigMap")[0]["data"]["spec.yaml"])
-    assert resolved.train.max_steps == int(overrides["train.max_steps"])
-    # The splits come from the bucket the script uploads them to, not from a local path.
-    bucket = overrides["storage.uri"].removeprefix("s3://").split("/")[0]
+    assert resolved.resources.gpus == 0 and resolved.tracking.wandb.mode == "disabled"
+    # Data and model were staged into the run's store, content-addressed: no laptop path.
+    staged = f"{overrides['storage.uri']}/inputs/sha256/"
     for split in ("train", "eval", "test"):
-        assert getattr(resolved.data, split).startswith(f"s3://{bucket}/"), split
+        assert getattr(resolved.data, split).startswith(staged), split
+    assert resolved.model.name.startswith(staged)
 
 
 # --- issue 11: GitOps TTL, names, GPUs, threads, identity -------------------------------------
@@ -566,6 +578,8 @@ def test_service_account_and_image_pull_secrets_reach_the_pod() -> None:
 def test_identity_names_are_checked(field: str, value: Any) -> None:
     with pytest.raises(spec.SpecError, match=f"resources.{field}"):
         spec.validate(base_spec(resources={field: value}))
+
+
 def test_a_cpu_gang_renders_two_pods_whose_workers_use_torchrun() -> None:
     data = base_spec(resources={"nodes": 2, "gpus": 0, "memory": "8Gi", "shm_size": "1Gi"})
     docs = documents(data)

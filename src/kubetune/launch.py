@@ -50,6 +50,9 @@ EXIT_FILE_ENV = "KUBETUNE_EXIT_FILE"
 #: The pod's record of its staged inputs (the chart's run.inputs): a JSON object field →
 #: {source, uri, sha256} that the trainer copies into run.json as ``inputs``.
 INPUTS_ENV = "KUBETUNE_INPUTS"
+#: The trainer's working folder (checkpoints before upload, fetched inputs); the chart puts it
+#: on the /scratch volume, sized by resources.scratch_size, not on the small /tmp.
+WORKDIR_ENV = "KUBETUNE_WORKDIR"
 #: Prefix of the trainer's machine-readable progress lines on stdout (``@@kubetune {json}``).
 EVENT_PREFIX = "@@kubetune "
 #: Seconds a c10d store client keeps trying to reach index 0 (which may still be pending or

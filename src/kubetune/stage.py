@@ -26,7 +26,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -36,12 +35,11 @@ from typing import Any
 from kubetune import spec as specmod
 from kubetune import sweep
 from kubetune.errors import ConfigError
-from kubetune.store import MANIFEST, ConflictError, Store, StoreError, open_store
+from kubetune.store import MANIFEST, ConflictError, Store, StoreError, endpoint_here, open_store
 from kubetune.sweep import ResolvedRun
 
 #: The store's endpoint as this machine reaches it, when that is not the pod's storage.endpoint
 #: (a MinIO inside the cluster, port-forwarded here).
-STAGE_ENDPOINT_ENV = "KUBETUNE_STAGE_ENDPOINT"
 #: Where staged inputs live inside a store.
 PREFIX = "inputs/sha256"
 #: Spec fields that may name local data, and those that may name a local model folder.
@@ -207,11 +205,11 @@ def manifest_bytes(entries: dict[str, dict[str, Any]]) -> bytes:
 def reach(
     uri: str, endpoint: str | None = None, region: str | None = None, concurrency: int = 8
 ) -> Store:
-    """The store at ``uri`` as this machine reaches it: ``$KUBETUNE_STAGE_ENDPOINT`` when set
+    """The store at ``uri`` as this machine reaches it: ``$KUBETUNE_STORE_ENDPOINT`` when set
     (a MinIO in the cluster, port-forwarded here), else the endpoint the pods use."""
     return open_store(
         uri,
-        endpoint=os.environ.get(STAGE_ENDPOINT_ENV) or endpoint,
+        endpoint=endpoint_here(endpoint),
         region=region,
         concurrency=concurrency,
     )

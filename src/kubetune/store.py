@@ -204,6 +204,18 @@ def file_uri_path(uri: str) -> Path:
     )
 
 
+#: The endpoint at which this process reaches S3-compatible stores, when that differs from
+#: the spec's ``storage.endpoint`` (the address pods use): a MinIO in the cluster that a laptop
+#: reaches through a port-forward, or a pod whose store ``kubetune reproduce --endpoint``
+#: moved. The chart sets it from the rendered endpoint.
+ENDPOINT_ENV = "KUBETUNE_STORE_ENDPOINT"
+
+
+def endpoint_here(configured: str | None) -> str | None:
+    """The endpoint this process uses: ``$KUBETUNE_STORE_ENDPOINT``, else ``configured``."""
+    return os.environ.get(ENDPOINT_ENV) or configured
+
+
 def open_store(
     uri: str, *, endpoint: str | None = None, region: str | None = None, concurrency: int = 8
 ) -> Store:

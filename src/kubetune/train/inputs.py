@@ -24,7 +24,7 @@ from pathlib import Path
 from kubetune import spec as specmod
 from kubetune import stage
 from kubetune.errors import ConfigError
-from kubetune.store import MANIFEST, Store, open_store, sha256_file
+from kubetune.store import MANIFEST, Store, endpoint_here, open_store, sha256_file
 
 
 class Fetcher:
@@ -34,7 +34,7 @@ class Fetcher:
         self, run_store: Store | None, storage: specmod.StorageSpec | None, cache: Path
     ) -> None:
         self.run_store = run_store
-        self.endpoint = storage.endpoint if storage else None
+        self.endpoint = endpoint_here(storage.endpoint if storage else None)
         self.region = storage.region if storage else None
         self.cache = cache
         self._stores: dict[str, Store] = {}

@@ -24,11 +24,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from kubetune import checkpoints, sweep
+from kubetune import checkpoints, launch, sweep
 from kubetune import spec as specmod
 from kubetune.errors import ConfigError, KubetuneError
 from kubetune.faults import failpoint
-from kubetune.store import DEFAULT_STORE, RunLocation, StoreError, open_store
+from kubetune.store import DEFAULT_STORE, RunLocation, StoreError, endpoint_here, open_store
 from kubetune.train import record, tracking
 from kubetune.train.callbacks import (
     CARRY_FILE,
@@ -181,7 +181,7 @@ def run(spec_path: str) -> Outcome:
     storage = spec.storage or specmod.StorageSpec(uri=uri)
     store = open_store(
         uri,
-        endpoint=storage.endpoint,
+        endpoint=endpoint_here(storage.endpoint),
         region=storage.region,
         concurrency=storage.upload_concurrency,
     )
@@ -277,7 +277,7 @@ def _train(
     transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
 
     work = (
-        Path(os.environ.get("KUBETUNE_WORKDIR") or Path(tempfile.gettempdir()) / "kubetune")
+        Path(os.environ.get(launch.WORKDIR_ENV) or Path(tempfile.gettempdir()) / "kubetune")
         / resolved.run_id
     )
     work.mkdir(parents=True, exist_ok=True)
