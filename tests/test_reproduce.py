@@ -209,6 +209,19 @@ def test_a_local_run_cannot_be_rendered_as_a_job(tmp_path: Path) -> None:
     assert f"{run.run_id} cannot run as a Kubernetes Job: storage.uri: a Kubernetes Job" in line
 
 
+def test_a_run_that_read_laptop_files_is_refused_before_anything_is_rendered(
+    tmp_path: Path,
+) -> None:
+    data = base_spec()
+    data["data"]["train"] = "data/bbc-news/train.jsonl"  # what `kubetune run` reads here
+    (run,) = sweep.expand(specmod.validate(data))
+    proc = kubetune("reproduce", store_run(tmp_path / "runs", run), "--render")
+    assert proc.returncode == 2 and proc.stdout == ""
+    (line,) = proc.stderr.strip().splitlines()
+    assert "read data.train from data/bbc-news/train.jsonl on the machine it ran on" in line
+    assert "--local" in line and "kubetune submit" in line
+
+
 def test_a_run_without_a_record_yet_is_refused(tmp_path: Path) -> None:
     run = sweep.expand(specmod.validate(sweep_spec()))[0]
     uri = store_run(tmp_path / "runs", run)

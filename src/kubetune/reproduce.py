@@ -32,7 +32,7 @@ from kubetune import spec as specmod
 from kubetune.errors import ConfigError, KubetuneError
 from kubetune.local import Display, Outcome
 from kubetune.runs import RECORD, as_dict, is_timing, locate, read
-from kubetune.stage import copy_inputs, reach
+from kubetune.stage import copy_inputs, local_fields, reach
 from kubetune.store import RunLocation, StoreError, file_uri_path, open_store
 from kubetune.sweep import ResolvedRun
 
@@ -144,6 +144,14 @@ def render(
     pinned, image_warnings = _pinned_image(recorded, image)
     warnings += image_warnings
     ns = namespace or recorded_ns
+    for field, value in local_fields(recorded.spec):
+        # A run trained with `kubetune run` read this machine's files; its spec, and so its
+        # run id, names them. Staging would make another run.
+        raise ConfigError(
+            f"{recorded.location.url} read {field} from {value} on the machine it ran on; a pod "
+            "cannot read it: reproduce it here with --local, or submit its spec with kubetune "
+            "submit (which stages the inputs, as a new run)"
+        )
     try:
         if pinned == recorded.spec.image and store is None and endpoint is None:
             return rendermod.render([recorded.run], ns), warnings

@@ -105,7 +105,7 @@ def _looks_local(field: str, value: str) -> bool:
     return field in DATA_FIELDS and value.lower().endswith(DATA_SUFFIXES)
 
 
-def _candidates(spec: specmod.JobSpec) -> list[tuple[str, str]]:
+def local_fields(spec: specmod.JobSpec) -> list[tuple[str, str]]:
     """(field, value) of every input that names something on this machine, here or not."""
     data = spec.model_dump(mode="json")
     out = []
@@ -126,7 +126,7 @@ def find_local(spec: specmod.JobSpec) -> list[LocalInput]:
         ConfigError: a field names a local path (or ``pkg:`` folder) that is not here.
     """
     found = []
-    for field, value in _candidates(spec):
+    for field, value in local_fields(spec):
         if field in MODEL_FIELDS and value.startswith("pkg:"):
             found.append(LocalInput(field, value, resolve_package_folder(value, field)))
             continue
@@ -147,7 +147,7 @@ def refuse_local(runs: Iterable[ResolvedRun]) -> None:
         ConfigError: naming the first such field and the two ways out.
     """
     for run in runs:
-        for field, value in _candidates(run.spec):
+        for field, value in local_fields(run.spec):
             folder = field in MODEL_FIELDS or Path(value).expanduser().is_dir()
             storage = run.spec.storage
             where = f"{storage.uri.rstrip('/')}/{PREFIX}/" if storage else "the run's store"
