@@ -241,7 +241,8 @@ def test_watch_follows_jobs_and_pods_through_their_streams(kube: FakeKube, write
     updates = kuberuns.watch(target, NS, selector, stop, timeout_s=30, refresh_s=30)
     try:
         jobs, pods = next(updates)
-        assert sorted(j["metadata"]["name"] for j in jobs) == [first, second] and pods == []
+        assert sorted(j["metadata"]["name"] for j in jobs) == sorted([first, second])
+        assert pods == []
         set_job(kube, first, active=1, ready=1)
         jobs, pods = next(updates)
         assert {j["metadata"]["name"]: j.get("status") for j in jobs}[first] == {
