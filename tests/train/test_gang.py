@@ -21,7 +21,9 @@ from typing import Any
 
 import pytest
 import yaml
-from test_crash_safety import CREDENTIALS, EVENT, FlakyProxy
+
+# bucket: the same module-wide credentials and bucket `runs` as the fault tests (autouse).
+from test_crash_safety import CREDENTIALS, EVENT, FlakyProxy, bucket  # noqa: F401
 
 from kubetune import launch, render, spec, sweep
 from kubetune.store import RunLocation, open_store
@@ -33,19 +35,6 @@ pytestmark = pytest.mark.slow
 
 #: 2 ranks × batch 10 over the 100 tiny rows: 5 steps an epoch, 10 in all, a checkpoint every 2.
 TRAIN = {"epochs": 2, "save_strategy": "steps", "save_steps": 2, "save_total_limit": 2}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def bucket(s3_endpoint: str) -> Iterator[None]:
-    import boto3
-
-    with pytest.MonkeyPatch.context() as env:
-        for key, value in CREDENTIALS.items():
-            env.setenv(key, value)
-        client = boto3.client("s3", endpoint_url=s3_endpoint)
-        if "runs" not in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:
-            client.create_bucket(Bucket="runs")
-        yield
 
 
 class Pod:
