@@ -274,6 +274,15 @@ def immutable_config_map_fields(old: dict[str, Any], new: dict[str, Any]) -> lis
     return errors
 
 
+def immutable_fields(plural: str, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What a real API server refuses to change in ``old`` (Jobs and ConfigMaps here)."""
+    if plural == "jobs":
+        return immutable_job_fields(old, new)
+    if plural == "configmaps":
+        return immutable_config_map_fields(old, new)
+    return []
+
+
 def invalid(plural: str, name: str, errors: list[str]) -> web.Response:
     """422 Invalid as the API server words it: ``Job.batch "x" is invalid: spec.template: …``
     (several errors in brackets, comma-separated)."""
@@ -783,13 +792,7 @@ class FakeKube:
         if old is None:
             return self._not_found(plural, name)
         merged = merge(json.loads(json.dumps(old)), json.loads(body))
-        errors = (
-            immutable_job_fields(old, merged)
-            if plural == "jobs"
-            else immutable_config_map_fields(old, merged)
-            if plural == "configmaps"
-            else []
-        )
+        errors = immutable_fields(plural, old, merged)
         if errors:
             return invalid(plural, name, errors)
         if request.query.get("dryRun") == "All":
@@ -842,13 +845,7 @@ class FakeKube:
         merged["apiVersion"], merged["kind"] = applied.get("apiVersion"), applied.get("kind")
         merged.setdefault("metadata", {}).update(name=name, namespace=namespace)
         if old is not None:
-            errors = (
-                immutable_job_fields(old, merged)
-                if plural == "jobs"
-                else immutable_config_map_fields(old, merged)
-                if plural == "configmaps"
-                else []
-            )
+            errors = immutable_fields(plural, old, merged)
             if errors:
                 return invalid(plural, name, errors)
         if request.query.get("dryRun") == "All":
