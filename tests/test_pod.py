@@ -154,10 +154,13 @@ def run_pod(
             assert "emptyDir" in volume, volume
             os.chown(folder, UID, pod["securityContext"]["fsGroup"])
         binds.append(f"{folder}:{mount['mountPath']}" + (":ro" if mount.get("readOnly") else ""))
-    # The image: this Python and the installed kubetune package, at the paths they have here.
+    # The image: this Python and the installed kubetune package, at the paths they have here
+    # (console scripts name their interpreter by path). Bound after the volumes, so that a
+    # checkout under one of the pod's mount paths (a clone in /tmp) shows through its emptyDir
+    # with just these folders, never its data/ or jobs/.
     package = Path(kubetune.__file__).resolve().parents[1]
     image = sorted({sys.prefix, sys.base_prefix, str(package)})
-    binds = [f"{p}:{p}:ro" for p in image if not p.startswith("/usr/")] + binds
+    binds += [f"{p}:{p}:ro" for p in image if not p.startswith("/usr/")]
     image_env = {
         "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
         "PYTHONPATH": str(package),

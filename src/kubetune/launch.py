@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -40,6 +41,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 #: Where the chart mounts the run's resolved spec.
 SPEC_PATH = "/etc/kubetune/spec.yaml"
@@ -134,8 +136,15 @@ def rendezvous_env(argv: list[str]) -> dict[str, str]:
     return {k: v for k, v in NO_SHARED_STORE.items() if k not in os.environ}
 
 
-def completed_elsewhere() -> str | None:
-    """The store URL of this run when its run.json says completed; else None.
+def emit(event: str, **fields: Any) -> None:
+    """One progress event on stdout (main process, main thread: a line another thread
+    printed in two writes could swallow it). ``kubetune run`` reads them."""
+    sys.stdout.write(EVENT_PREFIX + json.dumps({"event": event, **fields}, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def completed_elsewhere() -> tuple[str, dict[str, Any]] | None:
+    """The store URL and run.json of this run when it says completed; else None.
 
     Reads ``KUBETUNE_STORE``, ``KUBETUNE_SWEEP`` and ``KUBETUNE_RUN_ID`` (the chart sets all
     three); without them, or when the store cannot be read, the trainer decides as usual.
@@ -145,10 +154,10 @@ def completed_elsewhere() -> str | None:
     )
     if not (uri and sweep and run_id):
         return None
-    from kubetune.store import RunLocation, StoreError, open_store
+    from kubetune.store import RunLocation, StoreError, endpoint_here, open_store
 
     try:
-        location = RunLocation(open_store(uri), sweep, run_id)
+        location = RunLocation(open_store(uri, endpoint=endpoint_here(None)), sweep, run_id)
         if not location.store.exists(location.key("run.json")):
             return None
         record = location.store.read_json(location.key("run.json"))
@@ -156,7 +165,7 @@ def completed_elsewhere() -> str | None:
         print(f"kubetune: could not read the run record ({exc}); starting", file=sys.stderr)
         return None
     if isinstance(record, dict) and record.get("status") == "completed":
-        return location.url
+        return location.url, record
     return None
 
 
@@ -258,8 +267,11 @@ def main(argv: list[str]) -> int:
     if not argv:
         print("usage: python -m kubetune.launch accelerate launch … -m kubetune.train SPEC")
         return 2
-    url = completed_elsewhere()
-    if url is not None:
+    completed = completed_elsewhere()
+    if completed is not None:
+        url, record = completed
+        # The same event the trainer sends for a finished run, so `kubetune run` says so.
+        emit("done", already=True, url=url, metrics=record.get("metrics", {}))
         print(f"kubetune: the run at {url} is already completed; nothing to do", flush=True)
         return 0
     become_subreaper()

@@ -17,17 +17,10 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from kubetune.checkpoints import Stored, Uploader
 from kubetune.faults import failpoint
-from kubetune.launch import EVENT_PREFIX
+from kubetune.launch import emit
 
 #: Written into each checkpoint by :class:`CheckpointSync`.
 CARRY_FILE = "kubetune.json"
-
-
-def emit(event: str, **fields: Any) -> None:
-    """One progress event on stdout (main process, main thread: a line another thread
-    printed in two writes could swallow it)."""
-    sys.stdout.write(EVENT_PREFIX + json.dumps({"event": event, **fields}, default=str) + "\n")
-    sys.stdout.flush()
 
 
 def peak_memory() -> dict[str, int]:

@@ -28,6 +28,7 @@ from kubetune import checkpoints, launch, sweep
 from kubetune import spec as specmod
 from kubetune.errors import ConfigError, KubetuneError
 from kubetune.faults import failpoint
+from kubetune.launch import emit
 from kubetune.store import DEFAULT_STORE, RunLocation, StoreError, endpoint_here, open_store
 from kubetune.train import record, tracking
 from kubetune.train.callbacks import (
@@ -38,7 +39,6 @@ from kubetune.train.callbacks import (
     Progress,
     ResumeExactly,
     WandbLogger,
-    emit,
 )
 from kubetune.train.data import load_splits
 from kubetune.train.inputs import Fetcher, recorded_inputs

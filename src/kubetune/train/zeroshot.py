@@ -46,9 +46,9 @@ from datasets import Dataset
 from jinja2.sandbox import SandboxedEnvironment
 
 from kubetune.errors import ConfigError
+from kubetune.launch import emit
 from kubetune.spec import JobSpec, PromptSpec
 from kubetune.train import metrics
-from kubetune.train.callbacks import emit
 from kubetune.train.classification import preview
 from kubetune.train.data import Splits, infer_labels, require_columns
 from kubetune.train.pretrained import from_pretrained
