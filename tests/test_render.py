@@ -359,9 +359,8 @@ def test_render_refuses_online_wandb_without_a_secret() -> None:
 
 def test_chart_fail_guards_reach_the_user_as_render_errors() -> None:
     values = render.render(runs_of(base_spec()))[0].values
-    bad = {**values, "resources": {**values["resources"], "gpus": 0, "gpuType": "A100"}}
-    with pytest.raises(RenderError, match="resources.gpuType needs resources.gpus >= 1"):
-        render.render_values(bad)
+    with pytest.raises(RenderError, match="command is required: the accelerate launch line"):
+        render.render_values({**values, "command": []})
     with pytest.raises(RenderError):
         render.render_values({**values, "unknownKey": 1})
 

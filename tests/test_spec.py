@@ -166,11 +166,10 @@ storage:
         "data.labels",
         "train.warmup_steps",
         "train.eval_steps",
-        "resources.gpus",
         "resources.shm_size",
         "storage.uri",
     ]
-    assert len(lines) == 7
+    assert len(lines) == 6
     assert all(line.startswith("cross.yaml:") for line in lines)
 
 
