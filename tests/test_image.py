@@ -403,20 +403,27 @@ def test_make_image_refuses_a_base_without_a_digest(
     assert "buildx build" not in calls.read_text()
 
 
-@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
-def test_make_image_builds_with_the_given_digest_and_variant(
-    fake_docker: tuple[dict[str, str], Path],
-) -> None:
+def _make_image_build(fake_docker: tuple[dict[str, str], Path], *variables: str) -> list[str]:
+    """``make image VARIABLES`` against the fake docker: the one buildx build it ran."""
     env, calls = fake_docker
-    digest = "sha256:" + "0f" * 32
     proc = subprocess.run(
-        ["make", "--no-print-directory", "image", f"CUDA_DIGEST={digest}", "TORCH_CUDA=cpu",
-         "IMAGE=kubetune-trainer:test"],
+        ["make", "--no-print-directory", "image", *variables],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     (build,) = [c for c in calls.read_text().splitlines() if c.startswith("buildx build")]
-    assert build.split() == [
+    return build.split()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_image_builds_with_the_given_digest_and_variant(
+    fake_docker: tuple[dict[str, str], Path],
+) -> None:
+    digest = "sha256:" + "0f" * 32
+    build = _make_image_build(
+        fake_docker, f"CUDA_DIGEST={digest}", "TORCH_CUDA=cpu", "IMAGE=kubetune-trainer:test"
+    )
+    assert build == [
         "buildx", "build", "-f", "images/trainer/Dockerfile",
         "--build-arg", f"CUDA_DIGEST={digest}", "--build-arg", "TORCH_CUDA=cpu",
         "-t", "kubetune-trainer:test", "--load", ".",
@@ -427,16 +434,11 @@ def test_make_image_builds_with_the_given_digest_and_variant(
 def test_make_image_on_another_base_needs_no_cuda_digest(
     fake_docker: tuple[dict[str, str], Path],
 ) -> None:
-    env, calls = fake_docker
-    proc = subprocess.run(
-        ["make", "--no-print-directory", "image", "BASE_IMAGE=debian:bookworm-slim",
-         "PYTHON_SOURCE=uv", "TORCH_CUDA=cpu", "TORCH_INDEX=none", "IMAGE=kubetune-trainer:cpu",
-         "IMAGE_OUTPUT=--load --provenance=false"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    build = _make_image_build(
+        fake_docker, "BASE_IMAGE=debian:bookworm-slim", "PYTHON_SOURCE=uv", "TORCH_CUDA=cpu",
+        "TORCH_INDEX=none", "IMAGE=kubetune-trainer:cpu", "IMAGE_OUTPUT=--load --provenance=false",
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    (build,) = [c for c in calls.read_text().splitlines() if c.startswith("buildx build")]
-    assert build.split() == [
+    assert build == [
         "buildx", "build", "-f", "images/trainer/Dockerfile",
         "--build-arg", "BASE_IMAGE=debian:bookworm-slim", "--build-arg", "PYTHON_SOURCE=uv",
         "--build-arg", "TORCH_CUDA=cpu", "--build-arg", "TORCH_INDEX=none",
