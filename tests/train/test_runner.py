@@ -19,6 +19,9 @@ from kubetune import spec, sweep
 
 from tiny import tiny_spec, write_yaml
 
+#: Most tests here train the tiny models; the fast suite trains nothing.
+pytestmark = pytest.mark.slow
+
 EVENT = "@@kubetune "
 
 
@@ -405,3 +408,12 @@ def test_config_errors_exit_2_with_one_line(tiny: dict[str, Path], tmp_path: Pat
                  {"KUBETUNE_RUN_ID": "tiny-cls-00000000"})  # fmt: skip
     assert proc.returncode == 2
     assert "error: KUBETUNE_RUN_ID=tiny-cls-00000000 is not a run of" in proc.stderr
+
+
+def test_own_rows_keeps_the_splits_rows_in_order_and_drops_the_fill() -> None:
+    """What 2 processes gathered for a split of 4 rows: its rows, then the last batch's fill."""
+    from kubetune.train.runner import own_rows
+
+    gathered = [[10, 11], [20, 21], [30, 31], [40, 41], [10, 11], [20, 21], [30, 31], [40, 41]]
+    assert own_rows(gathered, 4).tolist() == gathered[:4]
+    assert own_rows(gathered[:3], 4).tolist() == gathered[:3]  # too few stays too few: zip says so

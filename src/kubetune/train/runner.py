@@ -101,6 +101,16 @@ def precision_args(precision: str) -> dict[str, Any]:
     return {"bf16": precision == "bf16", "fp16": precision == "fp16", "use_cpu": not cuda}
 
 
+def own_rows(predicted: Any, rows: int) -> Any:
+    """The predictions of a split's own ``rows``, in order.
+
+    With more than one process, each process's last batch is filled up with rows from the
+    start of the split, and what ``Trainer.predict`` gathers can keep those extra rows at the
+    end (seen with generation under torchrun: 8 predictions for 4 rows on 2 processes).
+    """
+    return np.asarray(predicted)[:rows]
+
+
 def training_args(
     spec: specmod.JobSpec,
     output_dir: Path,
@@ -489,7 +499,7 @@ def _fine_tune(
         predicted = (
             output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
         )
-        rows, more = task.predictions(raw, np.asarray(predicted), trainer.model)
+        rows, more = task.predictions(raw, own_rows(predicted, len(raw)), trainer.model)
         split_metrics = {k.removeprefix(f"{split}_"): v for k, v in (output.metrics or {}).items()}
         if task.derived_metrics is not None:
             split_metrics.update(task.derived_metrics(split_metrics))
