@@ -102,6 +102,7 @@ def test_every_value_is_documented_where_it_is_defined() -> None:
     shutil.which("checkov", path=str(Path(sys.executable).parent)) is None,
     reason="checkov is part of the dev extra",
 )
+@pytest.mark.slow
 def test_checkov_kubernetes_checks_pass(tmp_path: Path) -> None:
     data = base_spec(resources={"nodes": 2, "gpus": 4, "memory": "64Gi", "queue": "q"})
     rendered = render.render(sweep.expand(spec.validate(data)), namespace="ml-training")
@@ -242,6 +243,7 @@ def test_helm_lint_of_the_rbac_install_reports_no_errors() -> None:
     shutil.which("checkov", path=str(Path(sys.executable).parent)) is None,
     reason="checkov is part of the dev extra",
 )
+@pytest.mark.slow
 def test_checkov_rbac_checks_pass(tmp_path: Path) -> None:
     for kind, doc in render_rbac(SUBJECTS).items():
         (tmp_path / f"{kind.lower()}.yaml").write_text(yaml.safe_dump(doc))

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tiny import tiny_spec, write_yaml
 
 KUBETUNE = str(Path(sys.executable).with_name("kubetune"))
@@ -19,6 +21,7 @@ def kubetune(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           env={**os.environ, "COLUMNS": "200"})  # fmt: skip
 
 
+@pytest.mark.slow
 def test_run_trains_prints_a_summary_and_does_not_retrain(
     tiny: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -40,6 +43,7 @@ def test_run_trains_prints_a_summary_and_does_not_retrain(
     assert "already finished" in again.stdout + again.stderr
 
 
+@pytest.mark.slow
 def test_run_config_error_exits_2_with_the_trainers_line(
     tiny: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -56,6 +60,7 @@ def test_run_rejects_a_bad_store(tiny: dict[str, Path], tmp_path: Path) -> None:
     assert proc.returncode == 2 and "--store ftp://x: use file://" in proc.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_leaves_a_resumable_run(tiny: dict[str, Path], tmp_path: Path) -> None:
     data = tiny_spec(tiny, train={"epochs": 40, "save_strategy": "steps", "save_steps": 10})
     path = write_yaml(tmp_path / "job.yaml", data)

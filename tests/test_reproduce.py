@@ -342,6 +342,7 @@ def _edit_record(root: Path, uri: str, change: Any) -> None:
     path.write_text(json.dumps(data))
 
 
+@pytest.mark.slow
 def test_local_reproduces_a_real_run_within_tolerance(reproduced: Any) -> None:
     root, uri, proc = reproduced
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -359,6 +360,7 @@ def test_local_reproduces_a_real_run_within_tolerance(reproduced: Any) -> None:
     assert record["status"] == "completed"
 
 
+@pytest.mark.slow
 def test_local_outside_tolerance_exits_1_naming_the_metric(reproduced: Any, tmp_path: Path) -> None:
     root, uri, _proc = reproduced
     copy = _copy(root, tmp_path)
@@ -376,6 +378,7 @@ def test_local_outside_tolerance_exits_1_naming_the_metric(reproduced: Any, tmp_
     assert loose.returncode == 0, loose.stderr
 
 
+@pytest.mark.slow
 def test_local_warns_where_packages_differ(reproduced: Any, tmp_path: Path) -> None:
     root, uri, _proc = reproduced
     copy = _copy(root, tmp_path)
@@ -388,6 +391,7 @@ def test_local_warns_where_packages_differ(reproduced: Any, tmp_path: Path) -> N
     assert f"warning: transformers 4.0.0 in the record, {here} here" in proc.stderr.splitlines()
 
 
+@pytest.mark.slow
 def test_local_refuses_the_runs_own_store(reproduced: Any) -> None:
     root, uri, _proc = reproduced
     proc = kubetune("reproduce", uri, "--local", "--store", f"file://{root}/runs", cwd=root)

@@ -25,6 +25,9 @@ from kubetune.train.data import load_splits
 
 from tiny import with_overrides, write_yaml
 
+#: Most tests here build and train a tiny GPT-2.
+pytestmark = pytest.mark.slow
+
 EOS = "<|endoftext|>"
 FOODS = {"red": "apple", "yellow": "banana", "green": "pear", "purple": "grape",
          "orange": "carrot", "white": "rice"}  # fmt: skip

@@ -27,6 +27,9 @@ from kubetune.store import RunLocation, open_store
 
 from tiny import tiny_spec, write_yaml
 
+#: Every test here starts real trainers and kills them.
+pytestmark = pytest.mark.slow
+
 EVENT = "@@kubetune "
 #: Saves every 5 steps, evaluates each epoch (10 steps), keeps 2 checkpoints, 30 steps in all.
 TRAIN = {

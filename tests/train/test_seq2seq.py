@@ -29,6 +29,9 @@ from kubetune.train.seq2seq import IGNORE
 
 from tiny import with_overrides, write_yaml
 
+#: Most tests here build and train tiny encoder-decoders.
+pytestmark = pytest.mark.slow
+
 TOPICS = {
     "sport": ("goal match team player coach league", "a match report"),
     "tech": ("chip code robot phone software data", "new gadget review out now"),

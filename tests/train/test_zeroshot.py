@@ -21,6 +21,9 @@ from kubetune.train.data import load_splits
 from conftest import ROOT, base_spec
 from tiny import tiny_spec, write_yaml
 
+#: Most tests here load or train tiny models to score them.
+pytestmark = pytest.mark.slow
+
 NAMES = ["money", "sport", "tech"]
 EOS = "<|endoftext|>"
 TEMPLATE = "Text: {{ text }}\nTopic ({{ labels | join(', ') }}):"
