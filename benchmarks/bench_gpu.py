@@ -1,6 +1,7 @@
 """kubetune's trainer on one GPU, started the way the chart's pod starts it.
 
-    python benchmarks/bench_gpu.py --data DIR [--model DIR] [--steps 200] [--work DIR]
+    python benchmarks/bench_gpu.py --data DIR [--model DIR | --config DIR] [--steps 200]
+                                   [--precisions fp32,bf16,fp16] [--work DIR]
 
 Needs a CUDA GPU; nothing in the tests does. DIR is ``kubetune data prepare bbc-news DIR``.
 Each run is the pod's command line, ``python -m kubetune.launch accelerate launch … -m
@@ -170,6 +171,9 @@ def main() -> None:
         "--config", type=Path, help="folder with the random model's config.json and tokenizer"
     )
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument(
+        "--precisions", default="fp32,bf16,fp16", help="comma-separated; fp32 and bf16 at least"
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/kubetune-bench-gpu"))
     args = parser.parse_args()
     import torch
@@ -183,7 +187,7 @@ def main() -> None:
     print(f"GPU: {torch.cuda.get_device_name(0)}; torch {torch.__version__}; model {model}")
 
     figures: dict[str, dict[str, float]] = {}
-    for precision in ("fp32", "bf16", "fp16"):
+    for precision in args.precisions.split(","):
         job = job_spec(args.data.resolve(), model, precision, args.steps, None)
         run = launch(job, work, work / f"store-{precision}")
         if run.code != 0:

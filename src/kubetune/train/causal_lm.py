@@ -47,7 +47,7 @@ from kubetune.errors import ConfigError
 from kubetune.spec import DataSpec, GenerationSpec, JobSpec
 from kubetune.train.data import Splits, require_columns
 from kubetune.train.pretrained import from_pretrained
-from kubetune.train.task import Task
+from kubetune.train.task import Task, pad_multiple
 
 PEFT_TASK = "CAUSAL_LM"
 IGNORE = -100
@@ -214,9 +214,13 @@ class Collator:
     """
 
     pad_token_id: int
+    #: Pad each batch's length up to a multiple of this (task.pad_multiple: on a GPU).
+    multiple: int | None = None
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         longest = max(len(f["input_ids"]) for f in features)
+        if self.multiple:
+            longest = -(-longest // self.multiple) * self.multiple
         fill = {"input_ids": self.pad_token_id, "attention_mask": 0, "labels": IGNORE}
         return {
             key: torch.tensor(
@@ -416,7 +420,7 @@ def build(spec: JobSpec, splits: Splits, tokenizer: Any, model_path: str) -> Tas
         model=model,
         labels=[],
         tokenized=tokenized,
-        collator=Collator(tokenizer.pad_token_id),
+        collator=Collator(tokenizer.pad_token_id, pad_multiple()),
         compute_metrics=compute_metrics,
         predictions=predictions,
         default_metric="perplexity",

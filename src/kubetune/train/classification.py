@@ -12,7 +12,7 @@ from kubetune.spec import JobSpec
 from kubetune.train import metrics
 from kubetune.train.data import Splits, infer_labels, require_columns
 from kubetune.train.pretrained import from_pretrained
-from kubetune.train.task import Task
+from kubetune.train.task import Task, pad_multiple
 
 PEFT_TASK = "SEQ_CLS"
 #: How much of each input text a prediction row keeps: enough to tell examples apart in
@@ -87,7 +87,7 @@ def build(spec: JobSpec, splits: Splits, tokenizer: Any, model_path: str) -> Tas
         model=model,
         labels=names,
         tokenized={split: tokenize(data) for split, data in splits.present().items()},
-        collator=DataCollatorWithPadding(tokenizer),
+        collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple()),
         compute_metrics=compute_metrics,
         predictions=predictions,
         default_metric="accuracy",

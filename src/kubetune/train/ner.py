@@ -23,7 +23,7 @@ from kubetune.spec import JobSpec
 from kubetune.train import metrics
 from kubetune.train.data import Splits, infer_labels, require_columns
 from kubetune.train.pretrained import from_pretrained
-from kubetune.train.task import FINAL_METRICS, Task
+from kubetune.train.task import FINAL_METRICS, Task, pad_multiple
 
 PEFT_TASK = "TOKEN_CLS"
 IGNORE = -100
@@ -162,7 +162,7 @@ def build(spec: JobSpec, splits: Splits, tokenizer: Any, model_path: str) -> Tas
         model=model,
         labels=names,
         tokenized={split: tokenize(data) for split, data in splits.present().items()},
-        collator=DataCollatorForTokenClassification(tokenizer),
+        collator=DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_multiple()),
         compute_metrics=compute_metrics,
         predictions=predictions,
         default_metric="f1",

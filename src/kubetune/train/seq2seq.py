@@ -44,7 +44,7 @@ from kubetune.spec import GenerationSpec, JobSpec
 from kubetune.train import metrics
 from kubetune.train.data import Splits, require_columns
 from kubetune.train.pretrained import from_pretrained, load_config
-from kubetune.train.task import FINAL_METRICS, Task
+from kubetune.train.task import FINAL_METRICS, Task, pad_multiple
 
 PEFT_TASK = "SEQ_2_SEQ_LM"
 IGNORE = -100
@@ -118,7 +118,9 @@ def build(spec: JobSpec, splits: Splits, tokenizer: Any, model_path: str) -> Tas
         tokenized={split: tokenize(data) for split, data in splits.present().items()},
         # With the model, the collator also builds decoder_input_ids from the labels, which
         # label smoothing needs (the Trainer then takes the labels away from the model).
-        collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=IGNORE),
+        collator=DataCollatorForSeq2Seq(
+            tokenizer, model=model, label_pad_token_id=IGNORE, pad_to_multiple_of=pad_multiple()
+        ),
         compute_metrics=compute_metrics,
         predictions=predictions,
         default_metric="rougeL",
