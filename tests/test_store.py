@@ -130,3 +130,31 @@ def test_trainer_reads_s3_data_through_the_store(s3_env: str, tmp_path: Path) ->
     assert splits.train is not None and splits.eval is not None
     assert len(splits.train) + len(splits.eval) == 20
     assert set(splits.train["text"]) | set(splits.eval["text"]) == {r["text"] for r in rows}
+
+
+@pytest.mark.parametrize(
+    ("code", "status"), [("403", 403), ("AccessDenied", 403), ("SlowDown", 503)]
+)
+def test_s3_exists_is_false_only_when_the_key_is_not_there(code: str, status: int) -> None:
+    """A denied or failed HEAD is an error, never "not stored": an unreadable run must not look
+    like a fresh one (the trainer would start it over)."""
+    import boto3
+    from botocore.stub import Stubber
+
+    from kubetune.s3store import S3Store
+    from kubetune.store import NotFoundError, StoreError
+
+    client = boto3.client(
+        "s3", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    store = S3Store("s3://bucket/runs", client=client)
+    with Stubber(client) as stub:
+        stub.add_client_error("head_object", service_error_code="404", http_status_code=404)
+        assert store.exists("a/run.json") is False
+        stub.add_client_error("head_object", service_error_code=code, http_status_code=status)
+        with pytest.raises(StoreError, match=r"s3://bucket/runs/a/run.json: stat failed") as err:
+            store.exists("a/run.json")
+        assert not isinstance(err.value, NotFoundError)
+        stub.add_client_error("get_object", service_error_code="NoSuchKey", http_status_code=404)
+        with pytest.raises(NotFoundError, match="not found"):
+            store.read_bytes("a/run.json")

@@ -22,9 +22,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from kubetune.store import ConflictError, Store, StoreError
+from kubetune.store import ConflictError, NotFoundError, Store, StoreError
 
 #: Objects at least this large go up in parallel multipart parts of this size.
+#: S3's error codes for a missing key or bucket: GetObject says NoSuchKey, HeadObject has no
+#: body and gives the status alone.
+NOT_FOUND = ("NoSuchKey", "404", "NotFound")
 MULTIPART_BYTES = 16 * 1024 * 1024
 
 
@@ -98,13 +101,13 @@ class S3Store(Store):
             return fn(Bucket=self.bucket, **kwargs)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("NoSuchKey", "404"):
-                raise StoreError(f"{self.url(key)}: not found") from None
+            if code in NOT_FOUND:
+                raise NotFoundError(f"{self.url(key)}: not found") from exc
             if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-                raise ConflictError(f"{self.url(key)}: already written") from None
-            raise StoreError(f"{self.url(key)}: {what} failed: {code or exc}") from None
+                raise ConflictError(f"{self.url(key)}: already written") from exc
+            raise StoreError(f"{self.url(key)}: {what} failed: {code or exc}") from exc
         except BotoCoreError as exc:
-            raise StoreError(f"{self.url(key)}: {what} failed: {exc}") from None
+            raise StoreError(f"{self.url(key)}: {what} failed: {exc}") from exc
 
     def read_bytes(self, key: str) -> bytes:
         body = self._call("read", key, self.client.get_object, Key=self._key(key))["Body"]
@@ -135,7 +138,7 @@ class S3Store(Store):
                 str(local), self.bucket, self._key(key), Config=self._transfer()
             )
         except (S3UploadFailedError, BotoCoreError, ClientError) as exc:
-            raise StoreError(f"{self.url(key)}: upload failed: {exc}") from None
+            raise StoreError(f"{self.url(key)}: upload failed: {exc}") from exc
 
     def download_file(self, key: str, local: Path) -> None:
         # download_file streams (and parallelises) large objects instead of holding them.
@@ -149,13 +152,18 @@ class S3Store(Store):
             )
         except (BotoCoreError, ClientError) as exc:
             tmp.unlink(missing_ok=True)
-            raise StoreError(f"{self.url(key)}: download failed: {exc}") from None
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+            if code in NOT_FOUND:
+                raise NotFoundError(f"{self.url(key)}: not found") from exc
+            raise StoreError(f"{self.url(key)}: download failed: {exc}") from exc
         tmp.replace(local)
 
     def exists(self, key: str) -> bool:
+        """Whether ``key`` is stored. Only "not found" is False: a denied or failed request
+        raises StoreError, so an unreadable run never looks like a fresh one."""
         try:
             self._call("stat", key, self.client.head_object, Key=self._key(key))
-        except StoreError:
+        except NotFoundError:
             return False
         return True
 

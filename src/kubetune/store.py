@@ -37,6 +37,10 @@ class StoreError(WorldError):
     """The store could not be read or written."""
 
 
+class NotFoundError(StoreError):
+    """The key is not in the store (and nothing else went wrong)."""
+
+
 class ConflictError(StoreError):
     """A conditional write lost: the key was written by someone else first."""
 
@@ -123,8 +127,10 @@ class FileStore(Store):
     def read_bytes(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
-        except FileNotFoundError:
-            raise StoreError(f"{self.url(key)}: not found") from None
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"{self.url(key)}: not found") from exc
+        except OSError as exc:
+            raise StoreError(f"{self.url(key)}: read failed: {exc.strerror or exc}") from exc
 
     def _staged(self, key: str) -> tuple[Path, Path]:
         """The final path of ``key`` and a temporary name beside it, unique to this thread."""
