@@ -394,6 +394,10 @@ def test_every_example_runs_in_its_rendered_pod(
     record = assert_complete(
         store_uri, job, trains=example.trains, steps=2 if example.trains else None
     )
+    # A sweep point records what was swept, as its Job says (the pod reads its point alone).
+    assert record["params"] == json.loads(job["metadata"]["annotations"]["kubetune.io/params"])
+    if specmod.load(path).sweep:
+        assert record["params"]
     # Every laptop file the example names was staged and read from the store.
     monkeypatch.chdir(laptop)
     local = {f.field for f in stage.find_local(specmod.load(path))}

@@ -283,6 +283,17 @@ def test_sweep_runs_get_distinct_names_and_one_sweep_label() -> None:
     assert {j["metadata"]["labels"]["kubetune.io/sweep"] for j in jobs} == {"bbc-topic"}
     params = [json.loads(j["metadata"]["annotations"]["kubetune.io/params"]) for j in jobs]
     assert {p["train.learning_rate"] for p in params} == {1e-5, 2e-5, 3e-5, 5e-5, 1e-4}
+    # The trainer reads the spec of its point alone: its pod carries what was swept.
+    for job, point in zip(jobs, params, strict=True):
+        (trainer,) = job["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in trainer["env"]}
+        assert json.loads(env["KUBETUNE_PARAMS"]) == point
+
+
+def test_a_run_outside_a_sweep_carries_no_params() -> None:
+    (job,) = by_kind(documents(SCENARIOS["single-gpu"]), "Job")
+    (trainer,) = job["spec"]["template"]["spec"]["containers"]
+    assert "KUBETUNE_PARAMS" not in {e["name"] for e in trainer["env"]}
 
 
 def test_output_is_byte_identical_across_processes(tmp_path: Path) -> None:

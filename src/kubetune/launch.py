@@ -52,6 +52,9 @@ EXIT_FILE_ENV = "KUBETUNE_EXIT_FILE"
 #: The pod's record of its staged inputs (the chart's run.inputs): a JSON object field →
 #: {source, uri, sha256} that the trainer copies into run.json as ``inputs``.
 INPUTS_ENV = "KUBETUNE_INPUTS"
+#: The sweep point's parameters (the chart's run.params, JSON: field → value as the sweep gave
+#: it), for run.json: the spec the trainer reads is the point's resolved spec.
+PARAMS_ENV = "KUBETUNE_PARAMS"
 #: The trainer's working folder (checkpoints before upload, fetched inputs); the chart puts it
 #: on the /scratch volume, sized by resources.scratch_size, not on the small /tmp.
 WORKDIR_ENV = "KUBETUNE_WORKDIR"

@@ -103,6 +103,8 @@ def run_one(run: ResolvedRun, store: str, display: Display, *, gpus: int | None 
         "PYTHONUNBUFFERED": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }
+    if run.params:
+        env[launch.PARAMS_ENV] = json.dumps(run.params, sort_keys=True)
     command = launch.accelerate_command(
         str(spec_file), gpus=local_gpus() if gpus is None else gpus, nodes=1, python=sys.executable
     )

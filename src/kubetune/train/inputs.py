@@ -155,14 +155,6 @@ def _mismatch(field: str, url: str, got: str, want: str) -> ConfigError:
 def recorded_inputs() -> dict[str, object]:
     """The staged inputs the pod was given (``KUBETUNE_INPUTS``), for run.json."""
     from kubetune.launch import INPUTS_ENV
+    from kubetune.train.record import env_object
 
-    raw = os.environ.get(INPUTS_ENV)
-    if not raw:
-        return {}
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{INPUTS_ENV}: not a JSON object ({exc.msg})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{INPUTS_ENV}: not a JSON object")
-    return data
+    return env_object(INPUTS_ENV)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -10,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from kubetune.errors import ConfigError
 from kubetune.store import sha256_file
 
 PACKAGES = (
@@ -77,3 +79,26 @@ def model_identity(name: str, path: str, revision: str | None) -> dict[str, Any]
             "files": {p.relative_to(local).as_posix(): sha256_file(p) for p in files},
         }
     return {"name": name, "revision": revision}
+
+
+def env_object(name: str) -> dict[str, Any]:
+    """A JSON object the pod was given in the environment variable ``name`` ({} if unset)."""
+    raw = os.environ.get(name)
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{name}: not a JSON object ({exc.msg})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{name}: not a JSON object")
+    return data
+
+
+def sweep_params(own: dict[str, Any]) -> dict[str, Any]:
+    """The sweep point's parameters for run.json: the run's own when the trainer expanded the
+    sweep itself, else what the launcher was given (``KUBETUNE_PARAMS``): a pod or ``kubetune
+    run`` hands the trainer the point's resolved spec, which no longer says what was swept."""
+    from kubetune.launch import PARAMS_ENV
+
+    return own or env_object(PARAMS_ENV)

@@ -339,7 +339,7 @@ def _pinned(
         "run_id": resolved.run_id,
         "sweep": location.sweep,
         "spec_hash": resolved.spec_hash,
-        "params": resolved.params,
+        "params": record.sweep_params(resolved.params),
         "seed": spec.train.seed,
         "task": spec.task,
         "model": record.model_identity(spec.model.name, model_path, spec.model.revision),
