@@ -3,9 +3,11 @@
 ``KUBETUNE_FAILPOINT=upload:20`` makes the process SIGKILL itself when it reaches the point
 ``upload`` at step 20 (several points: comma-separated). Unset, a failpoint is one dictionary
 lookup. SIGKILL, not an exception: nothing gets to clean up, exactly as when a node dies.
+``name:step:term`` sends SIGTERM instead, as a preemption would at that moment.
 
 The points, in the order a checkpoint passes them:
 
+- ``signal``: at the end of an optimiser step, before the trainer decides whether to stop;
 - ``step``: at the end of an optimiser step, between steps;
 - ``save``: inside the Trainer's checkpoint save, after the weights, before the optimizer;
 - ``upload``: in the background upload, after the checkpoint's first file is stored;
@@ -29,7 +31,13 @@ def _armed(setting: str) -> frozenset[str]:
 
 
 def failpoint(name: str, step: int) -> None:
-    """SIGKILL this process if ``name:step`` is armed in ``$KUBETUNE_FAILPOINT``."""
+    """SIGKILL this process if ``name:step`` is armed in ``$KUBETUNE_FAILPOINT``; SIGTERM it
+    if ``name:step:term`` is (its handler runs before this returns, on the main thread)."""
     setting = os.environ.get(ENV)
-    if setting and f"{name}:{step}" in _armed(setting):
+    if not setting:
+        return
+    armed = _armed(setting)
+    if f"{name}:{step}" in armed:
         os.kill(os.getpid(), signal.SIGKILL)
+    if f"{name}:{step}:term" in armed:
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -441,3 +441,28 @@ def test_sigterm_with_the_store_down_exits_within_the_grace_period(
     restarted = _train(job["path"], _env(s3_endpoint, prefix))
     assert restarted.returncode == 0, restarted.stderr[-3000:]
     _assert_same(_outcome(location, tmp_path), baseline)
+
+
+def test_a_stop_on_an_epochs_last_step_stores_one_checkpoint_that_resumes(
+    s3_endpoint: str, tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    """Saving by epoch, stopped on an epoch's last step: the step's end and the epoch's end
+    both want a checkpoint of that step. It is saved once, matches its manifest, and the next
+    start resumes from it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kubetune import checkpoints
+
+    data = tiny_spec(tiny, train={"epochs": 3, "save_strategy": "epoch", "eval_strategy": "no"})
+    (run,) = sweep.expand(spec.validate(data))
+    path = write_yaml(tmp_path / "job.yaml", data)
+    prefix = "epoch-stop"
+    stopped = _train(path, _env(s3_endpoint, prefix, KUBETUNE_FAILPOINT="signal:10:term"))
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    location = _location(s3_endpoint, prefix, {"run": run})
+    assert location.checkpoints() == [10]
+    with ThreadPoolExecutor(4) as pool:  # every file as its manifest says, or it raises
+        checkpoints.fetch(location, 10, tmp_path / "check-10", pool)
+    restarted = _train(path, _env(s3_endpoint, prefix))
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    assert [e["step"] for e in _events(restarted.stdout) if e["event"] == "resume"] == [10]

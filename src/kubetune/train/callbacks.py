@@ -214,6 +214,39 @@ class CheckpointSync(TrainerCallback):
         self.uploader.submit(local, state.global_step, protect)
 
 
+class SaveOncePerStep(TrainerCallback):
+    """At most one checkpoint per step; registered after every callback that asks to save.
+
+    Two reasons to save can meet at one step: a stop on the last step of an epoch, with
+    checkpoints saved by epoch, saves at the step's end and again at the epoch's end. The
+    second save rewrites the first one's files in place while they upload (the upload's
+    snapshot hard-links them), so the stored checkpoint no longer matches its manifest and
+    the next start cannot resume from it. The first save already holds everything.
+    """
+
+    def __init__(self) -> None:
+        self.saved: int | None = None
+
+    def _once(self, state: TrainerState, control: TrainerControl) -> None:
+        if control.should_save and state.global_step == self.saved:
+            control.should_save = False
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        self._once(state, control)
+
+    def on_epoch_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        self._once(state, control)
+
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        self.saved = state.global_step
+
+
 class GracefulStop(TrainerCallback):
     """On SIGINT/SIGTERM: finish the step, save a checkpoint, stop. A second signal aborts.
 
@@ -247,6 +280,7 @@ class GracefulStop(TrainerCallback):
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
     ) -> None:
+        failpoint("signal", state.global_step)
         stop = self._agree(args.device) if args.world_size > 1 else self.requested
         if stop:
             control.should_save = True

@@ -38,6 +38,7 @@ from kubetune.train.callbacks import (
     GracefulStop,
     Progress,
     ResumeExactly,
+    SaveOncePerStep,
     WandbLogger,
 )
 from kubetune.train.data import load_splits
@@ -450,6 +451,7 @@ def _fine_tune(
                 spec.train.early_stopping_patience, spec.train.early_stopping_threshold
             )
         )
+    callbacks.append(SaveOncePerStep())  # after every callback that can ask for a save
 
     trainer_class = OrderedEvalSeq2SeqTrainer if task.generate else OrderedEvalTrainer
     trainer = trainer_class(
