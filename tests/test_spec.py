@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -362,15 +361,14 @@ def test_same_key_in_different_sections_is_not_a_duplicate() -> None:
     assert loaded.train.seed == 1 and loaded.sweep is not None and loaded.sweep.seed == 1
 
 
-def test_billion_laughs_is_rejected_quickly() -> None:
+@pytest.mark.timeout(120)  # expanding it would take 9^9 nodes: hours, or all memory
+def test_billion_laughs_is_rejected_without_expanding_it() -> None:
     text = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
     previous = "a"
     for name in "bcdefghi":
         text += f"{name}: &{name} [" + ", ".join([f"*{previous}"] * 9) + "]\n"
         previous = name
-    started = time.perf_counter()
     err = _loads_error(text)
-    assert time.perf_counter() - started < 2.0
     assert err.lines() == ["spec.yaml: spec expands to more than 100000 YAML nodes"]
 
 
