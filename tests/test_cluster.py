@@ -561,3 +561,16 @@ def test_a_managers_updates_are_not_its_applies(kube: FakeKube, connected: clust
     with pytest.raises(ke.NotFoundError):
         connected.merge_patch(cluster.CONFIG_MAP, "gone", "ml", {"metadata": {}})
     assert kube.get("configmaps", "ml", "gone") is None
+
+
+def test_a_kubeconfig_that_is_not_yaml_is_one_line_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = tmp_path / "config"
+    broken.write_text("apiVersion: v1\nclusters: [unclosed\n", encoding="utf-8")
+    monkeypatch.setenv("KUBECONFIG", str(broken))
+    with pytest.raises(ConfigError) as caught:
+        cluster.connect()
+    message = str(caught.value)
+    assert message.startswith(f"Kubernetes config {broken}: not valid YAML (line 3:")
+    assert "\n" not in message

@@ -650,3 +650,12 @@ def test_gang_jobset_renders_a_jobset_that_restarts_every_pod() -> None:
 def test_gang_must_be_job_or_jobset() -> None:
     with pytest.raises(Exception, match="resources.gang"):
         spec.validate(base_spec(resources={"nodes": 2, "gang": "mpi"}))
+
+
+def test_out_onto_a_file_names_the_option(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("mine\n", encoding="utf-8")
+    rendered = render.render(runs_of(base_spec()), "ml")
+    for out in (tmp_path / "taken", tmp_path / "taken" / "below"):
+        with pytest.raises(ConfigError, match=r"^--out: .* is a file, or inside one"):
+            render.write_dir(rendered, out)
+    assert (tmp_path / "taken").read_text(encoding="utf-8") == "mine\n"

@@ -524,6 +524,7 @@ def connect(context: str | None = None) -> Cluster:
     Raises:
         ConfigError: no kubeconfig, no such context, or one that cannot be used.
     """
+    import yaml
     from kubernetes import client, config
     from kubernetes.config import kube_config
 
@@ -541,8 +542,15 @@ def connect(context: str | None = None) -> Cluster:
             filename=path, active_context=context, persist_config=True
         )
         loader.load_and_set(configuration)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}: {getattr(exc, 'problem', '')})" if mark else ""
+        raise ConfigError(
+            f"Kubernetes config {path}: not valid YAML{where}; fix it, or set KUBECONFIG to "
+            "another kubeconfig"
+        ) from exc
     except (config.ConfigException, OSError, ValueError, TypeError) as exc:
-        raise ConfigError(_config_problem(path, context, exc)) from None
+        raise ConfigError(_config_problem(path, context, exc)) from exc
     configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, POOL)
     active = loader.current_context or {}
     namespace = (active.get("context") or {}).get("namespace") or None

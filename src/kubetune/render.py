@@ -289,8 +289,14 @@ def write_dir(rendered: Sequence[Rendered], out: Path) -> list[Path]:
     no ttlSecondsAfterFinished (:func:`for_gitops`): a finished run stays until it leaves
     the folder.
     """
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "values").mkdir(exist_ok=True)
+    try:
+        (out / "values").mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(
+            f"--out: {out} is a file, or inside one; give a folder (created if missing)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"--out: cannot create {out}: {exc.strerror or exc}") from exc
     previous = _listed_runs(out)
     written: list[Path] = []
     names: list[str] = []
