@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kubetune import spec
 from kubetune.errors import ConfigError
-from kubetune.train.data import infer_labels, load_splits
+from kubetune.train.data import Splits, infer_labels, load_splits
 
 from tiny import tiny_spec
 
@@ -78,3 +79,64 @@ def test_labels_inferred_sorted_or_taken_from_the_spec(
     ner_job = spec.validate(tiny_spec(tiny, "ner"))
     tags = infer_labels(load_splits(ner_job, tmp_path), "ner_tags", None, sequence=True)
     assert tags[0] == "O" and set(tags) == {"O", "B-loc", "B-person", "I-person"}
+
+
+def _splits(**rows: list[dict[str, Any]]) -> Splits:
+    from datasets import Dataset
+
+    data = {name: Dataset.from_list(r) for name, r in rows.items()}
+    sources = {name: f"data/{name}.jsonl" for name in rows}
+    return Splits(data.get("train"), data.get("eval"), data.get("test"), "x", sources)
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (
+            {"train": [{"label": "a"}, {"label": None}]},
+            "data.label_column: row 2 of the train data (data/train.jsonl) has no 'label'",
+        ),
+        (
+            {"train": [{"label": 0}, {"label": 1}], "eval": [{"label": "sport"}]},
+            "data.label_column: the labels mix ids and names (train: 0, 1; eval: 'sport')",
+        ),
+    ],
+)
+def test_label_mistakes_in_the_data_are_one_line(
+    rows: dict[str, list[dict[str, Any]]], message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        infer_labels(_splits(**rows), "label", None, sequence=False)
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+def test_listed_labels_may_be_missing_from_train_and_ner_rows_need_every_tag() -> None:
+    splits = _splits(train=[{"label": "a"}], eval=[{"label": "b"}])
+    assert infer_labels(splits, "label", ["a", "b"], sequence=False) == ["a", "b"]
+    tags = _splits(train=[{"tags": ["O", "B-x"]}, {"tags": ["O", None]}])
+    with pytest.raises(ConfigError, match=r"^data.tags_column: row 2 of the train data"):
+        infer_labels(tags, "tags", None, sequence=True, field="data.tags_column")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b'{"text": "a", "label": "x"}\n{"text": "caf\xe9", "label": "y"}\n',
+            "train.jsonl:2: not UTF-8 text (byte 0xe9 at column 14); save the file as UTF-8",
+        ),
+        (
+            b'{"text": "a", "label": 0}\n{"text": "b", "label": "sport"}\n',
+            "train.jsonl: a column holds values of different kinds (Could not convert 'sport'",
+        ),
+        (b'{"text": "a", "label": "x"}\n{"text": \n', "train.jsonl:2: not JSON"),
+    ],
+)
+def test_unreadable_data_names_the_file_and_line(
+    tiny: dict[str, Path], tmp_path: Path, content: bytes, message: str
+) -> None:
+    (tmp_path / "train.jsonl").write_bytes(content)
+    job = spec.validate(tiny_spec(tiny, data={"train": str(tmp_path / "train.jsonl")}))
+    with pytest.raises(ConfigError) as caught:
+        load_splits(job, tmp_path / "cache")
+    assert message in str(caught.value) and "\n" not in str(caught.value)

@@ -60,15 +60,37 @@ def _read_local(files: list[Path]) -> Dataset:
     if kind == "json":
         rows: list[dict[str, Any]] = []
         for file in files:
-            with file.open(encoding="utf-8") as handle:
-                for number, line in enumerate(handle, 1):
+            with file.open("rb") as handle:  # bytes: a decoding error names its own line
+                for number, raw in enumerate(handle, 1):
+                    try:
+                        line = raw.decode("utf-8")
+                    except UnicodeDecodeError as exc:
+                        raise ConfigError(
+                            f"{file}:{number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at "
+                            f"column {exc.start + 1}); save the file as UTF-8"
+                        ) from exc
                     if line.strip():
                         try:
                             rows.append(json.loads(line))
                         except json.JSONDecodeError as exc:
-                            raise ConfigError(f"{file}:{number}: not JSON ({exc.msg})") from None
-        return Dataset.from_list(rows)
+                            raise ConfigError(f"{file}:{number}: not JSON ({exc.msg})") from exc
+        return _dataset(rows, files)
     return load_dataset(kind, data_files=[str(f) for f in files], split="train")
+
+
+def _dataset(rows: list[dict[str, Any]], files: list[Path]) -> Dataset:
+    """Rows as a Dataset; a column whose values are of different kinds is the data's mistake."""
+    import pyarrow as pa
+
+    try:
+        return Dataset.from_list(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        where = files[0] if len(files) == 1 else files[0].parent
+        detail = " ".join(str(exc).split())
+        raise ConfigError(
+            f"{where}: a column holds values of different kinds ({detail}); give each column "
+            "one kind (all text, or all numbers)"
+        ) from exc
 
 
 def _hash_files(files: list[Path]) -> str:
@@ -150,22 +172,58 @@ def require_columns(splits: Splits, columns: dict[str, str]) -> None:
 
 
 def infer_labels(
-    splits: Splits, column: str, given: list[str] | None, *, sequence: bool
+    splits: Splits,
+    column: str,
+    given: list[str] | None,
+    *,
+    sequence: bool,
+    field: str = "data.label_column",
 ) -> list[str]:
-    """Label names in id order: the spec's, or every label seen (for NER: "O" first)."""
-    seen: set[Any] = set()
-    for data in splits.present().values():
-        for value in data[column]:
-            seen.update(value if sequence else [value])
+    """Label names in id order: the spec's, or every label seen (for NER: "O" first).
+
+    Raises:
+        ConfigError: a row without a label, labels that mix ids and names, or a label the
+            spec does not list.
+    """
+    seen: dict[str, set[Any]] = {}
+    for split, data in splits.present().items():
+        values: set[Any] = set()
+        for row, value in enumerate(data[column], 1):
+            found = value if sequence else [value]
+            if value is None or any(v is None for v in found):
+                raise ConfigError(
+                    f"{field}: row {row} of the {split} data ({splits.sources.get(split, split)})"
+                    f" has no {column!r}; give every row one, or leave the row out"
+                )
+            values.update(found)
+        seen[split] = values
+    every = set().union(*seen.values())
+    kinds = {"ids" if isinstance(v, int) and not isinstance(v, bool) else "names" for v in every}
+    if len(kinds) > 1:
+        shown = "; ".join(
+            f"{split}: {', '.join(sorted(map(repr, values), key=len)[:3])}"
+            for split, values in seen.items()
+        )
+        raise ConfigError(
+            f"{field}: the labels mix ids and names ({shown}); use names (or ids and data.labels)"
+            " in every split"
+        )
     if given is not None:
         names = list(given)
-        if all(isinstance(v, int) for v in seen):
-            bad = sorted(v for v in seen if not 0 <= v < len(names))
+        if kinds == {"ids"}:
+            bad = sorted(v for v in every if not 0 <= v < len(names))
         else:
-            bad = sorted(str(v) for v in seen if str(v) not in names)
+            bad = sorted(str(v) for v in every if str(v) not in names)
         if bad:
             raise ConfigError(f"data.labels: the data has labels {bad[:5]} that are not listed")
         return names
+    if kinds == {"ids"}:
+        raise ConfigError("data.labels: the data holds label ids; list the label names in order")
+    names = sorted(str(v) for v in every)
+    if sequence and "O" in names:
+        names.remove("O")
+        names.insert(0, "O")
+    return names
     if all(isinstance(v, int) and not isinstance(v, bool) for v in seen):
         raise ConfigError("data.labels: the data holds label ids; list the label names in order")
     names = sorted(str(v) for v in seen)

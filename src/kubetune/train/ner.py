@@ -86,7 +86,7 @@ def build(spec: JobSpec, splits: Splits, tokenizer: Any, model_path: str) -> Tas
     if not getattr(tokenizer, "is_fast", False):
         raise ConfigError("model.name: NER needs a fast tokenizer (word_ids); this model has none")
     require_columns(splits, {"tokens_column": d.tokens_column, "tags_column": d.tags_column})
-    names = infer_labels(splits, d.tags_column, d.labels, sequence=True)
+    names = infer_labels(splits, d.tags_column, d.labels, sequence=True, field="data.tags_column")
     to_id = {name: i for i, name in enumerate(names)}
 
     def tag_ids(tags: list[Any]) -> list[int]:
