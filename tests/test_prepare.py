@@ -569,3 +569,23 @@ def test_missing_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
     )
     assert info.value.exit_code == 2
     assert not (tmp_path / "out").exists()
+
+
+def test_prepare_never_overwrites_a_file_it_did_not_write(tmp_path: Path) -> None:
+    pytest.importorskip("aclsum")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "train.jsonl").write_text('{"my": "data"}\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"train.jsonl: not written by kubetune data prepare"):
+        prep.prepare("aclsum", mine)
+    assert (mine / "train.jsonl").read_text(encoding="utf-8") == '{"my": "data"}\n'
+    assert not (mine / "dataset.json").exists()
+
+    ours = tmp_path / "ours"
+    prep.prepare("aclsum", ours)
+    prep.prepare("aclsum", ours)  # its own files, unchanged: written again
+    edited = (ours / "validation.jsonl").read_text(encoding="utf-8") + '{"added": "by hand"}\n'
+    (ours / "validation.jsonl").write_text(edited, encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"validation.jsonl: not written .*, or changed since"):
+        prep.prepare("aclsum", ours)
+    assert (ours / "validation.jsonl").read_text(encoding="utf-8") == edited

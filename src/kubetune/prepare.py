@@ -528,6 +528,32 @@ def _package_root(dataset: Dataset) -> tuple[Traversable, str]:
     return root, version
 
 
+def _refuse_foreign_files(out_dir: Path) -> None:
+    """Raise ConfigError when writing the splits would replace a file this command did not
+    write, or one edited since: ours are listed, with their sha256, in dataset.json."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir}: is a file; give a folder to write the splits into")
+    targets = [out_dir / f"{part}.jsonl" for part in SPLITS] + [out_dir / "dataset.json"]
+    present = [t for t in targets if t.exists()]
+    if not present:
+        return
+    ours: dict[str, str] = {}
+    try:
+        manifest = json.loads((out_dir / "dataset.json").read_text(encoding="utf-8"))
+        ours = {f["path"]: f["sha256"] for f in manifest["files"].values()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    for target in present:
+        if target.name == "dataset.json" and ours:
+            continue
+        digest = hashlib.sha256(target.read_bytes()).hexdigest() if target.is_file() else None
+        if ours.get(target.name) != digest:
+            raise ConfigError(
+                f"{target}: not written by kubetune data prepare, or changed since; move it "
+                "away, or prepare into another folder"
+            )
+
+
 def prepare(
     name: str,
     out_dir: Path,
@@ -565,6 +591,7 @@ def prepare(
     else:
         parts = split(loaded.examples, seed=seed, validation=validation, test=test)
     out_dir = Path(out_dir)
+    _refuse_foreign_files(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
     hashes: dict[str, str] = {}
