@@ -224,10 +224,3 @@ def infer_labels(
         names.remove("O")
         names.insert(0, "O")
     return names
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in seen):
-        raise ConfigError("data.labels: the data holds label ids; list the label names in order")
-    names = sorted(str(v) for v in seen)
-    if sequence and "O" in names:
-        names.remove("O")
-        names.insert(0, "O")
-    return names
