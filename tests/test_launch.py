@@ -149,3 +149,83 @@ def test_a_c10d_gang_gives_its_workers_a_fresh_store_every_round(
     assert rendezvous_env(accelerate_command("spec.yaml", gpus=2)) == {}
     monkeypatch.setenv("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "0")
     assert rendezvous_env(gang) == {}, "a value the pod sets wins"
+
+
+# --- one process: the supervisor starts the trainer as accelerate's simple launcher would ----
+
+
+def _accelerates_own(argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    """What accelerate itself would run for ``argv`` (``accelerate launch …``)."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_simple_launcher_cmd_env
+
+    args, _defaults, _mp = _validate_launch_command(launch_command_parser().parse_args(argv[2:]))
+    return prepare_simple_launcher_cmd_env(args)
+
+
+@pytest.mark.parametrize("gpus", [0, 1])
+@pytest.mark.parametrize("threads", [None, "3"])
+def test_a_one_process_launch_runs_the_trainer_as_accelerates_simple_launcher_would(
+    gpus: int, threads: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubetune.launch import direct_launch
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # no accelerate config file
+    monkeypatch.delenv("ACCELERATE_CONFIG_FILE", raising=False)
+    if threads is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", threads)
+    argv = accelerate_command("spec.yaml", gpus=gpus, python=sys.executable)[3:]
+    ours = direct_launch(argv)
+    assert ours is not None
+    command, env = ours
+    assert (command, {**os.environ, **env}) == _accelerates_own(argv)
+
+
+def test_other_launch_lines_go_through_accelerate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubetune.launch import direct_launch
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    for gpus, nodes in ((2, 1), (1, 2), (0, 2)):
+        assert direct_launch(accelerate_command("spec.yaml", gpus=gpus, nodes=nodes)[3:]) is None
+    assert direct_launch(["accelerate", "launch", "--num_processes", "1", "x.py"]) is None
+    assert direct_launch(["python", "-m", "kubetune.train", "spec.yaml"]) is None
+    single = accelerate_command("spec.yaml", gpus=0)[3:]
+    assert direct_launch(single) is not None
+    config = tmp_path / "accelerate" / "default_config.yaml"
+    config.parent.mkdir()
+    config.write_text("mixed_precision: bf16\n")  # the user's own accelerate settings win
+    assert direct_launch(single) is None
+
+
+TRAINER_WITH_A_HELPER = """
+import os, signal, subprocess, sys, time
+helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # like wandb's
+def stop(signum, frame):
+    helper.kill()
+    open(os.environ["KUBETUNE_EXIT_FILE"], "w").write("130")
+    raise SystemExit(130)
+signal.signal(signal.SIGTERM, stop)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_directly_started_trainer_is_signalled_itself_not_its_helpers() -> None:
+    supervisor = (
+        "import sys; from kubetune.launch import supervise; "
+        f"sys.exit(supervise([sys.executable, '-c', {TRAINER_WITH_A_HELPER!r}], launcher=False))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", supervisor],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 130

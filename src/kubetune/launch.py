@@ -172,9 +172,78 @@ def completed_elsewhere() -> tuple[str, dict[str, Any]] | None:
     return None
 
 
-def supervise(argv: list[str], extra_env: dict[str, str] | None = None) -> int:
+#: The arguments of a one-process launch that :func:`direct_launch` knows how to start itself.
+_SIMPLE_FLAGS = {"--num_machines": "1", "--num_processes": "1", "--dynamo_backend": "no"}
+
+
+def direct_launch(argv: list[str]) -> tuple[list[str], dict[str, str]] | None:
+    """A one-process ``accelerate launch`` line as the trainer command and environment that
+    accelerate's simple launcher would run, or None for any other line.
+
+    ``accelerate launch`` imports torch before it starts the trainer, which imports torch
+    again: on 2 cores about 6 s before the first step. For one process on one machine the
+    launcher only sets a few variables (accelerate 1.x ``prepare_simple_launcher_cmd_env``;
+    ``tests/test_launch.py`` compares this function with it), so the supervisor starts the
+    trainer itself. A user's accelerate config file could change those variables: with one,
+    the line goes through accelerate as written.
+    """
+    if len(argv) < 2 or Path(argv[0]).name != "accelerate" or argv[1] != "launch":
+        return None
+    if "-m" not in argv or _accelerate_config() is not None:
+        return None
+    at = argv.index("-m")
+    options, script = argv[2:at], argv[at + 1 :]
+    cpu = "--cpu" in options
+    pairs = [o for o in options if o != "--cpu"]
+    given = dict(zip(pairs[::2], pairs[1::2], strict=False))
+    if len(pairs) % 2 or given != _SIMPLE_FLAGS or not script:
+        return None
+    env = {
+        "ACCELERATE_USE_CPU": str(cpu),
+        "ACCELERATE_MIXED_PRECISION": "no",
+        "ACCELERATE_DYNAMO_BACKEND": "NO",
+        "ACCELERATE_DYNAMO_MODE": "default",
+        "ACCELERATE_DYNAMO_USE_FULLGRAPH": "False",
+        "ACCELERATE_DYNAMO_USE_DYNAMIC": "False",
+        "ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION": "False",
+        "OMP_NUM_THREADS": _threads(cpu),
+    }
+    if cpu:
+        env |= {"KMP_AFFINITY": "granularity=fine,compact,1,0", "KMP_BLOCKTIME": "1"}
+    return [sys.executable, "-m", *script], env
+
+
+def _accelerate_config() -> Path | None:
+    """The accelerate config file ``accelerate launch`` would read, if there is one."""
+    named = os.environ.get("ACCELERATE_CONFIG_FILE")
+    if named:
+        return Path(named)
+    cache = os.environ.get("XDG_CACHE_HOME") or Path("~/.cache").expanduser()
+    home = Path(os.environ.get("HF_HOME") or Path(cache) / "huggingface")
+    default = home / "accelerate" / "default_config.yaml"
+    return default if default.is_file() else None
+
+
+def _threads(cpu: bool) -> str:
+    """OMP_NUM_THREADS as accelerate sets it: the user's, else on CPU the physical cores."""
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    if given.isdigit() and int(given) > 0:
+        return str(int(given))
+    if cpu:
+        import psutil  # type: ignore[import-untyped]
+
+        physical = psutil.cpu_count(logical=False) or 1
+        if physical > 1:
+            return str(physical)
+    return "1"
+
+
+def supervise(
+    argv: list[str], extra_env: dict[str, str] | None = None, *, launcher: bool = True
+) -> int:
     """Run ``argv`` in its own session; forward stop signals to the trainer processes;
-    return the trainer's code."""
+    return the trainer's code. ``launcher``: ``argv`` starts the trainers as its children
+    (accelerate); else ``argv`` is the trainer, and is signalled itself."""
     fd, exit_file = tempfile.mkstemp(prefix="kubetune-exit-")
     os.close(fd)
     env = {**os.environ, **(extra_env or {}), EXIT_FILE_ENV: exit_file}
@@ -184,7 +253,7 @@ def supervise(argv: list[str], extra_env: dict[str, str] | None = None) -> int:
     def forward(signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
-        trainers = _children(child.pid)
+        trainers = _children(child.pid) if launcher else [child.pid]
         if trainers:
             for pid in trainers:
                 with contextlib.suppress(ProcessLookupError):
@@ -278,6 +347,9 @@ def main(argv: list[str]) -> int:
         print(f"kubetune: the run at {url} is already completed; nothing to do", flush=True)
         return 0
     become_subreaper()
+    direct = direct_launch(argv)
+    if direct is not None:
+        return supervise(*direct, launcher=False)
     return supervise(with_rendezvous_host(argv), rendezvous_env(argv))
 
 
