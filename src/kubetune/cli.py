@@ -76,8 +76,19 @@ def _load(
 
 
 @app.command()
-def validate(specs: Annotated[list[Path], typer.Argument(help="Job spec files.")]) -> None:
+def validate(
+    specs: Annotated[list[Path], typer.Argument(help="Job spec files.")],
+    inputs: Annotated[
+        bool,
+        typer.Option(
+            "--inputs",
+            help="Also check what each run reads: data files, columns and labels, the model "
+            "and max_length against it (what kubetune run checks before it starts).",
+        ),
+    ] = False,
+) -> None:
     """Check job specs (and every sweep point); report every problem at once."""
+    from kubetune import preflight
     from kubetune.errors import KubetuneError
 
     console = _console()
@@ -85,12 +96,15 @@ def validate(specs: Annotated[list[Path], typer.Argument(help="Job spec files.")
     for path in specs:
         try:
             spec, runs = _load(path)
+            if inputs:
+                preflight.check_runs(runs, str(path))
         except KubetuneError as exc:
             _report(exc)
             failed = exc
             continue
         what = f"{len(runs)} runs" if spec.sweep else "1 run"
-        console.print(f"[green]✓[/] {path}: {spec.name} ({spec.task}, {what})")
+        checked = "; data and model checked" if inputs else ""
+        console.print(f"[green]✓[/] {path}: {spec.name} ({spec.task}, {what}{checked})")
     if failed is not None:
         raise typer.Exit(failed.exit_code)
 
@@ -186,12 +200,14 @@ def run_cmd(
     Ctrl-C stops after saving a checkpoint; running the same command again resumes it, and a
     finished run is not trained twice.
     """
-    from kubetune import local
+    from kubetune import local, preflight
     from kubetune.errors import EXIT_USER, EXIT_WORLD
     from kubetune.store import DEFAULT_STORE
 
     _job, runs = _load(spec, set_, only=run)
-    uri = local.check_store(store or os.environ.get("KUBETUNE_STORE") or DEFAULT_STORE)
+    uri = store or os.environ.get("KUBETUNE_STORE") or DEFAULT_STORE
+    # Every run's data, model and store, before the first trainer's start-up is paid for.
+    preflight.check_runs(runs, str(spec), uri)
     from kubetune._progress import RichDisplay
 
     display = RichDisplay(_console())

@@ -167,15 +167,6 @@ def _apply(outcome: Outcome, event: dict[str, Any]) -> None:
         outcome.url = event.get("url", "")
 
 
-def check_store(uri: str) -> str:
-    """Validate a --store URI early, with a one-line error."""
-    if not uri.startswith(("file://", "s3://")):
-        raise ConfigError(
-            f"--store {uri}: use file://./runs, file:///abs/path or s3://bucket/prefix"
-        )
-    return uri
-
-
 def tail(path: Path | None, lines: int = 15) -> list[str]:
     """The last lines of a log."""
     if path is None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, TypeGuard
 
-from kubetune import cluster, local, sweep
+from kubetune import cluster, local, preflight, sweep
 from kubetune import render as rendermod
 from kubetune import spec as specmod
 from kubetune.errors import ConfigError, KubetuneError
@@ -539,7 +539,7 @@ def check_store(store: str, recorded: Recorded) -> str:
     Raises:
         ConfigError: ``store`` is not a store URI, or is where the recorded run lives.
     """
-    local.check_store(store)
+    preflight.check_store(store, create=False)
     target = RunLocation(open_store(store), recorded.run.sweep, recorded.run.run_id)
     if _same_place(target, recorded.location):
         raise ConfigError(

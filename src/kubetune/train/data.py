@@ -8,19 +8,18 @@ No eval source → a seeded ``validation_split`` of train.
 
 from __future__ import annotations
 
-import hashlib
-import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, load_dataset
 
+from kubetune import datafiles
 from kubetune.errors import ConfigError, WorldError
+from kubetune.preflight import looks_local, missing_path
 from kubetune.spec import JobSpec
 from kubetune.train.inputs import Fetcher
-
-_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
 @dataclass
@@ -32,6 +31,8 @@ class Splits:
     test: Dataset | None
     fingerprint: str
     sources: dict[str, str] = field(default_factory=dict)
+    #: Each split's own fingerprint (of its source's bytes), so a change names its split.
+    fingerprints: dict[str, str] = field(default_factory=dict)
 
     def present(self) -> dict[str, Dataset]:
         return {
@@ -41,41 +42,12 @@ class Splits:
         }
 
 
-def _local_files(path: Path) -> list[Path]:
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix in _FORMATS and p.is_file())
-        if not files:
-            raise ConfigError(f"{path}: no .jsonl, .csv or .parquet files in this folder")
-        return files
-    if path.suffix not in _FORMATS:
-        raise ConfigError(f"{path}: use a .jsonl, .csv or .parquet file")
-    return [path]
-
-
 def _read_local(files: list[Path]) -> Dataset:
-    kinds = {_FORMATS[f.suffix] for f in files}
-    if len(kinds) > 1:
-        raise ConfigError(f"{files[0].parent}: mixes file formats ({', '.join(sorted(kinds))})")
-    kind = kinds.pop()
-    if kind == "json":
-        rows: list[dict[str, Any]] = []
-        for file in files:
-            with file.open("rb") as handle:  # bytes: a decoding error names its own line
-                for number, raw in enumerate(handle, 1):
-                    try:
-                        line = raw.decode("utf-8")
-                    except UnicodeDecodeError as exc:
-                        raise ConfigError(
-                            f"{file}:{number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at "
-                            f"column {exc.start + 1}); save the file as UTF-8"
-                        ) from exc
-                    if line.strip():
-                        try:
-                            rows.append(json.loads(line))
-                        except json.JSONDecodeError as exc:
-                            raise ConfigError(f"{file}:{number}: not JSON ({exc.msg})") from exc
-        return _dataset(rows, files)
-    return load_dataset(kind, data_files=[str(f) for f in files], split="train")
+    if datafiles.file_kind(files) == "json":
+        return _dataset([row.values for row in datafiles.json_rows(files)], files)
+    return load_dataset(
+        datafiles.FORMATS[files[0].suffix], data_files=[str(f) for f in files], split="train"
+    )
 
 
 def _dataset(rows: list[dict[str, Any]], files: list[Path]) -> Dataset:
@@ -93,33 +65,23 @@ def _dataset(rows: list[dict[str, Any]], files: list[Path]) -> Dataset:
         ) from exc
 
 
-def _hash_files(files: list[Path]) -> str:
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(file.name.encode())
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 def load_source(
-    source: str, spec: JobSpec, cache: Path, fetch: Fetcher | None = None, field: str = "data"
+    source: str, spec: JobSpec, cache: Path, fetch: Fetcher | None = None, where: str = "data"
 ) -> tuple[Dataset, str]:
     """One split's rows and the fingerprint of its content. ``s3://`` sources come through
     ``fetch`` (staged ones checked against their content address)."""
     if source.startswith("s3://"):
         fetcher = fetch or Fetcher(None, spec.storage, cache)
-        files = fetcher.data_files(field, source)
+        files = fetcher.data_files(where, source)
         if not files:
             raise ConfigError(f"{source}: no .jsonl, .csv or .parquet objects there")
-        return _read_local(files), _hash_files(files)
+        return _read_local(files), datafiles.hash_files(files)
     path = Path(source)
     if path.exists():
-        files = _local_files(path)
-        return _read_local(files), _hash_files(files)
-    if source.startswith((".", "/")) or path.suffix in _FORMATS:
-        raise ConfigError(f"{source}: no such file or folder")
+        files = datafiles.local_files(path)
+        return _read_local(files), datafiles.hash_files(files)
+    if looks_local(source):
+        raise ConfigError(f"{where}: {missing_path(source)}")
     name, _, split = source.partition(":")
     try:
         data = load_dataset(
@@ -135,12 +97,12 @@ def load_splits(spec: JobSpec, cache: Path, fetch: Fetcher | None = None) -> Spl
     """Load every split the spec names; hold out a seeded eval split when none is given."""
     d = spec.data
     loaded: dict[str, Dataset] = {}
-    prints: list[str] = []
+    prints: dict[str, str] = {}
     sources: dict[str, str] = {}
     for split, source in (("train", d.train), ("eval", d.eval), ("test", d.test)):
         if source:
             loaded[split], fingerprint = load_source(source, spec, cache, fetch, f"data.{split}")
-            prints.append(f"{split}={fingerprint}")
+            prints[split] = fingerprint
             sources[split] = source
     if "train" in loaded and "eval" not in loaded:
         parts = loaded["train"].train_test_split(test_size=d.validation_split, seed=spec.train.seed)
@@ -156,8 +118,14 @@ def load_splits(spec: JobSpec, cache: Path, fetch: Fetcher | None = None) -> Spl
     for split, data in loaded.items():
         if len(data) == 0:
             raise ConfigError(f"data.{split}: {sources.get(split, split)} has no rows")
-    fingerprint = hashlib.sha256("\n".join(prints).encode()).hexdigest()
-    return Splits(loaded.get("train"), loaded.get("eval"), loaded.get("test"), fingerprint, sources)
+    return Splits(
+        loaded.get("train"),
+        loaded.get("eval"),
+        loaded.get("test"),
+        datafiles.combined_fingerprint(prints),
+        sources,
+        prints,
+    )
 
 
 def require_columns(splits: Splits, columns: dict[str, str]) -> None:
@@ -179,48 +147,17 @@ def infer_labels(
     sequence: bool,
     field: str = "data.label_column",
 ) -> list[str]:
-    """Label names in id order: the spec's, or every label seen (for NER: "O" first).
+    """Label names in id order (see :func:`kubetune.datafiles.label_names`)."""
 
-    Raises:
-        ConfigError: a row without a label, labels that mix ids and names, or a label the
-            spec does not list.
-    """
-    seen: dict[str, set[Any]] = {}
-    for split, data in splits.present().items():
-        values: set[Any] = set()
+    def pairs(split: str, data: Dataset) -> Iterator[tuple[str, Any]]:
+        source = splits.sources.get(split, split)
         for row, value in enumerate(data[column], 1):
-            found = value if sequence else [value]
-            if value is None or any(v is None for v in found):
-                raise ConfigError(
-                    f"{field}: row {row} of the {split} data ({splits.sources.get(split, split)})"
-                    f" has no {column!r}; give every row one, or leave the row out"
-                )
-            values.update(found)
-        seen[split] = values
-    every = set().union(*seen.values())
-    kinds = {"ids" if isinstance(v, int) and not isinstance(v, bool) else "names" for v in every}
-    if len(kinds) > 1:
-        shown = "; ".join(
-            f"{split}: {', '.join(sorted(map(repr, values), key=len)[:3])}"
-            for split, values in seen.items()
-        )
-        raise ConfigError(
-            f"{field}: the labels mix ids and names ({shown}); use names (or ids and data.labels)"
-            " in every split"
-        )
-    if given is not None:
-        names = list(given)
-        if kinds == {"ids"}:
-            bad = sorted(v for v in every if not 0 <= v < len(names))
-        else:
-            bad = sorted(str(v) for v in every if str(v) not in names)
-        if bad:
-            raise ConfigError(f"data.labels: the data has labels {bad[:5]} that are not listed")
-        return names
-    if kinds == {"ids"}:
-        raise ConfigError("data.labels: the data holds label ids; list the label names in order")
-    names = sorted(str(v) for v in every)
-    if sequence and "O" in names:
-        names.remove("O")
-        names.insert(0, "O")
-    return names
+            yield f"row {row} of the {split} data ({source})", value
+
+    return datafiles.label_names(
+        {split: pairs(split, data) for split, data in splits.present().items()},
+        column,
+        given,
+        sequence=sequence,
+        field=field,
+    )

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from kubetune import checkpoints, launch, sweep
+from kubetune import checkpoints, launch, preflight, sweep
 from kubetune import spec as specmod
 from kubetune.errors import ConfigError, KubetuneError
 from kubetune.faults import failpoint
@@ -64,17 +64,7 @@ def resolve_model_path(name: str, fetch: Fetcher | None = None, field: str = "mo
             raise ConfigError(f"{field}: {name}: an s3:// model folder needs the run's store")
         return str(fetch.folder(field, name))
     if name.startswith("pkg:"):
-        from importlib import resources
-
-        package, _, rest = name[4:].partition("/")
-        try:
-            root = resources.files(package)
-        except ModuleNotFoundError:
-            raise ConfigError(f"model.name: {name} needs the package {package} installed") from None
-        path = Path(str(root.joinpath(rest)))
-        if not path.is_dir():
-            raise ConfigError(f"model.name: {name}: no folder {rest!r} in package {package}")
-        return str(path)
+        return str(preflight.package_folder(name, field))
     return name
 
 
@@ -201,6 +191,7 @@ def run(spec_path: str) -> Outcome:
     if location.store.exists(location.key("run.json")):
         previous = location.store.read_json(location.key("run.json"))
         if previous.get("status") == "completed":
+            _refuse_changed_data(resolved, location, previous)
             emit("done", already=True, url=location.url, metrics=previous.get("metrics", {}))
             print(
                 f"kubetune: {run_id} already finished at {location.url}; nothing to do", flush=True
@@ -225,6 +216,16 @@ def run(spec_path: str) -> Outcome:
         with suppress(StoreError):
             run_record.write("failed", error=line.splitlines()[0] if line else type(exc).__name__)
         raise
+
+
+def _refuse_changed_data(
+    resolved: sweep.ResolvedRun, location: RunLocation, previous: dict[str, Any]
+) -> None:
+    """A finished run whose local data changed since is not "already finished": say so."""
+    prints = preflight.local_prints(resolved.spec)
+    changed = preflight.data_changes(previous, prints) if prints else []
+    if changed:
+        raise ConfigError(preflight.changed_data_message(resolved, location.url, changed))
 
 
 #: How long the other ranks wait for rank 0 to store the final model or the stop's checkpoint.
@@ -303,6 +304,9 @@ def _train(
         )
     else:
         spec_here = spec
+    # The pre-flight checks of `kubetune run`, on the folders this attempt loads: a Job with
+    # a mistake fails at once (exit 2) instead of in a tensor-size error after loading.
+    preflight.check_model(_with_model(spec_here, model_path), probe_hub=False)
     if main:
         location.store.write_text(location.key("spec.yaml"), specmod.dump(spec))
     run_record.write("running", **_pinned(spec, resolved, location, splits, model_path))
@@ -348,6 +352,7 @@ def _pinned(
         "inputs": recorded_inputs(),
         "data": {
             "fingerprint": splits.fingerprint,
+            "fingerprints": splits.fingerprints,
             "sources": splits.sources,
             "rows": {k: len(v) for k, v in splits.present().items()},
         },
@@ -362,6 +367,10 @@ def _pinned(
         "git": record.git_state(Path.cwd()),
         "hardware": record.hardware(),
     }
+
+
+def _with_model(spec: specmod.JobSpec, path: str) -> specmod.JobSpec:
+    return spec.model_copy(update={"model": spec.model.model_copy(update={"name": path})})
 
 
 @dataclass
