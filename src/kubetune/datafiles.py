@@ -22,23 +22,27 @@ from kubetune.errors import ConfigError
 FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
-def local_files(path: Path) -> list[Path]:
-    """The data files of a local source: the file itself, or a folder's files in order."""
+def local_files(path: Path, field: str) -> list[Path]:
+    """The data files of a local source (the spec's ``field``): the file itself, or a
+    folder's files in order."""
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix in FORMATS and p.is_file())
         if not files:
-            raise ConfigError(f"{path}: no .jsonl, .csv or .parquet files in this folder")
+            raise ConfigError(f"{field}: {path}: no .jsonl, .csv or .parquet files in this folder")
         return files
     if path.suffix not in FORMATS:
-        raise ConfigError(f"{path}: use a .jsonl, .csv or .parquet file")
+        raise ConfigError(f"{field}: {path}: use a .jsonl, .csv or .parquet file")
     return [path]
 
 
-def file_kind(files: list[Path]) -> str:
+def file_kind(files: list[Path], field: str) -> str:
     """``json``, ``csv`` or ``parquet``: one kind per source."""
     kinds = {FORMATS[f.suffix] for f in files}
     if len(kinds) > 1:
-        raise ConfigError(f"{files[0].parent}: mixes file formats ({', '.join(sorted(kinds))})")
+        raise ConfigError(
+            f"{field}: {files[0].parent} mixes file formats ({', '.join(sorted(kinds))}); "
+            "keep one kind per folder"
+        )
     return kinds.pop()
 
 
@@ -99,9 +103,9 @@ def table_rows(files: list[Path], kind: str) -> Iterator[Row]:
             yield Row(values, where)
 
 
-def read_rows(files: list[Path]) -> list[Row]:
+def read_rows(files: list[Path], field: str) -> list[Row]:
     """Every row of a local source's files."""
-    kind = file_kind(files)
+    kind = file_kind(files, field)
     return list(json_rows(files) if kind == "json" else table_rows(files, kind))
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -298,8 +298,8 @@ def read_local(spec: JobSpec, spec_path: str | None) -> LocalData:
             found.all_local = False
             _hub_dataset(source, where)
             continue
-        files = datafiles.local_files(path)
-        found.rows[split] = datafiles.read_rows(files)
+        files = datafiles.local_files(path, where)
+        found.rows[split] = datafiles.read_rows(files, where)
         found.prints[split] = datafiles.hash_files(files)
         if not found.rows[split]:
             raise ConfigError(f"{where}: {source} has no rows")
@@ -483,7 +483,7 @@ def local_prints(spec: JobSpec) -> dict[str, str] | None:
         path = Path(source)
         if source.startswith("s3://") or not path.exists():
             return None
-        prints[split] = datafiles.hash_files(datafiles.local_files(path))
+        prints[split] = datafiles.hash_files(datafiles.local_files(path, f"data.{split}"))
     return prints
 
 
@@ -514,25 +514,32 @@ def check_runs(runs: list[ResolvedRun], spec_path: str | None, store: str | None
         WorldError: the network or a store failed (exit 1).
     """
     issues: list[Issue] = []
-    world: WorldError | None = None
-    for check in _checks(runs, spec_path, store):
+    world: list[WorldError] = []
+
+    def attempt(check: Callable[[], None]) -> bool:
         try:
             check()
         except WorldError as exc:
-            world = world or exc
+            world.append(exc)
         except KubetuneError as exc:
-            for line in exc.lines():
-                if all(str(i) != line for i in issues):
-                    issues.append(Issue("", line))
+            issues.extend(Issue("", line) for line in exc.lines() if line not in map(str, issues))
+        else:
+            return True
+        return False
+
+    if store is not None and not attempt(lambda uri=store: check_store(uri, create=True)):  # type: ignore[misc]
+        store = None  # the finished runs in it cannot be looked at either
+    for check in _checks(runs, spec_path, store):
+        attempt(check)
     if issues:
         raise InputsError(issues)
-    if world is not None:
-        raise world
+    if world:
+        raise world[0]
 
 
-def _checks(runs: list[ResolvedRun], spec_path: str | None, store: str | None) -> Iterator[Any]:
-    if store is not None:
-        yield lambda: check_store(store, create=True)
+def _checks(
+    runs: list[ResolvedRun], spec_path: str | None, store: str | None
+) -> Iterator[Callable[[], None]]:
     models: set[tuple[str, ...]] = set()
     datas: dict[str, LocalData] = {}
     for run in runs:
@@ -546,7 +553,7 @@ def _checks(runs: list[ResolvedRun], spec_path: str | None, store: str | None) -
         )
         if model_key not in models:
             models.add(model_key)
-            yield lambda spec=spec: check_model(spec)
+            yield lambda spec=spec: check_model(spec)  # type: ignore[misc]
         data_key = spec.data.model_dump_json() + spec.task + str(spec.prompt)
 
         def data_check(spec: JobSpec = spec, key: str = data_key, run: ResolvedRun = run) -> None:

@@ -42,8 +42,8 @@ class Splits:
         }
 
 
-def _read_local(files: list[Path]) -> Dataset:
-    if datafiles.file_kind(files) == "json":
+def _read_local(files: list[Path], where: str) -> Dataset:
+    if datafiles.file_kind(files, where) == "json":
         return _dataset([row.values for row in datafiles.json_rows(files)], files)
     return load_dataset(
         datafiles.FORMATS[files[0].suffix], data_files=[str(f) for f in files], split="train"
@@ -75,11 +75,11 @@ def load_source(
         files = fetcher.data_files(where, source)
         if not files:
             raise ConfigError(f"{source}: no .jsonl, .csv or .parquet objects there")
-        return _read_local(files), datafiles.hash_files(files)
+        return _read_local(files, where), datafiles.hash_files(files)
     path = Path(source)
     if path.exists():
-        files = datafiles.local_files(path)
-        return _read_local(files), datafiles.hash_files(files)
+        files = datafiles.local_files(path, where)
+        return _read_local(files, where), datafiles.hash_files(files)
     if looks_local(source):
         raise ConfigError(f"{where}: {missing_path(source)}")
     name, _, split = source.partition(":")
