@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubetune import spec
+from kubetune import spec, sweep
 
 from conftest import ROOT, base_spec
 
@@ -246,3 +246,17 @@ def test_debug_keeps_the_cause_of_a_user_error(
     assert run_main(monkeypatch, "render", str(spec_file)) == 2
     err = capsys.readouterr().err
     assert "direct cause of the following exception" in err and "yaml" in err
+
+
+def test_sweep_table_at_60_columns_keeps_run_ids_and_values_whole(write_spec: Any) -> None:
+    data = base_spec(name="bbc-news-grid", sweep={"parameters": {
+        "train.learning_rate": {"values": [2e-5, 1e-4]}, "train.weight_decay": {"values": [0.01]},
+        "lora.r": {"values": [4, 16]}}})  # fmt: skip
+    path = write_spec(data)
+    proc = kubetune("sweep", str(path), env={"COLUMNS": "60"})
+    assert proc.returncode == 0, proc.stderr
+    run_ids = [r.run_id for r in sweep.expand(spec.load(path), str(path))]
+    rows = [line for line in proc.stdout.splitlines() if "bbc-news-grid-" in line]
+    assert len(rows) == 4 and all(any(f" {r} " in line for line in rows) for r in run_ids)
+    assert {v for line in rows for v in ("2e-05", "0.0001", "0.01", "16") if v in line} == {
+        "2e-05", "0.0001", "0.01", "16"}  # fmt: skip

@@ -367,3 +367,24 @@ def test_metric_names_that_are_timings() -> None:
         )
     )
     assert not any(runs.is_timing(n) for n in ("accuracy", "loss", "rougeL", "perplexity"))
+
+
+def test_list_table_at_60_columns_keeps_run_ids_and_parameter_values_whole() -> None:
+    from rich.console import Console
+
+    points = {"bbc-news-grid-29ed0de5": (2e-5, 8), "bbc-news-grid-0a1b2c3d": (1e-4, 16)}
+    infos = [
+        runs.RunInfo(
+            RunLocation(FileStore("file:///x"), "bbc-news-grid", run_id),
+            record("completed", run_id, params={"train.learning_rate": lr, "lora.r": r}),
+        )
+        for run_id, (lr, r) in points.items()
+    ]
+    console = Console(width=60, record=True, soft_wrap=True)  # as the CLI's console
+    for table in runs.list_tables(infos):
+        console.print(table)
+    rows = {line.split("│")[1].strip(): line for line in console.export_text().splitlines()
+            if line.startswith("│ bbc-news-grid-")}  # fmt: skip
+    assert set(rows) == set(points), "every run id whole, on its row's first line"
+    assert "2e-05" in rows["bbc-news-grid-29ed0de5"] and "0.0001" in rows["bbc-news-grid-0a1b2c3d"]
+    assert "│ 16 " in rows["bbc-news-grid-0a1b2c3d"]

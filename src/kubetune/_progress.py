@@ -16,6 +16,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from kubetune._tables import add_id_column
 from kubetune.local import Display, Outcome, tail
 from kubetune.sweep import ResolvedRun
 
@@ -109,7 +110,7 @@ class RichDisplay(Display):
             m for m in _HEADLINE if any(m in o.metrics.get(s, {}) for o in done for s in splits)
         ][:2]
         table = Table(title="kubetune run")
-        table.add_column("run id", style="cyan", no_wrap=True)
+        add_id_column(table, "run id", [o.run.run_id for o in done])
         for split in splits:
             for name in names:
                 table.add_column(f"{split}\n{name}", justify="right")

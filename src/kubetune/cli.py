@@ -133,20 +133,31 @@ def validate(specs: Annotated[list[Path], typer.Argument(help="Job spec files.")
 @app.command("sweep")
 def sweep_cmd(spec: SpecArg, set_: SetOpt = None) -> None:
     """List the runs a spec expands to: run id and parameter values."""
+    from rich.markup import escape
     from rich.table import Table
+
+    from kubetune._tables import add_id_column, add_value_column
 
     job, runs = _load(spec, set_)
     columns: list[str] = []
     for run in runs:
         columns += [p for p in run.params if p not in columns]
+    cells = {c: [escape(_param(run.params, c)) for run in runs] for c in columns}
     table = Table(title=f"{job.name}: {len(runs)} run{'s' if len(runs) != 1 else ''}")
-    table.add_column("#", justify="right")
-    table.add_column("run id", style="cyan", no_wrap=True)
+    table.add_column("#", justify="right", no_wrap=True, min_width=len(str(len(runs) - 1)))
+    add_id_column(table, "run id", [run.run_id for run in runs])
     for column in columns:
-        table.add_column(column)
-    for run in runs:
-        table.add_row(str(run.index), run.run_id, *(_fmt(run.params.get(c)) for c in columns))
+        add_value_column(table, column, cells[column])
+    for i, run in enumerate(runs):
+        table.add_row(str(run.index), run.run_id, *(cells[c][i] for c in columns))
     _console(stderr=False).print(table)
+
+
+def _param(params: dict[str, Any], name: str) -> str:
+    """A run's value of a sweep parameter: "null" where it sets null, "—" where nothing."""
+    if name not in params:
+        return "—"
+    return "null" if params[name] is None else _fmt(params[name])
 
 
 def _fmt(value: Any) -> str:
@@ -669,6 +680,8 @@ def _submit_table(outcomes: list[Outcome], namespace: str, dry_run: bool) -> Any
     from rich.markup import escape
     from rich.table import Table
 
+    from kubetune._tables import add_id_column
+
     title = (
         f"dry run in {namespace}: checked by the API server, nothing stored"
         if dry_run
@@ -676,7 +689,7 @@ def _submit_table(outcomes: list[Outcome], namespace: str, dry_run: bool) -> Any
     )
     styles = {"created": "green", "unchanged": "green", "conflict": "yellow", "failed": "red"}
     table = Table(title=escape(title))
-    table.add_column("run id", style="cyan", no_wrap=True)
+    add_id_column(table, "run id", [o.run_id for o in outcomes])
     table.add_column("result")
     table.add_column("detail")
     for o in outcomes:
