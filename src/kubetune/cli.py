@@ -238,9 +238,9 @@ def run_cmd(
 
     _job, runs = _load(spec, set_, only=run)
     uri = local.check_store(store or os.environ.get("KUBETUNE_STORE") or DEFAULT_STORE)
-    from kubetune._progress import RichDisplay
+    from kubetune._progress import display_for
 
-    display = RichDisplay(_console())
+    display = display_for(_console(), _console(stderr=False))
     outcomes = []
     for item in runs:
         outcome = local.run_one(item, uri, display)
@@ -477,13 +477,13 @@ def _reproduce_local(recorded: Recorded, store: str, tolerance: float | None) ->
     from rich.markup import escape
 
     from kubetune import reproduce as repro
-    from kubetune._progress import RichDisplay
+    from kubetune._progress import display_for
     from kubetune.errors import EXIT_INTERRUPTED, EXIT_USER, EXIT_WORLD
 
     plan = repro.plan_local(recorded, store, tolerance)
     _warn(repro.environment_differences(recorded.record))
     console = _console()
-    result = repro.run_local(plan, RichDisplay(console))
+    result = repro.run_local(plan, display_for(console, _console(stderr=False)))
     status = result.outcome.status
     if status == "interrupted":
         raise typer.Exit(EXIT_INTERRUPTED)
