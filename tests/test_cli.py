@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
-from kubetune import spec
+from kubetune import spec, sweep
 
 from conftest import ROOT, base_spec
 
@@ -154,3 +155,108 @@ def test_laptop_path_never_imports_an_ml_framework(write_spec: Any, tmp_path: Pa
                               text=True, cwd=ROOT, timeout=120)  # fmt: skip
         assert proc.returncode == 0, (args, proc.stderr)
         assert "ATTEMPTED=\n" in proc.stderr or proc.stderr.endswith("ATTEMPTED=\n"), args
+
+
+# --- Ctrl-C: one line, exit 130, in every command ---------------------------------------
+
+
+def run_main(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
+    """``kubetune ARGS`` through the console-script entry point, in this process."""
+    from kubetune import cli
+
+    monkeypatch.setattr(sys, "argv", ["kubetune", *args])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    code = exited.value.code
+    assert isinstance(code, int)
+    return code
+
+
+def press(stop: BaseException) -> Any:
+    """A stand-in for the library call a command is blocked in when the user stops it."""
+
+    def blocked(*args: Any, **kwargs: Any) -> Any:
+        raise stop
+
+    return blocked
+
+
+@pytest.mark.parametrize(
+    ("args", "module", "blocked_in"),
+    [
+        (["schema"], "kubetune.spec", "json_schema"),
+        (["validate", "job.yaml"], "kubetune.spec", "load_raw"),
+        (["sweep", "job.yaml"], "kubetune.spec", "load_raw"),
+        (["runs", "list", "file://./runs"], "kubetune.runs", "find"),
+        (["data", "prepare", "bbc-news", "out"], "kubetune.prepare", "prepare"),
+        (["report", "file://./runs"], "kubetune.report", "build_report"),
+        (["list"], "kubetune.cluster", "connect"),
+    ],
+)
+def test_ctrl_c_in_a_command_is_one_line_and_exit_130(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    module: str,
+    blocked_in: str,
+) -> None:
+    monkeypatch.setattr(f"{module}.{blocked_in}", press(KeyboardInterrupt()))
+    assert run_main(monkeypatch, *args) == 130
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", "interrupted\n")
+
+
+def test_ctrl_c_with_debug_shows_the_traceback_and_still_exits_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KUBETUNE_DEBUG", "1")
+    monkeypatch.setattr("kubetune.spec.json_schema", press(KeyboardInterrupt()))
+    assert run_main(monkeypatch, "schema") == 130
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "KeyboardInterrupt" in err
+    assert err.rstrip().endswith("kubetune.errors.Interrupted: interrupted")
+
+
+def test_an_abort_is_a_stop_too(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import typer
+
+    monkeypatch.setattr("kubetune.spec.json_schema", press(typer.Abort()))
+    assert run_main(monkeypatch, "schema") == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+
+def test_a_commands_own_exit_code_passes_through_untouched(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import typer
+
+    monkeypatch.setattr("kubetune.spec.json_schema", press(typer.Exit(130)))
+    assert run_main(monkeypatch, "schema") == 130
+    assert capsys.readouterr().err == ""
+
+
+def test_debug_keeps_the_cause_of_a_user_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    spec_file = tmp_path / "job.yaml"
+    spec_file.write_text("name: [unclosed\n", encoding="utf-8")
+    monkeypatch.setenv("KUBETUNE_DEBUG", "1")
+    assert run_main(monkeypatch, "render", str(spec_file)) == 2
+    err = capsys.readouterr().err
+    assert "direct cause of the following exception" in err and "yaml" in err
+
+
+def test_sweep_table_at_60_columns_keeps_run_ids_and_values_whole(write_spec: Any) -> None:
+    data = base_spec(name="bbc-news-grid", sweep={"parameters": {
+        "train.learning_rate": {"values": [2e-5, 1e-4]}, "train.weight_decay": {"values": [0.01]},
+        "lora.r": {"values": [4, 16]}}})  # fmt: skip
+    path = write_spec(data)
+    proc = kubetune("sweep", str(path), env={"COLUMNS": "60"})
+    assert proc.returncode == 0, proc.stderr
+    run_ids = [r.run_id for r in sweep.expand(spec.load(path), str(path))]
+    rows = [line for line in proc.stdout.splitlines() if "bbc-news-grid-" in line]
+    assert len(rows) == 4 and all(any(f" {r} " in line for line in rows) for r in run_ids)
+    assert {v for line in rows for v in ("2e-05", "0.0001", "0.01", "16") if v in line} == {
+        "2e-05", "0.0001", "0.01", "16"}  # fmt: skip

@@ -436,3 +436,20 @@ def test_a_pod_whose_config_map_volume_is_missing_is_stuck_at_once() -> None:
         "ConfigMap bbc-topic-1c0ffee1 not found in ml-team for 1m00s: submit the run again "
         "(it re-creates its ConfigMap) or kubetune cancel it"
     )
+
+
+def test_status_table_at_60_columns_keeps_run_ids_and_parameter_values_whole() -> None:
+    from rich.console import Console
+
+    points = (("29ed0de5", 2e-5, 8), ("0a1b2c3d", 1e-4, 16))
+    params = [{"train.learning_rate": lr, "lora.r": r} for _h, lr, r in points]
+    rows = [
+        js.RunRow(f"bbc-news-grid-{h}", p, js.Phase("Running"))
+        for (h, _lr, _r), p in zip(points, params, strict=True)
+    ]
+    console = Console(width=60, record=True, soft_wrap=True)  # as the CLI's console
+    console.print(js.status_table("sweep bbc-news-grid in ml", rows))
+    lines = [line for line in console.export_text().splitlines() if "bbc-news-grid-" in line]
+    assert "│ bbc-news-grid-29ed0de5 │ 2e-05 " in lines[0] and "│ 8 " in lines[0]
+    assert "│ bbc-news-grid-0a1b2c3d │ 0.0001 " in lines[1] and "│ 16 " in lines[1]
+    assert all("│ Running " in line for line in lines)

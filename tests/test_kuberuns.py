@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import copy
 import os
+import queue
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -291,24 +294,63 @@ def test_watch_lists_again_when_its_version_is_too_old(kube: FakeKube, write_spe
         updates.close()
 
 
-def test_status_watch_redraws_until_ctrl_c_and_exits_0(kube: FakeKube, write_spec: Any) -> None:
+class Cli:
+    """``kubetune …`` as a user runs it: a real process, its stdout read line by line as it
+    comes (a thread feeds a queue, so a test waits on a line, never on time)."""
+
+    #: Only for a hang: a line that never comes fails the test instead of blocking it.
+    PATIENCE_S = 120
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kubetune.cli", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "COLUMNS": "300"},
+        )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_for(self, text: str) -> None:
+        """Read stdout until a line holding ``text`` has been printed."""
+        while True:
+            line = self.lines.get(timeout=self.PATIENCE_S)
+            assert line is not None, f"exited before printing {text!r}: {self.seen}"
+            self.seen.append(line)
+            if text in line:
+                return
+
+    def ctrl_c(self) -> tuple[int, list[str]]:
+        """SIGINT, as a terminal's Ctrl-C sends it; the exit code and the stderr lines."""
+        self.proc.send_signal(signal.SIGINT)
+        assert self.proc.stderr is not None
+        code = self.proc.wait(timeout=self.PATIENCE_S)
+        return code, self.proc.stderr.read().splitlines()
+
+
+def test_status_watch_prints_each_change_until_ctrl_c_then_exits_130(
+    kube: FakeKube, write_spec: Any
+) -> None:
     _path, (run_id,) = submitted(write_spec, base_spec())
-
-    def cluster_moves_then_user_presses_ctrl_c() -> None:
-        # Ctrl-C only once both watch streams are open: a slow machine must not press it
-        # before the watch has begun.
-        deadline = time.monotonic() + 60
-        while len(kube.watchers) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+    watching = Cli("status", run_id, "--watch")
+    try:
+        # Not a terminal: the first table, then a whole table again at each change.
+        watching.wait_for(f"│ {run_id}")
         set_job(kube, run_id, conditions=[condition("Complete")])
-        time.sleep(1.0)
-        os.kill(os.getpid(), signal.SIGINT)
-
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as in a terminal
-    threading.Thread(target=cluster_moves_then_user_presses_ctrl_c, daemon=True).start()
-    ran = kubetune("status", run_id, "--watch")
-    assert ran.code == 0, ran.errors
-    assert table(ran.stdout)[run_id][0] == "Succeeded"
+        watching.wait_for("Succeeded")
+    finally:
+        code, errors = watching.ctrl_c()
+    assert code == 130
+    assert errors == ["interrupted: stopped watching; the runs go on in the cluster"]
+    assert table("".join(watching.seen))[run_id][0] == "Succeeded"
 
 
 # --- logs ---------------------------------------------------------------------------------
@@ -349,6 +391,24 @@ def test_logs_follow_prints_lines_as_the_trainer_writes_them(
     assert ran.code == 0, ran.errors
     assert ran.stdout == "step 1\nstep 2\nstep 3\ndone\n"
     assert kube.requests[-1].query == {"container": "trainer", "follow": "true"}
+
+
+def test_logs_follow_stops_on_ctrl_c_with_one_line_and_exit_130(
+    kube: FakeKube, write_spec: Any
+) -> None:
+    _path, (run_id,) = submitted(write_spec, base_spec())
+    add_pod(kube, run_id, "p", state=RUNNING)
+    kube.append_log(NS, "p", "step 1\n")
+    following = Cli("logs", run_id, "--follow")
+    try:
+        following.wait_for("step 1")
+    finally:
+        code, errors = following.ctrl_c()
+    assert code == 130
+    assert errors == [
+        "pod p (Running)",
+        "interrupted: stopped following the log; the run goes on in the cluster",
+    ]
 
 
 def test_logs_of_a_multi_node_run_take_the_pod_of_the_rank(kube: FakeKube, write_spec: Any) -> None:

@@ -32,6 +32,9 @@ def test_run_trains_prints_a_summary_and_does_not_retrain(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout + proc.stderr
     assert "kubetune run" in out and "accuracy" in out and "eval" in out and "test" in out
+    # Not a terminal: progress as plain lines on stderr, the results table on stdout.
+    assert "steps/s" in proc.stderr and "ETA" in proc.stderr and "eval accuracy" in proc.stderr
+    assert "kubetune run" in proc.stdout and "steps/s" not in proc.stdout
     runs = sorted((tmp_path / "runs" / "tiny-cls").iterdir())
     assert len(runs) == 2
     assert all((r / "run.json").is_file() and (r / "final" / "config.json").is_file() for r in runs)

@@ -215,11 +215,17 @@ def test_list_bad_uri_is_one_line_exit_2(tmp_path: Path, uri: str, message: str)
 
 
 class OverlapStore(FileStore):
-    """A file store whose first reads wait for a second one to start (up to 10 s each):
-    reads made one at a time show up as a store that never had two in flight."""
+    """A file store whose reads each wait until ``expected`` reads are in flight together,
+    and which counts the most that ever were: a reader that never has that many running
+    at once hangs here (until the guard below fails it) instead of passing on a fast
+    machine, and one that runs more shows up in ``most``."""
 
-    def __init__(self, uri: str) -> None:
+    #: Only for a hang: the reads a correct reader makes never wait this long.
+    PATIENCE_S = 120
+
+    def __init__(self, uri: str, expected: int) -> None:
         super().__init__(uri)
+        self.expected = expected
         self.changed = threading.Condition()
         self.in_flight = 0
         self.most = 0
@@ -229,7 +235,8 @@ class OverlapStore(FileStore):
             self.in_flight += 1
             self.most = max(self.most, self.in_flight)
             self.changed.notify_all()
-            self.changed.wait_for(lambda: self.most > 1, timeout=10)
+            met = self.changed.wait_for(lambda: self.most >= self.expected, self.PATIENCE_S)
+            assert met, f"never {self.expected} reads at once (at most {self.most})"
         try:
             return super().read_bytes(key)
         finally:
@@ -237,14 +244,15 @@ class OverlapStore(FileStore):
                 self.in_flight -= 1
 
 
-def test_records_are_read_concurrently_and_kept_in_order(tmp_path: Path) -> None:
-    store = OverlapStore(f"file://{tmp_path}")
+def test_records_are_read_concurrently_bounded_and_kept_in_order(tmp_path: Path) -> None:
+    store = OverlapStore(f"file://{tmp_path}", expected=4)
     locations = [
         write_run(store, "s", f"s-{i:08d}", record("completed", f"s-{i:08d}")) for i in range(12)
     ]
-    infos = runs.read_all(locations)
-    assert store.most > 1
+    infos = runs.read_all(locations, workers=4)
+    assert store.most == 4, "as many reads at once as there are workers, never more"
     assert [i.run_id for i in infos] == [loc.run_id for loc in locations]
+    assert all(i.status == "completed" for i in infos)
 
 
 def test_an_unreadable_record_does_not_hide_the_others(store: FileStore) -> None:
@@ -367,3 +375,24 @@ def test_metric_names_that_are_timings() -> None:
         )
     )
     assert not any(runs.is_timing(n) for n in ("accuracy", "loss", "rougeL", "perplexity"))
+
+
+def test_list_table_at_60_columns_keeps_run_ids_and_parameter_values_whole() -> None:
+    from rich.console import Console
+
+    points = {"bbc-news-grid-29ed0de5": (2e-5, 8), "bbc-news-grid-0a1b2c3d": (1e-4, 16)}
+    infos = [
+        runs.RunInfo(
+            RunLocation(FileStore("file:///x"), "bbc-news-grid", run_id),
+            record("completed", run_id, params={"train.learning_rate": lr, "lora.r": r}),
+        )
+        for run_id, (lr, r) in points.items()
+    ]
+    console = Console(width=60, record=True, soft_wrap=True)  # as the CLI's console
+    for table in runs.list_tables(infos):
+        console.print(table)
+    rows = {line.split("│")[1].strip(): line for line in console.export_text().splitlines()
+            if line.startswith("│ bbc-news-grid-")}  # fmt: skip
+    assert set(rows) == set(points), "every run id whole, on its row's first line"
+    assert "2e-05" in rows["bbc-news-grid-29ed0de5"] and "0.0001" in rows["bbc-news-grid-0a1b2c3d"]
+    assert "│ 16 " in rows["bbc-news-grid-0a1b2c3d"]

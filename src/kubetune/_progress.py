@@ -1,4 +1,10 @@
-"""The rich display of ``kubetune run``: progress while training, a table at the end."""
+"""The displays of ``kubetune run``: progress while training, a table at the end.
+
+Progress and diagnostics go to one console (stderr), results (the table, where each run
+went) to another (stdout). On a terminal the progress is a live bar; elsewhere (a CI log,
+``| tee``, a pod's log) a live bar prints nothing until it ends, so :class:`PlainDisplay`
+prints lines instead: see :func:`display_for`.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from kubetune._tables import add_id_column
 from kubetune.local import Display, Outcome, tail
 from kubetune.sweep import ResolvedRun
 
@@ -24,9 +31,16 @@ from kubetune.sweep import ResolvedRun
 _HEADLINE = ("accuracy", "f1", "macro_f1", "rougeL", "rouge1", "bleu", "perplexity", "loss")
 
 
+def display_for(console: Console, results: Console) -> RichDisplay:
+    """A live bar on a terminal, plain lines anywhere else."""
+    kind = RichDisplay if console.is_terminal else PlainDisplay
+    return kind(console, results)
+
+
 class RichDisplay(Display):
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, results: Console | None = None) -> None:
         self.console = console
+        self.results = results or console
         self.progress: Progress | None = None
         self.task: TaskID | None = None
         self.metric = ""
@@ -49,20 +63,9 @@ class RichDisplay(Display):
     def event(self, run: ResolvedRun, event: dict[str, Any]) -> None:
         assert self.progress is not None and self.task is not None
         kind = event.get("event")
-        if kind == "model":
-            total, trainable = event["total"], event["trainable"]
-            labels = f", {event['labels']} labels" if event.get("labels") else ""
-            self.progress.console.print(
-                f"  model: {_count(total)} parameters, {_count(trainable)} trainable"
-                f" ({100 * trainable / max(total, 1):.1f}%){labels}"
-            )
-        elif kind == "resume":
-            self.progress.console.print(f"  resuming from the checkpoint at step {event['step']}")
-        elif kind == "checkpoint_rejected":
-            self.progress.console.print(
-                f"  [yellow]checkpoint at step {event['step']} rejected[/]: "
-                f"{escape(str(event.get('reason', '')))}"
-            )
+        note = _note(event)
+        if note:
+            self.progress.console.print(note)
         elif kind == "train_begin":
             self.progress.update(
                 self.task, description="training", total=event["max_steps"], completed=event["step"]
@@ -109,7 +112,7 @@ class RichDisplay(Display):
             m for m in _HEADLINE if any(m in o.metrics.get(s, {}) for o in done for s in splits)
         ][:2]
         table = Table(title="kubetune run")
-        table.add_column("run id", style="cyan", no_wrap=True)
+        add_id_column(table, "run id", [o.run.run_id for o in done])
         for split in splits:
             for name in names:
                 table.add_column(f"{split}\n{name}", justify="right")
@@ -125,9 +128,99 @@ class RichDisplay(Display):
             # Training time where the run trained; the whole run for a zero-shot baseline.
             seconds = o.metrics.get("train", {}).get("train_runtime", o.seconds)
             table.add_row(o.run.run_id, *cells, f"{seconds:.0f}s")
-        self.console.print(table)
+        self.results.print(table)
         for o in done:
-            self.console.print(f"  {o.run.run_id} → {o.url}")
+            self.results.print(f"  {o.run.run_id} → {o.url}")
+
+
+class PlainDisplay(RichDisplay):
+    """Progress as lines, for a console that is not a terminal: one per evaluation, and one
+    each :data:`LINES`-th of training (and at its last step) with step/total, loss, the latest
+    eval metric, steps per second and the time left. The pace comes from the trainer's own
+    ``elapsed``, so the same events always print the same lines."""
+
+    #: Step lines per run: one each tenth of training.
+    LINES = 10
+
+    def __init__(self, console: Console, results: Console | None = None) -> None:
+        super().__init__(console, results)
+        self.first = 0  # the step training (re)started at
+        self.every = 1
+        self.printed = -1
+
+    def start(self, run: ResolvedRun) -> None:
+        params = ", ".join(f"{k}={v}" for k, v in run.params.items())
+        self.console.print(f"[bold]{run.run_id}[/] {escape(params)}".rstrip())
+        self.first, self.every, self.printed = 0, 1, -1
+
+    def event(self, run: ResolvedRun, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        note = _note(event)
+        if note:
+            self.console.print(note)
+        elif kind == "train_begin":
+            self.first = event["step"]
+            self.every = max(1, (event["max_steps"] - self.first) // self.LINES)
+            self.console.print(f"  training: steps {self.first}→{event['max_steps']}")
+        elif kind == "step":
+            step, total = event["step"], event["max_steps"]
+            if step != self.printed and ((step - self.first) % self.every == 0 or step == total):
+                self.printed = step
+                self.console.print(f"  {_step_line(event, self.first, self.metric)}")
+        elif kind == "eval" and isinstance(event.get("value"), (int, float)):
+            self.metric = f"eval {event['metric']} {event['value']:.4f}"
+            self.console.print(f"  step {event['step']}: {self.metric}")
+
+    def finish(self, outcome: Outcome) -> None:
+        self.progress = None  # there is no bar to stop
+        super().finish(outcome)
+
+
+def _note(event: dict[str, Any]) -> str:
+    """The line of an event that is said once (the model, a resume, a rejected checkpoint)."""
+    kind = event.get("event")
+    if kind == "model":
+        total, trainable = event["total"], event["trainable"]
+        labels = f", {event['labels']} labels" if event.get("labels") else ""
+        return (
+            f"  model: {_count(total)} parameters, {_count(trainable)} trainable"
+            f" ({100 * trainable / max(total, 1):.1f}%){labels}"
+        )
+    if kind == "resume":
+        return f"  resuming from the checkpoint at step {event['step']}"
+    if kind == "checkpoint_rejected":
+        return (
+            f"  [yellow]checkpoint at step {event['step']} rejected[/]: "
+            f"{escape(str(event.get('reason', '')))}"
+        )
+    return ""
+
+
+def _step_line(event: dict[str, Any], first: int, metric: str) -> str:
+    """``step 120/1200 (10%)  loss 0.4321  eval accuracy 0.9012  2.31 steps/s  ETA 7m48s``"""
+    step, total = event["step"], event["max_steps"]
+    parts = [f"step {step}/{total} ({100 * step / max(total, 1):.0f}%)"]
+    loss = event.get("loss")
+    if isinstance(loss, (int, float)):
+        parts.append(f"loss {loss:.4f}")
+    if metric:
+        parts.append(metric)
+    elapsed = event.get("elapsed")
+    if isinstance(elapsed, (int, float)) and elapsed > 0 and step > first:
+        rate = (step - first) / elapsed
+        parts += [f"{rate:.2f} steps/s", f"ETA {_duration((total - step) / rate)}"]
+    return "  ".join(escape(p) for p in parts)
+
+
+def _duration(seconds: float) -> str:
+    """45s, 7m48s, 2h05m."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
 
 
 def _count(n: int) -> str:

@@ -91,22 +91,22 @@ def load(text: str, source: str | None = None) -> tuple[Any, dict[Path, int]]:
         raise SpecError(
             [Issue("", f"invalid YAML: character {exc.character!r} is not allowed in YAML text")],
             source,
-        ) from None
+        ) from exc
     except yaml.constructor.ConstructorError as exc:
-        raise SpecError([_constructor_issue(exc)], source) from None
+        raise SpecError([_constructor_issue(exc)], source) from exc
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
         problem = exc.problem or exc.context or "invalid YAML"
-        raise SpecError([Issue("", f"invalid YAML: {problem}", line)], source) from None
+        raise SpecError([Issue("", f"invalid YAML: {problem}", line)], source) from exc
     except yaml.YAMLError as exc:
-        raise SpecError([Issue("", f"invalid YAML: {exc}")], source) from None
-    except RecursionError:
-        raise SpecError([Issue("", "YAML nests too deeply")], source) from None
+        raise SpecError([Issue("", f"invalid YAML: {exc}")], source) from exc
+    except RecursionError as exc:
+        raise SpecError([Issue("", "YAML nests too deeply")], source) from exc
     except SpecError as exc:
-        raise SpecError(exc.issues, source) from None
+        raise SpecError(exc.issues, source) from exc
     except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as exc:
         # PyYAML's constructors raise these for explicit tags with bad values (!!int 1.5).
-        raise SpecError([Issue("", f"invalid YAML value: {exc}")], source) from None
+        raise SpecError([Issue("", f"invalid YAML value: {exc}")], source) from exc
     finally:
         if loader is not None:
             loader.dispose()

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 if TYPE_CHECKING:
     from kubetune.cluster import Cluster
@@ -22,7 +25,39 @@ if TYPE_CHECKING:
     from kubetune.submit import Outcome
     from kubetune.sweep import ResolvedRun
 
+
+class _Commands(TyperGroup):
+    """kubetune's command group: Ctrl-C anywhere in parsing or a command (a subgroup's too)
+    becomes :class:`~kubetune.errors.Interrupted`, which :func:`main` reports in one line.
+
+    Typer turns a KeyboardInterrupt that reaches it into a silent exit 130, which
+    :func:`main` could not tell from a command's own ``typer.Exit(130)``; so it is caught
+    here first. An ``Abort`` (Ctrl-C or Ctrl-D at a prompt) is the same stop. (The
+    contexts are typed ``Any``: their class lives in typer's private copy of click.)
+    """
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        with _on_interrupt():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _on_interrupt():
+            return super().invoke(ctx)
+
+
+@contextmanager
+def _on_interrupt(state: str = "") -> Iterator[None]:
+    """Ctrl-C inside the block ends the command: exit 130, ``interrupted: <state>``."""
+    from kubetune.errors import Interrupted
+
+    try:
+        yield
+    except (KeyboardInterrupt, typer.Abort) as exc:
+        raise Interrupted(state) from exc
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="kubetune",
     help="Fine-tune transformers on Kubernetes from one YAML job spec.",
     no_args_is_help=True,
@@ -112,20 +147,31 @@ def validate(
 @app.command("sweep")
 def sweep_cmd(spec: SpecArg, set_: SetOpt = None) -> None:
     """List the runs a spec expands to: run id and parameter values."""
+    from rich.markup import escape
     from rich.table import Table
+
+    from kubetune._tables import add_id_column, add_value_column
 
     job, runs = _load(spec, set_)
     columns: list[str] = []
     for run in runs:
         columns += [p for p in run.params if p not in columns]
+    cells = {c: [escape(_param(run.params, c)) for run in runs] for c in columns}
     table = Table(title=f"{job.name}: {len(runs)} run{'s' if len(runs) != 1 else ''}")
-    table.add_column("#", justify="right")
-    table.add_column("run id", style="cyan", no_wrap=True)
+    table.add_column("#", justify="right", no_wrap=True, min_width=len(str(len(runs) - 1)))
+    add_id_column(table, "run id", [run.run_id for run in runs])
     for column in columns:
-        table.add_column(column)
-    for run in runs:
-        table.add_row(str(run.index), run.run_id, *(_fmt(run.params.get(c)) for c in columns))
+        add_value_column(table, column, cells[column])
+    for i, run in enumerate(runs):
+        table.add_row(str(run.index), run.run_id, *(cells[c][i] for c in columns))
     _console(stderr=False).print(table)
+
+
+def _param(params: dict[str, Any], name: str) -> str:
+    """A run's value of a sweep parameter: "null" where it sets null, "—" where nothing."""
+    if name not in params:
+        return "—"
+    return "null" if params[name] is None else _fmt(params[name])
 
 
 def _fmt(value: Any) -> str:
@@ -208,9 +254,9 @@ def run_cmd(
     uri = store or os.environ.get("KUBETUNE_STORE") or DEFAULT_STORE
     # Every run's data, model and store, before the first trainer's start-up is paid for.
     preflight.check_runs(runs, str(spec), uri)
-    from kubetune._progress import RichDisplay
+    from kubetune._progress import display_for
 
-    display = RichDisplay(_console())
+    display = display_for(_console(), _console(stderr=False))
     outcomes = []
     for item in runs:
         outcome = local.run_one(item, uri, display)
@@ -447,13 +493,13 @@ def _reproduce_local(recorded: Recorded, store: str, tolerance: float | None) ->
     from rich.markup import escape
 
     from kubetune import reproduce as repro
-    from kubetune._progress import RichDisplay
+    from kubetune._progress import display_for
     from kubetune.errors import EXIT_INTERRUPTED, EXIT_USER, EXIT_WORLD
 
     plan = repro.plan_local(recorded, store, tolerance)
     _warn(repro.environment_differences(recorded.record))
     console = _console()
-    result = repro.run_local(plan, RichDisplay(console))
+    result = repro.run_local(plan, display_for(console, _console(stderr=False)))
     status = result.outcome.status
     if status == "interrupted":
         raise typer.Exit(EXIT_INTERRUPTED)
@@ -650,6 +696,8 @@ def _submit_table(outcomes: list[Outcome], namespace: str, dry_run: bool) -> Any
     from rich.markup import escape
     from rich.table import Table
 
+    from kubetune._tables import add_id_column
+
     title = (
         f"dry run in {namespace}: checked by the API server, nothing stored"
         if dry_run
@@ -657,7 +705,7 @@ def _submit_table(outcomes: list[Outcome], namespace: str, dry_run: bool) -> Any
     )
     styles = {"created": "green", "unchanged": "green", "conflict": "yellow", "failed": "red"}
     table = Table(title=escape(title))
-    table.add_column("run id", style="cyan", no_wrap=True)
+    add_id_column(table, "run id", [o.run_id for o in outcomes])
     table.add_column("result")
     table.add_column("detail")
     for o in outcomes:
@@ -671,7 +719,13 @@ def status(
     namespace: NamespaceOpt = None,
     context: ContextOpt = None,
     watch: Annotated[
-        bool, typer.Option("--watch", "-w", help="Keep the table up to date; Ctrl-C stops.")
+        bool,
+        typer.Option(
+            "--watch",
+            "-w",
+            help="Keep the table up to date until Ctrl-C, which exits 130 as kubectl get "
+            "--watch does; the runs go on. Not on a terminal: the whole table at each change.",
+        ),
     ] = False,
 ) -> None:
     """Show the runs of a sweep (or one run) in the cluster, with their stored metric.
@@ -715,7 +769,12 @@ def status(
 
 
 def _watch(target: Cluster, namespace: str, selector: str, table: Any) -> None:
-    """Re-render the status table on every change until Ctrl-C (which exits 0)."""
+    """Show the status table at every change until Ctrl-C (exit 130: a watch never ends by
+    itself, so 0 would claim an end that did not happen).
+
+    On a terminal the table is redrawn in place. Elsewhere (a pipe, a CI log) each change
+    prints the whole table again, and a refresh that changed nothing prints nothing.
+    """
     import threading
     from contextlib import closing
 
@@ -723,21 +782,33 @@ def _watch(target: Cluster, namespace: str, selector: str, table: Any) -> None:
 
     from kubetune import kuberuns
 
+    console = _console(stderr=False)
     stop = threading.Event()
     updates = kuberuns.watch(target, namespace, selector, stop)
-    with closing(updates), Live(console=_console(stderr=False), auto_refresh=False) as live:
-        try:
-            for jobs, pods in updates:
-                live.update(table(jobs, pods), refresh=True)
-        except KeyboardInterrupt:
-            stop.set()
+    with _on_interrupt("stopped watching; the runs go on in the cluster"), closing(updates):
+        if console.is_terminal:
+            with Live(console=console, auto_refresh=False) as live:
+                for jobs, pods in updates:
+                    live.update(table(jobs, pods), refresh=True)
+            return
+        shown = None
+        for snapshot in updates:
+            if snapshot != shown:
+                console.print(table(*snapshot))
+                shown = snapshot
 
 
 @app.command()
 def logs(
     run: Annotated[str, typer.Argument(help="A run id.", show_default=False)],
     follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing as the trainer logs.")
+        bool,
+        typer.Option(
+            "--follow",
+            "-f",
+            help="Keep printing as the trainer logs: exit 0 when the log ends, 130 on Ctrl-C "
+            "(the run goes on).",
+        ),
     ] = False,
     rank: Annotated[
         int, typer.Option("--rank", min=0, help="Machine rank of a multi-node run.")
@@ -757,15 +828,14 @@ def logs(
     name = pod["metadata"]["name"]
     _console().print(f"[dim]pod {escape(name)} ({escape(pod_state(pod))})[/]")
     out = getattr(sys.stdout, "buffer", None)
-    try:
+    stopped = "stopped following the log; the run goes on in the cluster" if follow else ""
+    with _on_interrupt(stopped):
         for chunk in kuberuns.logs(target, ns, pod, follow=follow):
             if out is not None:
                 out.write(chunk)
                 out.flush()
             else:
                 sys.stdout.write(chunk.decode("utf-8", errors="replace"))
-    except KeyboardInterrupt:
-        return
 
 
 @app.command()
@@ -782,7 +852,9 @@ def cancel(name: RunsArg, namespace: NamespaceOpt = None, context: ContextOpt = 
     target = cluster.connect(context)
     ns = target.namespace_for(namespace)
     found = kuberuns.resolve(target, ns, name)
-    deleted = kuberuns.cancel(target, ns, found.selector)
+    with _on_interrupt(f"some objects may be deleted already; kubetune cancel {name} again "
+                       "deletes the rest"):  # fmt: skip
+        deleted = kuberuns.cancel(target, ns, found.selector)
     console = _console()
     if not deleted:
         console.print(f"nothing to cancel: no objects of {escape(found.title)} in {ns}")
@@ -820,7 +892,13 @@ def schema() -> None:
 def _report(exc: Exception) -> None:
     from rich.markup import escape
 
+    from kubetune.errors import Interrupted
+
     console = _console()
+    if isinstance(exc, Interrupted):
+        state = f": {escape(exc.state)}" if exc.state else ""
+        console.print(f"[bold yellow]interrupted[/]{state}")
+        return
     lines = exc.lines() if hasattr(exc, "lines") else [str(exc)]
     for line in lines:
         console.print(f"[bold red]error:[/] {escape(line)}")
@@ -829,26 +907,41 @@ def _report(exc: Exception) -> None:
 def main() -> None:
     """Console-script entry point: run the app, turn kubetune errors into one-line reports.
 
-    Typer handles usage errors itself (exit 2); anything else unexpected is one line too,
-    with the traceback behind ``KUBETUNE_DEBUG=1``.
+    Typer handles usage errors itself (printed as it prints them, exit 2) and ``typer.Exit``
+    codes. Ctrl-C is :class:`~kubetune.errors.Interrupted` by the time it leaves a command
+    (see :class:`_Commands`): one line, exit 130. Anything else unexpected is one line too.
+    ``KUBETUNE_DEBUG=1`` prints the traceback, with its cause chain, instead of the line;
+    the exit code stays the same.
     """
-    from kubetune.errors import KubetuneError
+    from kubetune.errors import EXIT_WORLD, Interrupted, KubetuneError
 
     try:
-        app()
+        try:
+            app()
+        except KeyboardInterrupt as exc:  # between typer's parts, outside any command
+            raise Interrupted() from exc
     except KubetuneError as exc:
-        if os.environ.get("KUBETUNE_DEBUG"):
-            raise
-        _report(exc)
+        _fail(exc)
         sys.exit(exc.exit_code)
     except Exception as exc:
         if os.environ.get("KUBETUNE_DEBUG"):
-            raise
-        _console().print(
-            f"[bold red]error:[/] {type(exc).__name__}: {exc} "
-            "(KUBETUNE_DEBUG=1 shows the traceback)"
-        )
-        sys.exit(1)
+            _fail(exc)
+        else:
+            _console().print(
+                f"[bold red]error:[/] {type(exc).__name__}: {exc} "
+                "(KUBETUNE_DEBUG=1 shows the traceback)"
+            )
+        sys.exit(EXIT_WORLD)
+
+
+def _fail(exc: Exception) -> None:
+    """The one-line report, or with ``KUBETUNE_DEBUG`` set the whole traceback and causes."""
+    if os.environ.get("KUBETUNE_DEBUG"):
+        import traceback
+
+        traceback.print_exception(exc)
+    else:
+        _report(exc)
 
 
 if __name__ == "__main__":

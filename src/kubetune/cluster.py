@@ -202,7 +202,7 @@ class Cluster:
                     f"{action.what}: cannot reach the Kubernetes API at {self.host}: "
                     f"{_reason(exc)}; is the cluster up, and is this the right context "
                     "(--context)?"
-                ) from None
+                ) from exc
             if 200 <= response.status < 300:
                 return response.response
             data = response.read()
@@ -439,7 +439,7 @@ class Cluster:
                 if isinstance(event, dict) and isinstance(event.get("object"), dict):
                     yield WatchEvent(str(event.get("type") or ""), event["object"])
         except json.JSONDecodeError as exc:
-            raise ClusterError(f"{action.what}: the watch stream sent {exc.doc[:80]!r}") from None
+            raise ClusterError(f"{action.what}: the watch stream sent {exc.doc[:80]!r}") from exc
         finally:
             _finish(response)
 

@@ -4,10 +4,12 @@
     ├── UserError               the user can fix it by changing their input   → exit 2
     │   ├── SpecError           a job spec is malformed: one or more issues, each with a path
     │   └── ConfigError         a valid spec that cannot be used for what was asked
-    └── WorldError              something outside the input failed             → exit 1
-        └── RenderError         the Helm engine refused or failed to render the chart
+    ├── WorldError              something outside the input failed             → exit 1
+    │   └── RenderError         the Helm engine refused or failed to render the chart
+    └── Interrupted             Ctrl-C stopped a command                       → exit 130
 
-The CLI prints each as one red line per issue (no traceback unless ``KUBETUNE_DEBUG=1``).
+The CLI prints each as one red line per issue, ``Interrupted`` as one yellow line (no
+traceback unless ``KUBETUNE_DEBUG=1``).
 """
 
 from __future__ import annotations
@@ -81,3 +83,14 @@ class WorldError(KubetuneError):
 
 class RenderError(WorldError):
     """The Helm engine failed to render the chart."""
+
+
+class Interrupted(KubetuneError):  # noqa: N818 (a stop the user asked for, not an error)
+    """Ctrl-C (SIGINT) stopped a command. ``state`` says what it left behind, where that
+    matters ("3 of 8 runs created; submitting again creates the rest"); it may be empty."""
+
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, state: str = "") -> None:
+        self.state = state
+        super().__init__(f"interrupted: {state}" if state else "interrupted")

@@ -27,6 +27,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from kubetune._progress import _HEADLINE as HEADLINE
+from kubetune._tables import add_id_column, add_value_column
 from kubetune.errors import KubetuneError
 from kubetune.runs import DASH, fmt, fmt_duration
 from kubetune.store import RunLocation, Store
@@ -457,23 +458,27 @@ def status_table(title: str, runs: Sequence[RunRow], now: datetime | None = None
     columns: list[str] = []
     for row in runs:
         columns += [p for p in row.params if p not in columns]
+    cells = {c: [escape(fmt(row.params.get(c))) for row in runs] for c in columns}
     table = Table(title=escape(title))
-    table.add_column("run id", style="cyan", no_wrap=True)
+    add_id_column(table, "run id", [row.run_id for row in runs])
     for column in columns:
-        table.add_column(escape(column))
-    table.add_column("job")
+        add_value_column(table, column, cells[column])
+    # The phase is what a user watches for: like the ids and values, it is never squeezed out.
+    table.add_column(
+        "job", no_wrap=True, min_width=max((len(str(r.phase)) for r in runs), default=0)
+    )
     table.add_column("pod")
     table.add_column("restarts", justify="right")
     table.add_column("node")
     table.add_column("age", justify="right")
     table.add_column("metric")
-    for row in runs:
+    for i, row in enumerate(runs):
         style = PHASE_STYLE.get(row.phase.name)
         phase = escape(str(row.phase))
         restarts = DASH if row.pods.restarts is None else str(row.pods.restarts)
         table.add_row(
             row.run_id,
-            *(escape(fmt(row.params.get(c))) for c in columns),
+            *(cells[c][i] for c in columns),
             f"[{style}]{phase}[/]" if style else phase,
             escape(row.pods.state),
             restarts,
@@ -518,7 +523,7 @@ def sweeps_table(namespace: str, summaries: Sequence[SweepSummary], now: datetim
     table = Table(
         title=f"namespace {escape(namespace)}: {sweeps_}, {runs} run{'s' if runs != 1 else ''}"
     )
-    table.add_column("sweep", style="cyan", no_wrap=True)
+    add_id_column(table, "sweep", [escape(s.sweep) for s in summaries])
     table.add_column("runs", justify="right")
     for phase in shown:
         table.add_column(phase, justify="right", style=PHASE_STYLE.get(phase))

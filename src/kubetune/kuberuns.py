@@ -291,7 +291,7 @@ def logs(
             raise ConfigError(
                 f"pod {namespace}/{name} has not started its trainer yet ({pod_state(pod)}); "
                 "kubetune status shows why, try again once it runs"
-            ) from None
+            ) from exc
         raise
 
 

@@ -356,7 +356,7 @@ def _aclsum_record(line: str, where: str) -> tuple[dict[str, Any], int]:
     try:
         paper = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise WorldError(f"{where}: not JSON ({exc.msg})") from None
+        raise WorldError(f"{where}: not JSON ({exc.msg})") from exc
 
     def text(value: Any, key: str) -> str:
         if not isinstance(value, str):
@@ -523,8 +523,8 @@ def _package_root(dataset: Dataset) -> tuple[Traversable, str]:
     try:
         root = importlib.resources.files(dataset.package)
         version = importlib.metadata.version(dataset.package)
-    except (ImportError, importlib.metadata.PackageNotFoundError):
-        raise ConfigError(needs) from None
+    except (ImportError, importlib.metadata.PackageNotFoundError) as exc:
+        raise ConfigError(needs) from exc
     return root, version
 
 

@@ -57,7 +57,7 @@ def _chart(path: str) -> Any:
     try:
         return helm_python.Chart.load(path)
     except helm_python.HelmError as exc:
-        raise RenderError(f"cannot load chart {path}: {exc}") from None
+        raise RenderError(f"cannot load chart {path}: {exc}") from exc
 
 
 def check_renderable(run: ResolvedRun) -> None:
@@ -246,7 +246,7 @@ def render_values(values: dict[str, Any], chart: Path | None = None) -> tuple[tu
         )
     except helm_python.HelmError as exc:
         message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise RenderError(f"helm: {message}") from None
+        raise RenderError(f"helm: {message}") from exc
     docs: list[tuple[str, str]] = []
     for key, doc in out.items():
         name = key.rsplit("/", 1)[-1]
@@ -291,10 +291,10 @@ def write_dir(rendered: Sequence[Rendered], out: Path) -> list[Path]:
     """
     try:
         (out / "values").mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
+    except (FileExistsError, NotADirectoryError) as exc:
         raise ConfigError(
             f"--out: {out} is a file, or inside one; give a folder (created if missing)"
-        ) from None
+        ) from exc
     except OSError as exc:
         raise ConfigError(f"--out: cannot create {out}: {exc.strerror or exc}") from exc
     previous = _listed_runs(out)

@@ -729,10 +729,10 @@ def _gain(tuned: RunView, base: RunView, split: str, metric: str) -> str:
 def _require_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
-    except ImportError:
+    except ImportError as exc:
         raise ConfigError(
             "kubetune report draws its plots with matplotlib: pip install 'kubetune[report]'"
-        ) from None
+        ) from exc
 
 
 def _figure(width: float = 7.5, height: float = 3.8) -> Figure:

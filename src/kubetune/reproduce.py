@@ -76,7 +76,7 @@ def load(uri: str) -> Recorded:
             store.read_json(location.key(RECORD)) if store.exists(location.key(RECORD)) else None
         )
     except (StoreError, UnicodeDecodeError, ValueError) as exc:
-        raise ConfigError(f"{url}: cannot read the run's files: {exc}") from None
+        raise ConfigError(f"{url}: cannot read the run's files: {exc}") from exc
     if record is None:
         raise ConfigError(f"{url}: no run.json yet (the run is starting); try again once it runs")
     if not isinstance(record, dict):
@@ -84,7 +84,7 @@ def load(uri: str) -> Recorded:
     try:
         spec = specmod.loads(text, f"{url}/spec.yaml")
     except KubetuneError as exc:
-        raise ConfigError(f"{url}/spec.yaml is not a valid spec: {exc}") from None
+        raise ConfigError(f"{url}/spec.yaml is not a valid spec: {exc}") from exc
     if spec.sweep is not None:
         raise ConfigError(f"{url}/spec.yaml has a sweep block; a run's spec is one resolved run")
     expected = sweep.run_id(spec)
@@ -158,9 +158,7 @@ def render(
         values = rendermod.values_for(recorded.run, ns)
     except ConfigError as exc:
         # The stored spec cannot change (it is the run), so say which run cannot be a Job.
-        raise ConfigError(
-            f"{recorded.location.url} cannot run as a Kubernetes Job: {exc}"
-        ) from None
+        raise ConfigError(f"{recorded.location.url} cannot run as a Kubernetes Job: {exc}") from exc
     values["image"]["reference"] = pinned
     if store is not None:
         # The trainer looks for staged inputs in its own store first: put them there.

@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from kubetune._progress import _HEADLINE as HEADLINE
+from kubetune._tables import add_id_column, add_value_column
 from kubetune.errors import ConfigError
 from kubetune.store import RunLocation, StoreError, file_uri_path, find_runs
 
@@ -245,22 +246,23 @@ def list_tables(infos: list[RunInfo], now: datetime | None = None) -> list[Table
         tasks = {str(info.record["task"]) for info in group if info.record.get("task")}
         split, names = headline(group)
         title = f"{sweep}: {len(group)} run{'s' if len(group) != 1 else ''}"
+        cells = {p: [escape(fmt(info.params.get(p))) for info in group] for p in params}
         table = Table(title=f"{title} ({next(iter(tasks))})" if len(tasks) == 1 else title)
-        table.add_column("run id", style="cyan", no_wrap=True)
+        add_id_column(table, "run id", [info.run_id for info in group])
         if len(tasks) > 1:
             table.add_column("task")
         for param in params:
-            table.add_column(param)
+            add_value_column(table, param, cells[param])
         table.add_column("status", no_wrap=True)
         for name in names:
             table.add_column(f"{split}\n{name}", justify="right", no_wrap=True)
         table.add_column("started (UTC)", no_wrap=True)
         table.add_column("took", justify="right", no_wrap=True)
-        for info in group:
+        for i, info in enumerate(group):
             table.add_row(
                 info.run_id,
                 *([fmt(info.record.get("task"))] if len(tasks) > 1 else []),
-                *(escape(fmt(info.params.get(p))) for p in params),
+                *(cells[p][i] for p in params),
                 _status(info),
                 *_headline_cells(info, split, names),
                 fmt_time(info.started),

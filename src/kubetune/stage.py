@@ -87,11 +87,11 @@ def resolve_package_folder(name: str, field: str) -> Path:
     package, _, rest = name[4:].partition("/")
     try:
         root = resources.files(package)
-    except ModuleNotFoundError:
+    except ModuleNotFoundError as exc:
         raise ConfigError(
             f"{field}: {name} needs the package {package} installed on this machine to stage "
             f"it (pip install {package.replace('_', '-')}), or name an s3:// folder"
-        ) from None
+        ) from exc
     path = Path(str(root.joinpath(rest)))
     if not path.is_dir():
         raise ConfigError(f"{field}: {name}: no folder {rest!r} in package {package}")

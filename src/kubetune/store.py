@@ -145,8 +145,8 @@ class FileStore(Store):
             return
         try:
             os.link(tmp, path)
-        except FileExistsError:
-            raise ConflictError(f"{self.url(self._rel(path))}: already written") from None
+        except FileExistsError as exc:
+            raise ConflictError(f"{self.url(self._rel(path))}: already written") from exc
         finally:
             tmp.unlink(missing_ok=True)
 

@@ -36,14 +36,14 @@ import json
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from kubetune import cluster as kube
-from kubetune.errors import ConfigError, KubetuneError
+from kubetune.errors import ConfigError, Interrupted, KubetuneError
 from kubetune.kube_errors import (
     ForbiddenError,
     NamespaceMissingError,
@@ -168,12 +168,18 @@ def submit(
         futures = [pool.submit(one, item) for item in rendered]
         outcomes: list[Outcome | None] = []
         error: KubetuneError | None = None
-        for future in futures:
-            try:
-                outcomes.append(future.result())
-            except FATAL as exc:
-                error = error or exc
-                outcomes.append(None)
+        try:
+            for future in futures:
+                try:
+                    outcomes.append(future.result())
+                except FATAL as exc:
+                    error = error or exc
+                    outcomes.append(None)
+        except KeyboardInterrupt as exc:
+            # Without this the pool would go on to submit every run before the CLI exits.
+            stop.set()
+            pool.shutdown(cancel_futures=True)
+            raise _interrupted(futures, len(rendered), dry_run) from exc
     if error is not None:
         done = sum(1 for o in outcomes if o is not None and o.result == CREATED)
         if not done or dry_run:
@@ -181,8 +187,20 @@ def submit(
         runs = f"{done} run{'s' if done != 1 else ''}"
         raise type(error)(
             f"{error} ({runs} created before this; submit again once it is fixed)"
-        ) from None
+        ) from error
     return [o for o in outcomes if o is not None]
+
+
+def _interrupted(futures: list[Future[Outcome | None]], total: int, dry_run: bool) -> Interrupted:
+    """What a Ctrl-C during a submit left in the cluster (the runs in flight finished)."""
+    if dry_run:
+        return Interrupted("dry run: nothing stored")
+    done = [f.result() for f in futures if f.done() and not f.cancelled() and not f.exception()]
+    created = sum(1 for o in done if o is not None and o.result == CREATED)
+    return Interrupted(
+        f"{created} of {total} runs created before the stop; submitting again is safe: "
+        "it creates the rest"
+    )
 
 
 @dataclass(frozen=True)

@@ -163,7 +163,7 @@ def expand(spec: JobSpec, source: str | None = None) -> list[ResolvedRun]:
     try:
         sweep_points = points(spec.sweep)
     except SpecError as exc:
-        raise SpecError(exc.issues, source) from None
+        raise SpecError(exc.issues, source) from exc
 
     runs: list[ResolvedRun] = []
     seen: set[str] = set()

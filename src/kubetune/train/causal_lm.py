@@ -91,7 +91,7 @@ def render_prompts(tokenizer: Any, prompts: list[str]) -> list[str]:
             conversations, tokenize=False, add_generation_prompt=True
         )
     except (jinja2.TemplateError, ValueError, TypeError) as exc:
-        raise ConfigError(f"data.chat_template: rendering failed: {exc}") from None
+        raise ConfigError(f"data.chat_template: rendering failed: {exc}") from exc
     for prompt, text in zip(prompts, rendered, strict=True):
         if prompt.strip() not in text:
             raise ConfigError(

@@ -180,7 +180,7 @@ def warm_start(spec: JobSpec, tokenizer: Any, model_path: str) -> Any:
     try:
         decoder_path = resolve_model_path(spec.model.decoder)
     except ConfigError as exc:
-        raise ConfigError(str(exc).replace("model.name:", "model.decoder:", 1)) from None
+        raise ConfigError(str(exc).replace("model.name:", "model.decoder:", 1)) from exc
     decoder_spec = spec
     if decoder_path != model_path:
         unpinned = spec.model.model_copy(update={"revision": None})
@@ -207,7 +207,7 @@ def warm_start(spec: JobSpec, tokenizer: Any, model_path: str) -> Any:
             raise
         raise ConfigError(
             f"model.decoder: {spec.model.decoder} has no decoder (causal-LM) form in transformers"
-        ) from None
+        ) from exc
     vocab = decoder.config.vocab_size
     if vocab != encoder.config.vocab_size:
         raise ConfigError(

@@ -556,7 +556,7 @@ def render_prompt(
     try:
         return template.render(text=text, labels=labels, examples=examples)
     except jinja2.TemplateError as exc:
-        raise ConfigError(f"prompt.template: {type(exc).__name__}: {exc}") from None
+        raise ConfigError(f"prompt.template: {type(exc).__name__}: {exc}") from exc
 
 
 def clip(tokenizer: Any, texts: list[str], max_length: int) -> list[str]:
