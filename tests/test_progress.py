@@ -99,3 +99,21 @@ def test_results_go_to_their_own_console_and_progress_to_the_other() -> None:
     assert run.run_id in text(results) and "0.9300" in text(results)
     assert "file:///runs/x" in text(results)
     assert "0.9300" not in text(progress) and "│" not in text(progress)
+
+
+def test_a_failed_run_is_the_trainers_one_line_and_debug_shows_its_log(
+    tmp_path: Any, monkeypatch: Any
+) -> None:
+    log = tmp_path / "run.log"
+    log.write_text("Traceback (most recent call last):\n  File x\nOSError: disk full\n")
+    failed = Outcome(one_run(), "failed", log=log, errors=["OSError: disk full"])
+    monkeypatch.delenv("KUBETUNE_DEBUG", raising=False)
+    progress, _ = consoles()
+    RichDisplay(progress).finish(failed)
+    lines = text(progress).splitlines()
+    assert lines == [f"error: OSError: disk full (the whole log: {log})"]
+
+    monkeypatch.setenv("KUBETUNE_DEBUG", "1")
+    progress, _ = consoles()
+    RichDisplay(progress).finish(failed)
+    assert "Traceback (most recent call last):" in text(progress)

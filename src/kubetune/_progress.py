@@ -8,6 +8,7 @@ prints lines instead: see :func:`display_for`.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from rich.console import Console
@@ -23,6 +24,7 @@ from rich.progress import (
 from rich.table import Table
 
 from kubetune._tables import add_id_column
+from kubetune.errors import DEBUG
 from kubetune.local import Display, Outcome, tail
 from kubetune.sweep import ResolvedRun
 
@@ -95,6 +97,12 @@ class RichDisplay(Display):
         elif outcome.status == "config-error":
             for line in outcome.errors or tail(outcome.log):
                 self.console.print(f"[bold red]error:[/] {escape(line)}")
+        elif outcome.status == "failed" and outcome.errors and not os.environ.get(DEBUG):
+            # The trainer said what failed in one line; the traceback stays in the log.
+            for line in outcome.errors:
+                self.console.print(
+                    f"[bold red]error:[/] {escape(line)} (the whole log: {outcome.log})"
+                )
         elif outcome.status == "failed":
             self.console.print(
                 f"[bold red]error:[/] {outcome.run.run_id} failed; "

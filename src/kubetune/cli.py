@@ -913,7 +913,7 @@ def main() -> None:
     ``KUBETUNE_DEBUG=1`` prints the traceback, with its cause chain, instead of the line;
     the exit code stays the same.
     """
-    from kubetune.errors import EXIT_WORLD, Interrupted, KubetuneError
+    from kubetune.errors import DEBUG, EXIT_WORLD, Interrupted, KubetuneError
 
     try:
         try:
@@ -924,7 +924,7 @@ def main() -> None:
         _fail(exc)
         sys.exit(exc.exit_code)
     except Exception as exc:
-        if os.environ.get("KUBETUNE_DEBUG"):
+        if os.environ.get(DEBUG):
             _fail(exc)
         else:
             _console().print(
@@ -936,7 +936,9 @@ def main() -> None:
 
 def _fail(exc: Exception) -> None:
     """The one-line report, or with ``KUBETUNE_DEBUG`` set the whole traceback and causes."""
-    if os.environ.get("KUBETUNE_DEBUG"):
+    from kubetune.errors import DEBUG
+
+    if os.environ.get(DEBUG):
         import traceback
 
         traceback.print_exception(exc)

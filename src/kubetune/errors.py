@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: Set (to anything) to see tracebacks, with their causes, instead of one-line errors.
+DEBUG = "KUBETUNE_DEBUG"
 #: Exit code for mistakes in the user's input. The chart's podFailurePolicy fails a Job
 #: at once on this code, so a bad spec never burns retries.
 EXIT_USER = 2

@@ -7,7 +7,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from kubetune.errors import EXIT_INTERRUPTED, EXIT_USER, EXIT_WORLD, KubetuneError
+from kubetune.errors import DEBUG, EXIT_INTERRUPTED, EXIT_USER, EXIT_WORLD, KubetuneError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,12 +22,15 @@ def main(argv: list[str] | None = None) -> int:
     except KubetuneError as exc:
         for line in exc.lines():
             print(f"error: {line}", file=sys.stderr, flush=True)
-        if os.environ.get("KUBETUNE_DEBUG"):
+        if os.environ.get(DEBUG):
             traceback.print_exc()
         return exc.exit_code
-    except Exception:
-        # A job log is read by engineers: the whole traceback belongs in it.
+    except Exception as exc:
+        # A job log is read by engineers: the whole traceback belongs in it, and last the one
+        # line `kubetune run` shows.
         traceback.print_exc()
+        summary = " ".join(f"{type(exc).__name__}: {exc}".split())
+        print(f"error: {summary}", file=sys.stderr, flush=True)
         return EXIT_WORLD
     return EXIT_INTERRUPTED if outcome == "interrupted" else 0
 
