@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from kubetune import spec, sweep
+from kubetune import preflight, spec, sweep
 
 from tiny import tiny_spec, write_yaml
 
@@ -106,6 +106,8 @@ def test_run_record_is_pinned(cls_run: dict[str, Any]) -> None:
     assert record["packages"]["torch"].startswith("2.13.0")
     assert record["packages"]["transformers"]
     assert len(record["data"]["fingerprint"]) == 64
+    # What `kubetune run` compares before it calls a finished run done.
+    assert record["data"]["fingerprints"] == preflight.local_prints(run.spec)
     assert record["data"]["rows"] == {"train": 100, "eval": 25, "test": 25}
     assert set(record["model"]["files"]) >= {"config.json", "model.safetensors"}
     assert record["hardware"]["cpu_count"] >= 1
