@@ -167,7 +167,9 @@ class ModelSpec(_Model):
     """The pretrained model to start from."""
 
     name: NonEmpty = Field(
-        description="Hugging Face hub id, local directory, or s3:// URI of the pretrained model."
+        description="Hugging Face hub id, local directory (relative to the folder kubetune runs "
+        "in), pkg:<package>/<folder> inside an installed package, or s3:// URI of the "
+        "pretrained model."
     )
     revision: str | None = Field(
         None,
@@ -209,7 +211,8 @@ class DataSpec(_Model):
     train: str | None = Field(
         None,
         description="Training data: a local .jsonl/.csv/.parquet file or folder, an s3:// URI, "
-        "or a hub dataset id. Required by every task except zero-shot.",
+        "or a hub dataset id. Required by every task except zero-shot. A relative path is read "
+        "from the folder kubetune runs in (as a shell would), not the spec's folder.",
     )
     eval: str | None = Field(
         None,
