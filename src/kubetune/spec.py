@@ -1007,7 +1007,7 @@ def validate(data: Any, source: str | None = None, lines: dict[Any, int] | None 
     try:
         spec = JobSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(_pydantic_issues(exc, lines), source) from None
+        raise SpecError(_pydantic_issues(exc, lines), source) from exc
     problems = _cross_field_issues(spec)
     if problems:
         issues = [Issue(dotted(loc), message, _line(loc, lines)) for loc, message in problems]
@@ -1057,12 +1057,12 @@ def load_raw(path: str | Path) -> tuple[dict[str, Any], dict[Any, int]]:
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError([Issue("", "no such file")], source) from None
-    except UnicodeDecodeError:
-        raise SpecError([Issue("", "not UTF-8 text")], source) from None
+    except FileNotFoundError as exc:
+        raise SpecError([Issue("", "no such file")], source) from exc
+    except UnicodeDecodeError as exc:
+        raise SpecError([Issue("", "not UTF-8 text")], source) from exc
     except OSError as exc:
-        raise SpecError([Issue("", exc.strerror or str(exc))], source) from None
+        raise SpecError([Issue("", exc.strerror or str(exc))], source) from exc
     data, lines = _yaml.load(text, source)
     if not isinstance(data, dict):
         validate(data, source)  # raises with the right message

@@ -88,7 +88,7 @@ def load_source(
             name, spec.data.config, revision=spec.data.revision, split=split or "train"
         )
     except Exception as exc:
-        raise WorldError(f"hub dataset {source}: {type(exc).__name__}: {exc}") from None
+        raise WorldError(f"hub dataset {source}: {type(exc).__name__}: {exc}") from exc
     assert isinstance(data, Dataset)
     return data, f"hub:{name}:{spec.data.revision or 'main'}:{data._fingerprint}"
 

@@ -690,7 +690,7 @@ def _with_lora(model: Any, spec: specmod.JobSpec, task_type: str) -> Any:
     try:
         return get_peft_model(model, config)
     except ValueError as exc:
-        raise ConfigError(f"lora.target_modules: {exc}") from None
+        raise ConfigError(f"lora.target_modules: {exc}") from exc
 
 
 def _resume_point(
