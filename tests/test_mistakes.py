@@ -375,7 +375,7 @@ MISTAKES = [
     ),
     Mistake(
         "pkg: model of a package not installed",
-        ("model.name", "kubetune_no_such_pkg", "pip"),
+        ("model.name", "kubetune_no_such_pkg", "pip install kubetune-no-such-pkg"),
         spec=job(model={"name": "pkg:kubetune_no_such_pkg/model"}),
     ),
     Mistake(

@@ -73,7 +73,12 @@ def missing_path(source: str, spec_path: str | None = None) -> str:
 
 
 def package_folder(name: str, field: str = "model.name") -> Path:
-    """``pkg:<package>/<path>``: a folder inside an installed Python package."""
+    """``pkg:<package>/<folder>``: a folder inside an installed Python package (staged by
+    ``render --stage``/``submit``, read in place by ``kubetune run``).
+
+    Raises:
+        ConfigError: the package is not installed or has no such folder.
+    """
     from importlib import resources
 
     package, _, rest = name[4:].partition("/")
@@ -81,7 +86,8 @@ def package_folder(name: str, field: str = "model.name") -> Path:
         root = resources.files(package)
     except ModuleNotFoundError as exc:
         raise ConfigError(
-            f"{field}: {name} needs the Python package {package}; pip install it"
+            f"{field}: {name} needs the package {package} installed on this machine "
+            f"(pip install {package.replace('_', '-')}), or name an s3:// folder"
         ) from exc
     path = Path(str(root.joinpath(rest)))
     if not path.is_dir():

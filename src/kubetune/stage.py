@@ -35,6 +35,7 @@ from typing import Any
 from kubetune import spec as specmod
 from kubetune import sweep
 from kubetune.errors import ConfigError
+from kubetune.preflight import package_folder
 from kubetune.store import MANIFEST, ConflictError, Store, StoreError, endpoint_here, open_store
 from kubetune.sweep import ResolvedRun
 
@@ -75,29 +76,6 @@ class StagedInput:
 # --- finding local inputs ------------------------------------------------------------------
 
 
-def resolve_package_folder(name: str, field: str) -> Path:
-    """``pkg:<package>/<folder>`` → the folder inside the installed package (as the trainer's
-    ``resolve_model_path``, without importing it).
-
-    Raises:
-        ConfigError: the package is not installed or has no such folder.
-    """
-    from importlib import resources
-
-    package, _, rest = name[4:].partition("/")
-    try:
-        root = resources.files(package)
-    except ModuleNotFoundError as exc:
-        raise ConfigError(
-            f"{field}: {name} needs the package {package} installed on this machine to stage "
-            f"it (pip install {package.replace('_', '-')}), or name an s3:// folder"
-        ) from exc
-    path = Path(str(root.joinpath(rest)))
-    if not path.is_dir():
-        raise ConfigError(f"{field}: {name}: no folder {rest!r} in package {package}")
-    return path
-
-
 def _looks_local(field: str, value: str) -> bool:
     """A value that can only be a path (so a missing one is an error, not a hub id)."""
     if value.startswith((".", "/", "~")):
@@ -128,7 +106,7 @@ def find_local(spec: specmod.JobSpec) -> list[LocalInput]:
     found = []
     for field, value in local_fields(spec):
         if field in MODEL_FIELDS and value.startswith("pkg:"):
-            found.append(LocalInput(field, value, resolve_package_folder(value, field)))
+            found.append(LocalInput(field, value, package_folder(value, field)))
             continue
         path = Path(value).expanduser()
         if not path.exists():
