@@ -578,8 +578,11 @@ class StorageSpec(_Model):
         2,
         ge=1,
         le=16,
-        description="Checkpoints that may wait for upload; a save beyond them waits until one is "
-        "stored, so a slow store bounds scratch space instead of filling it.",
+        deprecated="storage.upload_queue is ignored: a save waits until the checkpoint before "
+        "it is stored",
+        description="Ignored; still read so that stored specs that carry it load and keep their "
+        "run id. A save waits until the checkpoint before it is stored, so a SIGKILL loses at "
+        "most the work since the last checkpoint but one.",
     )
 
 

@@ -438,7 +438,6 @@ def _fine_tune(
             work / "staging",
             keep=spec.train.save_total_limit,
             concurrency=storage.upload_concurrency,
-            queue_size=storage.upload_queue,
         )
         sync = CheckpointSync(uploader)
         callbacks.append(sync)
