@@ -155,3 +155,68 @@ def test_a_stored_checkpoint_matches_its_manifest(
     with ThreadPoolExecutor(2) as pool:
         checkpoints.fetch(location, 5, tmp_path / "fetched", pool)
     assert (tmp_path / "fetched" / "optimizer.pt").read_bytes() == b"o" * 600
+
+
+def stored_checkpoint(uploader: Uploader, store: GatedStore, tmp_path: Path, step: int) -> None:
+    """A checkpoint as a run stores it, with the resume-only files a Trainer writes."""
+    local = fake_checkpoint(tmp_path, step)
+    (local / "scheduler.pt").write_bytes(b"s" * 10)
+    (local / "rng_state.pth").write_bytes(b"r" * 20)
+    (local / "training_args.bin").write_bytes(b"a" * 5)
+    store.open(step)
+    uploader.submit(local, step)
+    assert uploader.drain()
+
+
+def held(location: RunLocation, step: int) -> set[str]:
+    prefix = location.checkpoint_prefix(step)
+    return {k.removeprefix(f"{prefix}/") for k in location.store.list_keys(prefix)}
+
+
+def test_a_completed_runs_checkpoints_lose_their_optimizer_state_and_still_verify(
+    uploader: Uploader, store: GatedStore, location: RunLocation, tmp_path: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    for step in (5, 10):
+        stored_checkpoint(uploader, store, tmp_path, step)
+    trimmed = checkpoints.trim_resume_state(location)
+    assert trimmed == checkpoints.Trimmed(steps=[5, 10], bytes=2 * (600 + 10 + 20))
+    kept = {"model.safetensors", "trainer_state.json", "training_args.bin"}
+    for step in (5, 10):
+        manifest = store.read_json(checkpoints.manifest_key(location, step))
+        assert {f["path"] for f in manifest["files"]} == kept
+        assert held(location, step) == kept | {"MANIFEST.json"}, "nothing the manifest omits"
+        assert manifest["trimmed"]["files"] == ["optimizer.pt", "rng_state.pth", "scheduler.pt"]
+        with ThreadPoolExecutor(2) as pool:  # raises unless every file matches the manifest
+            checkpoints.fetch(location, step, tmp_path / f"fetched-{step}", pool)
+    assert location.checkpoints() == [5, 10], "the weights stay listed"
+    assert checkpoints.trim_resume_state(location) == checkpoints.Trimmed([], 0)
+
+
+def test_trimming_again_after_a_crash_removes_what_the_manifest_no_longer_names(
+    uploader: Uploader, store: GatedStore, location: RunLocation, tmp_path: Path
+) -> None:
+    stored_checkpoint(uploader, store, tmp_path, 5)
+    checkpoints.trim_resume_state(location)
+    # A crash between the manifest and the deletes leaves a file the manifest does not name.
+    store.write_bytes(f"{location.checkpoint_prefix(5)}/optimizer.pt", b"o" * 600)
+    checkpoints.trim_resume_state(location)
+    assert "optimizer.pt" not in held(location, 5)
+
+
+def test_a_resume_never_picks_a_trimmed_checkpoint_and_keeps_it(
+    uploader: Uploader, store: GatedStore, location: RunLocation, tmp_path: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    stored_checkpoint(uploader, store, tmp_path, 5)
+    checkpoints.trim_resume_state(location)
+    rejected: list[tuple[int, str]] = []
+    with ThreadPoolExecutor(2) as pool:
+        found = checkpoints.latest_valid(
+            location, tmp_path / "resume", pool, lambda s, r: rejected.append((s, r))
+        )
+    assert found is None
+    assert rejected == [(5, "its optimizer state was removed when the run completed")]
+    assert location.checkpoints() == [5], "its weights are not deleted"

@@ -29,6 +29,12 @@ priority: an unprivileged process cannot raise a thread's priority again once lo
 behind any other busy process on the machine.
 
 Retention keeps the newest ``keep`` complete checkpoints (and the best one, when asked).
+**A completed run** is never resumed, so by default its checkpoints lose what only resuming
+reads (:func:`trim_resume_state`: the optimizer state, most of a checkpoint's bytes with
+Adam, and the scheduler, scaler and RNG files); weights and trainer_state.json stay. The
+manifest is rewritten first, atomically, naming what remains and marked ``"trimmed"``; then
+the files go, as with a pruned checkpoint's tombstone: a reader never finds a file the
+manifest names missing, and a resume never picks a trimmed checkpoint.
 This module imports no ML framework: the trainer drives it from a Trainer callback.
 """
 
@@ -37,6 +43,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import shutil
 import socket
 import sys
@@ -213,6 +220,68 @@ def drop_tombstones(location: RunLocation) -> None:
             location.store.delete_keys(keys)
 
 
+#: Files of a Trainer checkpoint that only resuming reads: the optimizer's state (twice the
+#: weights with Adam), the learning-rate scheduler's, the gradient scaler's, the RNG states.
+RESUME_ONLY = re.compile(r"optimizer\.(pt|bin)|scheduler\.pt|scaler\.pt|rng_state(_\d+)?\.pth")
+#: The manifest key of a checkpoint whose resume-only files were removed.
+TRIMMED = "trimmed"
+#: The run.json key that records what :func:`trim_resume_state` freed.
+STATE_REMOVED = "optimizer_state_removed"
+
+
+@dataclass(frozen=True)
+class Trimmed:
+    """What :func:`trim_resume_state` removed: the checkpoints it trimmed, and their bytes."""
+
+    steps: list[int]
+    bytes: int
+
+    def record(self) -> dict[str, Any]:
+        """The run.json entry (:data:`STATE_REMOVED`)."""
+        return {"steps": self.steps, "bytes": self.bytes}
+
+
+def trim_resume_state(location: RunLocation) -> Trimmed:
+    """Remove the resume-only files (:data:`RESUME_ONLY`) from every complete checkpoint.
+
+    Only for a completed run: a trimmed checkpoint cannot be resumed from. Safe to repeat
+    after a crash: the manifest is rewritten first, and a second call removes what the
+    first left behind.
+    """
+    steps, freed = [], 0
+    for step in location.checkpoints():
+        removed = _trim(location, step)
+        if removed is not None:
+            steps.append(step)
+            freed += removed
+    return Trimmed(steps, freed)
+
+
+def _trim(location: RunLocation, step: int) -> int | None:
+    """Trim one checkpoint; the bytes its manifest no longer names, None if it was already."""
+    store = location.store
+    key = manifest_key(location, step)
+    manifest = _read_manifest(store, key)
+    files = manifest.get("files")
+    if manifest.get("pruned") or not isinstance(files, list):
+        return None
+    kept = [f for f in files if not RESUME_ONLY.fullmatch(f["path"])]
+    dropped = [f for f in files if RESUME_ONLY.fullmatch(f["path"])]
+    freed = sum(f["size"] for f in dropped)
+    if dropped:
+        record = {"files": [f["path"] for f in dropped], "bytes": freed, "at": _now()}
+        store.write_json(key, {**manifest, "files": kept, TRIMMED: record})
+    prefix = location.checkpoint_prefix(step)
+    named = {f"{prefix}/{f['path']}" for f in kept}
+    left = [
+        k
+        for k in store.list_keys(prefix)
+        if k not in named and RESUME_ONLY.fullmatch(k.removeprefix(f"{prefix}/"))
+    ]
+    store.delete_keys(left)
+    return freed if dropped else None
+
+
 def fetch(
     location: RunLocation, step: int, target: Path, pool: ThreadPoolExecutor, retry: Retry = Retry()
 ) -> None:
@@ -264,9 +333,13 @@ def latest_valid(
     """The newest checkpoint that matches its manifest, downloaded under ``local_root``.
 
     Each checkpoint that does not match is reported to ``on_reject`` and deleted from the
-    store (its step is trained and written again).
+    store (its step is trained and written again). A trimmed one (:func:`trim_resume_state`)
+    is reported and kept: its weights are sound, but there is no optimizer state to resume.
     """
     for step in reversed(location.checkpoints()):
+        if _read_manifest(location.store, manifest_key(location, step)).get(TRIMMED):
+            on_reject(step, "its optimizer state was removed when the run completed")
+            continue
         target = local_root / f"checkpoint-{step}"
         shutil.rmtree(target, ignore_errors=True)
         try:

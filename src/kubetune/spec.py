@@ -334,6 +334,13 @@ class TrainSpec(_Model):
         None, ge=1, description="Checkpoint every N steps (save_strategy: steps)."
     )
     save_total_limit: int = Field(2, ge=1, le=100, description="Keep the last K checkpoints.")
+    keep_optimizer_state: bool = Field(
+        False,
+        description="Keep the optimizer state (optimizer, scheduler, gradient scaler and RNG "
+        "files) in the stored checkpoints of a completed run. Only resuming needs it, and a "
+        "completed run is never resumed, so by default it is removed when the run completes "
+        "(often two thirds of a checkpoint's bytes); the weights and trainer_state.json stay.",
+    )
     logging_steps: int = Field(50, ge=1, description="Log training loss every N steps.")
     metric_for_best_model: str | None = Field(
         None, description="Eval metric that picks the best checkpoint and drives early stopping."

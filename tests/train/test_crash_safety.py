@@ -131,7 +131,8 @@ def _assert_same(got: dict[str, Any], want: dict[str, Any]) -> None:
 
 
 def _assert_checkpoints_sound(location: RunLocation, tmp: Path) -> None:
-    """What the store keeps: the last two checkpoints, each matching its manifest."""
+    """What the store keeps of a completed run: the last two checkpoints, each matching its
+    manifest, without the optimizer state (train.keep_optimizer_state is false)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from kubetune import checkpoints
@@ -140,8 +141,20 @@ def _assert_checkpoints_sound(location: RunLocation, tmp: Path) -> None:
     with ThreadPoolExecutor(4) as pool:
         for step in (25, 30):
             checkpoints.fetch(location, step, tmp / f"check-{step}", pool)
-    leftovers = {k.split("/")[-2] for k in location.store.list_keys(location.key("checkpoints"))}
+    keys = location.store.list_keys(location.key("checkpoints"))
+    leftovers = {k.split("/")[-2] for k in keys}
     assert leftovers == {"step-000025", "step-000030"}, "no partial or pruned folders remain"
+    for step in (25, 30):
+        prefix = location.checkpoint_prefix(step)
+        manifest = location.store.read_json(f"{prefix}/MANIFEST.json")
+        named = {f"{prefix}/{f['path']}" for f in manifest["files"]}
+        held = {k for k in keys if k.startswith(prefix + "/")}
+        assert held == named | {f"{prefix}/MANIFEST.json"}, "each file named, and no other"
+        assert "optimizer.pt" in manifest[checkpoints.TRIMMED]["files"]
+        assert f"{prefix}/model.safetensors" in named
+        assert f"{prefix}/trainer_state.json" in named
+    removed = location.store.read_json(location.key("run.json"))[checkpoints.STATE_REMOVED]
+    assert removed["steps"] == [25, 30] and removed["bytes"] > 0
 
 
 @pytest.fixture(scope="module")
