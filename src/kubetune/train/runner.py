@@ -632,9 +632,22 @@ def _finish(
     )
     checkpoints.drop_tombstones(location)
     if not finished.keep_optimizer_state:
+        _remove_optimizer_state(location, run_record)
+
+
+def _remove_optimizer_state(location: RunLocation, run_record: RunRecord) -> None:
+    """Trim the completed run's checkpoints and record the bytes freed. The run is complete
+    whatever happens here: a store that fails now leaves the state in place, with a warning."""
+    try:
         trimmed = checkpoints.trim_resume_state(location)
         if trimmed.steps:
             run_record.write("completed", **{checkpoints.STATE_REMOVED: trimmed.record()})
+    except StoreError as exc:
+        print(
+            f"kubetune: the run is complete, but its checkpoints keep their optimizer state: {exc}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _count_parameters(model: Any) -> tuple[int, int]:
