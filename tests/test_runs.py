@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from kubetune import runs
+from kubetune.checkpoints import STATE_REMOVED
 from kubetune.errors import ConfigError
 from kubetune.store import FileStore, RunLocation, Store, open_store
 
@@ -299,6 +300,7 @@ def test_show_one_run(store: FileStore) -> None:
                 "cuda": "12.4",
                 "gpus": ["NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3"],
             },
+            **{STATE_REMOVED: {"steps": [100, 200], "bytes": 702_345_678}},
         ),
     )
     _checkpoint(store, run, 100, manifest=True)
@@ -327,7 +329,9 @@ def test_show_one_run(store: FileStore) -> None:
     assert fields["hardware"].startswith("2× NVIDIA H100 80GB HBM3, CUDA 12.4, 16 CPUs")
     assert fields["packages"] == "kubetune 0.1.0, torch 2.13.0+cpu, transformers 5.23.0"
     assert fields["started"] == "2026-01-02 03:04 UTC, took 12m12s"
-    assert fields["checkpoints"] == "steps 100, 200"
+    assert fields["checkpoints"] == (
+        "steps 100, 200 (optimizer state removed at completion: 702.3 MB freed)"
+    )
     assert fields["final/"] == f"{store.uri}/topic/topic-00000001/final"
     assert fields["W&B run"] == "topic-00000001 (project lab/news)"
     assert "│ train.learning_rate │ 1e-05" in out

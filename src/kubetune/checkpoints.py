@@ -10,24 +10,40 @@ What can go wrong, and what happens:
   against its manifest (sizes from the listing first, then sha256); one that does not match
   is deleted, so its step can be written again, and the one before it is tried.
 - **The store blinks.** boto3 retries each request; on top of that each file is retried with
-  backoff for up to ``Retry.seconds``. Meanwhile training goes on: uploads run in a
-  background thread, and the Trainer only waits when ``queue`` checkpoints are already
-  waiting (the bound on scratch space and on lost work).
+  backoff for up to ``Retry.seconds``. Meanwhile training goes on until its next save (see
+  below).
 - **Two trainers of one run.** The manifest is written with ``If-None-Match: *``: of two
   writers of a step exactly one succeeds, and the other stops with :class:`WriterConflictError`.
   Pruned checkpoints keep their manifest as a tombstone (``"pruned": true``), so a late
   writer cannot take an old step back either.
 
+**What a kill can lose.** Checkpoints upload in a background thread, one after another, while
+training goes on. When the trainer reaches a save while the checkpoint before is still not
+stored, it waits for it before it trains on (:meth:`Uploader.submit`). So a SIGKILL at any
+moment loses at most the work since the last checkpoint but one: killed at step 22 with a
+save every 5 steps, checkpoint 15 is complete in the store, and 20 may be. This follows from
+the order of the code, not from how fast the store or the CPU is; a slow store or a busy CPU
+shows as training that waits at its saves. The upload threads run at the trainer's own CPU
+priority: an unprivileged process cannot raise a thread's priority again once lowered
+(SCHED_IDLE or a nice value), and a lowered upload that training has to wait for starves
+behind any other busy process on the machine.
+
 Retention keeps the newest ``keep`` complete checkpoints (and the best one, when asked).
+**A completed run** is never resumed, so by default its checkpoints lose what only resuming
+reads (:func:`trim_resume_state`: the optimizer state, most of a checkpoint's bytes with
+Adam, and the scheduler, scaler and RNG files); weights and trainer_state.json stay. The
+manifest is rewritten first, atomically, naming what remains and marked ``"trimmed"``; then
+the files go, as with a pruned checkpoint's tombstone: a reader never finds a file the
+manifest names missing, and a resume never picks a trimmed checkpoint.
 This module imports no ML framework: the trainer drives it from a Trainer callback.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import queue
+import re
 import shutil
 import socket
 import sys
@@ -204,6 +220,68 @@ def drop_tombstones(location: RunLocation) -> None:
             location.store.delete_keys(keys)
 
 
+#: Files of a Trainer checkpoint that only resuming reads: the optimizer's state (twice the
+#: weights with Adam), the learning-rate scheduler's, the gradient scaler's, the RNG states.
+RESUME_ONLY = re.compile(r"optimizer\.(pt|bin)|scheduler\.pt|scaler\.pt|rng_state(_\d+)?\.pth")
+#: The manifest key of a checkpoint whose resume-only files were removed.
+TRIMMED = "trimmed"
+#: The run.json key that records what :func:`trim_resume_state` freed.
+STATE_REMOVED = "optimizer_state_removed"
+
+
+@dataclass(frozen=True)
+class Trimmed:
+    """What :func:`trim_resume_state` removed: the checkpoints it trimmed, and their bytes."""
+
+    steps: list[int]
+    bytes: int
+
+    def record(self) -> dict[str, Any]:
+        """The run.json entry (:data:`STATE_REMOVED`)."""
+        return {"steps": self.steps, "bytes": self.bytes}
+
+
+def trim_resume_state(location: RunLocation) -> Trimmed:
+    """Remove the resume-only files (:data:`RESUME_ONLY`) from every complete checkpoint.
+
+    Only for a completed run: a trimmed checkpoint cannot be resumed from. Safe to repeat
+    after a crash: the manifest is rewritten first, and a second call removes what the
+    first left behind.
+    """
+    steps, freed = [], 0
+    for step in location.checkpoints():
+        removed = _trim(location, step)
+        if removed is not None:
+            steps.append(step)
+            freed += removed
+    return Trimmed(steps, freed)
+
+
+def _trim(location: RunLocation, step: int) -> int | None:
+    """Trim one checkpoint; the bytes its manifest no longer names, None if it was already."""
+    store = location.store
+    key = manifest_key(location, step)
+    manifest = _read_manifest(store, key)
+    files = manifest.get("files")
+    if manifest.get("pruned") or not isinstance(files, list):
+        return None
+    kept = [f for f in files if not RESUME_ONLY.fullmatch(f["path"])]
+    dropped = [f for f in files if RESUME_ONLY.fullmatch(f["path"])]
+    freed = sum(f["size"] for f in dropped)
+    if dropped:
+        record = {"files": [f["path"] for f in dropped], "bytes": freed, "at": _now()}
+        store.write_json(key, {**manifest, "files": kept, TRIMMED: record})
+    prefix = location.checkpoint_prefix(step)
+    named = {f"{prefix}/{f['path']}" for f in kept}
+    left = [
+        k
+        for k in store.list_keys(prefix)
+        if k not in named and RESUME_ONLY.fullmatch(k.removeprefix(f"{prefix}/"))
+    ]
+    store.delete_keys(left)
+    return freed if dropped else None
+
+
 def fetch(
     location: RunLocation, step: int, target: Path, pool: ThreadPoolExecutor, retry: Retry = Retry()
 ) -> None:
@@ -255,9 +333,13 @@ def latest_valid(
     """The newest checkpoint that matches its manifest, downloaded under ``local_root``.
 
     Each checkpoint that does not match is reported to ``on_reject`` and deleted from the
-    store (its step is trained and written again).
+    store (its step is trained and written again). A trimmed one (:func:`trim_resume_state`)
+    is reported and kept: its weights are sound, but there is no optimizer state to resume.
     """
     for step in reversed(location.checkpoints()):
+        if _read_manifest(location.store, manifest_key(location, step)).get(TRIMMED):
+            on_reject(step, "its optimizer state was removed when the run completed")
+            continue
         target = local_root / f"checkpoint-{step}"
         shutil.rmtree(target, ignore_errors=True)
         try:
@@ -300,10 +382,11 @@ class Stored:
 class Uploader:
     """Stores checkpoints in the background, one at a time, each in parallel.
 
-    :meth:`submit` returns once the checkpoint is snapshotted and queued; it blocks only when
-    ``queue`` checkpoints are already waiting. A failure that retries cannot fix (the store
-    down past ``retry.seconds``, another writer) is kept in :attr:`error` and raised by the
-    next :meth:`submit` or :meth:`check`.
+    The ordering is the durability promise (see the module docstring): :meth:`submit` of a
+    checkpoint returns only once every checkpoint submitted before it is stored or has
+    failed. A failure that retries cannot fix (the store down past ``retry.seconds``,
+    another writer) is kept in :attr:`error` and raised by the next :meth:`submit` or
+    :meth:`check`.
     """
 
     def __init__(
@@ -313,7 +396,6 @@ class Uploader:
         *,
         keep: int,
         concurrency: int = 8,
-        queue_size: int = 2,
         writer: str | None = None,
         retry: Retry = Retry(),
         on_stored: Callable[[Stored], None] | None = None,
@@ -326,11 +408,12 @@ class Uploader:
         self.on_stored = on_stored
         self.error: CheckpointError | None = None
         self.stored: list[Stored] = []
-        self._queue: queue.Queue[tuple[Path, int, frozenset[int]] | None] = queue.Queue(
-            maxsize=queue_size
+        self._queue: queue.SimpleQueue[tuple[Path, int, frozenset[int]] | None] = (
+            queue.SimpleQueue()
         )
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="kubetune-upload")
-        self._pending = 0
+        #: Steps handed to the upload thread and not yet stored (or failed), oldest first.
+        self._unstored: list[int] = []
         self._idle = threading.Condition()
         self._thread = threading.Thread(target=self._work, name="kubetune-checkpoints", daemon=True)
         self._thread.start()
@@ -340,20 +423,52 @@ class Uploader:
         if self.error is not None:
             raise self.error
 
-    def submit(self, folder: Path, step: int, protect: Iterable[int] = ()) -> None:
-        """Queue the checkpoint in ``folder`` (saved at ``step``) for upload."""
+    def unstored(self) -> list[int]:
+        """Steps submitted and not yet stored or failed, oldest first."""
+        with self._idle:
+            return list(self._unstored)
+
+    def submit(
+        self,
+        folder: Path,
+        step: int,
+        protect: Iterable[int] = (),
+        *,
+        wait: bool = True,
+        on_wait: Callable[[int], None] | None = None,
+    ) -> None:
+        """Queue the checkpoint in ``folder`` (saved at ``step``) for upload.
+
+        With ``wait`` (training goes on after this save) it first waits until the checkpoints
+        submitted before are stored, calling ``on_wait(step)`` with the newest of them if it
+        has to; so a kill after this returns loses at most the work since the checkpoint
+        before ``step``. Without ``wait`` (the last save before the process ends, which
+        drains the uploads itself) the checkpoint is queued behind them at once.
+
+        Raises:
+            CheckpointError: an earlier checkpoint could not be stored.
+        """
         self.check()
+        if wait:
+            self._wait_for_unstored(on_wait)
+            self.check()
         snap = self.staging / f"step-{step}"
         shutil.rmtree(snap, ignore_errors=True)
         snapshot(folder, snap)
         with self._idle:
-            self._pending += 1
+            self._unstored.append(step)
         self._queue.put((snap, step, frozenset(protect)))
+
+    def _wait_for_unstored(self, on_wait: Callable[[int], None] | None) -> None:
+        waiting = self.unstored()
+        if waiting and on_wait is not None:
+            on_wait(waiting[-1])
+        self.drain()
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until every queued checkpoint is stored or failed; False on timeout."""
         with self._idle:
-            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+            return self._idle.wait_for(lambda: not self._unstored, timeout)
 
     def close(self) -> None:
         """Stop the worker once the queue is empty (call :meth:`drain` first to wait)."""
@@ -363,7 +478,6 @@ class Uploader:
         shutil.rmtree(self.staging, ignore_errors=True)
 
     def _work(self) -> None:
-        _yield_cpu()
         while (item := self._queue.get()) is not None:
             snap, step, protect = item
             try:
@@ -376,7 +490,7 @@ class Uploader:
             finally:
                 shutil.rmtree(snap, ignore_errors=True)
                 with self._idle:
-                    self._pending -= 1
+                    self._unstored.remove(step)
                     self._idle.notify_all()
 
     def _store(self, snap: Path, step: int, protect: frozenset[int]) -> None:
@@ -408,19 +522,6 @@ class Uploader:
         self.stored.append(stored)
         if self.on_stored is not None:
             self.on_stored(stored)
-
-
-def _yield_cpu() -> None:
-    """Run this thread, and the threads it starts (the upload pool's and boto3's transfer
-    threads inherit it), under Linux's SCHED_IDLE policy: hashing and HTTP then take only the
-    CPU that training leaves idle. Elsewhere, or where that is refused, a nice value does
-    the same less strictly."""
-    tid = threading.get_native_id()
-    try:
-        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):
-        with contextlib.suppress(AttributeError, OSError):
-            os.setpriority(os.PRIO_PROCESS, tid, 19)
 
 
 def _now() -> str:

@@ -25,6 +25,7 @@ from rich.table import Table
 
 from kubetune._progress import _HEADLINE as HEADLINE
 from kubetune._tables import add_id_column, add_value_column
+from kubetune.checkpoints import STATE_REMOVED
 from kubetune.errors import ConfigError
 from kubetune.store import RunLocation, StoreError, file_uri_path, find_runs
 
@@ -378,7 +379,7 @@ def _identity(run: RunDetail, now: datetime) -> Table:
         rows.append(("stopped at", f"step {record['step']}"))
     steps = run.checkpoints
     rows += [
-        ("checkpoints", f"steps {', '.join(map(str, steps))}" if steps else DASH),
+        ("checkpoints", _checkpoints(steps, as_dict(record.get(STATE_REMOVED)))),
         ("final/", run.final or DASH),
     ]
     if run.adapter:
@@ -388,6 +389,17 @@ def _identity(run: RunDetail, now: datetime) -> Table:
     for key, value in rows:
         grid.add_row(key, escape(value))
     return grid
+
+
+def _checkpoints(steps: list[int], removed: dict[str, Any]) -> str:
+    """``steps 25, 30`` and, for a completed run, the optimizer state removed from them."""
+    if not steps:
+        return DASH
+    text = f"steps {', '.join(map(str, steps))}"
+    freed = removed.get("bytes")
+    if isinstance(freed, int) and not isinstance(freed, bool):
+        text += f" (optimizer state removed at completion: {freed / 1e6:,.1f} MB freed)"
+    return text
 
 
 def _chart(render: dict[str, Any]) -> str:

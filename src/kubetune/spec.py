@@ -337,6 +337,13 @@ class TrainSpec(_Model):
         None, ge=1, description="Checkpoint every N steps (save_strategy: steps)."
     )
     save_total_limit: int = Field(2, ge=1, le=100, description="Keep the last K checkpoints.")
+    keep_optimizer_state: bool = Field(
+        False,
+        description="Keep the optimizer state (optimizer, scheduler, gradient scaler and RNG "
+        "files) in the stored checkpoints of a completed run. Only resuming needs it, and a "
+        "completed run is never resumed, so by default it is removed when the run completes "
+        "(often two thirds of a checkpoint's bytes); the weights and trainer_state.json stay.",
+    )
     logging_steps: int = Field(50, ge=1, description="Log training loss every N steps.")
     metric_for_best_model: str | None = Field(
         None, description="Eval metric that picks the best checkpoint and drives early stopping."
@@ -581,8 +588,11 @@ class StorageSpec(_Model):
         2,
         ge=1,
         le=16,
-        description="Checkpoints that may wait for upload; a save beyond them waits until one is "
-        "stored, so a slow store bounds scratch space instead of filling it.",
+        deprecated="storage.upload_queue is ignored: a save waits until the checkpoint before "
+        "it is stored",
+        description="Ignored; still read so that stored specs that carry it load and keep their "
+        "run id. A save waits until the checkpoint before it is stored, so a SIGKILL loses at "
+        "most the work since the last checkpoint but one.",
     )
 
 

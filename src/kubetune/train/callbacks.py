@@ -211,7 +211,17 @@ class CheckpointSync(TrainerCallback):
             return
         best = state.best_model_checkpoint
         protect = {int(best.rsplit("-", 1)[-1])} if best else set()
-        self.uploader.submit(local, state.global_step, protect)
+        step = state.global_step
+        # Training goes on after this save only if it is not stopping: then the checkpoint
+        # before must be stored first (the durability promise of kubetune.checkpoints). A
+        # stopping trainer drains the uploads itself, within the grace period on a stop.
+        self.uploader.submit(
+            local,
+            step,
+            protect,
+            wait=not control.should_training_stop,
+            on_wait=lambda unstored: emit("checkpoint_wait", step=step, waiting_for=unstored),
+        )
 
 
 class SaveOncePerStep(TrainerCallback):

@@ -386,6 +386,8 @@ class Finished:
     save_model: Callable[[Path, ThreadPoolExecutor], None] | None = None
     history: list[dict[str, Any]] | None = None
     step: int = 0
+    #: train.keep_optimizer_state: False removes it from the stored checkpoints at the end.
+    keep_optimizer_state: bool = True
 
 
 def _fine_tune(
@@ -447,7 +449,6 @@ def _fine_tune(
             work / "staging",
             keep=spec.train.save_total_limit,
             concurrency=storage.upload_concurrency,
-            queue_size=storage.upload_queue,
         )
         sync = CheckpointSync(uploader)
         callbacks.append(sync)
@@ -531,6 +532,7 @@ def _fine_tune(
             ),
             history=list(trainer.state.log_history),
             step=trainer.state.global_step,
+            keep_optimizer_state=spec.train.keep_optimizer_state,
         )
         with _transfers(storage.upload_concurrency) as pool:
             _finish(location, work, run_record, finished, pool=pool)
@@ -619,7 +621,9 @@ def _finish(
     pool: ThreadPoolExecutor | None,
 ) -> None:
     """final/ (when there is a model), metrics, history, predictions, then run.json: the run
-    is done. Tombstones of pruned checkpoints go last: no writer can come back now."""
+    is done. Then what only a resume needs goes, since a completed run is never resumed
+    (:func:`run` returns at once): tombstones of pruned checkpoints, and unless the
+    spec keeps it, the checkpoints' optimizer state, whose size run.json records."""
     if finished.save_model is not None and pool is not None:
         finished.save_model(work / "final", pool)
     _save_outputs(location, finished.results, finished.artifacts)
@@ -636,6 +640,23 @@ def _finish(
         **finished.extra,
     )
     checkpoints.drop_tombstones(location)
+    if not finished.keep_optimizer_state:
+        _remove_optimizer_state(location, run_record)
+
+
+def _remove_optimizer_state(location: RunLocation, run_record: RunRecord) -> None:
+    """Trim the completed run's checkpoints and record the bytes freed. The run is complete
+    whatever happens here: a store that fails now leaves the state in place, with a warning."""
+    try:
+        trimmed = checkpoints.trim_resume_state(location)
+        if trimmed.steps:
+            run_record.write("completed", **{checkpoints.STATE_REMOVED: trimmed.record()})
+    except StoreError as exc:
+        print(
+            f"kubetune: the run is complete, but its checkpoints keep their optimizer state: {exc}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _count_parameters(model: Any) -> tuple[int, int]:

@@ -1,0 +1,222 @@
+"""kubetune.checkpoints without training: fake checkpoint folders, and a file store whose
+checkpoint uploads wait until the test lets them through (:class:`GatedStore`), so every
+ordering is set by the test, never by how fast this machine is."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kubetune import checkpoints
+from kubetune.checkpoints import CheckpointError, Uploader
+from kubetune.store import FileStore, RunLocation
+
+SAVE_STEPS = 5
+
+
+class GatedStore(FileStore):
+    """A file store in which the files of checkpoint N upload only once ``open(N)`` is
+    called: as slow a store as the test wants, driven by events."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(uri)
+        self._lock = threading.Lock()
+        self._gates: dict[int, threading.Event] = {}
+        self.broken: set[int] = set()
+
+    def gate(self, step: int) -> threading.Event:
+        with self._lock:
+            return self._gates.setdefault(step, threading.Event())
+
+    def open(self, step: int) -> None:
+        self.gate(step).set()
+
+    def upload_file(self, local: Path, key: str) -> None:
+        found = re.search(r"/checkpoints/step-(\d+)/", key)
+        if found:
+            step = int(found.group(1))
+            self.gate(step).wait()
+            if step in self.broken:
+                raise RuntimeError(f"disk full writing {key}")
+        super().upload_file(local, key)
+
+
+def fake_checkpoint(folder: Path, step: int) -> Path:
+    """What the Trainer leaves in checkpoint-N: weights, optimizer state, trainer state."""
+    local = folder / f"checkpoint-{step}"
+    local.mkdir(parents=True)
+    (local / "model.safetensors").write_bytes(b"w" * 300 + bytes([step % 256]))
+    (local / "optimizer.pt").write_bytes(b"o" * 600)
+    (local / "trainer_state.json").write_text(f'{{"global_step": {step}}}', encoding="utf-8")
+    return local
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> GatedStore:
+    return GatedStore(f"file://{tmp_path / 'store'}")
+
+
+@pytest.fixture
+def location(store: GatedStore) -> RunLocation:
+    return RunLocation(store, "sweep", "run")
+
+
+@pytest.fixture
+def uploader(store: GatedStore, location: RunLocation, tmp_path: Path) -> Iterator[Uploader]:
+    up = Uploader(location, tmp_path / "staging", keep=2, concurrency=2)
+    yield up
+    for step in range(0, 100, SAVE_STEPS):  # a failed test's uploads finish, and close returns
+        store.open(step)
+    up.close()
+
+
+def test_a_save_returns_only_once_the_checkpoint_before_is_stored(
+    uploader: Uploader, store: GatedStore, location: RunLocation, tmp_path: Path
+) -> None:
+    uploader.submit(fake_checkpoint(tmp_path, 5), 5)
+    # Checkpoint 5 cannot be stored until the gate opens: the next save must wait for it.
+    reached = threading.Event()
+    waited_for: list[int] = []
+    seen_when_returned: list[list[int]] = []
+
+    def next_save() -> None:
+        def on_wait(unstored: int) -> None:
+            waited_for.append(unstored)
+            reached.set()
+
+        uploader.submit(fake_checkpoint(tmp_path, 10), 10, on_wait=on_wait)
+        seen_when_returned.append(location.checkpoints())
+        reached.set()
+
+    saver = threading.Thread(target=next_save)
+    saver.start()
+    reached.wait()  # the save is waiting (or, were the bound looser, has returned)
+    store.open(5)
+    saver.join()
+    assert waited_for == [5]
+    assert seen_when_returned == [[5]], "the save returned before checkpoint 5 was stored"
+    assert uploader.unstored() == [10], "the new checkpoint uploads behind training"
+
+
+def test_every_save_finds_all_earlier_checkpoints_stored_however_slow_the_store(
+    uploader: Uploader, store: GatedStore, location: RunLocation, tmp_path: Path
+) -> None:
+    """The slowest store that still lets training go on: each checkpoint's upload is let
+    through only when the next save is already waiting for it."""
+    saves = list(range(SAVE_STEPS, 45, SAVE_STEPS))
+    for step in saves:
+        uploader.submit(fake_checkpoint(tmp_path, step), step, on_wait=store.open)
+        earlier = [s for s in saves if s < step]
+        assert [s.step for s in uploader.stored] == earlier
+        assert location.checkpoints() == earlier[-2:], "kept: the newest two"
+        assert uploader.unstored() == [step]
+    store.open(saves[-1])
+    assert uploader.drain()
+    assert location.checkpoints() == saves[-2:]
+
+
+def test_a_stopping_save_queues_behind_the_unstored_one_without_waiting(
+    uploader: Uploader, store: GatedStore, location: RunLocation, tmp_path: Path
+) -> None:
+    uploader.submit(fake_checkpoint(tmp_path, 5), 5)
+    uploader.submit(fake_checkpoint(tmp_path, 8), 8, wait=False)
+    assert uploader.unstored() == [5, 8]
+    assert location.checkpoints() == []
+    store.open(5)
+    store.open(8)
+    assert uploader.drain()
+    assert [s.step for s in uploader.stored] == [5, 8], "stored in the order saved"
+
+
+def test_a_checkpoint_that_cannot_be_stored_stops_the_next_save(
+    uploader: Uploader, store: GatedStore, location: RunLocation, tmp_path: Path
+) -> None:
+    store.broken.add(5)
+    uploader.submit(fake_checkpoint(tmp_path, 5), 5)
+    store.open(5)
+    with pytest.raises(CheckpointError, match="disk full"):
+        uploader.submit(fake_checkpoint(tmp_path, 10), 10)
+    assert location.checkpoints() == []
+    assert uploader.unstored() == [], "checkpoint 10 was not queued behind the failure"
+
+
+def test_a_stored_checkpoint_matches_its_manifest(
+    uploader: Uploader, store: GatedStore, location: RunLocation, tmp_path: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    store.open(5)
+    uploader.submit(fake_checkpoint(tmp_path, 5), 5)
+    assert uploader.drain()
+    with ThreadPoolExecutor(2) as pool:
+        checkpoints.fetch(location, 5, tmp_path / "fetched", pool)
+    assert (tmp_path / "fetched" / "optimizer.pt").read_bytes() == b"o" * 600
+
+
+def stored_checkpoint(uploader: Uploader, store: GatedStore, tmp_path: Path, step: int) -> None:
+    """A checkpoint as a run stores it, with the resume-only files a Trainer writes."""
+    local = fake_checkpoint(tmp_path, step)
+    (local / "scheduler.pt").write_bytes(b"s" * 10)
+    (local / "rng_state.pth").write_bytes(b"r" * 20)
+    (local / "training_args.bin").write_bytes(b"a" * 5)
+    store.open(step)
+    uploader.submit(local, step)
+    assert uploader.drain()
+
+
+def held(location: RunLocation, step: int) -> set[str]:
+    prefix = location.checkpoint_prefix(step)
+    return {k.removeprefix(f"{prefix}/") for k in location.store.list_keys(prefix)}
+
+
+def test_a_completed_runs_checkpoints_lose_their_optimizer_state_and_still_verify(
+    uploader: Uploader, store: GatedStore, location: RunLocation, tmp_path: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    for step in (5, 10):
+        stored_checkpoint(uploader, store, tmp_path, step)
+    trimmed = checkpoints.trim_resume_state(location)
+    assert trimmed == checkpoints.Trimmed(steps=[5, 10], bytes=2 * (600 + 10 + 20))
+    kept = {"model.safetensors", "trainer_state.json", "training_args.bin"}
+    for step in (5, 10):
+        manifest = store.read_json(checkpoints.manifest_key(location, step))
+        assert {f["path"] for f in manifest["files"]} == kept
+        assert held(location, step) == kept | {"MANIFEST.json"}, "nothing the manifest omits"
+        assert manifest["trimmed"]["files"] == ["optimizer.pt", "rng_state.pth", "scheduler.pt"]
+        with ThreadPoolExecutor(2) as pool:  # raises unless every file matches the manifest
+            checkpoints.fetch(location, step, tmp_path / f"fetched-{step}", pool)
+    assert location.checkpoints() == [5, 10], "the weights stay listed"
+    assert checkpoints.trim_resume_state(location) == checkpoints.Trimmed([], 0)
+
+
+def test_trimming_again_after_a_crash_removes_what_the_manifest_no_longer_names(
+    uploader: Uploader, store: GatedStore, location: RunLocation, tmp_path: Path
+) -> None:
+    stored_checkpoint(uploader, store, tmp_path, 5)
+    checkpoints.trim_resume_state(location)
+    # A crash between the manifest and the deletes leaves a file the manifest does not name.
+    store.write_bytes(f"{location.checkpoint_prefix(5)}/optimizer.pt", b"o" * 600)
+    checkpoints.trim_resume_state(location)
+    assert "optimizer.pt" not in held(location, 5)
+
+
+def test_a_resume_never_picks_a_trimmed_checkpoint_and_keeps_it(
+    uploader: Uploader, store: GatedStore, location: RunLocation, tmp_path: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    stored_checkpoint(uploader, store, tmp_path, 5)
+    checkpoints.trim_resume_state(location)
+    rejected: list[tuple[int, str]] = []
+    with ThreadPoolExecutor(2) as pool:
+        found = checkpoints.latest_valid(
+            location, tmp_path / "resume", pool, lambda s, r: rejected.append((s, r))
+        )
+    assert found is None
+    assert rejected == [(5, "its optimizer state was removed when the run completed")]
+    assert location.checkpoints() == [5], "its weights are not deleted"
