@@ -106,7 +106,7 @@ def with_retry(what: str, call: Callable[[], T], retry: Retry) -> T:
             if time.monotonic() + wait > deadline:
                 raise CheckpointError(
                     f"{what}: still failing after {retry.seconds:.0f} s: {exc}"
-                ) from None
+                ) from exc
             # One write: this runs in upload threads, beside the trainer's own output.
             sys.stderr.write(f"kubetune: {what}: {exc}; retrying in {wait:.1f} s\n")
             sys.stderr.flush()
@@ -169,7 +169,7 @@ def write_manifest(
             lambda: store.write_json(key, manifest, if_absent=True),
             retry,
         )
-    except ConflictError:
+    except ConflictError as exc:
         existing = _read_manifest(store, key)
         if existing.get("writer") == writer and existing.get("files") == files:
             return  # our own write, answered 412 on a retry after a lost response
@@ -177,7 +177,7 @@ def write_manifest(
             f"checkpoint step-{step:06d} of {location.url} was stored first by another trainer "
             f"({existing.get('writer', 'unknown')}); two trainers of one run cannot both "
             f"write it, so this one ({writer}) stops"
-        ) from None
+        ) from exc
 
 
 def _read_manifest(store: Store, key: str) -> dict[str, Any]:
@@ -296,7 +296,7 @@ def fetch(
     try:
         manifest = store.read_json(f"{prefix}/{MANIFEST}")
     except ValueError as exc:
-        raise InvalidCheckpointError(f"its manifest is not JSON ({exc})") from None
+        raise InvalidCheckpointError(f"its manifest is not JSON ({exc})") from exc
     if not isinstance(manifest, dict) or manifest.get("pruned"):
         raise InvalidCheckpointError("its manifest is a tombstone of a pruned checkpoint")
     files = manifest.get("files")
@@ -480,16 +480,21 @@ class Uploader:
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
             snap, step, protect = item
+            failed: CheckpointError | None = None
             try:
                 if self.error is None:
                     self._store(snap, step, protect)
             except CheckpointError as exc:
-                self.error = exc
+                failed = exc
             except Exception as exc:  # a worker must not die silently
-                self.error = CheckpointError(f"checkpoint step-{step:06d}: {exc!r}")
+                failed = CheckpointError(f"checkpoint step-{step:06d}: {exc!r}")
+                failed.__cause__ = exc
             finally:
                 shutil.rmtree(snap, ignore_errors=True)
+                # The failure and the end of this step's upload are seen together: whoever
+                # reads the error finds the step no longer pending.
                 with self._idle:
+                    self.error = self.error or failed
                     self._unstored.remove(step)
                     self._idle.notify_all()
 
