@@ -1,7 +1,10 @@
 """The one launch line of the trainer, shared by the Kubernetes Job and ``kubetune run``.
 
-The trainer always starts under ``accelerate launch`` so that a laptop run and a cluster run
-take the same code path. Across nodes, Kubernetes fills ``$(KUBETUNE_MACHINE_RANK)`` (the
+The trainer always starts from this line so that a laptop run and a cluster run take the
+same code path. For one process on one machine the supervisor starts the trainer itself,
+with the environment accelerate's simple launcher would give it (:func:`direct_launch`):
+accelerate's CLI would import torch only to start a process that imports it again. Across
+nodes, Kubernetes fills ``$(KUBETUNE_MACHINE_RANK)`` (the
 pod's completion index) and ``$(KUBETUNE_MAIN_HOST)`` (index 0 behind the headless Service)
 from the container's environment.
 
