@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -116,21 +114,10 @@ class GatedStore(FlakyProxy):
     down until the test calls :meth:`restore`: the outage ends on an event the test saw,
     not after some seconds."""
 
-    def __init__(self, target: str, trip: bytes) -> None:
-        super().__init__(target, trip, outage=math.inf)
-        self.tripped = threading.Event()
-
-    def _go_down(self) -> None:
-        super()._go_down()
-        self.tripped.set()
-
     def wait_tripped(self, pods: list[Pod]) -> None:
         while not self.tripped.wait(1):
             for pod in pods:
                 assert pod.proc.poll() is None, pod.log()
-
-    def restore(self) -> None:
-        self.up_at = time.monotonic()
 
 
 def rendered_pods(data: dict[str, Any], port: int) -> tuple[list[str], dict[str, str], Any]:
