@@ -123,8 +123,8 @@ def empty(client: Any) -> None:
 
 def store_checkpoint(store: Any, folder: Path, run_id: str) -> None:
     """What the trainer does with a saved checkpoint: kubetune's Uploader, start to finish."""
-    from kubetune.checkpoints import Uploader
     from kubetune.store import RunLocation
+    from kubetune.store.checkpoints import Uploader
 
     uploader = Uploader(RunLocation(store, "bench", run_id), folder.parent / "staging", keep=2)
     uploader.submit(folder, 100)

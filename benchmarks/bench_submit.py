@@ -11,7 +11,7 @@ does no admission or etcd work, so the figures are about the client's side of su
 The sweep is rendered once, timed on its own, and both arms send those same manifests, each
 into a namespace of its own:
 
-- kubetune: ``kubetune.submit.submit``, 16 runs in flight; per run a GET of its Job (the
+- kubetune: ``kubetune.kube.submit.submit``, 16 runs in flight; per run a GET of its Job (the
   idempotency check), one server-side apply PATCH per object in install order, then a merge
   PATCH per dependent giving it an ownerReference to the Job (so it goes when the Job goes);
 - sequential: the obvious alternative, a plain loop of one POST per object, one at a time,
@@ -89,7 +89,9 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from kubetune import cluster, render, spec, submit, sweep
+    from kubetune import render, spec, sweep
+    from kubetune.kube import client as cluster
+    from kubetune.kube import submit
 
     work = Path(tempfile.mkdtemp(prefix="kubetune-bench-submit-"))
     data = sweep_spec(args.runs)

@@ -1,4 +1,4 @@
-"""kubetune.checkpoints without training: fake checkpoint folders, and a file store whose
+"""kubetune.store.checkpoints without training: fake checkpoint folders, and a file store whose
 checkpoint uploads wait until the test lets them through (:class:`GatedStore`), so every
 ordering is set by the test, never by how fast this machine is."""
 
@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from kubetune import checkpoints
-from kubetune.checkpoints import CheckpointError, Uploader
-from kubetune.store import FileStore, RunLocation
+from kubetune.store import FileStore, RunLocation, checkpoints
+from kubetune.store.checkpoints import CheckpointError, Uploader
 
 SAVE_STEPS = 5
 

@@ -190,7 +190,7 @@ def press(stop: BaseException) -> Any:
         (["runs", "list", "file://./runs"], "kubetune.runs", "find"),
         (["data", "prepare", "bbc-news", "out"], "kubetune.prepare", "prepare"),
         (["report", "file://./runs"], "kubetune.report", "build_report"),
-        (["list"], "kubetune.cluster", "connect"),
+        (["list"], "kubetune.kube.client", "connect"),
     ],
 )
 def test_ctrl_c_in_a_command_is_one_line_and_exit_130(

@@ -1,4 +1,4 @@
-"""kubetune.cluster and kubetune.kube_errors against a fake Kubernetes API server over real
+"""kubetune.kube.client and kubetune.kube.errors against a fake Kubernetes API server over real
 HTTP (tests/kubefake.py): connecting, server-side apply, create, list, watch, logs, delete,
 and every refusal as one line."""
 
@@ -12,11 +12,12 @@ import pytest
 import yaml
 
 from kubefake import TOKEN, FakeKube, write_kubeconfig
-from kubetune import cluster, sweep
-from kubetune import kube_errors as ke
 from kubetune import render as rendermod
 from kubetune import spec as specmod
+from kubetune import sweep
 from kubetune.errors import ConfigError
+from kubetune.kube import client as cluster
+from kubetune.kube import errors as ke
 
 from conftest import base_spec, free_port
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from kubetune import jobstatus as js
+from kubetune.kube import status as js
 
 
 def job(

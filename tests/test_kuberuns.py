@@ -19,8 +19,10 @@ from typing import Any
 import pytest
 
 from kubefake import FakeKube, kubetune, table, write_kubeconfig
-from kubetune import cluster, kuberuns, sweep
 from kubetune import spec as specmod
+from kubetune import sweep
+from kubetune.kube import client as cluster
+from kubetune.kube import watch as kuberuns
 from kubetune.store import RunLocation, open_store
 
 from conftest import base_spec

@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from kubefake import FakeKube, kubetune, write_kubeconfig
-from kubetune import cluster, sweep
 from kubetune import spec as specmod
+from kubetune import sweep
+from kubetune.kube import client as cluster
 from kubetune.store import FileStore, RunLocation
 
 from conftest import ROOT, base_spec

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from kubetune import runs
-from kubetune.checkpoints import STATE_REMOVED
 from kubetune.errors import ConfigError
 from kubetune.store import FileStore, RunLocation, Store, open_store
+from kubetune.store.checkpoints import STATE_REMOVED
 
 from conftest import ROOT
 

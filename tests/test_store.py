@@ -74,7 +74,7 @@ def test_sizes_and_deletes(store: Store) -> None:
 
 
 def test_s3_client_settings_suit_s3_compatible_stores(s3_env: str) -> None:
-    from kubetune.s3store import S3Store
+    from kubetune.store.s3 import S3Store
 
     s3 = open_store("s3://runs/p", endpoint=s3_env, concurrency=4)
     assert isinstance(s3, S3Store)
@@ -141,8 +141,8 @@ def test_s3_exists_is_false_only_when_the_key_is_not_there(code: str, status: in
     import boto3
     from botocore.stub import Stubber
 
-    from kubetune.s3store import S3Store
     from kubetune.store import NotFoundError, StoreError
+    from kubetune.store.s3 import S3Store
 
     client = boto3.client(
         "s3", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"

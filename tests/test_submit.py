@@ -13,10 +13,11 @@ import yaml
 
 import kubefake
 from kubefake import FakeKube, kubetune, table, write_kubeconfig
-from kubetune import cluster, sweep
 from kubetune import render as rendermod
 from kubetune import spec as specmod
-from kubetune import submit as submitmod
+from kubetune import sweep
+from kubetune.kube import client as cluster
+from kubetune.kube import submit as submitmod
 
 from conftest import ROOT, base_spec
 

@@ -18,11 +18,11 @@ import typer
 from typer.core import TyperGroup
 
 if TYPE_CHECKING:
-    from kubetune.cluster import Cluster
+    from kubetune.kube.client import Cluster
+    from kubetune.kube.submit import Outcome
     from kubetune.render import Rendered
     from kubetune.reproduce import Comparison, Recorded
     from kubetune.spec import JobSpec
-    from kubetune.submit import Outcome
     from kubetune.sweep import ResolvedRun
 
 
@@ -474,12 +474,12 @@ def _reproduce_submit(
 ) -> None:
     from rich.markup import escape
 
-    from kubetune import cluster
     from kubetune import reproduce as repro
+    from kubetune.kube import client
 
     caution = repro.check_submit(recorded, store)
     rendered, warnings = repro.render(recorded, namespace, image, store, endpoint)
-    target = cluster.connect()
+    target = client.connect()
     _warn(warnings + ([caution] if caution else []))
     done = repro.submit(rendered, namespace, target, replace=replace)
     console = _console()
@@ -600,15 +600,15 @@ def submit(
     A run whose Job already exists with the same spec is left alone, so submitting again is
     safe. Exit 0 when every run is created or unchanged, 1 otherwise.
     """
-    from kubetune import cluster
     from kubetune import render as rendermod
-    from kubetune import submit as submitmod
     from kubetune.errors import EXIT_WORLD
+    from kubetune.kube import client
+    from kubetune.kube import submit as submitmod
 
     _job, runs = _load(spec, set_, only=run)
     for item in runs:
         rendermod.check_renderable(item)
-    target = cluster.connect(context)
+    target = client.connect(context)
     ns = target.namespace_for(namespace)
     runs = _stage(runs, upload=not dry_run)
     rendered = rendermod.render(runs, ns)
@@ -670,7 +670,7 @@ def _submit_with_progress(
 ) -> list[Outcome]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from kubetune import submit as submitmod
+    from kubetune.kube import submit as submitmod
 
     console = _console()
     with Progress(
@@ -733,13 +733,15 @@ def status(
     A row per run: its parameters, Job phase, pod state, restarts, node, age, and the headline
     metric of its run.json in the store ("—" where it cannot be read).
     """
-    from kubetune import cluster, jobstatus, kuberuns
     from kubetune.errors import ConfigError
+    from kubetune.kube import client
+    from kubetune.kube import status as job_status
+    from kubetune.kube import watch as finder
 
-    target = cluster.connect(context)
+    target = client.connect(context)
     ns = target.namespace_for(namespace)
-    found = kuberuns.resolve(target, ns, name)
-    metrics = jobstatus.Metrics()
+    found = finder.resolve(target, ns, name)
+    metrics = job_status.Metrics()
     title = f"{found.title} in {ns}"
 
     def table(
@@ -748,23 +750,23 @@ def status(
         from rich.console import Group
         from rich.markup import escape
 
-        rows = jobstatus.rows(
+        rows = job_status.rows(
             jobs, pods, found.expected, metrics.read(jobs), missing_config_maps=missing or ()
         )
         problems = [
-            f"[bold yellow]stuck:[/] {escape(line)}" for line in jobstatus.problem_lines(rows)
+            f"[bold yellow]stuck:[/] {escape(line)}" for line in job_status.problem_lines(rows)
         ]
-        return Group(jobstatus.status_table(title, rows), *problems)
+        return Group(job_status.status_table(title, rows), *problems)
 
     if watch:
         _watch(target, ns, found.selector, table)
         return
-    jobs, pods = kuberuns.snapshot(target, ns, found.selector)
+    jobs, pods = finder.snapshot(target, ns, found.selector)
     if not jobs and not found.expected:
         raise ConfigError(
             f"no sweep or run {name} in namespace {ns}; kubetune list shows what is there"
         )
-    missing = kuberuns.missing_config_maps(target, ns, pods)
+    missing = finder.missing_config_maps(target, ns, pods)
     _console(stderr=False).print(table(jobs, pods, missing))
 
 
@@ -780,11 +782,11 @@ def _watch(target: Cluster, namespace: str, selector: str, table: Any) -> None:
 
     from rich.live import Live
 
-    from kubetune import kuberuns
+    from kubetune.kube import watch
 
     console = _console(stderr=False)
     stop = threading.Event()
-    updates = kuberuns.watch(target, namespace, selector, stop)
+    updates = watch.watch(target, namespace, selector, stop)
     with _on_interrupt("stopped watching; the runs go on in the cluster"), closing(updates):
         if console.is_terminal:
             with Live(console=console, auto_refresh=False) as live:
@@ -819,18 +821,19 @@ def logs(
     """Print the trainer's log of a run: its newest pod (of machine rank --rank)."""
     from rich.markup import escape
 
-    from kubetune import cluster, kuberuns
-    from kubetune.jobstatus import pod_state
+    from kubetune.kube import client
+    from kubetune.kube import logs as kube_logs
+    from kubetune.kube.status import pod_state
 
-    target = cluster.connect(context)
+    target = client.connect(context)
     ns = target.namespace_for(namespace)
-    pod = kuberuns.log_pod(target, ns, run, rank)
+    pod = kube_logs.log_pod(target, ns, run, rank)
     name = pod["metadata"]["name"]
     _console().print(f"[dim]pod {escape(name)} ({escape(pod_state(pod))})[/]")
     out = getattr(sys.stdout, "buffer", None)
     stopped = "stopped following the log; the run goes on in the cluster" if follow else ""
     with _on_interrupt(stopped):
-        for chunk in kuberuns.logs(target, ns, pod, follow=follow):
+        for chunk in kube_logs.logs(target, ns, pod, follow=follow):
             if out is not None:
                 out.write(chunk)
                 out.flush()
@@ -847,14 +850,15 @@ def cancel(name: RunsArg, namespace: NamespaceOpt = None, context: ContextOpt = 
     """
     from rich.markup import escape
 
-    from kubetune import cluster, kuberuns
+    from kubetune.kube import cancel as kube_cancel
+    from kubetune.kube import client, watch
 
-    target = cluster.connect(context)
+    target = client.connect(context)
     ns = target.namespace_for(namespace)
-    found = kuberuns.resolve(target, ns, name)
+    found = watch.resolve(target, ns, name)
     with _on_interrupt(f"some objects may be deleted already; kubetune cancel {name} again "
                        "deletes the rest"):  # fmt: skip
-        deleted = kuberuns.cancel(target, ns, found.selector)
+        deleted = kube_cancel.cancel(target, ns, found.selector)
     console = _console()
     if not deleted:
         console.print(f"nothing to cancel: no objects of {escape(found.title)} in {ns}")
@@ -868,15 +872,16 @@ def list_cmd(namespace: NamespaceOpt = None, context: ContextOpt = None) -> None
     """List the sweeps in a namespace, with how many runs are in each phase."""
     from datetime import UTC, datetime
 
-    from kubetune import cluster, jobstatus, kuberuns
+    from kubetune.kube import client, watch
+    from kubetune.kube import status as job_status
 
-    target = cluster.connect(context)
+    target = client.connect(context)
     ns = target.namespace_for(namespace)
-    summaries = jobstatus.sweeps(kuberuns.managed_jobs(target, ns))
+    summaries = job_status.sweeps(watch.managed_jobs(target, ns))
     if not summaries:
         _console().print(f"no kubetune runs in namespace {ns}")
         return
-    _console(stderr=False).print(jobstatus.sweeps_table(ns, summaries, datetime.now(UTC)))
+    _console(stderr=False).print(job_status.sweeps_table(ns, summaries, datetime.now(UTC)))
 
 
 @app.command()

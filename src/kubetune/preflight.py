@@ -418,8 +418,8 @@ def _check_bucket(uri: str) -> None:
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-    from kubetune.s3store import _endpoint
     from kubetune.store import endpoint_here
+    from kubetune.store.s3 import _endpoint
 
     bucket = urlparse(uri).netloc
     if not bucket:

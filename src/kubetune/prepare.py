@@ -29,9 +29,7 @@ import importlib.metadata
 import importlib.resources
 import json
 import math
-import os
 import random
-import secrets
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +37,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
+from kubetune.atomic import write_atomic
 from kubetune.errors import ConfigError, WorldError
 from kubetune.spec import did_you_mean
 
@@ -490,23 +489,6 @@ def _jsonl(examples: Sequence[Example]) -> bytes:
     return "".join(lines).encode("utf-8")
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename.
-
-    The temporary file is created like any other (the umask applies), not with mkstemp's 0600.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with tmp.open("xb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _resolve(name: str) -> Dataset:
     if name in DATASETS:
         return DATASETS[name]
@@ -598,7 +580,7 @@ def prepare(
     for part in SPLITS:
         data = _jsonl(parts[part])
         files[part] = out_dir / f"{part}.jsonl"
-        write_atomic(files[part], data)
+        write_atomic(files[part], data, fsync=True)
         hashes[part] = hashlib.sha256(data).hexdigest()
     counts = {part: len(parts[part]) for part in SPLITS}
 
@@ -625,7 +607,7 @@ def prepare(
         part: {"path": files[part].name, "sha256": hashes[part]} for part in SPLITS
     }
     text = json.dumps(manifest, ensure_ascii=False, indent=2) + "\n"
-    write_atomic(out_dir / "dataset.json", text.encode("utf-8"))
+    write_atomic(out_dir / "dataset.json", text, fsync=True)
     return Prepared(
         name=dataset.name,
         out_dir=out_dir,

@@ -23,6 +23,7 @@ import yaml
 
 from kubetune import gpus, launch
 from kubetune import spec as specmod
+from kubetune.atomic import write_atomic
 from kubetune.errors import ConfigError, RenderError
 from kubetune.sweep import ResolvedRun
 
@@ -304,8 +305,10 @@ def write_dir(rendered: Sequence[Rendered], out: Path) -> list[Path]:
         rid = item.run.run_id
         manifest = out / f"{rid}.yaml"
         values = out / "values" / f"{rid}.values.yaml"
-        _write(manifest, item.text())
-        _write(values, yaml.dump(item.values, Dumper=_Dumper, sort_keys=True, allow_unicode=True))
+        write_atomic(manifest, item.text())
+        write_atomic(
+            values, yaml.dump(item.values, Dumper=_Dumper, sort_keys=True, allow_unicode=True)
+        )
         written += [manifest, values]
         names.append(manifest.name)
     for stale in sorted(previous - set(names)):
@@ -317,7 +320,7 @@ def write_dir(rendered: Sequence[Rendered], out: Path) -> list[Path]:
         "resources": sorted(names),
     }
     path = out / KUSTOMIZATION
-    _write(path, _MARK + yaml.dump(kustomization, Dumper=_Dumper, sort_keys=False))
+    write_atomic(path, _MARK + yaml.dump(kustomization, Dumper=_Dumper, sort_keys=False))
     written.append(path)
     return written
 
@@ -344,10 +347,3 @@ def _listed_runs(out: Path) -> set[str]:
     return {
         str(r) for r in data.get("resources", []) if str(r).endswith(".yaml") and "/" not in str(r)
     }
-
-
-def _write(path: Path, text: str) -> None:
-    # Write-then-rename: a crash never leaves a half-written manifest for GitOps to apply.
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)

@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, TypeGuard
 
-from kubetune import cluster, local, preflight, sweep
+from kubetune import local, preflight, sweep
 from kubetune import render as rendermod
 from kubetune import spec as specmod
 from kubetune.errors import ConfigError, KubetuneError
+from kubetune.kube import client as cluster
 from kubetune.local import Display, Outcome
 from kubetune.runs import RECORD, as_dict, is_timing, locate, read
 from kubetune.stage import copy_inputs, local_fields, reach
@@ -292,7 +293,7 @@ def submit(
     """Create the run's objects (:func:`render`) in ``target`` (else the current context),
     after looking at the Job of the run's name there:
 
-    - none: create the objects (:func:`kubetune.submit.create`: the dependents, the Job,
+    - none: create the objects (:func:`kubetune.kube.submit.create`: the dependents, the Job,
       then the dependents' ownerReferences to it);
     - one with the same spec and pod, running or queued: nothing is sent (a Kueue Job's
       ``spec.suspend`` belongs to Kueue once admitted; applying over it would stop its pods);
@@ -310,8 +311,8 @@ def submit(
         ClusterError: the Job is being deleted, or the API server refused a request or could
             not be reached (exit 1).
     """
-    from kubetune import submit as submitmod
-    from kubetune.jobstatus import job_phase, trainer_env
+    from kubetune.kube import submit as submitmod
+    from kubetune.kube.status import job_phase, trainer_env
 
     (item,) = rendered
     target = target or cluster.connect()

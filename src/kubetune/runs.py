@@ -25,9 +25,9 @@ from rich.table import Table
 
 from kubetune._progress import _HEADLINE as HEADLINE
 from kubetune._tables import add_id_column, add_value_column
-from kubetune.checkpoints import STATE_REMOVED
 from kubetune.errors import ConfigError
 from kubetune.store import RunLocation, StoreError, file_uri_path, find_runs
+from kubetune.store.checkpoints import STATE_REMOVED
 
 RECORD = "run.json"
 #: run.json reads in flight at once.

@@ -135,7 +135,7 @@ def _assert_checkpoints_sound(location: RunLocation, tmp: Path) -> None:
     manifest, without the optimizer state (train.keep_optimizer_state is false)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from kubetune import checkpoints
+    from kubetune.store import checkpoints
 
     assert location.checkpoints() == [25, 30]
     with ThreadPoolExecutor(4) as pool:
@@ -468,7 +468,7 @@ def test_sigterm_with_the_store_down_exits_within_the_grace_period(
     # was back, finished while the stop was being recorded, and then it matches its manifest.
     from concurrent.futures import ThreadPoolExecutor
 
-    from kubetune import checkpoints
+    from kubetune.store import checkpoints
 
     stored = location.checkpoints()
     assert stored in ([], [5]), stored
@@ -489,7 +489,7 @@ def test_a_stop_on_an_epochs_last_step_stores_one_checkpoint_that_resumes(
     start resumes from it."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from kubetune import checkpoints
+    from kubetune.store import checkpoints
 
     data = tiny_spec(tiny, train={"epochs": 3, "save_strategy": "epoch", "eval_strategy": "no"})
     (run,) = sweep.expand(spec.validate(data))

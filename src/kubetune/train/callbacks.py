@@ -15,9 +15,9 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from kubetune.checkpoints import Stored, Uploader
 from kubetune.faults import failpoint
 from kubetune.launch import emit
+from kubetune.store.checkpoints import Stored, Uploader
 
 #: Written into each checkpoint by :class:`CheckpointSync`.
 CARRY_FILE = "kubetune.json"
@@ -172,7 +172,7 @@ class ResumeExactly(TrainerCallback):
 
 class CheckpointSync(TrainerCallback):
     """Hand every checkpoint the Trainer saves to the background uploader
-    (:class:`kubetune.checkpoints.Uploader`), and stop training if an upload failed for good.
+    (:class:`kubetune.store.checkpoints.Uploader`), and stop training if an upload failed for good.
     """
 
     def __init__(self, uploader: Uploader) -> None:
@@ -213,7 +213,7 @@ class CheckpointSync(TrainerCallback):
         protect = {int(best.rsplit("-", 1)[-1])} if best else set()
         step = state.global_step
         # Training goes on after this save only if it is not stopping: then the checkpoint
-        # before must be stored first (the durability promise of kubetune.checkpoints). A
+        # before must be stored first (the durability promise of kubetune.store.checkpoints). A
         # stopping trainer drains the uploads itself, within the grace period on a stop.
         self.uploader.submit(
             local,

@@ -24,12 +24,19 @@ from typing import Any, Literal
 
 import numpy as np
 
-from kubetune import checkpoints, launch, preflight, sweep
+from kubetune import launch, preflight, sweep
 from kubetune import spec as specmod
 from kubetune.errors import ConfigError, KubetuneError
 from kubetune.faults import failpoint
 from kubetune.launch import emit
-from kubetune.store import DEFAULT_STORE, RunLocation, StoreError, endpoint_here, open_store
+from kubetune.store import (
+    DEFAULT_STORE,
+    RunLocation,
+    StoreError,
+    checkpoints,
+    endpoint_here,
+    open_store,
+)
 from kubetune.train import record, tracking
 from kubetune.train.callbacks import (
     CARRY_FILE,

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from kubetune.store import ConflictError, NotFoundError, Store, StoreError
+from kubetune.atomic import replacing
+from kubetune.store.base import ConflictError, NotFoundError, Store, StoreError
 
 #: Objects at least this large go up in parallel multipart parts of this size.
 #: S3's error codes for a missing key or bucket: GetObject says NoSuchKey, HeadObject has no
@@ -144,19 +145,16 @@ class S3Store(Store):
         # download_file streams (and parallelises) large objects instead of holding them.
         from botocore.exceptions import BotoCoreError, ClientError
 
-        local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_name(local.name + ".part")
         try:
-            self.client.download_file(
-                self.bucket, self._key(key), str(tmp), Config=self._transfer()
-            )
+            with replacing(local) as tmp:
+                self.client.download_file(
+                    self.bucket, self._key(key), str(tmp), Config=self._transfer()
+                )
         except (BotoCoreError, ClientError) as exc:
-            tmp.unlink(missing_ok=True)
             code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
             if code in NOT_FOUND:
                 raise NotFoundError(f"{self.url(key)}: not found") from exc
             raise StoreError(f"{self.url(key)}: download failed: {exc}") from exc
-        tmp.replace(local)
 
     def exists(self, key: str) -> bool:
         """Whether ``key`` is stored. Only "not found" is False: a denied or failed request

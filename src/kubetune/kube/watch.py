@@ -1,9 +1,10 @@
-"""The runs of a sweep in a cluster: find them, watch them, read their logs, cancel them.
+"""The runs of a sweep in a cluster: find them and watch them (logs: :mod:`kubetune.kube.logs`;
+cancelling: :mod:`kubetune.kube.cancel`).
 
 Everything is found by the labels the kubetune-job chart puts on every object
 (``kubetune.io/sweep``, ``kubetune.io/run-id``, ``app.kubernetes.io/managed-by=kubetune``),
 so a sweep needs no local state: a name, a run id or the job spec itself is enough. What
-the objects mean is :mod:`kubetune.jobstatus`; here is only how they are fetched.
+the objects mean is :mod:`kubetune.kube.status`; here is only how they are fetched.
 """
 
 from __future__ import annotations
@@ -13,31 +14,23 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubetune import cluster as kube
 from kubetune.errors import ConfigError, KubetuneError
-from kubetune.jobstatus import (
-    CONTAINER,
-    INDEX_LABEL,
+from kubetune.kube import client as kube
+from kubetune.kube.errors import ClusterError
+from kubetune.kube.status import (
     RUN_ID_LABEL,
     SWEEP_LABEL,
-    job_phase,
-    newest,
-    pod_index,
-    pod_state,
 )
-from kubetune.kube_errors import ClusterError
 
 MANAGED = "app.kubernetes.io/managed-by=kubetune"
 #: A run id: ``<name>-<8 hex>``.
 _RUN_ID = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?-[0-9a-f]{8}$")
-#: Deletion order: stop the trainers first, then what they used.
-CANCEL_KINDS = (kube.JOB, kube.CONFIG_MAP, kube.SERVICE, kube.NETWORK_POLICY)
 WORKERS = 16
 #: The Jobs and the pods of a sweep at one moment.
 Snapshot = tuple[list[dict[str, Any]], list[dict[str, Any]]]
@@ -63,7 +56,7 @@ class Target:
         return f"run {self.name}" if self.is_run else f"sweep {self.name}"
 
 
-def _selector(key: str, value: str) -> str:
+def selector_for(key: str, value: str) -> str:
     return f"{MANAGED},{key}={label_value(value)}"
 
 
@@ -84,13 +77,13 @@ def resolve(target: kube.Cluster, namespace: str, name: str) -> Target:
         runs = sweep.expand(specmod.load(path), str(path))
         sweep_name = runs[0].sweep
         return Target(
-            sweep_name, _selector(SWEEP_LABEL, sweep_name), {r.run_id: r.params for r in runs}
+            sweep_name, selector_for(SWEEP_LABEL, sweep_name), {r.run_id: r.params for r in runs}
         )
     if _RUN_ID.match(name):
-        jobs, _ = target.list_objects(kube.JOB, namespace, _selector(RUN_ID_LABEL, name))
+        jobs, _ = target.list_objects(kube.JOB, namespace, selector_for(RUN_ID_LABEL, name))
         if jobs:
-            return Target(name, _selector(RUN_ID_LABEL, name), is_run=True)
-    return Target(name, _selector(SWEEP_LABEL, name))
+            return Target(name, selector_for(RUN_ID_LABEL, name), is_run=True)
+    return Target(name, selector_for(SWEEP_LABEL, name))
 
 
 def snapshot(target: kube.Cluster, namespace: str, selector: str) -> Snapshot:
@@ -106,7 +99,7 @@ def missing_config_maps(
 ) -> set[str]:
     """The ConfigMaps that pods waiting in ContainerCreating mount and that do not exist: such
     a pod waits for its volume forever (the kubelet says so only in the pod's events)."""
-    from kubetune.jobstatus import config_map_volumes, is_creating
+    from kubetune.kube.status import config_map_volumes, is_creating
 
     names = sorted({n for p in pods if is_creating(p) for n in config_map_volumes(p)})
     return {n for n in names if target.get(kube.CONFIG_MAP, namespace, n) is None}
@@ -239,92 +232,6 @@ def _watch_error(event: kube.WatchEvent, kind: kube.Kind, namespace: str) -> str
         return ""
     message = event.object.get("message") or event.object.get("reason") or "error"
     raise ClusterError(f"watch of {kind.kind}s in {namespace}: {message}")
-
-
-# --- logs ---------------------------------------------------------------------------------
-
-
-def log_pod(target: kube.Cluster, namespace: str, run_id: str, rank: int = 0) -> dict[str, Any]:
-    """The newest pod of ``run_id`` with completion index ``rank`` (its machine rank).
-
-    Raises:
-        ConfigError: no such run, no pod yet, or no such rank.
-    """
-    selector = _selector(RUN_ID_LABEL, run_id)
-    pods, _ = target.list_objects(kube.POD, namespace, selector)
-    if not pods:
-        jobs, _ = target.list_objects(kube.JOB, namespace, selector)
-        if not jobs:
-            raise ConfigError(
-                f"no run {run_id} in namespace {namespace}; kubetune list shows the sweeps there"
-            )
-        raise ConfigError(
-            f"run {run_id} has no pod yet ({job_phase(jobs[0])}); kubetune status {run_id} says why"
-        )
-    indexed = any(INDEX_LABEL in (p.get("metadata") or {}).get("labels", {}) for p in pods)
-    if not indexed and rank != 0:
-        raise ConfigError(f"--rank {rank}: run {run_id} runs on one node; its pod is rank 0")
-    mine = [p for p in pods if pod_index(p) == rank]
-    if not mine:
-        ranks = sorted({pod_index(p) for p in pods})
-        raise ConfigError(
-            f"--rank {rank}: run {run_id} has pods of ranks {', '.join(map(str, ranks))}"
-        )
-    pod = newest(mine)
-    assert pod is not None
-    return pod
-
-
-def logs(
-    target: kube.Cluster, namespace: str, pod: dict[str, Any], *, follow: bool = False
-) -> Iterator[bytes]:
-    """The trainer's log of ``pod``; with ``follow``, as it is written, until it ends.
-
-    Raises:
-        ConfigError: the container has not started yet.
-    """
-    name = str((pod.get("metadata") or {}).get("name"))
-    try:
-        yield from target.logs(namespace, name, CONTAINER, follow=follow)
-    except ClusterError as exc:
-        if exc.status == 400 and "waiting to start" in str(exc):
-            raise ConfigError(
-                f"pod {namespace}/{name} has not started its trainer yet ({pod_state(pod)}); "
-                "kubetune status shows why, try again once it runs"
-            ) from exc
-        raise
-
-
-# --- cancel and list ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Deleted:
-    kind: str
-    namespace: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.kind} {self.namespace}/{self.name}"
-
-
-def cancel(target: kube.Cluster, namespace: str, selector: str) -> list[Deleted]:
-    """Delete the matching Jobs (their pods go with them, in the background: each trainer
-    gets SIGTERM and stores a checkpoint) and then their ConfigMaps, Services and
-    NetworkPolicies. Objects already gone are skipped; what was deleted is returned."""
-    deleted: list[Deleted] = []
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        for kind in CANCEL_KINDS:
-            objects, _ = target.list_objects(kind, namespace, selector)
-            names = sorted(str((o.get("metadata") or {}).get("name")) for o in objects)
-            propagation = "Background" if kind is kube.JOB else None
-            gone = pool.map(
-                lambda name, k=kind, p=propagation: target.delete(k, namespace, name, p), names
-            )
-            deleted += [
-                Deleted(kind.kind, namespace, n) for n, ok in zip(names, gone, strict=True) if ok
-            ]
-    return deleted
 
 
 def managed_jobs(target: kube.Cluster, namespace: str) -> list[dict[str, Any]]:

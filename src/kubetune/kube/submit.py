@@ -1,7 +1,7 @@
 """``kubetune submit``: create every rendered run's objects in a cluster, concurrently.
 
 Each run is one unit of work on a thread pool (:data:`WORKERS` runs in flight; the
-:class:`~kubetune.cluster.Cluster` is shared, its connection pool sized for them):
+:class:`~kubetune.kube.client.Cluster` is shared, its connection pool sized for them):
 
 1. ``GET`` the run's Job. The Job is named by the run id, and the run id is a hash of the
    resolved spec, so a Job of that name whose ``kubetune.io/spec-hash`` annotation matches is
@@ -42,9 +42,9 @@ from typing import Any
 
 import yaml
 
-from kubetune import cluster as kube
 from kubetune.errors import ConfigError, Interrupted, KubetuneError
-from kubetune.kube_errors import (
+from kubetune.kube import client as kube
+from kubetune.kube.errors import (
     ForbiddenError,
     NamespaceMissingError,
     NotFoundError,
@@ -367,7 +367,7 @@ def _apply(
 
 def _existing(run_id: str, existing: dict[str, Any], ours: str, chart: str) -> Outcome:
     """The outcome for a run whose Job already exists: unchanged, or a conflict."""
-    from kubetune.jobstatus import job_phase
+    from kubetune.kube.status import job_phase
 
     metadata = existing.get("metadata") or {}
     theirs = (metadata.get("annotations") or {}).get(SPEC_HASH)

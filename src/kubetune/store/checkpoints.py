@@ -59,7 +59,7 @@ from typing import Any, TypeVar
 
 from kubetune.errors import WorldError
 from kubetune.faults import failpoint
-from kubetune.store import MANIFEST, ConflictError, RunLocation, Store, StoreError, sha256_file
+from kubetune.store.base import MANIFEST, ConflictError, RunLocation, Store, StoreError, sha256_file
 
 T = TypeVar("T")
 
@@ -129,7 +129,7 @@ def upload_tree(
     """Upload every file under ``folder`` in parallel; manifest entries in path order.
 
     Each worker hashes its file and uploads it, so hashing one file overlaps the upload of
-    the others; large files go up in parallel multipart parts (see :mod:`kubetune.s3store`).
+    the others; large files go up in parallel multipart parts (see :mod:`kubetune.store.s3`).
     """
 
     def one(path: Path) -> dict[str, Any]:

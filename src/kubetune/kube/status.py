@@ -631,7 +631,7 @@ def _open_store(uri: str, endpoint: str, region: str) -> Store | None:
         import boto3
         from botocore.config import Config
 
-        from kubetune.s3store import S3Store, client_config
+        from kubetune.store.s3 import S3Store, client_config
 
         config = client_config().merge(
             Config(

@@ -12,12 +12,12 @@ pool holds :data:`POOL` connections, enough for ``kubetune submit``'s workers.
 same manifests twice changes nothing, and kubetune owns the fields it writes, as
 ``kubectl apply --server-side --force-conflicts`` would. Forcing takes over fields that
 another manager owns (Kueue's controller owns an admitted Job's ``spec.suspend``), so kubetune
-never applies over a Job that exists (:mod:`kubetune.submit` looks first), and applies a new
+never applies over a Job that exists (:mod:`kubetune.kube.submit` looks first), and applies a new
 Job with ``force=False``: a Job that appeared meanwhile is then a 409, not a take-over.
 
 Where to connect comes from the kubeconfig (``$KUBECONFIG``, else ``~/.kube/config``) and its
 current context, or the one ``--context`` names, as kubectl does. Refusals become the
-one-line errors of :mod:`kubetune.kube_errors`.
+one-line errors of :mod:`kubetune.kube.errors`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from kubetune.errors import ConfigError
-from kubetune.kube_errors import (
+from kubetune.kube.errors import (
     Action,
     ClusterError,
     NotFoundError,
