@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 import yaml
 
-from kubefake import FakeKube, kubetune, write_kubeconfig
 from kubetune import spec as specmod
 from kubetune import sweep
 from kubetune.kube import client as cluster
 from kubetune.store import FileStore, RunLocation
 
 from conftest import ROOT, base_spec
+from kubefake import FakeKube, kubetune, write_kubeconfig
 
 OTHER_DIGEST = "registry.example/kubetune-trainer@sha256:" + "cd" * 32
 KUEUE = "kueue-controller-manager"

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from test_runner import events, run_dir, train
 
 from kubetune import spec
 from kubetune.errors import ConfigError
@@ -24,6 +23,7 @@ from kubetune.train.causal_lm import IGNORE
 from kubetune.train.data import load_splits
 
 from tiny import with_overrides, write_yaml
+from train.test_runner import events, run_dir, train
 
 #: Most tests here build and train a tiny GPT-2.
 pytestmark = pytest.mark.slow

@@ -20,14 +20,14 @@ from typing import Any
 import pytest
 import yaml
 
-# bucket: the same module-wide credentials and bucket `runs` as the fault tests (autouse).
-from test_crash_safety import CREDENTIALS, EVENT, FlakyProxy, bucket  # noqa: F401
-
 from kubetune import launch, render, spec, sweep
 from kubetune.store import RunLocation, open_store
 
 from conftest import free_port
 from tiny import tiny_spec, write_yaml
+
+# bucket: the same module-wide credentials and bucket `runs` as the fault tests (autouse).
+from train.test_crash_safety import CREDENTIALS, EVENT, FlakyProxy, bucket  # noqa: F401
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 import torch
-from test_runner import events, run_dir
 
 from kubetune import spec
 from kubetune.errors import ConfigError
@@ -28,6 +27,7 @@ from kubetune.train.data import load_splits
 from kubetune.train.seq2seq import IGNORE
 
 from tiny import with_overrides, write_yaml
+from train.test_runner import events, run_dir
 
 #: Most tests here build and train tiny encoder-decoders.
 pytestmark = pytest.mark.slow

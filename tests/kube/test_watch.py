@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 
-from kubefake import FakeKube, kubetune, table, write_kubeconfig
 from kubetune import spec as specmod
 from kubetune import sweep
 from kubetune.kube import client as cluster
@@ -26,6 +25,7 @@ from kubetune.kube import watch as kuberuns
 from kubetune.store import RunLocation, open_store
 
 from conftest import base_spec
+from kubefake import FakeKube, kubetune, table, write_kubeconfig
 
 NS = "ml"
 

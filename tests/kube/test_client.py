@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 import yaml
 
-from kubefake import TOKEN, FakeKube, write_kubeconfig
 from kubetune import render as rendermod
 from kubetune import spec as specmod
 from kubetune import sweep
@@ -20,6 +19,7 @@ from kubetune.kube import client as cluster
 from kubetune.kube import errors as ke
 
 from conftest import base_spec, free_port
+from kubefake import TOKEN, FakeKube, write_kubeconfig
 
 
 @pytest.fixture

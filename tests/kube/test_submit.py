@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 import yaml
 
-import kubefake
-from kubefake import FakeKube, kubetune, table, write_kubeconfig
 from kubetune import render as rendermod
 from kubetune import spec as specmod
 from kubetune import sweep
 from kubetune.kube import client as cluster
 from kubetune.kube import submit as submitmod
 
+import kubefake
 from conftest import ROOT, base_spec
+from kubefake import FakeKube, kubetune, table, write_kubeconfig
 
 APPLY_ORDER = ["networkpolicies", "configmaps", "services", "jobs"]
 ADOPT_ORDER = ["networkpolicies", "services", "configmaps"]
