@@ -99,6 +99,7 @@ def launch(job: Any, work: Path, store: Path, *, stop_after_step: int | None = N
     from kubetune import launch as launchmod
     from kubetune import spec as specmod
     from kubetune import sweep
+    from kubetune.events import PREFIX as EVENT_PREFIX
     from kubetune.local import accelerate_executable
 
     spec_path = work / f"{job.name}.yaml"
@@ -123,10 +124,10 @@ def launch(job: Any, work: Path, store: Path, *, stop_after_step: int | None = N
     ) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
-            if not line.startswith(launchmod.EVENT_PREFIX):
+            if not line.startswith(EVENT_PREFIX):
                 lines.append(line)
                 continue
-            event = json.loads(line[len(launchmod.EVENT_PREFIX) :])
+            event = json.loads(line[len(EVENT_PREFIX) :])
             events.append((time.perf_counter() - start, event))
             if (
                 stop_after_step is not None

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from kubetune import launch, sweep
 from kubetune import spec as specmod
+from kubetune.events import PREFIX as EVENT_PREFIX
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = ("model", "train_begin", "step")
@@ -77,8 +78,8 @@ def _time_events(command: list[str], store: Path, run_id: str) -> dict[str, floa
     )
     assert proc.stdout is not None
     for line in proc.stdout:
-        if line.startswith(launch.EVENT_PREFIX):
-            kind = json.loads(line[len(launch.EVENT_PREFIX) :]).get("event")
+        if line.startswith(EVENT_PREFIX):
+            kind = json.loads(line[len(EVENT_PREFIX) :]).get("event")
             seen.setdefault(kind, time.monotonic() - started)
     if proc.wait() != 0:
         raise SystemExit(f"{command[:4]}… exited {proc.returncode}")

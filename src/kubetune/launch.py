@@ -46,6 +46,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kubetune import events
+from kubetune.events import PREFIX
+
 #: Where the chart mounts the run's resolved spec.
 SPEC_PATH = "/etc/kubetune/spec.yaml"
 #: Port of the multi-node rendezvous (the chart's job.rendezvousPort).
@@ -61,8 +64,6 @@ PARAMS_ENV = "KUBETUNE_PARAMS"
 #: The trainer's working folder (checkpoints before upload, fetched inputs); the chart puts it
 #: on the /scratch volume, sized by resources.scratch_size, not on the small /tmp.
 WORKDIR_ENV = "KUBETUNE_WORKDIR"
-#: Prefix of the trainer's machine-readable progress lines on stdout (``@@kubetune {json}``).
-EVENT_PREFIX = "@@kubetune "
 #: Seconds a c10d store client keeps trying to reach index 0 (which may still be pending or
 #: pulling its image), and a rendezvous waits for every node before its agent gives up.
 RENDEZVOUS_TIMEOUT = 900
@@ -145,7 +146,7 @@ def rendezvous_env(argv: list[str]) -> dict[str, str]:
 def emit(event: str, **fields: Any) -> None:
     """One progress event on stdout (main process, main thread: a line another thread
     printed in two writes could swallow it). ``kubetune run`` reads them."""
-    sys.stdout.write(EVENT_PREFIX + json.dumps({"event": event, **fields}, default=str) + "\n")
+    sys.stdout.write(PREFIX + json.dumps({"event": event, **fields}, default=str) + "\n")
     sys.stdout.flush()
 
 
@@ -346,7 +347,7 @@ def main(argv: list[str]) -> int:
     if completed is not None:
         url, record = completed
         # The same event the trainer sends for a finished run, so `kubetune run` says so.
-        emit("done", already=True, url=url, metrics=record.get("metrics", {}))
+        events.emit(events.Done(already=True, url=url, metrics=record.get("metrics", {})))
         print(f"kubetune: the run at {url} is already completed; nothing to do", flush=True)
         return 0
     become_subreaper()

@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubetune import launch
+from kubetune import events, launch
 from kubetune import spec as specmod
 from kubetune.errors import EXIT_INTERRUPTED, EXIT_USER, ConfigError
-from kubetune.launch import EVENT_PREFIX
 from kubetune.sweep import ResolvedRun
 
 
@@ -81,7 +80,7 @@ class Display:
     """Progress events → what the user sees. The CLI supplies a rich implementation."""
 
     def start(self, run: ResolvedRun) -> None: ...
-    def event(self, run: ResolvedRun, event: dict[str, Any]) -> None: ...
+    def event(self, run: ResolvedRun, event: events.Event) -> None: ...
     def finish(self, outcome: Outcome) -> None: ...
 
 
@@ -136,8 +135,8 @@ def run_one(run: ResolvedRun, store: str, display: Display, *, gpus: int | None 
                 continue
             if not line:
                 break
-            if line.startswith(EVENT_PREFIX):
-                event = json.loads(line[len(EVENT_PREFIX) :])
+            event = events.parse(line)
+            if event is not None:
                 _apply(outcome, event)
                 display.event(run, event)
             else:
@@ -156,15 +155,14 @@ def run_one(run: ResolvedRun, store: str, display: Display, *, gpus: int | None 
     return outcome
 
 
-def _apply(outcome: Outcome, event: dict[str, Any]) -> None:
-    kind = event.get("event")
-    if kind == "done":
-        outcome.status = "already-completed" if event.get("already") else "completed"
-        outcome.url = event.get("url", "")
-        outcome.metrics = event.get("metrics", {})
-    elif kind == "interrupted":
+def _apply(outcome: Outcome, event: events.Event) -> None:
+    if isinstance(event, events.Done):
+        outcome.status = "already-completed" if event.already else "completed"
+        outcome.url = event.url
+        outcome.metrics = event.metrics
+    elif isinstance(event, events.Interrupted):
         outcome.status = "interrupted"
-        outcome.url = event.get("url", "")
+        outcome.url = event.url
 
 
 def tail(path: Path | None, lines: int = 15) -> list[str]:
