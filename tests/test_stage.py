@@ -241,7 +241,7 @@ def test_render_stage_is_byte_stable_and_names_staged_objects(
     assert job["metadata"]["name"] == sweep.run_id(specmod.validate(staged))
     (container,) = job["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e.get("value") for e in container["env"]}
-    from kubetune.launch import INPUTS_ENV
+    from kubetune.kube.names import INPUTS_ENV
 
     recorded = json.loads(env[INPUTS_ENV])
     assert recorded["data.train"]["source"] == "data/bbc/train.jsonl"

@@ -248,10 +248,11 @@ def run_cmd(
     """
     from kubetune import local, preflight
     from kubetune.errors import EXIT_USER, EXIT_WORLD
+    from kubetune.kube import names
     from kubetune.store import DEFAULT_STORE
 
     _job, runs = _load(spec, set_, only=run)
-    uri = store or os.environ.get("KUBETUNE_STORE") or DEFAULT_STORE
+    uri = store or os.environ.get(names.STORE_ENV) or DEFAULT_STORE
     # Every run's data, model and store, before the first trainer's start-up is paid for.
     preflight.check_runs(runs, str(spec), uri)
     from kubetune._progress import display_for

@@ -48,6 +48,7 @@ from typing import Any
 
 from kubetune import events
 from kubetune.events import PREFIX
+from kubetune.kube import names
 
 #: Where the chart mounts the run's resolved spec.
 SPEC_PATH = "/etc/kubetune/spec.yaml"
@@ -55,15 +56,6 @@ SPEC_PATH = "/etc/kubetune/spec.yaml"
 RENDEZVOUS_PORT = 29500
 #: The trainer writes its exit code here so the supervisor can report it.
 EXIT_FILE_ENV = "KUBETUNE_EXIT_FILE"
-#: The pod's record of its staged inputs (the chart's run.inputs): a JSON object field →
-#: {source, uri, sha256} that the trainer copies into run.json as ``inputs``.
-INPUTS_ENV = "KUBETUNE_INPUTS"
-#: The sweep point's parameters (the chart's run.params, JSON: field → value as the sweep gave
-#: it), for run.json: the spec the trainer reads is the point's resolved spec.
-PARAMS_ENV = "KUBETUNE_PARAMS"
-#: The trainer's working folder (checkpoints before upload, fetched inputs); the chart puts it
-#: on the /scratch volume, sized by resources.scratch_size, not on the small /tmp.
-WORKDIR_ENV = "KUBETUNE_WORKDIR"
 #: Seconds a c10d store client keeps trying to reach index 0 (which may still be pending or
 #: pulling its image), and a rendezvous waits for every node before its agent gives up.
 RENDEZVOUS_TIMEOUT = 900
@@ -157,7 +149,7 @@ def completed_elsewhere() -> tuple[str, dict[str, Any]] | None:
     three); without them, or when the store cannot be read, the trainer decides as usual.
     """
     uri, sweep, run_id = (
-        os.environ.get(k) for k in ("KUBETUNE_STORE", "KUBETUNE_SWEEP", "KUBETUNE_RUN_ID")
+        os.environ.get(k) for k in (names.STORE_ENV, names.SWEEP_ENV, names.RUN_ID_ENV)
     )
     if not (uri and sweep and run_id):
         return None

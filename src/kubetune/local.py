@@ -23,6 +23,7 @@ from typing import Any
 from kubetune import events, launch
 from kubetune import spec as specmod
 from kubetune.errors import EXIT_INTERRUPTED, EXIT_USER, ConfigError
+from kubetune.kube import names
 from kubetune.sweep import ResolvedRun
 
 
@@ -95,15 +96,15 @@ def run_one(run: ResolvedRun, store: str, display: Display, *, gpus: int | None 
     spec_file.write_text(specmod.dump(run.spec), encoding="utf-8")
     env = {
         **os.environ,
-        "KUBETUNE_STORE": store,
-        "KUBETUNE_RUN_ID": run.run_id,
-        "KUBETUNE_SWEEP": run.sweep,
+        names.STORE_ENV: store,
+        names.RUN_ID_ENV: run.run_id,
+        names.SWEEP_ENV: run.sweep,
         "WANDB_DIR": os.environ.get("WANDB_DIR") or str((root / ".wandb").resolve()),
         "PYTHONUNBUFFERED": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }
     if run.params:
-        env[launch.PARAMS_ENV] = json.dumps(run.params, sort_keys=True)
+        env[names.PARAMS_ENV] = json.dumps(run.params, sort_keys=True)
     command = launch.accelerate_command(
         str(spec_file), gpus=local_gpus() if gpus is None else gpus, nodes=1, python=sys.executable
     )

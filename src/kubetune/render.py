@@ -25,6 +25,7 @@ from kubetune import gpus, launch
 from kubetune import spec as specmod
 from kubetune.atomic import write_atomic
 from kubetune.errors import ConfigError, RenderError
+from kubetune.kube import names
 from kubetune.sweep import ResolvedRun
 
 #: Install order: what a Job mounts or resolves must exist before it.
@@ -42,7 +43,7 @@ def chart_dir() -> Path:
 
     In the source tree ``src/kubetune/charts`` links to ``charts/``; a wheel carries a copy.
     """
-    env = os.environ.get("KUBETUNE_CHART")
+    env = os.environ.get(names.CHART_DIR_ENV)
     if env:
         return Path(env)
     candidate = Path(__file__).resolve().parent / "charts" / "kubetune-job"

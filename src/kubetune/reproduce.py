@@ -31,6 +31,7 @@ from kubetune import render as rendermod
 from kubetune import spec as specmod
 from kubetune.errors import ConfigError, KubetuneError
 from kubetune.kube import client as cluster
+from kubetune.kube.names import POD_TEMPLATE_ANNOTATION, SPEC_HASH_ANNOTATION, STORE_ENV
 from kubetune.local import Display, Outcome
 from kubetune.runs import RECORD, as_dict, is_timing, locate, read
 from kubetune.stage import copy_inputs, local_fields, reach
@@ -208,10 +209,6 @@ def current_pod_template() -> str:
     return f"{chart['name']}/{(chart.get('annotations') or {}).get(POD_TEMPLATE_ANNOTATION)}"
 
 
-#: Chart.yaml annotation holding the pod template revision.
-POD_TEMPLATE_ANNOTATION = "kubetune.io/pod-template"
-
-
 def _chart_yaml() -> dict[str, Any]:
     import yaml
 
@@ -329,11 +326,11 @@ def submit(
         submitmod.create(target, ns, docs)
         return Submitted(CREATED, f"created {where} and its objects", names)
     metadata = existing.get("metadata") or {}
-    store = trainer_env(ours).get("KUBETUNE_STORE", "its store")
+    store = trainer_env(ours).get(STORE_ENV, "its store")
     if metadata.get("deletionTimestamp"):
         # The world's state, not the user's choice: the same command works in a moment.
         raise cluster.ClusterError(f"{where} is being deleted; run this again once it is gone")
-    theirs = (metadata.get("annotations") or {}).get(submitmod.SPEC_HASH)
+    theirs = (metadata.get("annotations") or {}).get(SPEC_HASH_ANNOTATION)
     if theirs != item.run.spec_hash:
         raise ConfigError(
             f"{where} exists and is not this run (spec hash {str(theirs or 'none')[:12]}); "

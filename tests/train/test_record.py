@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kubetune.errors import ConfigError
-from kubetune.launch import PARAMS_ENV
+from kubetune.kube.names import PARAMS_ENV
 from kubetune.train import record
 
 

@@ -8,10 +8,8 @@ from typing import Any
 from kubetune.errors import ConfigError
 from kubetune.kube import client as kube
 from kubetune.kube.errors import ClusterError
+from kubetune.kube.names import CONTAINER, INDEX_LABEL, RUN_ID_LABEL
 from kubetune.kube.status import (
-    CONTAINER,
-    INDEX_LABEL,
-    RUN_ID_LABEL,
     job_phase,
     newest,
     pod_index,

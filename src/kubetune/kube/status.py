@@ -29,15 +29,18 @@ from rich.table import Table
 from kubetune._progress import _HEADLINE as HEADLINE
 from kubetune._tables import add_id_column, add_value_column
 from kubetune.errors import KubetuneError
+from kubetune.kube import names
+from kubetune.kube.names import (
+    CONTAINER,
+    INDEX_LABEL,
+    PARAMS_ANNOTATION,
+    QUEUE_LABEL,
+    RUN_ID_LABEL,
+    SWEEP_LABEL,
+)
 from kubetune.runs import DASH, fmt, fmt_duration
 from kubetune.store import RunLocation, Store
 
-RUN_ID_LABEL = "kubetune.io/run-id"
-SWEEP_LABEL = "kubetune.io/sweep"
-PARAMS_ANNOTATION = "kubetune.io/params"
-QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
-CONTAINER = "trainer"
 #: Phases in the order a run goes through them (the columns of ``kubetune list``).
 PHASES = ("Queued", "Suspended", "Pending", "Running", "Succeeded", "Failed", "Terminating")
 PHASE_STYLE = {
@@ -598,15 +601,15 @@ class Metrics:
 
     def _read(self, job: Mapping[str, Any]) -> str:
         env = trainer_env(job)
-        uri = env.get("KUBETUNE_STORE")
-        sweep = labels(job).get(SWEEP_LABEL) or env.get("KUBETUNE_SWEEP")
+        uri = env.get(names.STORE_ENV)
+        sweep = labels(job).get(SWEEP_LABEL) or env.get(names.SWEEP_ENV)
         if not uri or not sweep:
             return DASH
         endpoint = os.environ.get("AWS_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL") or ""
         store = self._store(uri, endpoint, env.get("AWS_DEFAULT_REGION") or "")
         if store is None:
             return DASH
-        location = RunLocation(store, sweep, env.get("KUBETUNE_RUN_ID") or run_id_of(job))
+        location = RunLocation(store, sweep, env.get(names.RUN_ID_ENV) or run_id_of(job))
         try:
             record = store.read_json(location.key("run.json"))
         except (KubetuneError, OSError, ValueError):

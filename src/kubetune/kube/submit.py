@@ -51,13 +51,12 @@ from kubetune.kube.errors import (
     UnauthorizedError,
     UnreachableError,
 )
+from kubetune.kube.names import CHART_LABEL, SPEC_HASH_ANNOTATION
 from kubetune.render import Rendered
 from kubetune.sweep import ResolvedRun
 
 #: Runs submitted at once.
 WORKERS = 16
-SPEC_HASH = "kubetune.io/spec-hash"
-CHART_LABEL = "helm.sh/chart"
 #: Errors that every run would hit the same way: stop, say it once.
 FATAL: tuple[type[KubetuneError], ...] = (
     UnreachableError,
@@ -370,12 +369,12 @@ def _existing(run_id: str, existing: dict[str, Any], ours: str, chart: str) -> O
     from kubetune.kube.status import job_phase
 
     metadata = existing.get("metadata") or {}
-    theirs = (metadata.get("annotations") or {}).get(SPEC_HASH)
+    theirs = (metadata.get("annotations") or {}).get(SPEC_HASH_ANNOTATION)
     where = f"Job {metadata.get('namespace', '')}/{metadata.get('name', run_id)}"
     if metadata.get("deletionTimestamp"):
         return Outcome(run_id, CONFLICT, f"{where} is being deleted; submit again once it is gone")
     if theirs != ours:
-        held = f"spec hash {theirs[:12]}…" if theirs else f"no {SPEC_HASH} annotation"
+        held = f"spec hash {theirs[:12]}…" if theirs else f"no {SPEC_HASH_ANNOTATION} annotation"
         return Outcome(
             run_id,
             CONFLICT,

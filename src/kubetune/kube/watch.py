@@ -23,12 +23,8 @@ from typing import Any
 from kubetune.errors import ConfigError, KubetuneError
 from kubetune.kube import client as kube
 from kubetune.kube.errors import ClusterError
-from kubetune.kube.status import (
-    RUN_ID_LABEL,
-    SWEEP_LABEL,
-)
+from kubetune.kube.names import MANAGED_SELECTOR, RUN_ID_LABEL, SWEEP_LABEL
 
-MANAGED = "app.kubernetes.io/managed-by=kubetune"
 #: A run id: ``<name>-<8 hex>``.
 _RUN_ID = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?-[0-9a-f]{8}$")
 WORKERS = 16
@@ -57,7 +53,7 @@ class Target:
 
 
 def selector_for(key: str, value: str) -> str:
-    return f"{MANAGED},{key}={label_value(value)}"
+    return f"{MANAGED_SELECTOR},{key}={label_value(value)}"
 
 
 def resolve(target: kube.Cluster, namespace: str, name: str) -> Target:
@@ -236,5 +232,5 @@ def _watch_error(event: kube.WatchEvent, kind: kube.Kind, namespace: str) -> str
 
 def managed_jobs(target: kube.Cluster, namespace: str) -> list[dict[str, Any]]:
     """Every Job kubetune made in ``namespace``."""
-    jobs, _ = target.list_objects(kube.JOB, namespace, MANAGED)
+    jobs, _ = target.list_objects(kube.JOB, namespace, MANAGED_SELECTOR)
     return jobs

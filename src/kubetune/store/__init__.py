@@ -19,6 +19,7 @@ import os
 from urllib.parse import urlparse
 
 from kubetune.errors import ConfigError
+from kubetune.kube import names
 from kubetune.store.base import (
     CHECKPOINTS,
     DEFAULT_STORE,
@@ -55,7 +56,7 @@ __all__ = [
 #: the spec's ``storage.endpoint`` (the address pods use): a MinIO in the cluster that a laptop
 #: reaches through a port-forward, or a pod whose store ``kubetune reproduce --endpoint``
 #: moved. The chart sets it from the rendered endpoint.
-ENDPOINT_ENV = "KUBETUNE_STORE_ENDPOINT"
+ENDPOINT_ENV = names.STORE_ENDPOINT_ENV
 
 
 def endpoint_here(configured: str | None) -> str | None:

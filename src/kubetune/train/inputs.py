@@ -154,7 +154,7 @@ def _mismatch(field: str, url: str, got: str, want: str) -> ConfigError:
 
 def recorded_inputs() -> dict[str, object]:
     """The staged inputs the pod was given (``KUBETUNE_INPUTS``), for run.json."""
-    from kubetune.launch import INPUTS_ENV
+    from kubetune.kube.names import INPUTS_ENV
     from kubetune.train.record import env_object
 
     return env_object(INPUTS_ENV)

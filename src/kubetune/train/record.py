@@ -99,6 +99,6 @@ def sweep_params(own: dict[str, Any]) -> dict[str, Any]:
     """The sweep point's parameters for run.json: the run's own when the trainer expanded the
     sweep itself, else what the launcher was given (``KUBETUNE_PARAMS``): a pod or ``kubetune
     run`` hands the trainer the point's resolved spec, which no longer says what was swept."""
-    from kubetune.launch import PARAMS_ENV
+    from kubetune.kube.names import PARAMS_ENV
 
     return own or env_object(PARAMS_ENV)

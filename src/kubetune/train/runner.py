@@ -24,10 +24,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from kubetune import launch, preflight, sweep
+from kubetune import preflight, sweep
 from kubetune import spec as specmod
 from kubetune.errors import ConfigError, KubetuneError
 from kubetune.faults import failpoint
+from kubetune.kube import names
 from kubetune.launch import emit
 from kubetune.store import (
     DEFAULT_STORE,
@@ -296,7 +297,7 @@ def _train(
     transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
 
     work = (
-        Path(os.environ.get(launch.WORKDIR_ENV) or Path(tempfile.gettempdir()) / "kubetune")
+        Path(os.environ.get(names.WORKDIR_ENV) or Path(tempfile.gettempdir()) / "kubetune")
         / resolved.run_id
     )
     work.mkdir(parents=True, exist_ok=True)
