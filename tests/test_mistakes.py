@@ -423,7 +423,7 @@ MISTAKES = [
     # --- the store and finished runs -------------------------------------------------------
     Mistake(
         "--store s3:// without a bucket",
-        ("--store s3://", "name a bucket"),
+        ("--store s3://", "does not name a valid bucket"),
         argv=("run", "job.yaml", "--store", "s3://"),
     ),
     Mistake(
@@ -494,7 +494,7 @@ MISTAKES = [
     ),
     Mistake(
         "runs list of a bare folder",
-        ("runs-folder", "file://./runs or s3://"),
+        ("runs-folder", "use file://./runs, file:///abs/path or s3://"),
         argv=("runs", "list", "runs-folder"),
     ),
     Mistake(

@@ -381,7 +381,7 @@ def test_log_scale_for_rates_spanning_decades(
 @pytest.mark.parametrize(
     ("uri", "message"),
     [
-        ("http://example.com/runs", "use file:///path or s3://bucket/prefix"),
+        ("http://example.com/runs", "use file://./runs, file:///abs/path or s3://bucket/prefix"),
         ("file:///nonexistent/kubetune-runs", "no runs there"),
     ],
 )

@@ -204,8 +204,8 @@ def test_list_of_an_empty_store_says_so(tmp_path: Path) -> None:
     ("uri", "message"),
     [
         ("file://./nope", "file://./nope: no such folder"),
-        ("ftp://host/runs", "ftp://host/runs: give a store URI: file://./runs or s3://"),
-        ("runs", "runs: give a store URI"),
+        ("ftp://host/runs", "ftp://host/runs: use file://./runs, file:///abs/path or s3://"),
+        ("runs", "runs: use file://./runs"),
     ],
 )
 def test_list_bad_uri_is_one_line_exit_2(tmp_path: Path, uri: str, message: str) -> None:

@@ -384,15 +384,12 @@ def _check_tag_lengths(spec: JobSpec, data: LocalData) -> None:
 
 def check_store(uri: str, *, create: bool) -> None:
     """The store can be written: a file:// folder can be made, an s3:// bucket answers."""
-    scheme = urlparse(uri).scheme
-    if scheme == "file":
+    from kubetune.store import check_uri
+
+    if check_uri(uri, "--store") == "file":
         _check_folder_store(uri, create=create)
-    elif scheme == "s3":
-        _check_bucket(uri)
     else:
-        raise ConfigError(
-            f"--store {uri}: use file://./runs, file:///abs/path or s3://bucket/prefix"
-        )
+        _check_bucket(uri)
 
 
 def _check_folder_store(uri: str, *, create: bool) -> None:
@@ -414,22 +411,14 @@ def _check_folder_store(uri: str, *, create: bool) -> None:
 
 
 def _check_bucket(uri: str) -> None:
-    import boto3
-    from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
     from kubetune.store import endpoint_here
-    from kubetune.store.s3 import _endpoint
+    from kubetune.store.s3 import _endpoint, make_client
 
     bucket = urlparse(uri).netloc
-    if not bucket:
-        raise ConfigError(f"--store {uri}: name a bucket: s3://bucket/prefix")
     endpoint = _endpoint(endpoint_here(None))
-    client = boto3.session.Session().client(
-        "s3",
-        endpoint_url=endpoint,
-        config=Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 2}),
-    )
+    client = make_client(endpoint, patient=False)
     where = f" at {endpoint}" if endpoint else ""
     try:
         client.head_bucket(Bucket=bucket)

@@ -35,7 +35,7 @@ from kubetune.kube.names import POD_TEMPLATE_ANNOTATION, SPEC_HASH_ANNOTATION, S
 from kubetune.local import Display, Outcome
 from kubetune.runs import RECORD, as_dict, is_timing, locate, read
 from kubetune.stage import copy_inputs, local_fields, reach
-from kubetune.store import RunLocation, StoreError, file_uri_path, open_store
+from kubetune.store import RunLocation, StoreError, check_uri, file_uri_path, open_store
 from kubetune.sweep import ResolvedRun
 
 #: Where ``reproduce --local`` puts its runs unless told otherwise.
@@ -141,7 +141,7 @@ def render(
         warnings.append(
             f"the run was rendered for namespace {recorded_ns}; these manifests use {namespace}"
         )
-    if store is not None and not store.startswith("s3://"):
+    if store is not None and check_uri(store, "--store") != "s3":
         raise ConfigError(f"--store {store}: a Kubernetes Job writes to s3://bucket/prefix")
     pinned, image_warnings = _pinned_image(recorded, image)
     warnings += image_warnings

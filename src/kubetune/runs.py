@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlparse
 
 from rich.console import Group, RenderableType
 from rich.markup import escape
@@ -26,7 +25,7 @@ from rich.table import Table
 from kubetune._progress import _HEADLINE as HEADLINE
 from kubetune._tables import add_id_column, add_value_column
 from kubetune.errors import ConfigError
-from kubetune.store import RunLocation, StoreError, file_uri_path, find_runs
+from kubetune.store import RunLocation, StoreError, check_uri, file_uri_path, find_runs
 from kubetune.store.checkpoints import STATE_REMOVED
 
 RECORD = "run.json"
@@ -112,10 +111,8 @@ def find(uri: str) -> list[RunLocation]:
         ConfigError: ``uri`` is not a store URI, or a file:// folder that does not exist.
     """
     uri = uri.rstrip("/")
-    if urlparse(uri).scheme == "file" and not file_uri_path(uri).is_dir():
+    if check_uri(uri) == "file" and not file_uri_path(uri).is_dir():
         raise ConfigError(f"{uri}: no such folder")
-    if not uri.startswith(("file://", "s3://")):
-        raise ConfigError(f"{uri}: give a store URI: file://./runs or s3://bucket/prefix")
     return find_runs(uri)
 
 

@@ -44,7 +44,6 @@ _LABEL_KEY = re.compile(
     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 )
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
-_S3_URI = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/.*)?$")
 # Values that look like credentials rather than the name of a Secret holding them.
 _CREDENTIAL = re.compile(r"^(AKIA|ASIA)[A-Z0-9]{16}$|^[0-9a-f]{40}$|^[A-Za-z0-9/+=]{40}$")
 
@@ -818,18 +817,15 @@ def _cross_field_issues(spec: JobSpec) -> list[tuple[Loc, str]]:
 
     if spec.storage is not None:
         storage = spec.storage
-        if storage.uri.startswith("s3://"):
-            if not _S3_URI.match(storage.uri):
-                add(
-                    "storage.uri",
-                    f"{storage.uri!r} is not s3://<bucket>[/prefix] with a valid bucket",
-                )
+        from kubetune.store import uri_problem
+
+        problem = uri_problem(storage.uri)
+        if problem is not None:
+            add("storage.uri", problem)
         elif storage.uri.startswith("file://"):
             for field in ("endpoint", "secret", "region"):
                 if getattr(storage, field):
                     add(f"storage.{field}", "only used with an s3:// uri; remove it")
-        else:
-            add("storage.uri", "use s3://bucket/prefix or file:///path")
         if storage.endpoint and not re.match(r"^https?://[^\s/]+(/\S*)?$", storage.endpoint):
             add("storage.endpoint", "use an http(s):// URL, e.g. http://minio:9000")
     return issues

@@ -16,6 +16,7 @@ checkpoints are written, verified and pruned is :mod:`kubetune.store.checkpoints
 from __future__ import annotations
 
 import os
+import re
 from urllib.parse import urlparse
 
 from kubetune.errors import ConfigError
@@ -44,11 +45,13 @@ __all__ = [
     "RunLocation",
     "Store",
     "StoreError",
+    "check_uri",
     "endpoint_here",
     "file_uri_path",
     "find_runs",
     "open_store",
     "sha256_file",
+    "uri_problem",
 ]
 
 
@@ -64,20 +67,53 @@ def endpoint_here(configured: str | None) -> str | None:
     return os.environ.get(ENDPOINT_ENV) or configured
 
 
+#: A bucket name as S3 allows it (3–63 lowercase letters, digits, dots and hyphens).
+_S3_URI = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/.*)?$")
+#: What a store URI looks like, said the same way by every command that takes one.
+URI_FORMS = "file://./runs, file:///abs/path or s3://bucket/prefix"
+
+
+def uri_problem(uri: str) -> str | None:
+    """What is wrong with ``uri`` as a store URI, or None. The one check of a store URI:
+    the spec's ``storage.uri``, ``--store`` and every ``runs``/``report`` argument use it."""
+    scheme = urlparse(uri).scheme
+    if scheme == "file":
+        return None
+    if scheme == "s3":
+        if _S3_URI.match(uri.rstrip("/")):
+            return None
+        return f"{uri!r} does not name a valid bucket: s3://<bucket>[/prefix], lowercase"
+    return f"use {URI_FORMS}"
+
+
+def check_uri(uri: str, what: str = "") -> str:
+    """``uri``'s scheme (``file`` or ``s3``).
+
+    Raises:
+        ConfigError: ``uri`` is not a store URI; the line starts with ``what`` (e.g.
+            ``--store``) and the URI.
+    """
+    problem = uri_problem(uri)
+    if problem is not None:
+        raise ConfigError(f"{what} {uri}: {problem}".lstrip())
+    return urlparse(uri).scheme
+
+
 def open_store(
-    uri: str, *, endpoint: str | None = None, region: str | None = None, concurrency: int = 8
+    uri: str,
+    *,
+    endpoint: str | None = None,
+    region: str | None = None,
+    concurrency: int = 8,
+    patient: bool = True,
 ) -> Store:
     """The store behind ``uri``; ``endpoint``, ``region`` and ``concurrency`` (parallel
     transfers) apply to S3."""
-    scheme = urlparse(uri).scheme
-    if scheme == "file":
+    if check_uri(uri, "store") == "file":
         return FileStore(uri)
-    if scheme == "s3":
-        from kubetune.store.s3 import S3Store
+    from kubetune.store.s3 import S3Store
 
-        store: Store = S3Store(uri, endpoint=endpoint, region=region, concurrency=concurrency)
-        return store
-    raise ConfigError(f"store {uri!r}: use file:///path or s3://bucket/prefix")
+    return S3Store(uri, endpoint=endpoint, region=region, concurrency=concurrency, patient=patient)
 
 
 def find_runs(uri: str) -> list[RunLocation]:

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from kubetune.atomic import replacing
+from kubetune.store import check_uri
 from kubetune.store.base import ConflictError, NotFoundError, Store, StoreError
 
 #: Objects at least this large go up in parallel multipart parts of this size.
@@ -32,17 +33,24 @@ NOT_FOUND = ("NoSuchKey", "404", "NotFound")
 MULTIPART_BYTES = 16 * 1024 * 1024
 
 
-def client_config(concurrency: int = 10) -> Any:
-    """The botocore Config of every kubetune S3 client (see the module docstring)."""
+def client_config(
+    concurrency: int = 10, *, endpoint: str | None = None, patient: bool = True
+) -> Any:
+    """The botocore Config of every kubetune S3 client (see the module docstring).
+
+    An impatient client (``patient=False``) is for a question a person waits on — is the
+    bucket there, what is this run's metric — and gives up after 2 attempts, 3 s to connect
+    and 10 s to read; the trainer's transfers are patient.
+    """
     from botocore.config import Config
 
     options: dict[str, Any] = {
         "retries": {
             "mode": "standard",
-            "max_attempts": int(os.environ.get("KUBETUNE_S3_MAX_ATTEMPTS", "10")),
+            "max_attempts": int(os.environ.get("KUBETUNE_S3_MAX_ATTEMPTS", "10")) if patient else 2,
         },
-        "connect_timeout": 10,
-        "read_timeout": 120,
+        "connect_timeout": 10 if patient else 3,
+        "read_timeout": 120 if patient else 10,
         "tcp_keepalive": True,
         # The uploader runs `concurrency` files at once, each in up to `concurrency` parts.
         "max_pool_connections": max(10, concurrency * concurrency),
@@ -50,9 +58,27 @@ def client_config(concurrency: int = 10) -> Any:
     for name in ("request_checksum_calculation", "response_checksum_validation"):
         if name in Config.OPTION_DEFAULTS:
             options[name] = "when_required"
-    if _endpoint():
+    if _endpoint(endpoint):
         options["s3"] = {"addressing_style": "path"}
     return Config(**options)
+
+
+def make_client(
+    endpoint: str | None = None,
+    region: str | None = None,
+    *,
+    concurrency: int = 10,
+    patient: bool = True,
+) -> Any:
+    """A boto3 S3 client at ``endpoint`` (else ``$AWS_ENDPOINT_URL[_S3]``)."""
+    import boto3
+
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=_endpoint(endpoint),
+        region_name=region or None,
+        config=client_config(concurrency, endpoint=endpoint, patient=patient),
+    )
 
 
 def _endpoint(explicit: str | None = None) -> str | None:
@@ -70,24 +96,17 @@ class S3Store(Store):
         endpoint: str | None = None,
         region: str | None = None,
         concurrency: int = 8,
+        patient: bool = True,
     ) -> None:
+        check_uri(uri, "store")
         parsed = urlparse(uri)
-        if not parsed.netloc:
-            raise StoreError(f"{uri}: an S3 URI names a bucket: s3://bucket/prefix")
         self.uri = uri.rstrip("/")
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
         self.concurrency = concurrency
-        if client is None:
-            import boto3
-
-            client = boto3.session.Session().client(
-                "s3",
-                endpoint_url=_endpoint(endpoint),
-                region_name=region or None,
-                config=client_config(concurrency),
-            )
-        self.client = client
+        self.client = client or make_client(
+            endpoint, region, concurrency=concurrency, patient=patient
+        )
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
