@@ -10,16 +10,21 @@ A checkpoint counts only once its ``MANIFEST.json`` (every file with size and sh
 the store: a crash mid-upload leaves a folder without a manifest, which readers skip. How
 checkpoints are written, verified and pruned is :mod:`kubetune.store.checkpoints`.
 
-``file://`` is implemented here; other schemes plug in through :func:`open_store`.
+The package, one room per job:
+
+- :mod:`~kubetune.store.base` — the :class:`Store` interface, its errors, :class:`RunLocation`;
+- :mod:`~kubetune.store.file` — ``file://`` stores; :mod:`~kubetune.store.s3` — ``s3://``;
+- :mod:`~kubetune.store.uri` — the one check of a store URI;
+- :mod:`~kubetune.store.checkpoints` — writing, verifying, pruning and fetching checkpoints;
+- :mod:`~kubetune.store.record` — the typed run record and the one reader of a run folder.
+
+Here: :func:`open_store` (a URI → its store) and :func:`find_runs`.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from urllib.parse import urlparse
 
-from kubetune.errors import ConfigError
 from kubetune.kube import names
 from kubetune.store.base import (
     CHECKPOINTS,
@@ -33,12 +38,14 @@ from kubetune.store.base import (
     sha256_file,
 )
 from kubetune.store.file import FileStore, file_uri_path
+from kubetune.store.uri import URI_FORMS, check_uri, uri_problem
 
 __all__ = [
     "CHECKPOINTS",
     "DEFAULT_STORE",
     "ENDPOINT_ENV",
     "MANIFEST",
+    "URI_FORMS",
     "ConflictError",
     "FileStore",
     "NotFoundError",
@@ -65,38 +72,6 @@ ENDPOINT_ENV = names.STORE_ENDPOINT_ENV
 def endpoint_here(configured: str | None) -> str | None:
     """The endpoint this process uses: ``$KUBETUNE_STORE_ENDPOINT``, else ``configured``."""
     return os.environ.get(ENDPOINT_ENV) or configured
-
-
-#: A bucket name as S3 allows it (3–63 lowercase letters, digits, dots and hyphens).
-_S3_URI = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/.*)?$")
-#: What a store URI looks like, said the same way by every command that takes one.
-URI_FORMS = "file://./runs, file:///abs/path or s3://bucket/prefix"
-
-
-def uri_problem(uri: str) -> str | None:
-    """What is wrong with ``uri`` as a store URI, or None. The one check of a store URI:
-    the spec's ``storage.uri``, ``--store`` and every ``runs``/``report`` argument use it."""
-    scheme = urlparse(uri).scheme
-    if scheme == "file":
-        return None
-    if scheme == "s3":
-        if _S3_URI.match(uri.rstrip("/")):
-            return None
-        return f"{uri!r} does not name a valid bucket: s3://<bucket>[/prefix], lowercase"
-    return f"use {URI_FORMS}"
-
-
-def check_uri(uri: str, what: str = "") -> str:
-    """``uri``'s scheme (``file`` or ``s3``).
-
-    Raises:
-        ConfigError: ``uri`` is not a store URI; the line starts with ``what`` (e.g.
-            ``--store``) and the URI.
-    """
-    problem = uri_problem(uri)
-    if problem is not None:
-        raise ConfigError(f"{what} {uri}: {problem}".lstrip())
-    return urlparse(uri).scheme
 
 
 def open_store(

@@ -23,8 +23,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from kubetune.atomic import replacing
-from kubetune.store import check_uri
 from kubetune.store.base import ConflictError, NotFoundError, Store, StoreError
+from kubetune.store.uri import check_uri
 
 #: Objects at least this large go up in parallel multipart parts of this size.
 #: S3's error codes for a missing key or bucket: GetObject says NoSuchKey, HeadObject has no
