@@ -219,3 +219,135 @@ def test_a_resume_never_picks_a_trimmed_checkpoint_and_keeps_it(
     assert found is None
     assert rejected == [(5, "its optimizer state was removed when the run completed")]
     assert location.checkpoints() == [5], "its weights are not deleted"
+
+
+# --- the same primitives against both stores: a folder and S3 over HTTP (moto) -------------
+
+
+@pytest.fixture(params=["file", "s3"])
+def any_location(request: pytest.FixtureRequest, tmp_path: Path) -> RunLocation:
+    from kubetune.store import open_store
+
+    if request.param == "file":
+        return RunLocation(open_store(f"file://{tmp_path / 'store'}"), "sweep", "run")
+    request.getfixturevalue("s3_env")
+    return RunLocation(open_store(f"s3://runs/{tmp_path.name}"), "sweep", "run")
+
+
+FAST = checkpoints.Retry(seconds=0, first_wait=0)
+
+
+def stored(location: RunLocation, folder: Path, step: int, writer: str = "me") -> list[dict]:
+    """Upload ``folder`` as checkpoint ``step`` and write its manifest; the manifest files."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        files = checkpoints.upload_tree(
+            location.store, folder, location.checkpoint_prefix(step), pool, FAST
+        )
+    checkpoints.write_manifest(location, step, files, writer, FAST)
+    return files
+
+
+def test_a_checkpoint_counts_once_its_manifest_is_stored_and_fetches_intact(
+    any_location: RunLocation, tmp_path: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    local = fake_checkpoint(tmp_path / "trainer", 5)
+    with ThreadPoolExecutor(2) as pool:
+        checkpoints.upload_tree(
+            any_location.store, local, any_location.checkpoint_prefix(5), pool, FAST
+        )
+        assert any_location.checkpoints() == [], "data without a manifest is not a checkpoint"
+        files = [f["path"] for f in stored(any_location, local, 5)]
+        assert any_location.checkpoints() == [5]
+        checkpoints.fetch(any_location, 5, tmp_path / "back", pool, FAST)
+    assert files == ["model.safetensors", "optimizer.pt", "trainer_state.json"]
+    for name in files:
+        assert (tmp_path / "back" / name).read_bytes() == (local / name).read_bytes()
+
+
+def test_a_second_trainer_cannot_claim_a_stored_step_but_a_retried_write_can(
+    any_location: RunLocation, tmp_path: Path
+) -> None:
+    local = fake_checkpoint(tmp_path / "trainer", 5)
+    files = stored(any_location, local, 5, writer="pod-a")
+    # The same writer, same files: a retry whose first answer was lost. Not a conflict.
+    checkpoints.write_manifest(any_location, 5, files, "pod-a", FAST)
+    with pytest.raises(checkpoints.WriterConflictError, match=r"stored first by .*pod-a"):
+        checkpoints.write_manifest(any_location, 5, files, "pod-b", FAST)
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ("flip", "sha256 of model.safetensors differs from the manifest"),
+        ("truncate", "model.safetensors has 300 bytes, the manifest 301"),
+        ("remove", "model.safetensors is missing"),
+    ],
+)
+def test_a_damaged_checkpoint_is_rejected_removed_and_the_one_before_resumed(
+    any_location: RunLocation, tmp_path: Path, damage: str, reason: str
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    for step in (5, 10):
+        stored(any_location, fake_checkpoint(tmp_path / "trainer", step), step)
+    key = f"{any_location.checkpoint_prefix(10)}/model.safetensors"
+    if damage == "flip":
+        any_location.store.write_bytes(key, b"x" * 301)
+    elif damage == "truncate":
+        any_location.store.write_bytes(key, b"w" * 300)
+    else:
+        any_location.store.delete_keys([key])
+    rejected: list[tuple[int, str]] = []
+    with ThreadPoolExecutor(2) as pool:
+        found = checkpoints.latest_valid(
+            any_location, tmp_path / "resume", pool, lambda s, r: rejected.append((s, r)), FAST
+        )
+    assert found is not None and found[1] == 5
+    assert (found[0] / "trainer_state.json").read_text(encoding="utf-8") == '{"global_step": 5}'
+    assert rejected == [(10, reason)]
+    assert any_location.checkpoints() == [5]
+    assert any_location.store.list_keys(any_location.checkpoint_prefix(10)) == []
+
+
+def test_pruning_keeps_the_newest_and_the_protected_and_leaves_tombstones(
+    any_location: RunLocation, tmp_path: Path
+) -> None:
+    for step in (5, 10, 15, 20):
+        stored(any_location, fake_checkpoint(tmp_path / "trainer", step), step)
+    pruned = checkpoints.prune(any_location, keep=2, protect=[5], writer="me")
+    assert pruned == [10]
+    assert any_location.checkpoints() == [5, 15, 20]
+    tombstone = checkpoints.manifest_key(any_location, 10)
+    assert any_location.store.read_json(tombstone)["pruned"] is True
+    # A late trainer cannot store step 10 again over its tombstone; what it uploaded before
+    # its manifest was refused goes when the tombstones do.
+    with pytest.raises(checkpoints.WriterConflictError):
+        stored(any_location, fake_checkpoint(tmp_path / "late", 10), 10, writer="late")
+    checkpoints.drop_tombstones(any_location)
+    assert any_location.store.list_keys(any_location.checkpoint_prefix(10)) == []
+    assert any_location.checkpoints() == [5, 15, 20]
+
+
+def test_a_failing_store_is_retried_until_it_answers_then_given_up_on() -> None:
+    from kubetune.store import StoreError
+
+    answers = iter([StoreError("503"), StoreError("503"), "ok"])
+
+    def flaky() -> str:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    patient = checkpoints.Retry(seconds=3600, first_wait=0, max_wait=0)
+    assert checkpoints.with_retry("upload x", flaky, patient) == "ok"
+
+    def down() -> None:
+        raise StoreError("connection refused")
+
+    with pytest.raises(CheckpointError, match="upload x: still failing after 0 s"):
+        checkpoints.with_retry("upload x", down, FAST)

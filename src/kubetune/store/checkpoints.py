@@ -211,12 +211,16 @@ def prune(location: RunLocation, keep: int, protect: Iterable[int], writer: str)
 
 
 def drop_tombstones(location: RunLocation) -> None:
-    """Remove the manifests of pruned checkpoints (once the run is complete)."""
+    """Remove the manifests of pruned checkpoints (once the run is complete), and whatever a
+    late trainer uploaded beside one before its manifest write was refused."""
     held: dict[str, list[str]] = {}
     for key in location.store.list_keys(location.key("checkpoints")):
         held.setdefault(key.rsplit("/", 1)[0], []).append(key)
-    for keys in held.values():
-        if len(keys) == 1 and keys[0].endswith(f"/{MANIFEST}"):
+    for folder, keys in held.items():
+        manifest = f"{folder}/{MANIFEST}"
+        if manifest not in keys:
+            continue
+        if len(keys) == 1 or _read_manifest(location.store, manifest).get("pruned"):
             location.store.delete_keys(keys)
 
 
