@@ -11,6 +11,7 @@ import pytest
 from kubetune import datafiles, preflight, sweep
 from kubetune import spec as specmod
 from kubetune.errors import ConfigError
+from kubetune.store.record import parse_record
 
 ROWS = [{"text": f"goal {i}", "label": "sport"} for i in range(6)] + [
     {"text": f"bank {i}", "label": "money"} for i in range(6)
@@ -84,12 +85,15 @@ def test_the_laptop_fingerprints_the_data_as_the_trainer_does(tmp_path: Path) ->
 
 def test_only_a_completed_runs_changed_splits_are_named() -> None:
     prints = {"train": "a", "eval": "b"}
-    record: dict[str, Any] = {"status": "completed", "data": {"fingerprints": dict(prints)}}
+    record = parse_record({"status": "completed", "data": {"fingerprints": dict(prints)}})
     assert preflight.data_changes(record, prints) == []
     assert preflight.data_changes(record, {**prints, "eval": "c"}) == ["eval"]
-    assert preflight.data_changes({**record, "status": "failed"}, {"train": "x"}) == []
+    failed = record.model_copy(update={"status": "failed"})
+    assert preflight.data_changes(failed, {"train": "x"}) == []
     # Records before per-split fingerprints: the combined one, so every split is named.
-    old = {"status": "completed", "data": {"fingerprint": datafiles.combined_fingerprint(prints)}}
+    old = parse_record(
+        {"status": "completed", "data": {"fingerprint": datafiles.combined_fingerprint(prints)}}
+    )
     assert preflight.data_changes(old, prints) == []
     assert preflight.data_changes(old, {**prints, "train": "z"}) == ["train", "eval"]
 

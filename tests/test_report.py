@@ -340,7 +340,7 @@ def test_unfinished_and_broken_runs_are_listed_not_fatal(store: Path, tmp_path: 
     rows = rows_by_run(page.tables["metrics-messy"])
     assert rows["messy-failed"]["status"] == "failed: CUDA out of memory <gpu 0>"
     assert rows["messy-running"]["status"] == "running"
-    assert (rows["messy-bare"]["status"], rows["messy-bare"]["task"]) == ("no run.json", "ner")
+    assert (rows["messy-bare"]["status"], rows["messy-bare"]["task"]) == ("starting", "ner")
     # metrics.json unreadable: run.json's copy of the metrics stands in.
     broken_row = rows["messy-broken"]
     assert broken_row["status"].startswith("completed (metrics.json unreadable")

@@ -19,6 +19,7 @@ from kubetune import reproduce, sweep
 from kubetune import spec as specmod
 from kubetune.errors import ConfigError
 from kubetune.store import FileStore, RunLocation
+from kubetune.store.record import parse_record
 from kubetune.sweep import ResolvedRun
 
 from conftest import DIGEST_IMAGE, ROOT, base_spec
@@ -235,13 +236,15 @@ def test_a_run_without_a_record_yet_is_refused(tmp_path: Path) -> None:
 
 def test_compared_metrics_are_quality_metrics_of_eval_and_test() -> None:
     timings = {"runtime": 1.0, "samples_per_second": 9.0, "steps_per_second": 1.0, "epoch": 3.0}
-    record = {
-        "metrics": {
-            "train": {"train_loss": 0.3, "epoch": 3.0},
-            "eval": {"accuracy": 0.9, "loss": 0.2, "labels": "x", **timings},
-            "test": {"accuracy": 0.8, "f1": 0.7, **timings},
+    record = parse_record(
+        {
+            "metrics": {
+                "train": {"train_loss": 0.3, "epoch": 3.0},
+                "eval": {"accuracy": 0.9, "loss": 0.2, "labels": "x", **timings},
+                "test": {"accuracy": 0.8, "f1": 0.7, **timings},
+            }
         }
-    }
+    )
     job = specmod.validate(base_spec())
     assert reproduce.compared_metrics(job, record) == [
         ("eval", "accuracy"),
@@ -259,7 +262,7 @@ def test_compared_metrics_are_quality_metrics_of_eval_and_test() -> None:
     with pytest.raises(ConfigError, match=r"reproduce.metrics: rougeL not recorded .* accuracy"):
         reproduce.compared_metrics(unknown, record)
     with pytest.raises(ConfigError, match="this failed run records no final eval or test"):
-        reproduce.compared_metrics(job, {"status": "failed"})
+        reproduce.compared_metrics(job, parse_record({"status": "failed"}))
 
 
 def test_differences_are_relative_except_against_zero() -> None:
@@ -301,7 +304,7 @@ def test_environment_differences_name_packages_gpus_and_python(
         },
         "image": DIGEST_IMAGE,
     }
-    assert reproduce.environment_differences(record) == [
+    assert reproduce.environment_differences(parse_record(record)) == [
         f"typer 0.0.1 in the record, {metadata.version('typer')} here",
         "no-such-package-here 1.0 in the record, absent here",
         "GPUs: 2× NVIDIA A100-SXM4-40GB in the record, 1× NVIDIA H100 80GB HBM3 here",

@@ -15,6 +15,7 @@ from kubetune import runs
 from kubetune.errors import ConfigError
 from kubetune.store import FileStore, RunLocation, Store, open_store
 from kubetune.store.checkpoints import STATE_REMOVED
+from kubetune.store.record import RunFolder, parse_record
 
 from conftest import ROOT
 
@@ -176,13 +177,15 @@ def test_list_shows_status_parameters_headline_metrics_and_time(store: FileStore
 
 
 def test_a_running_run_counts_its_time_so_far() -> None:
-    info = runs.RunInfo(
+    info = RunFolder(
         RunLocation(FileStore("file:///x"), "s", "s-1"),
-        record("running", "s-1", started="2026-01-02T03:00:00Z"),
+        parse_record(record("running", "s-1", started="2026-01-02T03:00:00Z")),
     )
     from datetime import UTC, datetime
 
-    assert runs.fmt_duration(info.duration(datetime(2026, 1, 2, 5, 30, tzinfo=UTC))) == "2h30m"
+    assert (
+        runs.fmt_duration(runs.duration(info, datetime(2026, 1, 2, 5, 30, tzinfo=UTC))) == "2h30m"
+    )
 
 
 def test_list_narrows_to_a_sweep_or_one_run(store: FileStore) -> None:
@@ -386,9 +389,11 @@ def test_list_table_at_60_columns_keeps_run_ids_and_parameter_values_whole() -> 
 
     points = {"bbc-news-grid-29ed0de5": (2e-5, 8), "bbc-news-grid-0a1b2c3d": (1e-4, 16)}
     infos = [
-        runs.RunInfo(
+        RunFolder(
             RunLocation(FileStore("file:///x"), "bbc-news-grid", run_id),
-            record("completed", run_id, params={"train.learning_rate": lr, "lora.r": r}),
+            parse_record(
+                record("completed", run_id, params={"train.learning_rate": lr, "lora.r": r})
+            ),
         )
         for run_id, (lr, r) in points.items()
     ]

@@ -25,12 +25,13 @@ from rich.table import Table
 from kubetune import events
 from kubetune._tables import add_id_column
 from kubetune.errors import DEBUG
+from kubetune.headline import RANKED
 from kubetune.local import Display, Outcome, tail
 from kubetune.sweep import ResolvedRun
 
-#: Metrics worth a column, in order of preference.
-#: Metrics worth a column, best first; the table shows the first two any run has.
-_HEADLINE = ("accuracy", "f1", "macro_f1", "rougeL", "rouge1", "bleu", "perplexity", "loss")
+#: Metric columns of the summary table: the first of :data:`~kubetune.headline.RANKED` that
+#: any run reports.
+COLUMNS = 2
 
 
 def display_for(console: Console, results: Console) -> RichDisplay:
@@ -112,9 +113,9 @@ class RichDisplay(Display):
         if not done:
             return
         splits = [s for s in ("eval", "test") if any(s in o.metrics for o in done)]
-        names = [
-            m for m in _HEADLINE if any(m in o.metrics.get(s, {}) for o in done for s in splits)
-        ][:2]
+        names = [m for m in RANKED if any(m in o.metrics.get(s, {}) for o in done for s in splits)][
+            :COLUMNS
+        ]
         table = Table(title="kubetune run")
         add_id_column(table, "run id", [o.run.run_id for o in done])
         for split in splits:

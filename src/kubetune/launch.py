@@ -44,7 +44,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kubetune.store.record import RunRecord
 
 from kubetune import events
 from kubetune.events import PREFIX
@@ -142,7 +145,7 @@ def emit(event: str, **fields: Any) -> None:
     sys.stdout.flush()
 
 
-def completed_elsewhere() -> tuple[str, dict[str, Any]] | None:
+def completed_elsewhere() -> tuple[str, RunRecord] | None:
     """The store URL and run.json of this run when it says completed; else None.
 
     Reads ``KUBETUNE_STORE``, ``KUBETUNE_SWEEP`` and ``KUBETUNE_RUN_ID`` (the chart sets all
@@ -153,17 +156,18 @@ def completed_elsewhere() -> tuple[str, dict[str, Any]] | None:
     )
     if not (uri and sweep and run_id):
         return None
-    from kubetune.store import RunLocation, StoreError, endpoint_here, open_store
+    from kubetune.store import NotFoundError, RunLocation, StoreError, endpoint_here, open_store
+    from kubetune.store.record import load_record
 
     try:
         location = RunLocation(open_store(uri, endpoint=endpoint_here(None)), sweep, run_id)
-        if not location.store.exists(location.key("run.json")):
-            return None
-        record = location.store.read_json(location.key("run.json"))
-    except (StoreError, ValueError) as exc:
+        record = load_record(location)
+    except NotFoundError:
+        return None
+    except StoreError as exc:
         print(f"kubetune: could not read the run record ({exc}); starting", file=sys.stderr)
         return None
-    if isinstance(record, dict) and record.get("status") == "completed":
+    if record.status == "completed":
         return location.url, record
     return None
 
@@ -339,7 +343,7 @@ def main(argv: list[str]) -> int:
     if completed is not None:
         url, record = completed
         # The same event the trainer sends for a finished run, so `kubetune run` says so.
-        events.emit(events.Done(already=True, url=url, metrics=record.get("metrics", {})))
+        events.emit(events.Done(already=True, url=url, metrics=record.metrics))
         print(f"kubetune: the run at {url} is already completed; nothing to do", flush=True)
         return 0
     become_subreaper()

@@ -23,13 +23,16 @@ import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from kubetune import datafiles
 from kubetune.errors import ConfigError, Issue, KubetuneError, SpecError, WorldError
 from kubetune.spec import JobSpec
 from kubetune.sweep import ResolvedRun
+
+if TYPE_CHECKING:
+    from kubetune.store.record import RunRecord
 
 #: Model types whose positions are relative (T5's buckets): no hard limit on input length.
 _RELATIVE_POSITIONS = ("relative_attention_num_buckets",)
@@ -447,19 +450,19 @@ def check_finished(run: ResolvedRun, store_uri: str, data: LocalData) -> None:
     """A finished run is not returned as done when the data behind it has changed."""
     if not data.all_local or not data.prints:
         return
-    from kubetune.store import StoreError, open_store
+    from kubetune.store import RunLocation, StoreError, open_store
+    from kubetune.store.record import load_record
 
-    store = open_store(store_uri)
-    folder = f"{run.sweep}/{run.run_id}"
+    location = RunLocation(open_store(store_uri), run.sweep, run.run_id)
     try:
-        if not store.exists(f"{folder}/run.json"):
-            return
-        record = store.read_json(f"{folder}/run.json")
+        record = load_record(location)
     except StoreError:
-        return  # the trainer reads it again, and reports what is wrong with the store
+        # Missing: not finished. Otherwise the trainer reads it again, and reports what is
+        # wrong with the store.
+        return
     changed = data_changes(record, data.prints)
     if changed:
-        raise ConfigError(changed_data_message(run, store.url(folder), changed))
+        raise ConfigError(changed_data_message(run, location.url, changed))
 
 
 def changed_data_message(run: ResolvedRun, url: str, changed: list[str]) -> str:
@@ -482,17 +485,16 @@ def local_prints(spec: JobSpec) -> dict[str, str] | None:
     return prints
 
 
-def data_changes(record: dict[str, Any], prints: dict[str, str]) -> list[str]:
+def data_changes(record: RunRecord, prints: dict[str, str]) -> list[str]:
     """The splits whose data differ from a completed run's record (all, if only the combined
     fingerprint was recorded); empty when the run is not completed or nothing changed."""
-    if record.get("status") != "completed":
+    if record.status != "completed" or record.data is None:
         return []
-    recorded = record.get("data") or {}
-    per_split = recorded.get("fingerprints")
-    if isinstance(per_split, dict) and per_split:
+    per_split = record.data.fingerprints
+    if per_split:
         return [s for s in ("train", "eval", "test") if per_split.get(s) != prints.get(s)]
-    old = recorded.get("fingerprint")
-    if isinstance(old, str) and old != datafiles.combined_fingerprint(prints):
+    old = record.data.fingerprint
+    if old is not None and old != datafiles.combined_fingerprint(prints):
         return list(prints)
     return []
 

@@ -29,34 +29,39 @@ import io
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import jinja2
 import yaml
 
 from kubetune.errors import ConfigError
-from kubetune.store import RunLocation, find_runs
+from kubetune.headline import RANKED, TASK_METRICS, higher_is_better
+from kubetune.store import ForbiddenError, NotFoundError, RunLocation, find_runs
+from kubetune.store.record import (
+    HISTORY,
+    METRICS,
+    History,
+    Metrics,
+    RunRecord,
+    UnreadableError,
+    load_history,
+    load_metrics,
+    metric_value,
+    read_run,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-#: The metrics each task reports, headline first (the keys of metrics.json).
-TASK_METRICS: dict[str, tuple[str, ...]] = {
-    "classification": ("accuracy", "macro_f1"),
-    "zero-shot": ("accuracy", "macro_f1"),
-    "ner": ("f1", "precision", "recall"),
-    "seq2seq": ("rougeL", "rouge1", "rouge2", "bleu", "chrf"),
-    "causal-lm": ("perplexity", "token_accuracy"),
-}
-#: For a task not listed above: the first three of these that any run has.
-FALLBACK_METRICS = ("accuracy", "macro_f1", "f1", "rougeL", "rouge1", "bleu", "perplexity", "loss")
-LOWER_IS_BETTER = frozenset({"perplexity", "loss"})
+#: For a task without a row in :data:`~kubetune.headline.TASK_METRICS`: this many of
+#: :data:`~kubetune.headline.RANKED` that any run has.
+FALLBACK_COLUMNS = 3
 SPLITS = ("eval", "test")
 #: Example outputs shown per run.
 EXAMPLES = 5
@@ -130,10 +135,12 @@ class RunView:
     sweep: str
     run_id: str
     url: str
-    record: dict[str, Any]
+    record: RunRecord
+    #: The record's status; "starting" without run.json, "unreadable" or "forbidden".
+    status: str
     task: str | None
-    metrics: dict[str, dict[str, Any]]
-    history: list[dict[str, Any]]
+    metrics: Metrics
+    history: History
     examples: list[Example]
     #: The file the examples came from (test_predictions.jsonl or predictions.jsonl).
     examples_from: str | None
@@ -141,14 +148,8 @@ class RunView:
     problems: list[str] = field(default_factory=list)
 
     @property
-    def status(self) -> str:
-        status = self.record.get("status")
-        return str(status) if status else "no run.json"
-
-    @property
     def params(self) -> dict[str, Any]:
-        params = self.record.get("params")
-        return params if isinstance(params, dict) else {}
+        return self.record.params
 
     @property
     def short(self) -> str:
@@ -166,19 +167,16 @@ class RunView:
         return self.task == "zero-shot"
 
     def value(self, split: str, metric: str) -> float | None:
-        value = self.metrics.get(split, {}).get(metric)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return None
-        return float(value)
+        return metric_value(self.metrics, split, metric)
 
     def status_detail(self) -> str:
         """The status with what explains it: the step an interrupted run stopped at, the
         error a failed run ended with, the files that could not be read."""
         detail = self.status
-        if self.status == "interrupted" and self.record.get("step") is not None:
-            detail += f" at step {self.record['step']}"
-        elif self.status == "failed" and self.record.get("error"):
-            detail += f": {_clip(str(self.record['error']), 160)}"
+        if self.status == "interrupted" and self.record.step is not None:
+            detail += f" at step {self.record.step}"
+        elif self.status == "failed" and self.record.error:
+            detail += f": {_clip(self.record.error, 160)}"
         if self.problems:
             detail += f" ({'; '.join(self.problems)})"
         return detail
@@ -186,45 +184,43 @@ class RunView:
 
 def load_run(loc: RunLocation) -> RunView:
     """Read one run folder. Missing files leave their part empty; unreadable ones are noted."""
-    problems: list[str] = []
-    record = _read_json(loc, "run.json", problems)
-    record = record if isinstance(record, dict) else {}
-    metrics = _read_json(loc, "metrics.json", problems)
-    if not isinstance(metrics, dict):
-        metrics = record.get("metrics")
-    metrics = {
-        split: values
-        for split, values in (metrics if isinstance(metrics, dict) else {}).items()
-        if isinstance(values, dict)
-    }
-    history = _read_json(loc, "history.json", problems)
-    history = [row for row in history if isinstance(row, dict)] if isinstance(history, list) else []
-    task = record.get("task") or _spec_task(loc)
+    folder = read_run(loc)
+    problems = [folder.problem] if folder.problem else []
+    metrics = _read(loc, METRICS, load_metrics, problems)
+    history = _read(loc, HISTORY, load_history, problems)
+    task = folder.record.task or _spec_task(loc)
     examples, source = _read_examples(loc, problems)
     return RunView(
         sweep=loc.sweep,
         run_id=loc.run_id,
         url=loc.url,
-        record=record,
-        task=str(task) if task else None,
-        metrics=metrics,
-        history=history,
+        record=folder.record,
+        status=folder.status,
+        task=task,
+        metrics=folder.record.metrics if metrics is None else metrics,
+        history=history or [],
         examples=examples,
         examples_from=source,
         problems=problems,
     )
 
 
-def _read_json(loc: RunLocation, name: str, problems: list[str]) -> Any:
-    """A JSON file of the run, or None where it is absent or unreadable (noted in problems)."""
-    key = loc.key(name)
-    if not loc.store.exists(key):
-        return None
+_T = TypeVar("_T")
+
+
+def _read(
+    loc: RunLocation, name: str, load: Callable[[RunLocation], _T], problems: list[str]
+) -> _T | None:
+    """A run file, or None where it is absent or cannot be read (noted in problems)."""
     try:
-        return json.loads(loc.store.read_text(key))
-    except (ValueError, UnicodeDecodeError):
-        problems.append(f"{name} unreadable")
+        return load(loc)
+    except NotFoundError:
         return None
+    except UnreadableError:
+        problems.append(f"{name} unreadable")
+    except ForbiddenError:
+        problems.append(f"{name} forbidden")
+    return None
 
 
 def _spec_task(loc: RunLocation) -> str | None:
@@ -412,7 +408,9 @@ class Sweep:
     @property
     def better(self) -> str:
         """How the headline metric improves: "lower" or "higher"."""
-        return "lower" if self.headline in LOWER_IS_BETTER else "higher"
+        if self.headline is None or higher_is_better(self.headline):
+            return "higher"
+        return "lower"
 
     def best_sentence(self) -> str | None:
         if self.best is None or self.headline is None or self.split is None:
@@ -551,7 +549,7 @@ def metric_columns(runs: list[RunView]) -> list[str]:
         return present
     if known:
         return known
-    return [m for m in FALLBACK_METRICS if _has(runs, m, SPLITS)][:3]
+    return [m for m in RANKED if _has(runs, m, SPLITS)][:FALLBACK_COLUMNS]
 
 
 def _has(runs: Iterable[RunView], metric: str, splits: Iterable[str]) -> bool:
@@ -565,7 +563,7 @@ def best_run(runs: list[RunView], metric: str | None, split: str | None) -> RunV
     scored = [(value, r) for r in runs if (value := r.value(split, metric)) is not None]
     if not scored:
         return None
-    pick = min if metric in LOWER_IS_BETTER else max
+    pick = max if higher_is_better(metric) else min
     return pick(scored, key=lambda pair: pair[0])[1]
 
 
@@ -628,10 +626,8 @@ def _train_seconds(run: RunView) -> float | None:
     seconds = run.metrics.get("train", {}).get("train_runtime")
     if isinstance(seconds, (int, float)):
         return float(seconds)
-    try:
-        started = datetime.fromisoformat(str(run.record["started"]).replace("Z", "+00:00"))
-        finished = datetime.fromisoformat(str(run.record["finished"]).replace("Z", "+00:00"))
-    except (KeyError, ValueError):
+    started, finished = run.record.started_at, run.record.ended_at
+    if started is None or finished is None or run.record.finished is None:
         return None
     return (finished - started).total_seconds()
 
@@ -646,8 +642,7 @@ def baseline_groups(runs: list[RunView]) -> list[list[RunView]]:
     for run in runs:
         if not run.metrics:
             continue
-        data = run.record.get("data")
-        fingerprint = data.get("fingerprint") if isinstance(data, dict) else None
+        fingerprint = run.record.data.fingerprint if run.record.data else None
         groups.setdefault(str(fingerprint or f"sweep:{run.sweep}"), []).append(run)
     return [
         members
@@ -703,15 +698,14 @@ def run_kind(run: RunView) -> str:
     """How a run was made: zero-shot (embedding), 8-shot (embedding), fine-tuned (ner, 0.3%
     trainable) where LoRA trained a share of the parameters."""
     if run.is_baseline:
-        details = run.record.get("zero_shot")
-        details = details if isinstance(details, dict) else {}
-        shots = details.get("examples_per_class") or 0
+        details = run.record.zero_shot
+        shots = details.examples_per_class if details else 0
         kind = f"{shots}-shot" if shots else "zero-shot"
-        return f"{kind} ({details['method']})" if details.get("method") else kind
-    parameters = run.record.get("parameters")
+        return f"{kind} ({details.method})" if details and details.method else kind
+    parameters = run.record.parameters
     lora = ""
-    if isinstance(parameters, dict) and parameters.get("total"):
-        share = parameters.get("trainable", 0) / parameters["total"]
+    if parameters is not None and parameters.total:
+        share = parameters.trainable / parameters.total
         lora = f", {100 * share:.1f}% trainable" if share < 1 else ""
     return f"fine-tuned ({run.task}{lora})"
 
@@ -890,7 +884,7 @@ def param_plot(sweep: Sweep, param: str, names: _Names) -> Plot | None:
         ax.set_xlim(-0.5, len(categories) - 0.5)
     ax.set_xlabel(param + (" (log scale)" if ax.get_xscale() == "log" else ""))
     ax.set_ylabel(f"{split} {metric}")
-    better = "lower" if metric in LOWER_IS_BETTER else "higher"
+    better = "higher" if higher_is_better(metric) else "lower"
     ax.set_title(f"{sweep.name}: {split} {metric} by {param} ({better} is better)", fontsize=10)
     ax.grid(alpha=0.3)
     _legend(ax, sum(1 for rest in lines if rest))

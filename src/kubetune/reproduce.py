@@ -33,9 +33,17 @@ from kubetune.errors import ConfigError, KubetuneError
 from kubetune.kube import client as cluster
 from kubetune.kube.names import POD_TEMPLATE_ANNOTATION, SPEC_HASH_ANNOTATION, STORE_ENV
 from kubetune.local import Display, Outcome
-from kubetune.runs import RECORD, as_dict, is_timing, locate, read
+from kubetune.runs import is_timing, locate
 from kubetune.stage import copy_inputs, local_fields, reach
-from kubetune.store import RunLocation, StoreError, check_uri, file_uri_path, open_store
+from kubetune.store import (
+    NotFoundError,
+    RunLocation,
+    StoreError,
+    check_uri,
+    file_uri_path,
+    open_store,
+)
+from kubetune.store.record import Metrics, Render, RunRecord, UnreadableError, load_record, read_run
 from kubetune.sweep import ResolvedRun
 
 #: Where ``reproduce --local`` puts its runs unless told otherwise.
@@ -51,16 +59,16 @@ class Recorded:
 
     location: RunLocation
     spec: specmod.JobSpec
-    record: dict[str, Any]
+    record: RunRecord
     run: ResolvedRun
 
     @property
     def status(self) -> str:
-        return str(self.record.get("status") or "—")
+        return self.record.status or "—"
 
     @property
-    def render_info(self) -> dict[str, Any]:
-        return as_dict(self.record.get("render"))
+    def render_info(self) -> Render:
+        return self.record.render
 
 
 def load(uri: str) -> Recorded:
@@ -73,16 +81,17 @@ def load(uri: str) -> Recorded:
     location = locate(uri)
     store, url = location.store, location.url
     try:
+        record = load_record(location)
+    except NotFoundError as exc:
+        raise ConfigError(
+            f"{url}: no run.json yet (the run is starting); try again once it runs"
+        ) from exc
+    except UnreadableError as exc:
+        raise ConfigError(str(exc)) from exc
+    try:
         text = store.read_text(location.key("spec.yaml"))
-        record = (
-            store.read_json(location.key(RECORD)) if store.exists(location.key(RECORD)) else None
-        )
-    except (StoreError, UnicodeDecodeError, ValueError) as exc:
+    except (StoreError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{url}: cannot read the run's files: {exc}") from exc
-    if record is None:
-        raise ConfigError(f"{url}: no run.json yet (the run is starting); try again once it runs")
-    if not isinstance(record, dict):
-        raise ConfigError(f"{url}/{RECORD}: not a JSON object")
     try:
         spec = specmod.loads(text, f"{url}/spec.yaml")
     except KubetuneError as exc:
@@ -95,14 +104,13 @@ def load(uri: str) -> Recorded:
             f"{url}/spec.yaml hashes to run id {expected}, not {location.run_id}: the stored "
             "spec was changed after the run; restore it, or run it as a new job"
         )
-    sweep_name = str(record.get("sweep") or location.sweep)
     run = ResolvedRun(
         location.run_id,
-        sweep_name,
+        record.sweep or location.sweep,
         0,
         spec,
-        dict(as_dict(record.get("params"))),
-        inputs=dict(as_dict(record.get("inputs"))),  # staged inputs: the pod's KUBETUNE_INPUTS
+        dict(record.params),
+        inputs=dict(record.inputs),  # staged inputs: the pod's KUBETUNE_INPUTS
     )
     return Recorded(location, spec, record, run)
 
@@ -136,7 +144,7 @@ def render(
             cannot be rendered.
     """
     warnings = _chart_warnings(recorded)
-    recorded_ns = recorded.render_info.get("namespace") or None
+    recorded_ns = recorded.render_info.namespace or None
     if namespace and recorded_ns and namespace != recorded_ns:
         warnings.append(
             f"the run was rendered for namespace {recorded_ns}; these manifests use {namespace}"
@@ -175,7 +183,7 @@ def _pinned_image(recorded: Recorded, override: str | None) -> tuple[str, list[s
     """The image the rerun's pod gets: ``override``, else the recorded digest, else the spec's
     image (with a warning when that is a tag)."""
     spec_image = recorded.spec.image
-    ran = recorded.record.get("image")
+    ran = recorded.record.image
     if override is not None:
         if not is_digest(override):
             raise ConfigError(
@@ -186,8 +194,8 @@ def _pinned_image(recorded: Recorded, override: str | None) -> tuple[str, list[s
         if is_digest(ran) and override != ran:
             warnings.append(f"--image {override} is not the image the run recorded, {ran}")
         return override, warnings
-    if is_digest(ran):
-        return str(ran), []
+    if ran is not None and is_digest(ran):
+        return ran, []
     if is_digest(spec_image):
         return spec_image, []
     return spec_image, [
@@ -220,12 +228,13 @@ def _chart_yaml() -> dict[str, Any]:
 
 def _chart_warnings(recorded: Recorded) -> list[str]:
     info = recorded.render_info
-    if info.get("pod_template"):
-        recorded_template, now = info["pod_template"], current_pod_template()
+    recorded_template: str | None
+    if info.pod_template:
+        recorded_template, now = info.pod_template, current_pod_template()
         what = "pod template"
     else:
         # Records written before the revision: compare chart versions, as they recorded.
-        recorded_template, now = info.get("chart"), current_chart()
+        recorded_template, now = info.chart, current_chart()
         what = "chart"
     if recorded_template and recorded_template != now:
         return [
@@ -385,28 +394,29 @@ def yaml_doc(text: str) -> dict[str, Any]:
 # --- --local ------------------------------------------------------------------------------
 
 
-def environment_differences(record: dict[str, Any]) -> list[str]:
+def environment_differences(record: RunRecord) -> list[str]:
     """What differs between this machine and the one the run recorded, one line each:
     package versions, GPUs, Python, platform, and the image the run had."""
     lines = []
-    for name, version in as_dict(record.get("packages")).items():
+    for name, version in record.packages.items():
         here = _installed(name)
         if here != version:
             lines.append(f"{name} {version or 'absent'} in the record, {here or 'absent'} here")
-    hardware = as_dict(record.get("hardware"))
-    if "gpus" in hardware:
-        ran, here_gpus = list(hardware.get("gpus") or []), local_gpu_names()
-        if ran != here_gpus:
-            lines.append(f"GPUs: {_gpus(ran)} in the record, {_gpus(here_gpus)} here")
-    for key, here_value in (
-        ("python", platform.python_version()),
-        ("platform", platform.platform()),
-    ):
-        if hardware.get(key) and hardware[key] != here_value:
-            lines.append(f"{key} {hardware[key]} in the record, {here_value} here")
-    if record.get("image"):
+    hardware = record.hardware
+    if hardware is not None:
+        if "gpus" in hardware.model_fields_set:
+            ran, here_gpus = hardware.gpus, local_gpu_names()
+            if ran != here_gpus:
+                lines.append(f"GPUs: {_gpus(ran)} in the record, {_gpus(here_gpus)} here")
+        for key, recorded, here_value in (
+            ("python", hardware.python, platform.python_version()),
+            ("platform", hardware.platform, platform.platform()),
+        ):
+            if recorded and recorded != here_value:
+                lines.append(f"{key} {recorded} in the record, {here_value} here")
+    if record.image:
         lines.append(
-            f"the run ran in image {record['image']}; this re-run uses this machine's packages"
+            f"the run ran in image {record.image}; this re-run uses this machine's packages"
         )
     return lines
 
@@ -471,20 +481,19 @@ class Comparison:
         return self.difference is not None and self.difference <= self.tolerance
 
 
-def compared_metrics(spec: specmod.JobSpec, record: dict[str, Any]) -> list[tuple[str, str]]:
+def compared_metrics(spec: specmod.JobSpec, record: RunRecord) -> list[tuple[str, str]]:
     """(split, metric) pairs to judge: the spec's ``reproduce.metrics`` in each of the eval and
     test splits that records them, else every numeric quality metric of those splits.
 
     Raises:
         ConfigError: the run recorded no final metrics, or none of a named metric.
     """
-    metrics = as_dict(record.get("metrics"))
-    recorded = {s: as_dict(metrics.get(s)) for s in SPLITS if as_dict(metrics.get(s))}
+    recorded = {s: record.metrics[s] for s in SPLITS if record.metrics.get(s)}
     numeric = {
         split: [n for n, v in values.items() if _number(v)] for split, values in recorded.items()
     }
     if not any(numeric.values()):
-        status = record.get("status") or "—"
+        status = record.status or "—"
         raise ConfigError(
             f"run.json of this {status} run records no final eval or test metrics; "
             "reproduce --local compares those, so it needs a completed run"
@@ -509,14 +518,14 @@ def _number(value: Any) -> TypeGuard[int | float]:
 
 def compare(
     pairs: list[tuple[str, str]],
-    recorded: dict[str, Any],
-    reproduced: dict[str, Any],
+    recorded: Metrics,
+    reproduced: Metrics,
     tolerance: float,
 ) -> list[Comparison]:
     """Each (split, metric) of ``pairs``, recorded against reproduced."""
     out = []
     for split, name in pairs:
-        value = as_dict(reproduced.get(split)).get(name)
+        value = reproduced.get(split, {}).get(name)
         out.append(
             Comparison(
                 split,
@@ -601,19 +610,17 @@ def run_local(plan: LocalPlan, display: Display, *, gpus: int | None = None) -> 
     learn that.
     """
     recorded = plan.recorded
-    target = read(RunLocation(open_store(plan.store), recorded.run.sweep, recorded.run.run_id))
+    target = read_run(RunLocation(open_store(plan.store), recorded.run.sweep, recorded.run.run_id))
     if target.status == "completed":
         outcome = Outcome(
             recorded.run,
             "already-completed",
             url=target.location.url,
-            metrics=as_dict(target.record.get("metrics")),
+            metrics=target.record.metrics,
         )
     else:
         outcome = local.run_one(recorded.run, plan.store, display, gpus=gpus)
     comparisons: list[Comparison] = []
     if outcome.status in ("completed", "already-completed"):
-        comparisons = compare(
-            plan.pairs, recorded.record["metrics"], outcome.metrics, plan.tolerance
-        )
+        comparisons = compare(plan.pairs, recorded.record.metrics, outcome.metrics, plan.tolerance)
     return Reproduction(outcome, comparisons)

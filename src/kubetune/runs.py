@@ -1,9 +1,10 @@
 """Stored runs as a user looks at them: ``kubetune runs list`` and ``kubetune runs show``.
 
-Everything here reads the run-folder contract (``run.json`` first of all) and nothing else,
-so a store filled by pods in a cluster reads the same as one filled by ``kubetune run``. A
-record may be older than the contract or still being written: a missing key shows as "—",
-a missing ``run.json`` as status ``starting``.
+Everything here reads the run-folder contract (``run.json`` first of all, through
+:func:`kubetune.store.record.read_run`) and nothing else, so a store filled by pods in a
+cluster reads the same as one filled by ``kubetune run``. A record may be older than the
+contract or still being written: a missing field shows as "—", a missing ``run.json`` as
+status ``starting``, one that cannot be read as ``unreadable`` or ``forbidden``.
 
 ``run.json`` files are read by a thread pool: an S3 request spends its time waiting, and a
 sweep of fifty runs should not cost fifty round trips in a row.
@@ -11,10 +12,9 @@ sweep of fifty runs should not cost fifty round trips in a row.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,13 +22,23 @@ from rich.console import Group, RenderableType
 from rich.markup import escape
 from rich.table import Table
 
-from kubetune._progress import _HEADLINE as HEADLINE
 from kubetune._tables import add_id_column, add_value_column
 from kubetune.errors import ConfigError
-from kubetune.store import RunLocation, StoreError, check_uri, file_uri_path, find_runs
-from kubetune.store.checkpoints import STATE_REMOVED
+from kubetune.headline import RANKED
+from kubetune.store import RunLocation, check_uri, file_uri_path, find_runs
+from kubetune.store.record import (
+    FORBIDDEN,
+    STARTING,
+    UNREADABLE,
+    Git,
+    Hardware,
+    ModelIdentity,
+    Render,
+    RunFolder,
+    StateRemoved,
+    read_run,
+)
 
-RECORD = "run.json"
 #: run.json reads in flight at once.
 READERS = 16
 #: Packages whose versions ``runs show`` prints; run.json records more.
@@ -38,67 +48,24 @@ TIMINGS = ("runtime", "samples_per_second", "steps_per_second", "_time", "epoch"
 STATUS_STYLE = {
     "completed": "green",
     "running": "cyan",
-    "starting": "cyan",
+    STARTING: "cyan",
     "interrupted": "yellow",
     "failed": "red",
+    UNREADABLE: "red",
+    FORBIDDEN: "red",
 }
 DASH = "—"
 
 
-@dataclass(frozen=True)
-class RunInfo:
-    """A run folder and its record (``{}`` while run.json is not written yet)."""
-
-    location: RunLocation
-    record: dict[str, Any] = field(default_factory=dict)
-    problem: str | None = None  # why run.json could not be read
-
-    @property
-    def run_id(self) -> str:
-        return self.location.run_id
-
-    @property
-    def status(self) -> str:
-        if self.problem is not None:
-            return "unreadable"
-        if not self.record:
-            return "starting"
-        return str(self.record.get("status") or DASH)
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return as_dict(self.record.get("params"))
-
-    def metrics(self, split: str) -> dict[str, Any]:
-        return as_dict(as_dict(self.record.get("metrics")).get(split))
-
-    @property
-    def started(self) -> datetime | None:
-        return _time(self.record.get("started"))
-
-    def duration(self, now: datetime) -> timedelta | None:
-        """Start to end; for a run still going, start to ``now``."""
-        if self.started is None:
-            return None
-        end = _time(self.record.get("finished") or self.record.get("stopped"))
-        if end is None and self.status == "running":
-            end = now
-        return end - self.started if end is not None else None
-
-
-def as_dict(value: Any) -> dict[str, Any]:
-    """``value`` if it is a JSON object, else ``{}``: records may lack or garble any key."""
-    return value if isinstance(value, dict) else {}
-
-
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
+def duration(info: RunFolder, now: datetime) -> timedelta | None:
+    """Start to end; for a run still going, start to ``now``."""
+    started = info.record.started_at
+    if started is None:
         return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    end = info.record.ended_at
+    if end is None and info.status == "running":
+        end = now
+    return end - started if end is not None else None
 
 
 # --- finding and reading ------------------------------------------------------------------
@@ -138,29 +105,13 @@ def locate(uri: str) -> RunLocation:
     )
 
 
-def read(location: RunLocation) -> RunInfo:
-    """A run's record; a missing run.json is a run that is starting, not an error."""
-    key = location.key(RECORD)
-    try:
-        record = location.store.read_json(key)
-    except StoreError as exc:
-        if not location.store.exists(key):
-            return RunInfo(location)
-        return RunInfo(location, problem=str(exc))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return RunInfo(location, problem=f"{location.store.url(key)}: not JSON")
-    if not isinstance(record, dict):
-        return RunInfo(location, problem=f"{location.store.url(key)}: not a JSON object")
-    return RunInfo(location, record)
-
-
-def read_all(locations: Iterable[RunLocation], workers: int = READERS) -> list[RunInfo]:
+def read_all(locations: Iterable[RunLocation], workers: int = READERS) -> list[RunFolder]:
     """Every record, read concurrently; in the order given."""
     locations = list(locations)
     if len(locations) <= 1:
-        return [read(loc) for loc in locations]
+        return [read_run(loc) for loc in locations]
     with ThreadPoolExecutor(max_workers=min(workers, len(locations))) as pool:
-        return list(pool.map(read, locations))
+        return list(pool.map(read_run, locations))
 
 
 # --- formatting ---------------------------------------------------------------------------
@@ -171,20 +122,20 @@ def is_timing(name: str) -> bool:
     return name.endswith(TIMINGS)
 
 
-def headline(infos: Iterable[RunInfo], count: int = 2) -> tuple[str, list[str]]:
+def metric_columns(infos: Iterable[RunFolder], count: int = 2) -> tuple[str, list[str]]:
     """The split (test where any run has one, else eval) and the first ``count`` metrics of
-    :data:`HEADLINE` that any run reports there."""
+    :data:`~kubetune.headline.RANKED` that any run reports there."""
     infos = list(infos)
-    split = "test" if any(info.metrics("test") for info in infos) else "eval"
-    names = [m for m in HEADLINE if any(m in _split_metrics(i, split)[1] for i in infos)]
+    split = "test" if any(info.record.metrics.get("test") for info in infos) else "eval"
+    names = [m for m in RANKED if any(m in _split_metrics(i, split)[1] for i in infos)]
     return split, names[:count]
 
 
-def _split_metrics(info: RunInfo, split: str) -> tuple[str, dict[str, Any]]:
+def _split_metrics(info: RunFolder, split: str) -> tuple[str, dict[str, Any]]:
     """The run's metrics of ``split``, falling back to eval for a run without a test split."""
-    metrics = info.metrics(split)
+    metrics = info.record.metrics.get(split, {})
     if not metrics and split == "test":
-        return "eval", info.metrics("eval")
+        return "eval", info.record.metrics.get("eval", {})
     return split, metrics
 
 
@@ -224,27 +175,27 @@ def fmt_time(moment: datetime | None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if moment else DASH
 
 
-def _status(info: RunInfo) -> str:
+def _status(info: RunFolder) -> str:
     style = STATUS_STYLE.get(info.status)
     return f"[{style}]{info.status}[/]" if style else escape(info.status)
 
 
-def list_tables(infos: list[RunInfo], now: datetime | None = None) -> list[Table]:
+def list_tables(infos: list[RunFolder], now: datetime | None = None) -> list[Table]:
     """One table per sweep: run id, task, the sweep's parameters, status, headline metrics of
     the test split (eval where a run has none), start and duration."""
     now = now or datetime.now(UTC)
-    by_sweep: dict[str, list[RunInfo]] = {}
+    by_sweep: dict[str, list[RunFolder]] = {}
     for info in infos:
         by_sweep.setdefault(info.location.sweep, []).append(info)
     tables = []
     for sweep, group in by_sweep.items():
         params: list[str] = []
         for info in group:
-            params += [p for p in info.params if p not in params]
-        tasks = {str(info.record["task"]) for info in group if info.record.get("task")}
-        split, names = headline(group)
+            params += [p for p in info.record.params if p not in params]
+        tasks = {info.record.task for info in group if info.record.task}
+        split, names = metric_columns(group)
         title = f"{sweep}: {len(group)} run{'s' if len(group) != 1 else ''}"
-        cells = {p: [escape(fmt(info.params.get(p))) for info in group] for p in params}
+        cells = {p: [escape(fmt(info.record.params.get(p))) for info in group] for p in params}
         table = Table(title=f"{title} ({next(iter(tasks))})" if len(tasks) == 1 else title)
         add_id_column(table, "run id", [info.run_id for info in group])
         if len(tasks) > 1:
@@ -259,22 +210,22 @@ def list_tables(infos: list[RunInfo], now: datetime | None = None) -> list[Table
         for i, info in enumerate(group):
             table.add_row(
                 info.run_id,
-                *([fmt(info.record.get("task"))] if len(tasks) > 1 else []),
+                *([fmt(info.record.task)] if len(tasks) > 1 else []),
                 *(cells[p][i] for p in params),
                 _status(info),
                 *_headline_cells(info, split, names),
-                fmt_time(info.started),
-                fmt_duration(info.duration(now)),
+                fmt_time(info.record.started_at),
+                fmt_duration(duration(info, now)),
             )
         tables.append(table)
     return tables
 
 
-def _headline_cells(info: RunInfo, split: str, names: list[str]) -> list[str]:
+def _headline_cells(info: RunFolder, split: str, names: list[str]) -> list[str]:
     used, metrics = _split_metrics(info, split)
     mark = f" ({used})" if used != split else ""
     return [
-        f"{metrics[n]:.4f}{mark}" if isinstance(metrics.get(n), (int, float)) else DASH
+        f"{metrics[n]:.4f}{mark}" if isinstance(metrics.get(n), int | float) else DASH
         for n in names
     ]
 
@@ -286,7 +237,7 @@ def _headline_cells(info: RunInfo, split: str, names: list[str]) -> list[str]:
 class RunDetail:
     """One run with what ``runs show`` lists beyond its record."""
 
-    info: RunInfo
+    info: RunFolder
     checkpoints: list[int]
     final: str | None  # URL of final/ when it is in the store
     adapter: str | None  # URL of adapter/ (LoRA) when it is in the store
@@ -297,7 +248,7 @@ def detail(location: RunLocation) -> RunDetail:
     """Read one run: its record, complete checkpoints, final/ and adapter/."""
     store = location.store
     with ThreadPoolExecutor(max_workers=4) as pool:
-        info = pool.submit(read, location)
+        info = pool.submit(read_run, location)
         checkpoints = pool.submit(location.checkpoints)
         final = pool.submit(store.list_keys, location.key("final"))
         adapter = pool.submit(store.list_keys, location.key("adapter"))
@@ -334,11 +285,11 @@ def show(run: RunDetail, now: datetime | None = None) -> RenderableType:
         f"[bold cyan]{escape(info.run_id)}[/]  {_status(info)}",
         _identity(run, now or datetime.now(UTC)),
     ]
-    if info.params:
+    if info.record.params:
         params = Table(title="parameters", title_justify="left")
         params.add_column("path")
         params.add_column("value")
-        for path, value in info.params.items():
+        for path, value in info.record.params.items():
             params.add_row(escape(path), escape(fmt(value)))
         parts.append(params)
     metrics = metrics_table(info)
@@ -352,31 +303,29 @@ def _identity(run: RunDetail, now: datetime) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    render = as_dict(record.get("render"))
-    git = as_dict(record.get("git"))
     rows: list[tuple[str, str]] = [
         ("store", info.location.url),
         ("sweep", info.location.sweep),
-        ("task", fmt(record.get("task"))),
-        ("spec hash", fmt(record.get("spec_hash"))),
-        ("seed", fmt(record.get("seed"))),
-        ("image", fmt(record.get("image")) if record.get("image") else f"{DASH} (local run)"),
-        ("chart", _chart(render)),
-        ("git", _git(git)),
-        ("hardware", _hardware(record.get("hardware"))),
-        ("packages", _packages(record.get("packages"))),
-        ("model", _model(record.get("model"))),
+        ("task", fmt(record.task)),
+        ("spec hash", fmt(record.spec_hash)),
+        ("seed", fmt(record.seed)),
+        ("image", record.image or f"{DASH} (local run)"),
+        ("chart", _chart(record.render)),
+        ("git", _git(record.git)),
+        ("hardware", _hardware(record.hardware)),
+        ("packages", _packages(record.packages)),
+        ("model", _model(record.model)),
         ("started", _started(info, now)),
     ]
     if info.problem:
         rows.append(("problem", info.problem))
-    if record.get("error"):
-        rows.append(("error", str(record["error"])))
-    if record.get("status") == "interrupted" and record.get("step") is not None:
-        rows.append(("stopped at", f"step {record['step']}"))
+    if record.error:
+        rows.append(("error", record.error))
+    if record.status == "interrupted" and record.step is not None:
+        rows.append(("stopped at", f"step {record.step}"))
     steps = run.checkpoints
     rows += [
-        ("checkpoints", _checkpoints(steps, as_dict(record.get(STATE_REMOVED)))),
+        ("checkpoints", _checkpoints(steps, record.optimizer_state_removed)),
         ("final/", run.final or DASH),
     ]
     if run.adapter:
@@ -388,90 +337,88 @@ def _identity(run: RunDetail, now: datetime) -> Table:
     return grid
 
 
-def _checkpoints(steps: list[int], removed: dict[str, Any]) -> str:
+def _checkpoints(steps: list[int], removed: StateRemoved | None) -> str:
     """``steps 25, 30`` and, for a completed run, the optimizer state removed from them."""
     if not steps:
         return DASH
     text = f"steps {', '.join(map(str, steps))}"
-    freed = removed.get("bytes")
-    if isinstance(freed, int) and not isinstance(freed, bool):
-        text += f" (optimizer state removed at completion: {freed / 1e6:,.1f} MB freed)"
+    if removed is not None:
+        text += f" (optimizer state removed at completion: {removed.bytes / 1e6:,.1f} MB freed)"
     return text
 
 
-def _chart(render: dict[str, Any]) -> str:
+def _chart(render: Render) -> str:
     # pod_template (kubetune-job/<revision>) since the chart version left the pods.
-    chart = render.get("pod_template") or render.get("chart")
+    chart = render.pod_template or render.chart
     if not chart:
         return DASH
-    namespace = render.get("namespace")
+    namespace = render.namespace
     return f"{chart}, namespace {namespace}" if namespace else f"{chart}, no namespace set"
 
 
-def _git(git: dict[str, Any]) -> str:
-    if not git.get("sha"):
+def _git(git: Git | None) -> str:
+    if git is None or not git.sha:
         return DASH
-    return f"{str(git['sha'])[:12]}{' (dirty)' if git.get('dirty') else ''}"
+    return f"{git.sha[:12]}{' (dirty)' if git.dirty else ''}"
 
 
-def _hardware(hardware: Any) -> str:
-    if not isinstance(hardware, dict):
+def _hardware(hardware: Hardware | None) -> str:
+    if hardware is None:
         return DASH
-    gpus = hardware.get("gpus") or []
     counted: dict[str, int] = {}
-    for gpu in gpus:
-        counted[str(gpu)] = counted.get(str(gpu), 0) + 1
+    for gpu in hardware.gpus:
+        counted[gpu] = counted.get(gpu, 0) + 1
     parts = [", ".join(f"{n}× {name}" for name, n in counted.items()) or "no GPU"]
-    if hardware.get("cuda"):
-        parts.append(f"CUDA {hardware['cuda']}")
-    if hardware.get("cpu_count"):
-        parts.append(f"{hardware['cpu_count']} CPUs")
-    if hardware.get("python"):
-        parts.append(f"Python {hardware['python']}")
-    if hardware.get("platform"):
-        parts.append(str(hardware["platform"]))
+    if hardware.cuda:
+        parts.append(f"CUDA {hardware.cuda}")
+    if hardware.cpu_count:
+        parts.append(f"{hardware.cpu_count} CPUs")
+    if hardware.python:
+        parts.append(f"Python {hardware.python}")
+    if hardware.platform:
+        parts.append(hardware.platform)
     return ", ".join(parts)
 
 
-def _packages(packages: Any) -> str:
-    if not isinstance(packages, dict):
-        return DASH
+def _packages(packages: dict[str, str | None]) -> str:
     shown = [f"{name} {packages[name]}" for name in NOTABLE_PACKAGES if packages.get(name)]
     return ", ".join(shown) or DASH
 
 
-def _model(model: Any) -> str:
-    if not isinstance(model, dict) or not model.get("name"):
+def _model(model: ModelIdentity | None) -> str:
+    if model is None or not model.name:
         return DASH
-    if model.get("revision"):
-        return f"{model['name']} @ {model['revision']}"
-    if model.get("files"):
-        return f"{model['name']} ({len(model['files'])} files fingerprinted)"
-    return str(model["name"])
+    if model.revision:
+        return f"{model.name} @ {model.revision}"
+    if model.files:
+        return f"{model.name} ({len(model.files)} files fingerprinted)"
+    return model.name
 
 
-def _started(info: RunInfo, now: datetime) -> str:
-    if info.started is None:
+def _started(info: RunFolder, now: datetime) -> str:
+    started = info.record.started_at
+    if started is None:
         return DASH
-    took = fmt_duration(info.duration(now))
+    took = fmt_duration(duration(info, now))
     verb = "running for" if info.status == "running" else "took"
-    return f"{fmt_time(info.started)} UTC, {verb} {took}"
+    return f"{fmt_time(started)} UTC, {verb} {took}"
 
 
-def metrics_table(info: RunInfo) -> Table | None:
+def metrics_table(info: RunFolder) -> Table | None:
     """Final metrics: one row per metric, one column per split; quality metrics first."""
-    splits = [s for s in ("train", "eval", "test") if info.metrics(s)]
+    metrics = info.record.metrics
+    splits = [s for s in ("train", "eval", "test") if metrics.get(s)]
     if not splits:
         return None
     names: list[str] = []
     for split in splits:
-        names += [n for n in info.metrics(split) if n not in names]
-    rank = {n: i for i, n in enumerate(HEADLINE)}
+        names += [n for n in metrics[split] if n not in names]
+    rank = {n: i for i, n in enumerate(RANKED)}
     names.sort(key=lambda n: (is_timing(n), rank.get(n, len(rank)), n))
     table = Table(title="final metrics", title_justify="left")
     table.add_column("metric")
     for split in splits:
         table.add_column(split, justify="right")
     for name in names:
-        table.add_row(escape(name), *(fmt(info.metrics(s).get(name)) for s in splits))
+        table.add_row(escape(name), *(fmt(metrics[s].get(name)) for s in splits))
     return table

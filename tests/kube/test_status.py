@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from kubetune.kube import status as js
+from kubetune.store.record import parse_record
 
 
 def job(
@@ -284,10 +285,16 @@ def test_sweeps_count_runs_per_phase() -> None:
         ({"metrics": {"eval": {"f1": 0.5}}}, "eval f1 0.5000"),
         ({"metrics": {"test": {"runtime": 3.0}}}, "—"),
         ({"status": "running"}, "—"),
+        # The task's headline comes first, though another metric ranks higher across tasks.
+        (
+            {"task": "causal-lm", "metrics": {"eval": {"loss": 2.0, "perplexity": 7.389}}},
+            "eval perplexity 7.3890",
+        ),
+        ({"task": "ner", "metrics": {"test": {"accuracy": 0.99, "f1": 0.81}}}, "test f1 0.8100"),
     ],
 )
 def test_headline_metric_of_a_record(record: dict[str, Any], expected: str) -> None:
-    assert js.headline(record) == expected
+    assert js.metric_cell(parse_record(record)) == expected
 
 
 def test_trainer_env_reads_literal_values_only() -> None:

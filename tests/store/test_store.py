@@ -141,7 +141,7 @@ def test_s3_exists_is_false_only_when_the_key_is_not_there(code: str, status: in
     import boto3
     from botocore.stub import Stubber
 
-    from kubetune.store import NotFoundError, StoreError
+    from kubetune.store import ForbiddenError, NotFoundError, StoreError
     from kubetune.store.s3 import S3Store
 
     client = boto3.client(
@@ -152,9 +152,10 @@ def test_s3_exists_is_false_only_when_the_key_is_not_there(code: str, status: in
         stub.add_client_error("head_object", service_error_code="404", http_status_code=404)
         assert store.exists("a/run.json") is False
         stub.add_client_error("head_object", service_error_code=code, http_status_code=status)
-        with pytest.raises(StoreError, match=r"s3://bucket/runs/a/run.json: stat failed") as err:
+        with pytest.raises(StoreError, match=r"s3://bucket/runs/a/run.json: stat ") as err:
             store.exists("a/run.json")
         assert not isinstance(err.value, NotFoundError)
+        assert isinstance(err.value, ForbiddenError) == (status == 403)
         stub.add_client_error("get_object", service_error_code="NoSuchKey", http_status_code=404)
         with pytest.raises(NotFoundError, match="not found"):
             store.read_bytes("a/run.json")

@@ -26,9 +26,9 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from kubetune._progress import _HEADLINE as HEADLINE
 from kubetune._tables import add_id_column, add_value_column
 from kubetune.errors import KubetuneError
+from kubetune.headline import headline_value
 from kubetune.kube import names
 from kubetune.kube.names import (
     CONTAINER,
@@ -40,6 +40,7 @@ from kubetune.kube.names import (
 )
 from kubetune.runs import DASH, fmt, fmt_duration
 from kubetune.store import RunLocation, Store
+from kubetune.store.record import RunRecord, load_record
 
 #: Phases in the order a run goes through them (the columns of ``kubetune list``).
 PHASES = ("Queued", "Suspended", "Pending", "Running", "Succeeded", "Failed", "Terminating")
@@ -556,19 +557,13 @@ def trainer_env(job: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-def headline(record: Mapping[str, Any]) -> str:
-    """``test accuracy 0.9821``: the first headline metric of the test split (else eval)."""
-    metrics = record.get("metrics")
-    if not isinstance(metrics, dict):
+def metric_cell(record: RunRecord) -> str:
+    """``test accuracy 0.9821``: the run's headline metric, of the test split (else eval)."""
+    found = headline_value(record.metrics, record.task)
+    if found is None:
         return DASH
-    for split in ("test", "eval"):
-        values = metrics.get(split)
-        if not isinstance(values, dict):
-            continue
-        for name in HEADLINE:
-            if isinstance(values.get(name), int | float):
-                return f"{split} {name} {fmt(values[name])}"
-    return DASH
+    split, name, value = found
+    return f"{split} {name} {fmt(value)}"
 
 
 class Metrics:
@@ -611,10 +606,10 @@ class Metrics:
             return DASH
         location = RunLocation(store, sweep, env.get(names.RUN_ID_ENV) or run_id_of(job))
         try:
-            record = store.read_json(location.key("run.json"))
-        except (KubetuneError, OSError, ValueError):
+            record = load_record(location)
+        except (KubetuneError, OSError):
             return DASH
-        return headline(record) if isinstance(record, dict) else DASH
+        return metric_cell(record)
 
     def _store(self, uri: str, endpoint: str, region: str) -> Store | None:
         key = (uri, endpoint, region)

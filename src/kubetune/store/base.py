@@ -26,6 +26,11 @@ class NotFoundError(StoreError):
     """The key is not in the store (and nothing else went wrong)."""
 
 
+class ForbiddenError(StoreError):
+    """The store refused access to the key (S3 AccessDenied, a file without read permission):
+    the credentials or permissions need changing, not the request repeating."""
+
+
 class ConflictError(StoreError):
     """A conditional write lost: the key was written by someone else first."""
 

@@ -8,7 +8,7 @@ from urllib.parse import unquote, urlparse
 
 from kubetune.atomic import TMP_SUFFIX, replacing
 from kubetune.errors import ConfigError
-from kubetune.store.base import ConflictError, NotFoundError, Store, StoreError
+from kubetune.store.base import ConflictError, ForbiddenError, NotFoundError, Store, StoreError
 
 
 class FileStore(Store):
@@ -33,6 +33,8 @@ class FileStore(Store):
             return self._path(key).read_bytes()
         except FileNotFoundError as exc:
             raise NotFoundError(f"{self.url(key)}: not found") from exc
+        except PermissionError as exc:
+            raise ForbiddenError(f"{self.url(key)}: read refused: permission denied") from exc
         except OSError as exc:
             raise StoreError(f"{self.url(key)}: read failed: {exc.strerror or exc}") from exc
 

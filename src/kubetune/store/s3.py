@@ -23,13 +23,15 @@ from typing import Any
 from urllib.parse import urlparse
 
 from kubetune.atomic import replacing
-from kubetune.store.base import ConflictError, NotFoundError, Store, StoreError
+from kubetune.store.base import ConflictError, ForbiddenError, NotFoundError, Store, StoreError
 from kubetune.store.uri import check_uri
 
 #: Objects at least this large go up in parallel multipart parts of this size.
 #: S3's error codes for a missing key or bucket: GetObject says NoSuchKey, HeadObject has no
 #: body and gives the status alone.
 NOT_FOUND = ("NoSuchKey", "404", "NotFound")
+#: HEAD requests carry no body, so a refused stat says only 403.
+FORBIDDEN = ("AccessDenied", "403", "Forbidden", "AllAccessDisabled")
 MULTIPART_BYTES = 16 * 1024 * 1024
 
 
@@ -125,6 +127,8 @@ class S3Store(Store):
                 raise NotFoundError(f"{self.url(key)}: not found") from exc
             if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
                 raise ConflictError(f"{self.url(key)}: already written") from exc
+            if code in FORBIDDEN:
+                raise ForbiddenError(f"{self.url(key)}: {what} refused: access denied") from exc
             raise StoreError(f"{self.url(key)}: {what} failed: {code or exc}") from exc
         except BotoCoreError as exc:
             raise StoreError(f"{self.url(key)}: {what} failed: {exc}") from exc

@@ -44,6 +44,7 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, EvalPrediction
 
 from kubetune.errors import ConfigError
+from kubetune.headline import headline
 from kubetune.spec import DataSpec, GenerationSpec, JobSpec
 from kubetune.train.data import Splits, require_columns
 from kubetune.train.pretrained import from_pretrained
@@ -423,9 +424,9 @@ def build(spec: JobSpec, splits: Splits, tokenizer: Any, model_path: str) -> Tas
         collator=Collator(tokenizer.pad_token_id, pad_multiple()),
         compute_metrics=compute_metrics,
         predictions=predictions,
-        default_metric="perplexity",
+        default_metric=headline("causal-lm").metric,
         peft_task=PEFT_TASK,
-        greater_is_better=False,
+        greater_is_better=headline("causal-lm").higher_is_better,
         preprocess_logits=token_scores,
         derived_metrics=derived_metrics,
     )

@@ -8,6 +8,7 @@ import numpy as np
 from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, EvalPrediction
 
+from kubetune.headline import headline
 from kubetune.spec import JobSpec
 from kubetune.train import metrics
 from kubetune.train.data import Splits, infer_labels, require_columns
@@ -90,6 +91,6 @@ def build(spec: JobSpec, splits: Splits, tokenizer: Any, model_path: str) -> Tas
         collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple()),
         compute_metrics=compute_metrics,
         predictions=predictions,
-        default_metric="accuracy",
+        default_metric=headline("classification").metric,
         peft_task=PEFT_TASK,
     )

@@ -19,6 +19,7 @@ from transformers import (
 )
 
 from kubetune.errors import ConfigError
+from kubetune.headline import headline
 from kubetune.spec import JobSpec
 from kubetune.train import metrics
 from kubetune.train.data import Splits, infer_labels, require_columns
@@ -165,6 +166,6 @@ def build(spec: JobSpec, splits: Splits, tokenizer: Any, model_path: str) -> Tas
         collator=DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_multiple()),
         compute_metrics=compute_metrics,
         predictions=predictions,
-        default_metric="f1",
+        default_metric=headline("ner").metric,
         peft_task=PEFT_TASK,
     )

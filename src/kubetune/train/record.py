@@ -1,4 +1,6 @@
-"""The pinned run record (run.json): everything needed to say what produced a result."""
+"""The pinned run record (run.json): everything needed to say what produced a result, and
+:class:`RecordWriter`, which writes it through the readers' model
+(:class:`kubetune.store.record.RunRecord`). Torch is imported only to describe the hardware."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from kubetune.errors import ConfigError
-from kubetune.store import sha256_file
+from kubetune.store import RunLocation, sha256_file
+from kubetune.store.record import RECORD, RunRecord, Status
 
 PACKAGES = (
     "kubetune", "torch", "transformers", "datasets", "peft", "accelerate", "tokenizers",
@@ -102,3 +105,27 @@ def sweep_params(own: dict[str, Any]) -> dict[str, Any]:
     from kubetune.kube.names import PARAMS_ENV
 
     return own or env_object(PARAMS_ENV)
+
+
+class RecordWriter:
+    """run.json of this run: written when it starts, when it stops, when it ends.
+
+    An attempt after an interruption keeps the first attempt's start time and counts itself.
+    Only the main process writes. Every write is validated as a :class:`RunRecord`, so a
+    field the readers would reject fails here, in the trainer, not later in ``runs list``.
+    """
+
+    def __init__(self, location: RunLocation, previous: RunRecord | None, *, main: bool) -> None:
+        self.location = location
+        self.main = main
+        self.data: dict[str, Any] = {
+            "started": (previous and previous.started) or now(),
+            "attempt": ((previous and previous.attempt) or 0) + 1,
+        }
+
+    def write(self, status: Status, **fields: Any) -> RunRecord:
+        self.data.update(status=status, **fields)
+        built = RunRecord.model_validate(self.data)
+        if self.main:
+            self.location.store.write_json(self.location.key(RECORD), built.dump())
+        return built

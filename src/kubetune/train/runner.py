@@ -38,6 +38,7 @@ from kubetune.store import (
     endpoint_here,
     open_store,
 )
+from kubetune.store.record import HISTORY, METRICS, RECORD, RunRecord, load_record
 from kubetune.train import record, tracking
 from kubetune.train.callbacks import (
     CARRY_FILE,
@@ -195,12 +196,12 @@ def run(spec_path: str) -> Outcome:
         concurrency=storage.upload_concurrency,
     )
     location = RunLocation(store, group, run_id)
-    previous: dict[str, Any] = {}
-    if location.store.exists(location.key("run.json")):
-        previous = location.store.read_json(location.key("run.json"))
-        if previous.get("status") == "completed":
+    previous: RunRecord | None = None
+    if location.store.exists(location.key(RECORD)):
+        previous = load_record(location)
+        if previous.status == "completed":
             _refuse_changed_data(resolved, location, previous)
-            emit("done", already=True, url=location.url, metrics=previous.get("metrics", {}))
+            emit("done", already=True, url=location.url, metrics=previous.metrics)
             print(
                 f"kubetune: {run_id} already finished at {location.url}; nothing to do", flush=True
             )
@@ -211,7 +212,7 @@ def run(spec_path: str) -> Outcome:
     state = PartialState()
     # torchrun sets RANK without accelerate knowing it; either way rank 0 alone writes.
     main = state.is_main_process and os.environ.get("RANK", "0") == "0"
-    run_record = RunRecord(location, previous, main=main)
+    run_record = record.RecordWriter(location, previous, main=main)
     try:
         outcome = _train(spec, resolved, location, run_record, storage)
         wait_for_rank0(state)
@@ -227,7 +228,7 @@ def run(spec_path: str) -> Outcome:
 
 
 def _refuse_changed_data(
-    resolved: sweep.ResolvedRun, location: RunLocation, previous: dict[str, Any]
+    resolved: sweep.ResolvedRun, location: RunLocation, previous: RunRecord
 ) -> None:
     """A finished run whose local data changed since is not "already finished": say so."""
     prints = preflight.local_prints(resolved.spec)
@@ -262,32 +263,11 @@ def wait_for_rank0(state: Any) -> None:
     dist.destroy_process_group(group)
 
 
-class RunRecord:
-    """run.json of this run: written when it starts, when it stops, when it ends.
-
-    An attempt after an interruption keeps the first attempt's start time and counts itself.
-    Only the main process writes.
-    """
-
-    def __init__(self, location: RunLocation, previous: dict[str, Any], *, main: bool) -> None:
-        self.location = location
-        self.main = main
-        self.data: dict[str, Any] = {
-            "started": previous.get("started") or record.now(),
-            "attempt": int(previous.get("attempt") or 0) + 1,
-        }
-
-    def write(self, status: str, **fields: Any) -> None:
-        self.data.update(status=status, **fields)
-        if self.main:
-            self.location.store.write_json(self.location.key("run.json"), self.data)
-
-
 def _train(
     spec: specmod.JobSpec,
     resolved: sweep.ResolvedRun,
     location: RunLocation,
-    run_record: RunRecord,
+    run_record: record.RecordWriter,
     storage: specmod.StorageSpec,
 ) -> Outcome:
     import transformers
@@ -406,7 +386,7 @@ def _fine_tune(
     work: Path,
     splits: Any,
     model_path: str,
-    run_record: RunRecord,
+    run_record: record.RecordWriter,
     storage: specmod.StorageSpec,
 ) -> Outcome:
     from accelerate import PartialState
@@ -561,7 +541,7 @@ def _transfers(concurrency: int) -> Iterator[ThreadPoolExecutor]:
 def _stop(
     spec: specmod.JobSpec,
     location: RunLocation,
-    run_record: RunRecord,
+    run_record: record.RecordWriter,
     sync: CheckpointSync | None,
     stop: GracefulStop,
     step: int,
@@ -624,7 +604,7 @@ def _close(location: RunLocation, work: Path, wandb_run: Any, results: dict[str,
 def _finish(
     location: RunLocation,
     work: Path,
-    run_record: RunRecord,
+    run_record: record.RecordWriter,
     finished: Finished,
     pool: ThreadPoolExecutor | None,
 ) -> None:
@@ -636,7 +616,7 @@ def _finish(
         finished.save_model(work / "final", pool)
     _save_outputs(location, finished.results, finished.artifacts)
     if finished.history is not None:
-        location.store.write_json(location.key("history.json"), finished.history)
+        location.store.write_json(location.key(HISTORY), finished.history)
     failpoint("final", finished.step)
     run_record.write(
         "completed",
@@ -652,7 +632,7 @@ def _finish(
         _remove_optimizer_state(location, run_record)
 
 
-def _remove_optimizer_state(location: RunLocation, run_record: RunRecord) -> None:
+def _remove_optimizer_state(location: RunLocation, run_record: record.RecordWriter) -> None:
     """Trim the completed run's checkpoints and record the bytes freed. The run is complete
     whatever happens here: a store that fails now leaves the state in place, with a warning."""
     try:
@@ -723,7 +703,11 @@ def _with_lora(model: Any, spec: specmod.JobSpec, task_type: str) -> Any:
 
 
 def _resume_point(
-    location: RunLocation, local: Path, pool: ThreadPoolExecutor, run_record: RunRecord, state: Any
+    location: RunLocation,
+    local: Path,
+    pool: ThreadPoolExecutor,
+    run_record: record.RecordWriter,
+    state: Any,
 ) -> tuple[Path, int] | None:
     """The newest checkpoint in the store that matches its manifest, downloaded to ``local``:
     (its folder, its step), or None to start afresh.
@@ -788,7 +772,7 @@ def _save_outputs(
     location: RunLocation, results: dict[str, Any], artifacts: dict[str, Any]
 ) -> None:
     """metrics.json, predictions per split and each split's extra artifacts."""
-    location.store.write_json(location.key("metrics.json"), results)
+    location.store.write_json(location.key(METRICS), results)
     for split, (rows, extra) in artifacts.items():
         name = "predictions.jsonl" if split == "eval" else f"{split}_predictions.jsonl"
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)

@@ -40,6 +40,7 @@ from transformers import (
 )
 
 from kubetune.errors import ConfigError
+from kubetune.headline import headline
 from kubetune.spec import GenerationSpec, JobSpec
 from kubetune.train import metrics
 from kubetune.train.data import Splits, require_columns
@@ -123,7 +124,7 @@ def build(spec: JobSpec, splits: Splits, tokenizer: Any, model_path: str) -> Tas
         ),
         compute_metrics=compute_metrics,
         predictions=predictions,
-        default_metric="rougeL",
+        default_metric=headline("seq2seq").metric,
         peft_task=PEFT_TASK,
         generate=True,
     )
