@@ -357,7 +357,9 @@ def test_duplicate_nested_key_is_rejected() -> None:
 
 
 def test_same_key_in_different_sections_is_not_a_duplicate() -> None:
-    loaded = spec.loads(BASE + "train: {seed: 1}\nsweep: {seed: 1, parameters: {}}\n")
+    loaded = spec.loads(
+        BASE + "train: {seed: 1}\nsweep: {seed: 1, parameters: {lora.r: {values: [4]}}}\n"
+    )
     assert loaded.train.seed == 1 and loaded.sweep is not None and loaded.sweep.seed == 1
 
 

@@ -404,13 +404,25 @@ def test_invalid_points_are_all_reported_with_their_parameters() -> None:
             "lora.r": {"values": [8]},
         }
     }
+    text = BASE + yaml.safe_dump({"sweep": block}, sort_keys=False)
+    with pytest.raises(SpecError) as info:
+        spec.loads(text, "sweep.yaml")
+    # Each value where it is written, found when the spec loads: no point is expanded.
+    assert info.value.lines() == [
+        "sweep.yaml:10: sweep.parameters.train.learning_rate.values[1]: "
+        "must be less than or equal to 1 (got 5)",
+        "sweep.yaml:11: sweep.parameters.train.learning_rate.values[2]: "
+        "must be less than or equal to 1 (got 2)",
+    ]
+
+
+def test_a_point_breaking_a_cross_field_rule_is_reported_with_its_parameters() -> None:
+    block = {"parameters": {"train.eval_strategy": {"values": ["epoch", "steps"]}}}
     with pytest.raises(SpecError) as info:
         sweep.expand(with_sweep(block), "sweep.yaml")
     assert info.value.lines() == [
-        "sweep.yaml: train.learning_rate: must be less than or equal to 1 (got 5) "
-        "(in sweep point 1 {train.learning_rate: 5, lora.r: 8})",
-        "sweep.yaml: train.learning_rate: must be less than or equal to 1 (got 2) "
-        "(in sweep point 2 {train.learning_rate: 2, lora.r: 8})",
+        "sweep.yaml: train.eval_steps: eval_strategy: steps needs eval_steps "
+        "(in sweep point 1 {train.eval_strategy: 'steps'})",
     ]
 
 
@@ -489,10 +501,9 @@ def test_sweep_shape_errors(block: dict[str, Any], message: str) -> None:
 
 
 def test_points_raises_for_an_inconsistent_sweep() -> None:
-    loaded = with_sweep({"method": "random", "parameters": {"lora.r": {"int_uniform": [4, 8]}}})
-    assert loaded.sweep is not None
+    block = {"method": "random", "parameters": {"lora.r": {"int_uniform": [4, 8]}}}
     with pytest.raises(SpecError) as info:
-        sweep.points(loaded.sweep)
+        sweep.points(spec.SweepSpec.model_validate(block))
     assert [i.path for i in info.value.issues] == ["sweep.max_runs"]
 
 
