@@ -394,6 +394,50 @@ def test_grid_over_task() -> None:
     assert [run.spec.task for run in runs] == ["classification", "ner"]
 
 
+def test_a_sweep_over_task_drops_from_each_run_what_its_task_does_not_read() -> None:
+    base = BASE.replace("data: {", "data: {label_all_tokens: true, ")
+    runs = expand(
+        {
+            "parameters": {
+                "task": {"values": ["classification", "ner"]},
+                "lora.r": {"values": [4, 8]},
+            }
+        },
+        base,
+    )
+    tasks = [(run.spec.task, run.spec.data.label_all_tokens) for run in runs]
+    assert tasks == [("classification", False), ("classification", False), ("ner", True),
+                     ("ner", True)]  # fmt: skip
+    for run in runs:  # what a run stores loads again as it is
+        assert spec.loads(spec.dump(run.spec, defaults=False)) == run.spec
+
+
+def test_runs_of_a_task_sweep_that_differ_only_in_dropped_fields_are_one_run() -> None:
+    runs = expand(
+        {
+            "parameters": {
+                "task": {"values": ["classification", "ner"]},
+                "data.label_all_tokens": {"values": [True, False]},
+            }
+        }
+    )
+    assert [(r.spec.task, r.spec.data.label_all_tokens) for r in runs] == [
+        ("classification", False),
+        ("ner", True),
+        ("ner", False),
+    ]
+
+
+def test_a_field_no_swept_task_reads_is_an_error() -> None:
+    base = BASE.replace("data: {", "data: {max_target_length: 64, ")
+    with pytest.raises(SpecError) as info:
+        expand({"parameters": {"task": {"values": ["classification", "ner"]}}}, base)
+    assert [str(i) for i in info.value.issues] == [
+        "data.max_target_length: none of the swept tasks (classification, ner) uses it "
+        "(only seq2seq); remove it"
+    ]
+
+
 # --- invalid sweeps and points -------------------------------------------------------------
 
 
