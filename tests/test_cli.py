@@ -44,6 +44,25 @@ def test_validate_ok_and_bad_files_together(write_spec: Any, tmp_path: Path) -> 
     assert "Traceback" not in proc.stderr
 
 
+def test_validate_reports_a_model_error_and_a_sweep_error_at_once(write_spec: Any) -> None:
+    data = base_spec(
+        model={"name": "sentence-transformers/all-MiniLM-L6-v2", "revison": "main"},
+        sweep={"parameters": {"train.learning_rate": {"values": [3e-5, 5]}, "lora.rr": {
+            "values": [8]}}},
+    )  # fmt: skip
+    proc = kubetune("validate", str(write_spec(data)))
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 3, proc.stderr
+    assert "job.yaml:5: model.revison: unknown key; did you mean 'revision'?" in errors[0]
+    assert (
+        "job.yaml:22: sweep.parameters.train.learning_rate.values[1]: "
+        "must be less than or equal to 1 (got 5)" in errors[1]
+    )
+    assert "sweep.parameters.lora.rr: lora has no field 'rr'; did you mean 'lora.r'?" in errors[2]
+    assert "Traceback" not in proc.stderr
+
+
 def test_user_error_is_one_line_and_debug_shows_the_traceback(write_spec: Any) -> None:
     path = write_spec(base_spec(task="clasification"))
     proc = kubetune("render", str(path))

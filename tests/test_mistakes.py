@@ -9,8 +9,10 @@ The command runs in-process through :func:`kubetune.cli.main`, as the console sc
 
 from __future__ import annotations
 
+import http.server
 import json
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +117,32 @@ def _finished_run(folder: Path) -> None:
     record.parent.mkdir(parents=True)
     prints = {"train": "0" * 64, "eval": "1" * 64}
     record.write_text(json.dumps({"status": "completed", "data": {"fingerprints": prints}}))
+
+
+class _HubAPI(http.server.BaseHTTPRequestHandler):
+    """The hub's dataset API as it answers a name it does not know (no token): 401."""
+
+    def do_GET(self) -> None:
+        body = b'{"error":"Repository not found"}'
+        self.send_response(401 if self.path.startswith("/api/datasets/") else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+_HUB = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HubAPI)
+#: A local hub that knows no dataset; it serves from the first case that needs it.
+HUB = f"http://127.0.0.1:{_HUB.server_address[1]}"
+
+
+def _hub_up(folder: Path) -> None:
+    if not getattr(_HUB, "started", False):
+        threading.Thread(target=_HUB.serve_forever, daemon=True).start()
+        _HUB.started = True  # type: ignore[attr-defined]
 
 
 def _model_folder(config: str | None) -> Callable[[Path], None]:
@@ -419,6 +447,20 @@ MISTAKES = [
         spec=job(data={"train": "some-dataset"}),
         code=1,
         env={"HF_ENDPOINT": CLOSED, "HF_HUB_OFFLINE": "", "HF_DATASETS_OFFLINE": ""},
+    ),
+    Mistake(
+        "hub dataset misspelled",
+        ("data.train", "ag_newz", "nor a dataset on the hub", "check the name"),
+        spec=job(data={"train": "ag_newz"}),
+        env={"HF_ENDPOINT": HUB, "HF_HUB_OFFLINE": "", "HF_DATASETS_OFFLINE": ""},
+        prepare=_hub_up,
+    ),
+    Mistake(
+        "hub dataset misspelled, near a local file",
+        ("data.eval", "'eval.jsonl'"),
+        spec=job(data={"eval": "evall"}),
+        env={"HF_ENDPOINT": HUB, "HF_HUB_OFFLINE": "", "HF_DATASETS_OFFLINE": ""},
+        prepare=_hub_up,
     ),
     # --- the store and finished runs -------------------------------------------------------
     Mistake(

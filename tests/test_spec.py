@@ -357,7 +357,9 @@ def test_duplicate_nested_key_is_rejected() -> None:
 
 
 def test_same_key_in_different_sections_is_not_a_duplicate() -> None:
-    loaded = spec.loads(BASE + "train: {seed: 1}\nsweep: {seed: 1, parameters: {}}\n")
+    loaded = spec.loads(
+        BASE + "train: {seed: 1}\nsweep: {seed: 1, parameters: {lora.r: {values: [4]}}}\n"
+    )
     assert loaded.train.seed == 1 and loaded.sweep is not None and loaded.sweep.seed == 1
 
 
@@ -777,3 +779,84 @@ def test_committed_json_schema_is_current() -> None:
         "schema/jobspec.schema.json is stale; "
         "run `kubetune schema > schema/jobspec.schema.json` and commit it"
     )
+
+
+# --- fields a task does not read -----------------------------------------------------------
+
+#: A value other than the default for every field of spec.FIELD_TASKS.
+SET_TO: dict[str, Any] = {
+    "model.decoder": "bert-base-uncased",
+    "data.text_column": "body",
+    "data.text_pair_column": "second",
+    "data.label_column": "topic",
+    "data.labels": ["a", "b"],
+    "data.tokens_column": "words",
+    "data.tags_column": "tags",
+    "data.label_all_tokens": True,
+    "data.source_column": "article",
+    "data.target_column": "highlights",
+    "data.source_prefix": "summarize: ",
+    "data.max_target_length": 64,
+    "data.prompt_column": "prompt",
+    "data.completion_column": "answer",
+    "data.chat_template": "tokenizer",
+    "data.packing": True,
+    "lora": {"r": 4},
+    "prompt": {"method": "nli"},
+    "generation.max_new_tokens": 32,
+    "generation.min_new_tokens": 1,
+    "generation.num_beams": 4,
+    "generation.length_penalty": 2.0,
+    "generation.no_repeat_ngram_size": 3,
+    "generation.samples": 2,
+}
+UNUSED = "does not use it"
+
+
+def _unused_issues(task: str, path: str, value: Any) -> list[Issue]:
+    data = yaml.safe_load(BASE)
+    data["task"] = task
+    spec.set_path(data, path, value)
+    try:
+        spec.validate(data)
+    except SpecError as exc:
+        return [i for i in exc.issues if UNUSED in i.message]
+    return []
+
+
+def test_every_task_specific_field_has_a_test_value() -> None:
+    assert set(SET_TO) == set(spec.FIELD_TASKS)
+    assert all(tasks <= set(spec.TASKS) and tasks for tasks in spec.FIELD_TASKS.values())
+
+
+@pytest.mark.parametrize("path", sorted(spec.FIELD_TASKS))
+def test_a_field_is_an_error_exactly_on_the_tasks_that_do_not_read_it(path: str) -> None:
+    readers = spec.FIELD_TASKS[path]
+    for task in spec.TASKS:
+        issues = _unused_issues(task, path, SET_TO[path])
+        if task in readers:
+            assert issues == [], (task, path)
+        else:
+            [issue] = issues
+            assert issue.path == path
+            assert issue.message.startswith(f"task {task} does not use it (only ")
+            assert issue.message.endswith("); remove it")
+            assert all(reader in issue.message for reader in readers)
+
+
+def test_a_field_written_at_its_default_is_not_an_unused_field() -> None:
+    # A full dump (spec.dump with defaults) writes every field; it must load again.
+    loaded = spec.loads(BASE.replace("data: {", "data: {label_all_tokens: false, "))
+    assert spec.loads(spec.dump(loaded)) == loaded
+
+
+def test_every_unused_field_is_reported_at_once() -> None:
+    err = _loads_error(
+        BASE.replace("data: {", "data: {label_all_tokens: true, ")
+        + "generation: {num_beams: 2, length_penalty: 1.5}\n"
+    )
+    assert [i.path for i in err.issues] == [
+        "data.label_all_tokens",
+        "generation.num_beams",
+        "generation.length_penalty",  # unused, rather than "only beam search uses it"
+    ]

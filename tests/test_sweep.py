@@ -394,6 +394,50 @@ def test_grid_over_task() -> None:
     assert [run.spec.task for run in runs] == ["classification", "ner"]
 
 
+def test_a_sweep_over_task_drops_from_each_run_what_its_task_does_not_read() -> None:
+    base = BASE.replace("data: {", "data: {label_all_tokens: true, ")
+    runs = expand(
+        {
+            "parameters": {
+                "task": {"values": ["classification", "ner"]},
+                "lora.r": {"values": [4, 8]},
+            }
+        },
+        base,
+    )
+    tasks = [(run.spec.task, run.spec.data.label_all_tokens) for run in runs]
+    assert tasks == [("classification", False), ("classification", False), ("ner", True),
+                     ("ner", True)]  # fmt: skip
+    for run in runs:  # what a run stores loads again as it is
+        assert spec.loads(spec.dump(run.spec, defaults=False)) == run.spec
+
+
+def test_runs_of_a_task_sweep_that_differ_only_in_dropped_fields_are_one_run() -> None:
+    runs = expand(
+        {
+            "parameters": {
+                "task": {"values": ["classification", "ner"]},
+                "data.label_all_tokens": {"values": [True, False]},
+            }
+        }
+    )
+    assert [(r.spec.task, r.spec.data.label_all_tokens) for r in runs] == [
+        ("classification", False),
+        ("ner", True),
+        ("ner", False),
+    ]
+
+
+def test_a_field_no_swept_task_reads_is_an_error() -> None:
+    base = BASE.replace("data: {", "data: {max_target_length: 64, ")
+    with pytest.raises(SpecError) as info:
+        expand({"parameters": {"task": {"values": ["classification", "ner"]}}}, base)
+    assert [str(i) for i in info.value.issues] == [
+        "data.max_target_length: none of the swept tasks (classification, ner) uses it "
+        "(only seq2seq); remove it"
+    ]
+
+
 # --- invalid sweeps and points -------------------------------------------------------------
 
 
@@ -404,13 +448,25 @@ def test_invalid_points_are_all_reported_with_their_parameters() -> None:
             "lora.r": {"values": [8]},
         }
     }
+    text = BASE + yaml.safe_dump({"sweep": block}, sort_keys=False)
+    with pytest.raises(SpecError) as info:
+        spec.loads(text, "sweep.yaml")
+    # Each value where it is written, found when the spec loads: no point is expanded.
+    assert info.value.lines() == [
+        "sweep.yaml:10: sweep.parameters.train.learning_rate.values[1]: "
+        "must be less than or equal to 1 (got 5)",
+        "sweep.yaml:11: sweep.parameters.train.learning_rate.values[2]: "
+        "must be less than or equal to 1 (got 2)",
+    ]
+
+
+def test_a_point_breaking_a_cross_field_rule_is_reported_with_its_parameters() -> None:
+    block = {"parameters": {"train.eval_strategy": {"values": ["epoch", "steps"]}}}
     with pytest.raises(SpecError) as info:
         sweep.expand(with_sweep(block), "sweep.yaml")
     assert info.value.lines() == [
-        "sweep.yaml: train.learning_rate: must be less than or equal to 1 (got 5) "
-        "(in sweep point 1 {train.learning_rate: 5, lora.r: 8})",
-        "sweep.yaml: train.learning_rate: must be less than or equal to 1 (got 2) "
-        "(in sweep point 2 {train.learning_rate: 2, lora.r: 8})",
+        "sweep.yaml: train.eval_steps: eval_strategy: steps needs eval_steps "
+        "(in sweep point 1 {train.eval_strategy: 'steps'})",
     ]
 
 
@@ -489,10 +545,9 @@ def test_sweep_shape_errors(block: dict[str, Any], message: str) -> None:
 
 
 def test_points_raises_for_an_inconsistent_sweep() -> None:
-    loaded = with_sweep({"method": "random", "parameters": {"lora.r": {"int_uniform": [4, 8]}}})
-    assert loaded.sweep is not None
+    block = {"method": "random", "parameters": {"lora.r": {"int_uniform": [4, 8]}}}
     with pytest.raises(SpecError) as info:
-        sweep.points(loaded.sweep)
+        sweep.points(spec.SweepSpec.model_validate(block))
     assert [i.path for i in info.value.issues] == ["sweep.max_runs"]
 
 

@@ -1,12 +1,28 @@
-"""The exceptions kubetune raises, and what the CLI makes of them.
+"""The exceptions kubetune raises, and what the CLI makes of them: the whole tree, drawn
+here once (``tests/test_errors.py`` walks the real subclasses and fails when this drawing
+misses one or hangs it under the wrong parent)::
 
-    KubetuneError               anything kubetune reports to a user
-    ├── UserError               the user can fix it by changing their input   → exit 2
-    │   ├── SpecError           a job spec is malformed: one or more issues, each with a path
-    │   └── ConfigError         a valid spec that cannot be used for what was asked
-    ├── WorldError              something outside the input failed             → exit 1
-    │   └── RenderError         the Helm engine refused or failed to render the chart
-    └── Interrupted             Ctrl-C stopped a command                       → exit 130
+    KubetuneError                   anything kubetune reports to a user
+    ├── UserError                   the user can fix it by changing their input     → exit 2
+    │   ├── SpecError               a job spec is malformed: issues, each with a path
+    │   │   └── InputsError         what the runs read is wrong (preflight)
+    │   └── ConfigError             a valid spec that cannot be used for what was asked
+    │       └── NamespaceMissingError   the namespace does not exist (kube.errors)
+    ├── WorldError                  something outside the input failed              → exit 1
+    │   ├── RenderError             the Helm engine refused or failed to render the chart
+    │   ├── ClusterError            the Kubernetes API refused or was not there (kube.errors)
+    │   │   ├── UnreachableError    no answer from the API server
+    │   │   ├── UnauthorizedError   credentials not accepted (401)
+    │   │   ├── ForbiddenError      RBAC denied it (403)
+    │   │   ├── QuotaExceededError  a ResourceQuota has no room (403)
+    │   │   ├── NotFoundError       no such object (404)
+    │   │   └── RejectedError       any other refusal
+    │   ├── StoreError              the store could not be read or written (store.base)
+    │   │   ├── NotFoundError       no such key
+    │   │   └── ConflictError       a conditional write lost
+    │   └── CheckpointError         a checkpoint could not be stored (store.checkpoints)
+    │       └── WriterConflictError another trainer of the run stored one first
+    └── Interrupted                 Ctrl-C stopped a command                        → exit 130
 
 The CLI prints each as one red line per issue, ``Interrupted`` as one yellow line (no
 traceback unless ``KUBETUNE_DEBUG=1``).

@@ -20,11 +20,13 @@ from __future__ import annotations
 import json
 import os
 import socket
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 from kubetune import datafiles
 from kubetune.errors import ConfigError, Issue, KubetuneError, SpecError, WorldError
@@ -305,7 +307,7 @@ def read_local(spec: JobSpec, spec_path: str | None) -> LocalData:
             if looks_local(source):
                 raise ConfigError(f"{where}: {missing_path(source, spec_path)}")
             found.all_local = False
-            _hub_dataset(source, where)
+            _hub_dataset(source, where, spec.data.revision)
             continue
         files = datafiles.local_files(path, where)
         found.rows[split] = datafiles.read_rows(files, where)
@@ -315,14 +317,50 @@ def read_local(spec: JobSpec, spec_path: str | None) -> LocalData:
     return found
 
 
-def _hub_dataset(source: str, where: str) -> None:
+def _hub_dataset(source: str, where: str, revision: str | None = None) -> None:
+    """Ask the hub whether dataset ``source`` (``name[:split]``) exists: a name it does not
+    know is the user's mistake (exit 2), a hub that does not answer the world's (exit 1)."""
     if os.environ.get("HF_DATASETS_OFFLINE") or os.environ.get("HF_HUB_OFFLINE"):
         return  # the user relies on the datasets cache; the trainer says if it is not there
-    if not hub_reachable():
+    name = source.partition(":")[0]
+    url = f"{hub_endpoint().rstrip('/')}/api/datasets/{quote(name, safe='/')}"
+    if revision:
+        url += f"/revision/{quote(revision, safe='')}"
+    request = urllib.request.Request(url, method="GET")
+    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10):
+            return
+    except urllib.error.HTTPError as exc:
+        # The hub answers 401 for a name it does not know when asked without a token, and 404
+        # with one (or for a revision that does not exist): either way, not a dataset we can read.
+        if exc.code in (400, 401, 404):
+            raise ConfigError(_no_such_dataset(source, where, revision)) from exc
+        raise WorldError(
+            f"{where}: the hub ({hub_endpoint()}) answered HTTP {exc.code} when asked for "
+            f"dataset {name}; try again later"
+        ) from exc
+    except (urllib.error.URLError, OSError) as exc:
         raise WorldError(
             f"{where}: {source} is not a local file or folder (in {Path.cwd()}), and the hub "
             f"({hub_endpoint()}) cannot be reached for a dataset of that name; check the path"
-        )
+        ) from exc
+
+
+def _no_such_dataset(source: str, where: str, revision: str | None) -> str:
+    from kubetune.spec import did_you_mean
+
+    here = sorted(p.name for p in Path.cwd().iterdir()) if Path.cwd().is_dir() else []
+    near = did_you_mean(source, here)
+    hint = f"; did you mean the local {near!r}?" if near else ""
+    at = f" at revision {revision!r} (data.revision)" if revision else ""
+    login = "" if os.environ.get("HF_TOKEN") else " (a private one needs HF_TOKEN)"
+    return (
+        f"{where}: {source} is neither a local file or folder (in {Path.cwd()}) nor a "
+        f"dataset on the hub ({hub_endpoint()}){at}{login}; check the name{hint}"
+    )
 
 
 def check_rows(spec: JobSpec, data: LocalData) -> None:

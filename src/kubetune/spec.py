@@ -12,13 +12,22 @@ the dotted path and what to change. Cross-field rules live in one place,
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
 
 from kubetune import _yaml
 from kubetune.errors import Issue, SpecError
@@ -26,6 +35,39 @@ from kubetune.errors import Issue, SpecError
 Loc = tuple[str | int, ...]
 Task = Literal["classification", "ner", "seq2seq", "causal-lm", "zero-shot"]
 FINE_TUNING_TASKS: tuple[str, ...] = ("classification", "ner", "seq2seq", "causal-lm")
+TASKS: tuple[str, ...] = get_args(Task)
+
+_GENERATING = frozenset({"seq2seq", "causal-lm"})
+#: The fields only some tasks read → those tasks. A field here that a spec sets (to anything
+#: but its default) is an error when the task is not one of them: the run would ignore it.
+#: A field read by every task is not listed. The one table behind that rule, its messages,
+#: the fields a task sweep drops from each run, and the tests that keep it true.
+FIELD_TASKS: dict[str, frozenset[str]] = {
+    "model.decoder": frozenset({"seq2seq"}),
+    "data.text_column": frozenset({"classification", "causal-lm", "zero-shot"}),
+    "data.text_pair_column": frozenset({"classification"}),
+    "data.label_column": frozenset({"classification", "zero-shot"}),
+    "data.labels": frozenset({"classification", "ner", "zero-shot"}),
+    "data.tokens_column": frozenset({"ner"}),
+    "data.tags_column": frozenset({"ner"}),
+    "data.label_all_tokens": frozenset({"ner"}),
+    "data.source_column": frozenset({"seq2seq"}),
+    "data.target_column": frozenset({"seq2seq"}),
+    "data.source_prefix": frozenset({"seq2seq"}),
+    "data.max_target_length": frozenset({"seq2seq"}),
+    "data.prompt_column": frozenset({"causal-lm"}),
+    "data.completion_column": frozenset({"causal-lm"}),
+    "data.chat_template": frozenset({"causal-lm"}),
+    "data.packing": frozenset({"causal-lm"}),
+    "lora": frozenset(FINE_TUNING_TASKS),
+    "prompt": frozenset({"zero-shot"}),
+    "generation.max_new_tokens": _GENERATING,
+    "generation.min_new_tokens": _GENERATING,
+    "generation.num_beams": _GENERATING,
+    "generation.length_penalty": _GENERATING,
+    "generation.no_repeat_ngram_size": _GENERATING,
+    "generation.samples": frozenset({"causal-lm"}),
+}
 
 #: Longest job name: leaves room for ``-<8 hex>`` run ids and ``-<index>`` pod hostnames
 #: inside Kubernetes' 63-character label limit.
@@ -669,7 +711,9 @@ class SweepSpec(_Model):
     )
     parameters: dict[str, SweepParam] = Field(
         default_factory=dict,
-        description="Dotted spec path (e.g. train.learning_rate, lora.r, task) → values.",
+        description="Dotted spec path (e.g. train.learning_rate, lora.r, task) → values. Each "
+        "value is checked as that field when the spec loads. Over task, a run drops the fields "
+        "its task does not read (lora on a zero-shot run), so equal runs merge.",
     )
     points: list[dict[str, Any]] = Field(
         default_factory=list,
@@ -683,7 +727,12 @@ class JobSpec(_Model):
     name: DnsLabel = Field(
         description="Job name (DNS-1123 label, ≤ 40 chars); run ids derive from it."
     )
-    task: Task = Field(description="classification | ner | seq2seq | causal-lm | zero-shot.")
+    task: Task = Field(
+        description="classification | ner | seq2seq | causal-lm | zero-shot. A field that only "
+        "other tasks read (data.label_all_tokens beside classification, generation beside "
+        "ner, …) is an error. A sweep over task may set a field any of its tasks reads: each "
+        "run drops the ones its own task does not (a list point may not set them itself)."
+    )
     model: ModelSpec
     data: DataSpec
     train: TrainSpec = Field(default_factory=TrainSpec)
@@ -710,8 +759,11 @@ class JobSpec(_Model):
 # --- cross-field rules ---------------------------------------------------------------------
 
 
-def _cross_field_issues(spec: JobSpec) -> list[tuple[Loc, str]]:
-    """Rules that span fields. Every rule is here, so a reader finds them in one place."""
+def _cross_field_issues(spec: JobSpec, tasks: set[str] | None = None) -> list[tuple[Loc, str]]:
+    """Rules that span fields. Every rule is here, so a reader finds them in one place.
+
+    ``tasks``: the tasks the spec's runs have (more than its own under a sweep over task).
+    """
     issues: list[tuple[Loc, str]] = []
 
     def add(path: str | Loc, message: str) -> None:
@@ -747,10 +799,7 @@ def _cross_field_issues(spec: JobSpec) -> list[tuple[Loc, str]]:
             add("data.eval", "task zero-shot scores data.eval or data.test; set one")
         if not spec.data.labels:
             add("data.labels", "task zero-shot needs the label names; list them in data.labels")
-        if spec.lora is not None:
-            add("lora", "task zero-shot does not train; remove lora")
-    if spec.model.decoder and spec.task != "seq2seq":
-        add("model.decoder", "a separate decoder makes a seq2seq model; use it with task seq2seq")
+    issues.extend(unused_fields(spec, tasks or {spec.task}))
     if spec.model.dtype != "float32" and spec.lora is None and spec.task != "zero-shot":
         add(
             "model.dtype",
@@ -759,15 +808,17 @@ def _cross_field_issues(spec: JobSpec) -> list[tuple[Loc, str]]:
         )
     if spec.model.load_in_4bit and spec.lora is None:
         add("model.load_in_4bit", "4-bit weights cannot be trained directly; add a lora section")
-    if spec.task != "causal-lm":
-        for field in ("prompt_column", "chat_template"):
-            if getattr(spec.data, field) is not None:
-                add(f"data.{field}", "only used with task causal-lm; remove it")
-        if spec.data.packing:
-            add("data.packing", "only used with task causal-lm; remove it")
-    elif spec.data.chat_template is not None and spec.data.prompt_column is None:
+    if (
+        spec.task == "causal-lm"
+        and spec.data.chat_template is not None
+        and spec.data.prompt_column is None
+    ):
         add("data.chat_template", "chat templates wrap prompts; set data.prompt_column too")
-    if spec.generation.length_penalty != 1.0 and spec.generation.num_beams == 1:
+    if (
+        spec.generation.length_penalty != 1.0
+        and spec.generation.num_beams == 1
+        and _GENERATING & (tasks or {spec.task})
+    ):
         add("generation.length_penalty", "only beam search uses it; set num_beams > 1")
     if spec.generation.min_new_tokens > spec.generation.max_new_tokens:
         add("generation.min_new_tokens", "must not exceed generation.max_new_tokens")
@@ -829,6 +880,68 @@ def _cross_field_issues(spec: JobSpec) -> list[tuple[Loc, str]]:
         if storage.endpoint and not re.match(r"^https?://[^\s/]+(/\S*)?$", storage.endpoint):
             add("storage.endpoint", "use an http(s):// URL, e.g. http://minio:9000")
     return issues
+
+
+def is_set(model: BaseModel, path: str) -> bool:
+    """Whether ``path`` (dotted, under ``model``) was written, to something but its default."""
+    *sections, name = path.split(".")
+    node: Any = model
+    for part in sections:
+        node = getattr(node, part, None)
+        if node is None:
+            return False
+    if not isinstance(node, BaseModel) or name not in node.model_fields_set:
+        return False
+    default = type(node).model_fields[name].get_default(call_default_factory=True)
+    return bool(getattr(node, name) != default)
+
+
+def task_readers(path: str) -> frozenset[str] | None:
+    """The tasks that read ``path`` or the fields under it; None for a field every task reads.
+
+    A path inside a listed field (``prompt.template``) belongs to it; a section above listed
+    fields (``generation``) is read by any task that reads one of them.
+    """
+    found: set[str] = set()
+    for field, tasks in FIELD_TASKS.items():
+        if path == field or path.startswith(field + "."):
+            return tasks
+        if field.startswith(path + "."):
+            found |= tasks
+    return frozenset(found) if found else None
+
+
+def unused_message(tasks: set[str] | frozenset[str], readers: frozenset[str]) -> str:
+    """What to say about a field that none of ``tasks`` reads (``readers`` read it)."""
+    used = ", ".join(t for t in TASKS if t in readers)
+    if len(tasks) == 1:
+        return f"task {next(iter(tasks))} does not use it (only {used}); remove it"
+    swept = ", ".join(t for t in TASKS if t in tasks)
+    return f"none of the swept tasks ({swept}) uses it (only {used}); remove it"
+
+
+def unused_fields(spec: JobSpec, tasks: set[str]) -> list[tuple[Loc, str]]:
+    """A problem for each field of :data:`FIELD_TASKS` that ``spec`` sets and none of
+    ``tasks`` reads."""
+    return [
+        (tuple(field.split(".")), unused_message(tasks, readers))
+        for field, readers in FIELD_TASKS.items()
+        if not readers & tasks and is_set(spec, field)
+    ]
+
+
+def drop_unused(data: dict[str, Any], task: str, keep: tuple[str, ...] = ()) -> None:
+    """Remove from raw spec data each field that ``task`` does not read (a run of a sweep
+    over task), except those under a path in ``keep``."""
+    for field, readers in FIELD_TASKS.items():
+        if task in readers or any(field == k or field.startswith(k + ".") for k in keep):
+            continue
+        *sections, name = field.split(".")
+        node: Any = data
+        for part in sections:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(name, None)
 
 
 # --- errors: pydantic → one line each ------------------------------------------------------
@@ -1010,15 +1123,47 @@ def validate(data: Any, source: str | None = None, lines: dict[Any, int] | None 
     bad_keys = [k for k in data if not isinstance(k, str)]
     if bad_keys:
         raise SpecError([Issue("", f"key {bad_keys[0]!r} must be a string; quote it")], source)
+    issues: list[Issue] = []
+    cause: ValidationError | None = None
     try:
-        spec = JobSpec.model_validate(data)
+        spec: JobSpec | None = JobSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(_pydantic_issues(exc, lines), source) from exc
-    problems = _cross_field_issues(spec)
-    if problems:
-        issues = [Issue(dotted(loc), message, _line(loc, lines)) for loc, message in problems]
-        raise SpecError(issues, source)
+        spec, cause = None, exc
+        issues = _pydantic_issues(exc, lines)
+    # The sweep block is checked whatever else is wrong, so every problem shows at once.
+    block, tasks = _sweep_of(data)
+    if spec is not None:
+        problems = _cross_field_issues(spec, tasks)
+        issues += [Issue(dotted(loc), message, _line(loc, lines)) for loc, message in problems]
+    if block is not None:
+        from kubetune import sweep as sweepmod
+
+        task = data.get("task") if isinstance(data.get("task"), str) else None
+        for loc, message in sweepmod.block_issues(block, task):
+            issues.append(Issue(sweepmod.sweep_path(loc), message, _line(loc, lines)))
+    if issues or spec is None:
+        raise SpecError(issues, source) from cause
     return spec
+
+
+def _sweep_of(data: dict[str, Any]) -> tuple[SweepSpec | None, set[str] | None]:
+    """The spec's sweep block, when it is well-formed, and every task its runs have
+    (None when the sweep does not vary the task)."""
+    raw = data.get("sweep")
+    if not isinstance(raw, dict):
+        return None, None
+    try:
+        block = SweepSpec.model_validate(raw)
+    except ValidationError:
+        return None, None  # its own problems are among the spec's
+    if "task" in block.parameters:
+        swept = list(block.parameters["task"].values or [])
+    elif any("task" in point for point in block.points):
+        swept = [point.get("task", data.get("task")) for point in block.points]
+    else:
+        return block, None
+    tasks = {t for t in swept if isinstance(t, str) and t in TASKS}
+    return block, tasks or None
 
 
 def _line(loc: Loc, lines: dict[Any, int]) -> int | None:
@@ -1039,17 +1184,22 @@ def _pydantic_issues(exc: ValidationError, lines: dict[Any, int]) -> list[Issue]
         issue = _issue_from(error)
         grouped.setdefault(issue.path, []).append(issue)
         locs[issue.path] = _real_loc(tuple(error["loc"]), error["type"])
-    issues = []
-    for path, found in grouped.items():
-        message = found[0].message
-        if len(found) > 1:
-            got = _GOT.search(message)
-            wants = [_GOT.sub("", i.message).removeprefix("must be ") for i in found]
-            unique = list(dict.fromkeys(wants))
-            joined = unique[0] if len(unique) == 1 else ", ".join(unique[:-1]) + " or " + unique[-1]
-            message = f"must be {joined}{got.group(0) if got else ''}"
-        issues.append(Issue(path, message, _line(locs[path], lines)))
-    return issues
+    return [
+        Issue(path, _joined([i.message for i in found]), _line(locs[path], lines))
+        for path, found in grouped.items()
+    ]
+
+
+def _joined(messages: list[str]) -> str:
+    """The messages of one path as one: a union's failing branches read as alternatives."""
+    message = messages[0]
+    if len(messages) > 1:
+        got = _GOT.search(message)
+        wants = [_GOT.sub("", m).removeprefix("must be ") for m in messages]
+        unique = list(dict.fromkeys(wants))
+        joined = unique[0] if len(unique) == 1 else ", ".join(unique[:-1]) + " or " + unique[-1]
+        message = f"must be {joined}{got.group(0) if got else ''}"
+    return message
 
 
 def loads(text: str, source: str | None = None) -> JobSpec:
@@ -1164,6 +1314,47 @@ def check_path(path: str) -> str | None:
             return f"{'.'.join(walked)} is a value, not a section"
         else:
             current = None
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def _field_adapter(path: str) -> TypeAdapter[Any] | None:
+    """A validator of the field at ``path`` alone (None inside a free-form mapping)."""
+    current: type[BaseModel] = JobSpec
+    parts = path.split(".")
+    for position, part in enumerate(parts):
+        info = current.model_fields[part]
+        inner = _unwrap(info.annotation)
+        if position == len(parts) - 1:
+            kind: Any = info.annotation
+            if info.metadata:
+                kind = Annotated[(kind, *info.metadata)]
+            return TypeAdapter(kind, config=ConfigDict(allow_inf_nan=False))
+        if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+            return None
+        current = inner
+    return None
+
+
+def check_value(path: str, value: Any) -> str | None:
+    """None if ``value`` is valid for the field at ``path`` (a valid :func:`check_path`),
+    else what is wrong with it, in the words of a spec error. Rules that span fields are
+    not checked: they need the whole spec."""
+    adapter = _field_adapter(path)
+    if adapter is None:
+        return None
+    try:
+        adapter.validate_python(value)
+    except ValidationError as exc:
+        parts: Loc = tuple(path.split("."))
+        grouped: dict[str, list[str]] = {}
+        for error in exc.errors(include_url=False):
+            issue = _issue_from({**error, "loc": (*parts, *error["loc"])})
+            grouped.setdefault(issue.path, []).append(issue.message)
+        return "; ".join(
+            _joined(found) if where == path else f"{where}: {_joined(found)}"
+            for where, found in grouped.items()
+        )
     return None
 
 

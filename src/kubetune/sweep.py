@@ -56,13 +56,29 @@ def _round(value: float) -> float:
     return float(f"{value:.6g}")
 
 
-def _param_issues(sweep: SweepSpec) -> list[Issue]:
-    issues: list[Issue] = []
+def sweep_path(loc: specmod.Loc) -> str:
+    """``('sweep', 'points', 1, 'train.lr')`` → ``sweep.points[1].train.lr``: spec paths
+    inside the block stay as written."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def block_issues(sweep: SweepSpec, task: str | None = None) -> list[tuple[specmod.Loc, str]]:
+    """Every problem of the sweep block alone, with its location in the spec: paths that
+    name no field, forms and bounds, values the field would refuse, a grid too large, and
+    fields that no task of the sweep reads (``task``: the spec's own). Checked when a spec
+    loads, beside the rest of its problems; rules that span fields wait for each point."""
+    issues: list[tuple[specmod.Loc, str]] = []
+    swept_tasks = None
+    if "task" in sweep.parameters:
+        swept_tasks = {t for t in sweep.parameters["task"].values or [] if isinstance(t, str)}
     for path, param in sweep.parameters.items():
-        where = f"sweep.parameters.{path}"
+        where: specmod.Loc = ("sweep", "parameters", path)
         problem = specmod.check_path(path)
         if problem:
-            issues.append(Issue(where, problem))
+            issues.append((where, problem))
             continue
         forms = [
             n
@@ -70,41 +86,65 @@ def _param_issues(sweep: SweepSpec) -> list[Issue]:
             if getattr(param, n) is not None
         ]
         if len(forms) != 1:
-            issues.append(
-                Issue(where, "give exactly one of values, uniform, log_uniform, int_uniform")
-            )
+            issues.append((where, "give exactly one of values, uniform, log_uniform, int_uniform"))
             continue
         form = forms[0]
         if sweep.method == "grid" and form != "values":
-            issues.append(Issue(where, f"{form} needs method: random; a grid takes values"))
-        bounds = getattr(param, form) if form != "values" else None
-        if bounds is not None and bounds[0] >= bounds[1]:
-            issues.append(Issue(f"{where}.{form}", f"low must be below high (got {list(bounds)})"))
-        if form == "log_uniform" and bounds is not None and bounds[0] <= 0:
-            issues.append(Issue(f"{where}.{form}", "log_uniform bounds must be positive"))
+            issues.append((where, f"{form} needs method: random; a grid takes values"))
+        given = list(getattr(param, form))
+        if form != "values" and given[0] >= given[1]:
+            issues.append(((*where, form), f"low must be below high (got {given})"))
+        elif form == "log_uniform" and given[0] <= 0:
+            issues.append(((*where, form), "log_uniform bounds must be positive"))
+        else:
+            for index, value in enumerate(given):
+                problem = specmod.check_value(path, value)
+                if problem:
+                    issues.append(((*where, form, index), problem))
+        readers = specmod.task_readers(path)
+        tasks = swept_tasks or ({task} if task else set())
+        if readers is not None and tasks and not readers & tasks:
+            issues.append((where, specmod.unused_message(tasks, readers)))
     if sweep.method == "list":
         if sweep.parameters:
-            issues.append(Issue("sweep.parameters", "method list takes points, not parameters"))
+            issues.append((("sweep", "parameters"), "method list takes points, not parameters"))
         if not sweep.points:
-            issues.append(Issue("sweep.points", "method list needs at least one point"))
+            issues.append((("sweep", "points"), "method list needs at least one point"))
         for index, point in enumerate(sweep.points):
             if not point:
                 issues.append(
-                    Issue(f"sweep.points[{index}]", "an empty point; give path: value pairs")
+                    (("sweep", "points", index), "an empty point; give path: value pairs")
                 )
-            for path in point:
-                problem = specmod.check_path(str(path))
+            point_task = point.get("task", task)
+            for path, value in point.items():
+                at: specmod.Loc = ("sweep", "points", index, str(path))
+                problem = specmod.check_path(str(path)) or specmod.check_value(str(path), value)
+                readers = specmod.task_readers(str(path))
+                if (
+                    not problem
+                    and value is not None
+                    and readers is not None
+                    and isinstance(point_task, str)
+                    and point_task not in readers
+                ):
+                    problem = specmod.unused_message({point_task}, readers)
                 if problem:
-                    issues.append(Issue(f"sweep.points[{index}].{path}", problem))
+                    issues.append((at, problem))
     else:
         if sweep.points:
-            issues.append(Issue("sweep.points", f"points are for method list, not {sweep.method}"))
+            issues.append((("sweep", "points"), f"points are for method list, not {sweep.method}"))
         if not sweep.parameters:
-            issues.append(Issue("sweep.parameters", "add at least one parameter to sweep over"))
+            issues.append((("sweep", "parameters"), "add at least one parameter to sweep over"))
     if sweep.method == "random" and sweep.max_runs is None:
         issues.append(
-            Issue("sweep.max_runs", "method random needs max_runs (the number of samples)")
+            (("sweep", "max_runs"), "method random needs max_runs (the number of samples)")
         )
+    if sweep.method == "grid" and not issues:
+        size = math.prod(len(p.values or ()) for p in sweep.parameters.values())
+        limit = sweep.max_runs or MAX_POINTS
+        if size > limit:
+            name = "max_runs" if sweep.max_runs else f"the limit of {MAX_POINTS}"
+            issues.append((("sweep",), f"grid has {size} points, over {name}; trim values"))
     return issues
 
 
@@ -126,15 +166,9 @@ def points(sweep: SweepSpec) -> list[dict[str, Any]]:
     Raises:
         SpecError: if the sweep block itself is inconsistent.
     """
-    issues = _param_issues(sweep)
-    if sweep.method == "grid" and not issues:
-        size = math.prod(len(p.values or ()) for p in sweep.parameters.values())
-        limit = sweep.max_runs or MAX_POINTS
-        if size > limit:
-            name = "max_runs" if sweep.max_runs else f"the limit of {MAX_POINTS}"
-            issues.append(Issue("sweep", f"grid has {size} points, over {name}; trim values"))
+    issues = block_issues(sweep)
     if issues:
-        raise SpecError(issues)
+        raise SpecError([Issue(sweep_path(loc), message) for loc, message in issues])
     if sweep.method == "list":
         return [dict(p) for p in sweep.points]
     paths = list(sweep.parameters)
@@ -168,10 +202,16 @@ def expand(spec: JobSpec, source: str | None = None) -> list[ResolvedRun]:
     runs: list[ResolvedRun] = []
     seen: set[str] = set()
     issues: list[Issue] = []
+    over_task = any("task" in point for point in sweep_points)
     for index, point in enumerate(sweep_points):
         data = _deep_copy(base)
         for path, value in point.items():
             specmod.set_path(data, path, value)
+        if over_task and isinstance(data.get("task"), str):
+            # Each run of a sweep over task drops what its task does not read; a list
+            # point that sets such a field itself is the user's mistake and stays to be told.
+            keep = tuple(point) if spec.sweep.method == "list" else ()
+            specmod.drop_unused(data, data["task"], keep)
         try:
             resolved = specmod.validate(data)
         except SpecError as exc:

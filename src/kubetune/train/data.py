@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, load_dataset
+from datasets.exceptions import DatasetNotFoundError
 
 from kubetune import datafiles
 from kubetune.errors import ConfigError, WorldError
@@ -87,6 +88,11 @@ def load_source(
         data = load_dataset(
             name, spec.data.config, revision=spec.data.revision, split=split or "train"
         )
+    except DatasetNotFoundError as exc:  # the hub answered: no such name (or revision)
+        raise ConfigError(
+            f"{where}: {source} is neither a local file or folder nor a dataset on the hub "
+            f"({exc}); check the name, data.config and data.revision"
+        ) from exc
     except Exception as exc:
         raise WorldError(f"hub dataset {source}: {type(exc).__name__}: {exc}") from exc
     assert isinstance(data, Dataset)
