@@ -19,7 +19,9 @@ misses one or hangs it under the wrong parent)::
     │   │   └── RejectedError       any other refusal
     │   ├── StoreError              the store could not be read or written (store.base)
     │   │   ├── NotFoundError       no such key
-    │   │   └── ConflictError       a conditional write lost
+    │   │   ├── ForbiddenError      the store refused these credentials (403, EACCES)
+    │   │   ├── ConflictError       a conditional write lost
+    │   │   └── UnreadableError     a run's record is not what it should be (store.record)
     │   └── CheckpointError         a checkpoint could not be stored (store.checkpoints)
     │       └── WriterConflictError another trainer of the run stored one first
     └── Interrupted                 Ctrl-C stopped a command                        → exit 130
