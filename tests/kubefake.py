@@ -1002,7 +1002,7 @@ def serve(fake: FakeKube | None = None, port: int = 0) -> Iterator[FakeKube]:
         site = web.TCPSite(runner, "127.0.0.1", port)
         await site.start()
         server = site._server
-        assert server is not None and server.sockets
+        assert isinstance(server, asyncio.Server) and server.sockets
         bound: int = server.sockets[0].getsockname()[1]
         return bound
 

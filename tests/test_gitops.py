@@ -56,7 +56,8 @@ def kubetune(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) ->
 def render_line(name: str) -> tuple[str, str, str]:
     """The `kubetune render SPEC -n NS --out DIR` an example's header says it applies."""
     (found,) = RENDER_LINE.findall((DEPLOY / name).read_text(encoding="utf-8"))
-    return found
+    name_, namespace, out = found
+    return str(name_), str(namespace), str(out)
 
 
 def laptop(cwd: Path) -> Path:

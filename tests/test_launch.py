@@ -160,7 +160,8 @@ def _accelerates_own(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     from accelerate.utils.launch import prepare_simple_launcher_cmd_env
 
     args, _defaults, _mp = _validate_launch_command(launch_command_parser().parse_args(argv[2:]))
-    return prepare_simple_launcher_cmd_env(args)
+    command, env = prepare_simple_launcher_cmd_env(args)
+    return list(command), dict(env)
 
 
 @pytest.mark.parametrize("gpus", [0, 1])

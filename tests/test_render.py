@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from kubetune import render, spec, sweep
-from kubetune.errors import ConfigError, RenderError
+from kubetune.errors import ConfigError, RenderError, SpecError
 from kubetune.store import ENDPOINT_ENV
 
 from conftest import ROOT, base_spec
@@ -543,7 +543,7 @@ def test_gpu_model_terms_are_combined_with_the_specs_own_required_terms() -> Non
 
 
 def test_an_unknown_gpu_model_is_one_line_naming_the_known_ones() -> None:
-    with pytest.raises(spec.SpecError) as info:
+    with pytest.raises(SpecError) as info:
         spec.validate(base_spec(resources={"gpu_type": "a101"}))
     (issue,) = info.value.issues
     assert issue.path == "resources.gpu_type"
@@ -586,7 +586,7 @@ def test_service_account_and_image_pull_secrets_reach_the_pod() -> None:
     [("service_account", "Trainer_SA"), ("image_pull_secrets", ["AKIAABCDEFGHIJKLMNOP"])],
 )
 def test_identity_names_are_checked(field: str, value: Any) -> None:
-    with pytest.raises(spec.SpecError, match=f"resources.{field}"):
+    with pytest.raises(SpecError, match=f"resources.{field}"):
         spec.validate(base_spec(resources={field: value}))
 
 

@@ -230,7 +230,7 @@ def _threads(cpu: bool) -> str:
     if given.isdigit() and int(given) > 0:
         return str(int(given))
     if cpu:
-        import psutil  # type: ignore[import-untyped]
+        import psutil
 
         physical = psutil.cpu_count(logical=False) or 1
         if physical > 1:

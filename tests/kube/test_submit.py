@@ -124,7 +124,7 @@ def test_a_job_of_the_same_name_with_another_spec_hash_is_a_conflict_left_alone(
 ) -> None:
     path = write_spec(grid())
     first, *others = runs_of(path)
-    foreign = {
+    foreign: dict[str, Any] = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {

@@ -8,6 +8,7 @@ import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -237,7 +238,9 @@ def any_location(request: pytest.FixtureRequest, tmp_path: Path) -> RunLocation:
 FAST = checkpoints.Retry(seconds=0, first_wait=0)
 
 
-def stored(location: RunLocation, folder: Path, step: int, writer: str = "me") -> list[dict]:
+def stored(
+    location: RunLocation, folder: Path, step: int, writer: str = "me"
+) -> list[dict[str, Any]]:
     """Upload ``folder`` as checkpoint ``step`` and write its manifest; the manifest files."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -335,13 +338,12 @@ def test_pruning_keeps_the_newest_and_the_protected_and_leaves_tombstones(
 def test_a_failing_store_is_retried_until_it_answers_then_given_up_on() -> None:
     from kubetune.store import StoreError
 
-    answers = iter([StoreError("503"), StoreError("503"), "ok"])
+    failures = [StoreError("503"), StoreError("503")]
 
     def flaky() -> str:
-        answer = next(answers)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
+        if failures:
+            raise failures.pop()
+        return "ok"
 
     patient = checkpoints.Retry(seconds=3600, first_wait=0, max_wait=0)
     assert checkpoints.with_retry("upload x", flaky, patient) == "ok"

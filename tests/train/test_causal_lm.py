@@ -425,10 +425,11 @@ def test_prompt_completion_generations_come_from_the_final_model(pairs_run: Path
     assert tokenizer.chat_template == SPEC_TEMPLATE
     model = AutoModelForCausalLM.from_pretrained(str(pairs_run / "final")).eval()
     for row in read_rows(pairs_run / "test_predictions.jsonl")[:3]:
-        ids = tokenizer.apply_chat_template(
+        encoded: Any = tokenizer.apply_chat_template(
             [{"role": "user", "content": row["prompt"]}], add_generation_prompt=True,
             return_tensors="pt", return_dict=True,
-        )["input_ids"]  # fmt: skip
+        )  # fmt: skip
+        ids = encoded["input_ids"]
         out = model.generate(input_ids=ids, max_new_tokens=4, do_sample=False)
         assert (
             tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True) == row["generation"]

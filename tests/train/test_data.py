@@ -22,7 +22,7 @@ def test_missing_eval_gets_a_seeded_split(tiny: dict[str, Path], tmp_path: Path)
     second = load_splits(job, tmp_path)
     assert first.eval is not None and first.train is not None
     assert len(first.eval) == 20 and len(first.train) == 80
-    assert first.eval["id"] == second.eval["id"]
+    assert second.eval is not None and first.eval["id"] == second.eval["id"]
     assert not set(first.eval["id"]) & set(first.train["id"])
     other = load_splits(spec.validate({**data, "train": {"seed": 8}}), tmp_path)
     assert other.eval is not None and other.eval["id"] != first.eval["id"]

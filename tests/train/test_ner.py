@@ -65,6 +65,7 @@ def test_no_label_reaches_padding_or_special_tokens(tiny: dict[str, Path], label
     assert 0 < labelled <= words
     first_only = sum(sum(1 for x in r["labels"] if x != -100) for r in rows)
     raw = load_splits(job, tiny["root"] / "cache").train
+    assert raw is not None
     n_words = sum(len(raw[i]["tokens"]) for i in range(12))
     if label_all:
         assert first_only >= n_words

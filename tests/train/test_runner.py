@@ -368,7 +368,7 @@ def read_wandb(path: Path) -> dict[str, Any]:
 
     out: dict[str, Any] = {"history": [], "summary": {}, "config": {}, "run": {}}
     for data in wandb_records(path):
-        record = pb.Record()
+        record = pb.Record()  # type: ignore[attr-defined]  # generated protobuf, no stubs
         record.ParseFromString(data)
         kind = record.WhichOneof("record_type")
         if kind == "run":

@@ -105,7 +105,16 @@ def tiny_s2s(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         text = "".join(json.dumps(r) + "\n" for r in part)
         (root / "data" / f"{name}.jsonl").write_text(text, encoding="utf-8")
     corpus = [r["document"] + " " + r["summary"] for r in rows] + [PREFIX] * 5
-    small = {"num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64}
+
+    def starts_at(token: int) -> dict[str, Any]:
+        # Not among the typed arguments of T5Config/BartConfig: PreTrainedConfig's kwargs.
+        return {"decoder_start_token_id": token}
+
+    small: dict[str, Any] = {
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 64,
+    }
 
     torch.manual_seed(0)
     t5 = _tokenizer("t5", corpus)
@@ -119,7 +128,7 @@ def tiny_s2s(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             num_heads=2,
             pad_token_id=0,
             eos_token_id=1,
-            decoder_start_token_id=0,
+            **starts_at(0),
         )
     ).save_pretrained(root / "t5")
     t5.save_pretrained(root / "t5")
@@ -139,8 +148,8 @@ def tiny_s2s(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             pad_token_id=1,
             bos_token_id=0,
             eos_token_id=2,
-            decoder_start_token_id=2,
             dropout=0.0,
+            **starts_at(2),
         )
     ).save_pretrained(root / "bart")
     bart.save_pretrained(root / "bart")
@@ -293,12 +302,14 @@ def test_generation_settings_reach_the_generation_config(
 def test_bert2bert_is_warm_started_for_a_bert_tokenizer(
     tiny_s2s: dict[str, Path], tmp_path: Path
 ) -> None:
-    from transformers import BertModel, EncoderDecoderModel
+    from transformers import BertModel, EncoderDecoderModel, PretrainedConfig
 
     task, tokenizer = build(tiny_s2s, tmp_path, "bert2bert", data={"max_target_length": 3})
     model = task.model
     assert isinstance(model, EncoderDecoderModel)
-    assert model.config.decoder.is_decoder and model.config.decoder.add_cross_attention
+    decoder = model.config.decoder
+    assert isinstance(decoder, PretrainedConfig)
+    assert decoder.is_decoder and decoder.add_cross_attention
     cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
     assert (model.config.decoder_start_token_id, model.config.pad_token_id) == (cls, pad)
     assert model.config.vocab_size == len(tokenizer)
@@ -311,12 +322,16 @@ def test_bert2bert_is_warm_started_for_a_bert_tokenizer(
     )
     # Each half holds its own checkpoint's weights; the decoder gained cross-attention.
     for half, module in (("encoder", model.encoder), ("decoder", model.decoder.bert)):
+        assert isinstance(module, BertModel)
         loaded = BertModel.from_pretrained(tiny_s2s[half])
         assert torch.equal(
             module.embeddings.word_embeddings.weight, loaded.embeddings.word_embeddings.weight
         ), half
-    pair = (model.encoder, model.decoder.bert)
-    assert not torch.equal(*(m.embeddings.word_embeddings.weight for m in pair)), "two checkpoints"
+    encoder, decoder_half = model.encoder, model.decoder.bert
+    assert isinstance(encoder, BertModel) and isinstance(decoder_half, BertModel)
+    assert not torch.equal(
+        encoder.embeddings.word_embeddings.weight, decoder_half.embeddings.word_embeddings.weight
+    ), "two checkpoints"
     names = dict(model.named_parameters())
     assert any("crossattention" in n for n in names if n.startswith("decoder."))
     assert not any("crossattention" in n for n in names if n.startswith("encoder."))

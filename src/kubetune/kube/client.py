@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -408,7 +408,7 @@ class Cluster:
         timeout_s: int = 300,
         opened: Any = None,
         fields: str = "",
-    ) -> Iterator[WatchEvent]:
+    ) -> Generator[WatchEvent, None, None]:
         """The changes to matching objects after ``resource_version``, as they happen.
 
         The stream ends after ``timeout_s`` (the server's, so a quiet stream is not taken for
