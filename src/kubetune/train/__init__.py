@@ -9,7 +9,8 @@ task family (``classification``, ``ner``, ``seq2seq``, ``causal_lm``, ``zeroshot
 shape in ``task``, ``metrics``, ``trainer`` (TrainingArguments and the Trainers),
 ``trainer_internals`` (the only place that touches the Trainer's private parts),
 ``callbacks`` (progress events, checkpoint sync, graceful stop, exact resume), ``outputs``
-(what a finished run stores), ``tracking`` (W&B) and ``record`` (the pinned run record and its writer).
+(what a finished run stores), ``tracking`` (W&B) and ``record`` (the pinned run record and
+its writer).
 Task families depend on the shared modules, never on ``runner``.
 
 This package is the only place kubetune imports torch and transformers.
