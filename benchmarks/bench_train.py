@@ -345,7 +345,7 @@ def run_kubetune(setup: Setup, data: dict[str, Any]) -> KubetuneRun:
 
 def kubetune_precision() -> str:
     """What ``precision: auto`` resolves to here (bf16 autocast on CPUs with native bf16)."""
-    from kubetune.train.runner import precision_args
+    from kubetune.train.precision import precision_args
 
     args = precision_args("auto")
     return "bf16" if args["bf16"] else "fp16" if args["fp16"] else "fp32"

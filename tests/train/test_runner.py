@@ -311,7 +311,7 @@ def test_lora_without_merge_saves_the_adapter_as_final(
 def test_default_lora_targets_follow_the_architecture(tiny: dict[str, Path]) -> None:
     from transformers import AutoConfig, EncoderDecoderConfig, GPT2Config
 
-    from kubetune.train.runner import default_lora_targets
+    from kubetune.train.lora import default_lora_targets
 
     bert = AutoConfig.from_pretrained(str(tiny["model"]))
     assert default_lora_targets(SimpleNamespace(config=bert)) == ["query", "value"]

@@ -512,12 +512,12 @@ def test_lora_targets_both_halves_of_a_warm_started_model(
     """What the runner does with ``lora: {r: 4}`` on bert2bert, in process: peft's BERT
     targets (query, value) in the encoder and the decoder's self-attention, and the decoder's
     new random layers (cross-attention, the LM head's transform) trained in full."""
-    from kubetune.train.runner import _with_lora, default_lora_targets
+    from kubetune.train.lora import default_lora_targets, with_lora
 
     task, tokenizer = build(tiny_s2s, tmp_path, "bert2bert", lora={"r": 4})
     assert default_lora_targets(task.model) == ["query", "value"]
     job = spec.validate(s2s_spec(tiny_s2s, "bert2bert", lora={"r": 4}))
-    model = _with_lora(task.model, job, task.peft_task)
+    model = with_lora(task.model, job, task.peft_task)
     trained = [n for n, p in model.named_parameters() if p.requires_grad]
     adapters = [n for n in trained if ".lora_" in n]
     in_full = [n for n in trained if ".lora_" not in n]

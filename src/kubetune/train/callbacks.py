@@ -10,7 +10,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
@@ -18,6 +17,12 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from kubetune.faults import failpoint
 from kubetune.launch import emit
 from kubetune.store.checkpoints import Stored, Uploader
+from kubetune.train.trainer_internals import (
+    RunningLoss,
+    checkpoint_dir,
+    restore_running_loss,
+    running_loss,
+)
 
 #: Written into each checkpoint by :class:`CheckpointSync`.
 CARRY_FILE = "kubetune.json"
@@ -113,7 +118,8 @@ class ResumeExactly(TrainerCallback):
     - **The running loss.** The Trainer keeps the sum of logged losses and the part not yet
       logged in private attributes that a checkpoint does not hold; a resumed run would log
       a wrong first window and report the mean of its own steps as ``train_loss``. Each
-      checkpoint gets them in ``kubetune.json``, and training puts them back on resume.
+      checkpoint gets them in ``kubetune.json``, and training puts them back on resume
+      (through :mod:`kubetune.train.trainer_internals`, like every use of those attributes).
     - **The evaluation at an epoch's end.** A step-based save on the last step of an epoch
       runs *before* the epoch's evaluation, so a run resumed from it never makes that
       evaluation: its metrics are missing from the history (and from best-model tracking),
@@ -130,9 +136,7 @@ class ResumeExactly(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
     ) -> None:
         if self.carried and self.trainer is not None:
-            self.trainer._total_loss_scalar = float(self.carried["total_loss"])
-            self.trainer._tr_loss += float(self.carried["unlogged_loss"])
-            self.trainer._globalstep_last_logged = int(self.carried["last_logged"])
+            restore_running_loss(self.trainer, RunningLoss.from_json(self.carried))
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
@@ -159,14 +163,9 @@ class ResumeExactly(TrainerCallback):
             from accelerate import PartialState
 
             PartialState().wait_for_everyone()
-        local = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
+        local = checkpoint_dir(str(args.output_dir), state.global_step)
         if state.is_world_process_zero and local.is_dir() and self.trainer is not None:
-            carry = {
-                "step": state.global_step,
-                "total_loss": self.trainer._total_loss_scalar,
-                "unlogged_loss": float(self.trainer._tr_loss.item()),
-                "last_logged": self.trainer._globalstep_last_logged,
-            }
+            carry = {"step": state.global_step, **running_loss(self.trainer).to_json()}
             (local / CARRY_FILE).write_text(json.dumps(carry), encoding="utf-8")
 
 
@@ -206,7 +205,7 @@ class CheckpointSync(TrainerCallback):
     ) -> None:
         if not state.is_world_process_zero:
             return
-        local = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
+        local = checkpoint_dir(str(args.output_dir), state.global_step)
         if not local.is_dir():
             return
         best = state.best_model_checkpoint

@@ -1,8 +1,9 @@
 """Loading the pretrained model a spec names, with its config overrides applied.
 
-One place for what every task family does the same way: the pinned revision, remote-code
-trust, and ``model.config_overrides`` checked against the checkpoint's own config, so a typo
-there is an exit-2 error naming the key instead of a setting transformers silently ignores.
+One place for what every task family does the same way: where a model name points
+(:func:`resolve_model_path`), the pinned revision, remote-code trust, and
+``model.config_overrides`` checked against the checkpoint's own config, so a typo there is an
+exit-2 error naming the key instead of a setting transformers silently ignores.
 """
 
 from __future__ import annotations
@@ -11,8 +12,22 @@ import difflib
 import importlib.util
 from typing import Any
 
+from kubetune import preflight
 from kubetune.errors import ConfigError
 from kubetune.spec import JobSpec
+from kubetune.train.inputs import Fetcher
+
+
+def resolve_model_path(name: str, fetch: Fetcher | None = None, field: str = "model.name") -> str:
+    """``pkg:<package>/<path>`` → a folder inside an installed package; an ``s3://`` folder →
+    its local copy (fetched by ``fetch``, staged ones checked); else unchanged."""
+    if name.startswith("s3://"):
+        if fetch is None:
+            raise ConfigError(f"{field}: {name}: an s3:// model folder needs the run's store")
+        return str(fetch.folder(field, name))
+    if name.startswith("pkg:"):
+        return str(preflight.package_folder(name, field))
+    return name
 
 
 def load_config(spec: JobSpec, model_path: str, **head: Any) -> Any:

@@ -44,7 +44,7 @@ from kubetune.headline import headline
 from kubetune.spec import GenerationSpec, JobSpec
 from kubetune.train import metrics
 from kubetune.train.data import Splits, require_columns
-from kubetune.train.pretrained import from_pretrained, load_config
+from kubetune.train.pretrained import from_pretrained, load_config, resolve_model_path
 from kubetune.train.task import FINAL_METRICS, Task, pad_multiple
 
 PEFT_TASK = "SEQ_2_SEQ_LM"
@@ -175,8 +175,6 @@ def warm_start(spec: JobSpec, tokenizer: Any, model_path: str) -> Any:
     also tokenises the targets: the decoder starts from [CLS] (or <s>) and stops at [SEP] (or
     </s>), pads with [PAD].
     """
-    from kubetune.train.runner import resolve_model_path
-
     assert spec.model.decoder is not None
     try:
         decoder_path = resolve_model_path(spec.model.decoder)

@@ -1,40 +1,71 @@
-"""The Hugging Face Trainers, with evaluation kept in dataset order."""
+"""The Hugging Face Trainer as kubetune runs it: TrainingArguments from the spec, and the
+Trainers with kubetune's hooks (evaluation in dataset order; see
+:mod:`kubetune.train.trainer_internals`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from torch.utils.data import SequentialSampler
-from transformers import Seq2SeqTrainer, Trainer
+from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainingArguments
 
-from kubetune.faults import failpoint
-
-
-class _OrderedEval:
-    """Evaluation batches follow the dataset's order.
-
-    transformers 5 groups evaluation batches by length whenever training does, and then
-    ``predict`` returns rows shuffled. predictions.jsonl pairs every row with its prediction,
-    so evaluation stays sequential: grouping pays off in training, not in a single pass.
-    """
-
-    args: Any
-    state: Any
-
-    def _get_eval_sampler(self, eval_dataset: Any) -> Any:
-        if eval_dataset is None or self.args.world_size > 1:
-            return None  # accelerate shards in order and gathers back in order
-        return SequentialSampler(eval_dataset)
-
-    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
-        # The weights are on disk, the optimizer not yet: a kill here leaves half a checkpoint.
-        failpoint("save", self.state.global_step)
-        super()._save_optimizer_and_scheduler(output_dir)  # type: ignore[misc]
+from kubetune.spec import JobSpec
+from kubetune.train.precision import precision_args
+from kubetune.train.trainer_internals import TrainerHooks
 
 
-class OrderedEvalTrainer(_OrderedEval, Trainer):
+class OrderedEvalTrainer(TrainerHooks, Trainer):
     """The Trainer for tasks scored from logits."""
 
 
-class OrderedEvalSeq2SeqTrainer(_OrderedEval, Seq2SeqTrainer):
+class OrderedEvalSeq2SeqTrainer(TrainerHooks, Seq2SeqTrainer):
     """The Trainer for tasks scored from generated text."""
+
+
+def training_args(
+    spec: JobSpec,
+    output_dir: Path,
+    metric: str,
+    *,
+    generate: bool = False,
+    greater_is_better: bool = True,
+) -> TrainingArguments:
+    """TrainingArguments from the spec; Seq2SeqTrainingArguments when evaluation generates."""
+    t = spec.train
+    kind = Seq2SeqTrainingArguments if generate else TrainingArguments
+    extra: dict[str, Any] = {"predict_with_generate": True} if generate else {}
+    best = t.early_stopping_patience is not None
+    warmup: int | float = int(t.warmup_steps) if t.warmup_steps >= 1 else t.warmup_steps
+    return kind(
+        output_dir=str(output_dir),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
+        learning_rate=t.learning_rate,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size or 2 * t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        weight_decay=t.weight_decay,
+        warmup_steps=warmup,
+        lr_scheduler_type=t.lr_scheduler_type,
+        max_grad_norm=t.max_grad_norm,
+        optim=t.optim,
+        label_smoothing_factor=t.label_smoothing_factor,
+        activation_checkpointing=t.gradient_checkpointing,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        eval_strategy=t.eval_strategy,
+        eval_steps=t.eval_steps,
+        save_strategy=t.save_strategy,
+        save_steps=t.save_steps or 500,
+        save_total_limit=t.save_total_limit,
+        logging_steps=t.logging_steps,
+        load_best_model_at_end=best,
+        metric_for_best_model=metric if best else None,
+        greater_is_better=greater_is_better if best else None,
+        seed=t.seed,
+        data_seed=t.seed,
+        full_determinism=t.deterministic,
+        report_to="none",
+        disable_tqdm=True,
+        **precision_args(t.precision),
+        **extra,
+    )

@@ -51,6 +51,7 @@ from kubetune.spec import JobSpec, PromptSpec
 from kubetune.train import metrics
 from kubetune.train.classification import preview
 from kubetune.train.data import Splits, infer_labels, require_columns
+from kubetune.train.precision import precision_args
 from kubetune.train.pretrained import from_pretrained
 
 #: How a completion becomes a label (recorded in run.json beside the unparseable counts).
@@ -256,8 +257,6 @@ def _tokenizer(spec: JobSpec, model_path: str) -> Any:
 def compute_dtype(spec: JobSpec) -> torch.dtype | None:
     """The autocast dtype that train.precision means on this machine (None: fp32): the same
     choice as fine-tuning, so a baseline's time compares with a fine-tuned run's."""
-    from kubetune.train.runner import precision_args
-
     chosen = precision_args(spec.train.precision)
     return torch.bfloat16 if chosen["bf16"] else torch.float16 if chosen["fp16"] else None
 
