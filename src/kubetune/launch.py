@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import os
 import signal
 import subprocess
@@ -44,13 +43,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from kubetune.store.record import RunRecord
 
 from kubetune import events
-from kubetune.events import PREFIX
 from kubetune.kube import names
 
 #: Where the chart mounts the run's resolved spec.
@@ -136,13 +134,6 @@ def rendezvous_env(argv: list[str]) -> dict[str, str]:
     if "c10d" not in argv:
         return {}
     return {k: v for k, v in NO_SHARED_STORE.items() if k not in os.environ}
-
-
-def emit(event: str, **fields: Any) -> None:
-    """One progress event on stdout (main process, main thread: a line another thread
-    printed in two writes could swallow it). ``kubetune run`` reads them."""
-    sys.stdout.write(PREFIX + json.dumps({"event": event, **fields}, default=str) + "\n")
-    sys.stdout.flush()
 
 
 def completed_elsewhere() -> tuple[str, RunRecord] | None:

@@ -1136,14 +1136,110 @@ def validate(data: Any, source: str | None = None, lines: dict[Any, int] | None 
         problems = _cross_field_issues(spec, tasks)
         issues += [Issue(dotted(loc), message, _line(loc, lines)) for loc, message in problems]
     if block is not None:
-        from kubetune import sweep as sweepmod
-
         task = data.get("task") if isinstance(data.get("task"), str) else None
-        for loc, message in sweepmod.block_issues(block, task):
-            issues.append(Issue(sweepmod.sweep_path(loc), message, _line(loc, lines)))
+        for loc, message in block_issues(block, task):
+            issues.append(Issue(sweep_path(loc), message, _line(loc, lines)))
     if issues or spec is None:
         raise SpecError(issues, source) from cause
     return spec
+
+
+# --- the sweep block: its problems, found when the spec loads ------------------------------
+
+#: Most runs a sweep may expand to.
+MAX_POINTS = 10_000
+
+
+def sweep_path(loc: Loc) -> str:
+    """``('sweep', 'points', 1, 'train.lr')`` → ``sweep.points[1].train.lr``: spec paths
+    inside the block stay as written."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def block_issues(sweep: SweepSpec, task: str | None = None) -> list[tuple[Loc, str]]:
+    """Every problem of the sweep block alone, with its location in the spec: paths that
+    name no field, forms and bounds, values the field would refuse, a grid too large, and
+    fields that no task of the sweep reads (``task``: the spec's own). Checked when a spec
+    loads, beside the rest of its problems; rules that span fields wait for each point."""
+    issues: list[tuple[Loc, str]] = []
+    swept_tasks = None
+    if "task" in sweep.parameters:
+        swept_tasks = {t for t in sweep.parameters["task"].values or [] if isinstance(t, str)}
+    for path, param in sweep.parameters.items():
+        where: Loc = ("sweep", "parameters", path)
+        problem = check_path(path)
+        if problem:
+            issues.append((where, problem))
+            continue
+        forms = [
+            n
+            for n in ("values", "uniform", "log_uniform", "int_uniform")
+            if getattr(param, n) is not None
+        ]
+        if len(forms) != 1:
+            issues.append((where, "give exactly one of values, uniform, log_uniform, int_uniform"))
+            continue
+        form = forms[0]
+        if sweep.method == "grid" and form != "values":
+            issues.append((where, f"{form} needs method: random; a grid takes values"))
+        given = list(getattr(param, form))
+        if form != "values" and given[0] >= given[1]:
+            issues.append(((*where, form), f"low must be below high (got {given})"))
+        elif form == "log_uniform" and given[0] <= 0:
+            issues.append(((*where, form), "log_uniform bounds must be positive"))
+        else:
+            for index, value in enumerate(given):
+                problem = check_value(path, value)
+                if problem:
+                    issues.append(((*where, form, index), problem))
+        readers = task_readers(path)
+        tasks = swept_tasks or ({task} if task else set())
+        if readers is not None and tasks and not readers & tasks:
+            issues.append((where, unused_message(tasks, readers)))
+    if sweep.method == "list":
+        if sweep.parameters:
+            issues.append((("sweep", "parameters"), "method list takes points, not parameters"))
+        if not sweep.points:
+            issues.append((("sweep", "points"), "method list needs at least one point"))
+        for index, point in enumerate(sweep.points):
+            if not point:
+                issues.append(
+                    (("sweep", "points", index), "an empty point; give path: value pairs")
+                )
+            point_task = point.get("task", task)
+            for path, value in point.items():
+                at: Loc = ("sweep", "points", index, str(path))
+                problem = check_path(str(path)) or check_value(str(path), value)
+                readers = task_readers(str(path))
+                if (
+                    not problem
+                    and value is not None
+                    and readers is not None
+                    and isinstance(point_task, str)
+                    and point_task not in readers
+                ):
+                    problem = unused_message({point_task}, readers)
+                if problem:
+                    issues.append((at, problem))
+    else:
+        if sweep.points:
+            issues.append((("sweep", "points"), f"points are for method list, not {sweep.method}"))
+        if not sweep.parameters:
+            issues.append((("sweep", "parameters"), "add at least one parameter to sweep over"))
+    if sweep.method == "random" and sweep.max_runs is None:
+        issues.append(
+            (("sweep", "max_runs"), "method random needs max_runs (the number of samples)")
+        )
+    if sweep.method == "grid" and not issues:
+        size = math.prod(len(p.values or ()) for p in sweep.parameters.values())
+        limit = sweep.max_runs or MAX_POINTS
+        if size > limit:
+            name = "max_runs" if sweep.max_runs else f"the limit of {MAX_POINTS}"
+            issues.append((("sweep",), f"grid has {size} points, over {name}; trim values"))
+    return issues
 
 
 def _sweep_of(data: dict[str, Any]) -> tuple[SweepSpec | None, set[str] | None]:

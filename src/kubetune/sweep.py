@@ -17,10 +17,7 @@ from typing import Any
 
 from kubetune import spec as specmod
 from kubetune.errors import Issue, SpecError
-from kubetune.spec import JobSpec, SweepParam, SweepSpec
-
-#: Most runs a sweep may expand to.
-MAX_POINTS = 10_000
+from kubetune.spec import JobSpec, SweepParam, SweepSpec, block_issues, sweep_path
 
 
 @dataclass(frozen=True)
@@ -54,98 +51,6 @@ def run_id(spec: JobSpec) -> str:
 def _round(value: float) -> float:
     """Six significant digits: readable, and identical on every libm."""
     return float(f"{value:.6g}")
-
-
-def sweep_path(loc: specmod.Loc) -> str:
-    """``('sweep', 'points', 1, 'train.lr')`` → ``sweep.points[1].train.lr``: spec paths
-    inside the block stay as written."""
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out
-
-
-def block_issues(sweep: SweepSpec, task: str | None = None) -> list[tuple[specmod.Loc, str]]:
-    """Every problem of the sweep block alone, with its location in the spec: paths that
-    name no field, forms and bounds, values the field would refuse, a grid too large, and
-    fields that no task of the sweep reads (``task``: the spec's own). Checked when a spec
-    loads, beside the rest of its problems; rules that span fields wait for each point."""
-    issues: list[tuple[specmod.Loc, str]] = []
-    swept_tasks = None
-    if "task" in sweep.parameters:
-        swept_tasks = {t for t in sweep.parameters["task"].values or [] if isinstance(t, str)}
-    for path, param in sweep.parameters.items():
-        where: specmod.Loc = ("sweep", "parameters", path)
-        problem = specmod.check_path(path)
-        if problem:
-            issues.append((where, problem))
-            continue
-        forms = [
-            n
-            for n in ("values", "uniform", "log_uniform", "int_uniform")
-            if getattr(param, n) is not None
-        ]
-        if len(forms) != 1:
-            issues.append((where, "give exactly one of values, uniform, log_uniform, int_uniform"))
-            continue
-        form = forms[0]
-        if sweep.method == "grid" and form != "values":
-            issues.append((where, f"{form} needs method: random; a grid takes values"))
-        given = list(getattr(param, form))
-        if form != "values" and given[0] >= given[1]:
-            issues.append(((*where, form), f"low must be below high (got {given})"))
-        elif form == "log_uniform" and given[0] <= 0:
-            issues.append(((*where, form), "log_uniform bounds must be positive"))
-        else:
-            for index, value in enumerate(given):
-                problem = specmod.check_value(path, value)
-                if problem:
-                    issues.append(((*where, form, index), problem))
-        readers = specmod.task_readers(path)
-        tasks = swept_tasks or ({task} if task else set())
-        if readers is not None and tasks and not readers & tasks:
-            issues.append((where, specmod.unused_message(tasks, readers)))
-    if sweep.method == "list":
-        if sweep.parameters:
-            issues.append((("sweep", "parameters"), "method list takes points, not parameters"))
-        if not sweep.points:
-            issues.append((("sweep", "points"), "method list needs at least one point"))
-        for index, point in enumerate(sweep.points):
-            if not point:
-                issues.append(
-                    (("sweep", "points", index), "an empty point; give path: value pairs")
-                )
-            point_task = point.get("task", task)
-            for path, value in point.items():
-                at: specmod.Loc = ("sweep", "points", index, str(path))
-                problem = specmod.check_path(str(path)) or specmod.check_value(str(path), value)
-                readers = specmod.task_readers(str(path))
-                if (
-                    not problem
-                    and value is not None
-                    and readers is not None
-                    and isinstance(point_task, str)
-                    and point_task not in readers
-                ):
-                    problem = specmod.unused_message({point_task}, readers)
-                if problem:
-                    issues.append((at, problem))
-    else:
-        if sweep.points:
-            issues.append((("sweep", "points"), f"points are for method list, not {sweep.method}"))
-        if not sweep.parameters:
-            issues.append((("sweep", "parameters"), "add at least one parameter to sweep over"))
-    if sweep.method == "random" and sweep.max_runs is None:
-        issues.append(
-            (("sweep", "max_runs"), "method random needs max_runs (the number of samples)")
-        )
-    if sweep.method == "grid" and not issues:
-        size = math.prod(len(p.values or ()) for p in sweep.parameters.values())
-        limit = sweep.max_runs or MAX_POINTS
-        if size > limit:
-            name = "max_runs" if sweep.max_runs else f"the limit of {MAX_POINTS}"
-            issues.append((("sweep",), f"grid has {size} points, over {name}; trim values"))
-    return issues
 
 
 def _sample(param: SweepParam, rng: random.Random) -> Any:

@@ -14,8 +14,9 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from kubetune import events
+from kubetune.events import emit
 from kubetune.faults import failpoint
-from kubetune.launch import emit
 from kubetune.store.checkpoints import Stored, Uploader
 from kubetune.train.trainer_internals import (
     RunningLoss,
@@ -53,7 +54,7 @@ class Progress(TrainerCallback):
     ) -> None:
         if state.is_world_process_zero:
             self.started = time.monotonic()
-            emit("train_begin", step=state.global_step, max_steps=state.max_steps, **peak_memory())
+            emit(events.TrainBegin(state.global_step, state.max_steps, **peak_memory()))
 
     def on_log(
         self,
@@ -71,12 +72,13 @@ class Progress(TrainerCallback):
     ) -> None:
         if state.is_world_process_zero:
             emit(
-                "step",
-                step=state.global_step,
-                max_steps=state.max_steps,
-                loss=self.loss,
-                elapsed=round(time.monotonic() - self.started, 3),
-                **peak_memory(),
+                events.Step(
+                    step=state.global_step,
+                    max_steps=state.max_steps,
+                    loss=self.loss,
+                    elapsed=round(time.monotonic() - self.started, 3),
+                    **peak_memory(),
+                )
             )
 
     def on_evaluate(
@@ -89,7 +91,7 @@ class Progress(TrainerCallback):
     ) -> None:
         if state.is_world_process_zero and metrics:
             value = metrics.get(f"eval_{self.metric}")
-            emit("eval", step=state.global_step, metric=self.metric, value=value)
+            emit(events.Eval(state.global_step, self.metric, value))
 
 
 class DerivedMetrics(TrainerCallback):
@@ -184,12 +186,13 @@ class CheckpointSync(TrainerCallback):
         while not self._stored.empty():
             done = self._stored.get()
             emit(
-                "checkpoint",
-                step=done.step,
-                url=self.uploader.location.url,
-                bytes=done.bytes,
-                seconds=done.seconds,
-                pruned=done.pruned,
+                events.Checkpoint(
+                    step=done.step,
+                    url=self.uploader.location.url,
+                    bytes=done.bytes,
+                    seconds=done.seconds,
+                    pruned=list(done.pruned),
+                )
             )
 
     def on_step_end(
@@ -219,7 +222,7 @@ class CheckpointSync(TrainerCallback):
             step,
             protect,
             wait=not control.should_training_stop,
-            on_wait=lambda unstored: emit("checkpoint_wait", step=step, waiting_for=unstored),
+            on_wait=lambda unstored: emit(events.CheckpointWait(step, unstored)),
         )
 
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubetune import events
+from kubetune.events import emit
 from kubetune.faults import failpoint
-from kubetune.launch import emit
 from kubetune.spec import JobSpec
 from kubetune.store import RunLocation, StoreError, checkpoints
 from kubetune.store.record import HISTORY, METRICS
@@ -136,5 +137,5 @@ def close(ctx: RunContext, wandb_run: Any, results: dict[str, Any]) -> None:
         if isinstance(v, (int, float))
     }
     tracking.finish(wandb_run, summary)
-    emit("done", already=False, url=ctx.location.url, metrics=results)
+    emit(events.Done(already=False, url=ctx.location.url, metrics=results))
     shutil.rmtree(ctx.work, ignore_errors=True)

@@ -40,11 +40,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from kubetune import preflight, sweep
+from kubetune import events, preflight, sweep
 from kubetune import spec as specmod
 from kubetune.errors import ConfigError, KubetuneError
+from kubetune.events import emit
 from kubetune.kube import names
-from kubetune.launch import emit
 from kubetune.store import (
     DEFAULT_STORE,
     RunLocation,
@@ -95,7 +95,7 @@ def run(spec_path: str) -> Outcome:
         previous = load_record(location)
         if previous.status == "completed":
             _refuse_changed_data(resolved, location, previous)
-            emit("done", already=True, url=location.url, metrics=previous.metrics)
+            emit(events.Done(already=True, url=location.url, metrics=previous.metrics))
             print(
                 f"kubetune: {resolved.run_id} already finished at {location.url}; nothing to do",
                 flush=True,
@@ -388,7 +388,7 @@ class FineTune:
         trainable, total = count_parameters(self.model)
         self.parameters = {"trainable": trainable, "total": total}
         if ctx.main:
-            emit("model", trainable=trainable, total=total, labels=len(self.task.labels))
+            emit(events.Model(trainable, total, len(self.task.labels)))
 
     def _resume_point(self) -> tuple[Path, int] | None:
         """The newest checkpoint in the store that matches its manifest, downloaded: (its
@@ -405,7 +405,7 @@ class FineTune:
 
         def reject(step: int, reason: str) -> None:
             rejected.append({"step": step, "reason": reason})
-            emit("checkpoint_rejected", step=step, reason=reason)
+            emit(events.CheckpointRejected(step, reason))
             print(
                 f"kubetune: checkpoint step-{step:06d} rejected: {reason}; "
                 "trying the one before it",
@@ -469,7 +469,7 @@ class FineTune:
 
         uploader = self.sync.uploader if self.sync is not None else None
         if self.resumed_step is not None and self.ctx.main:
-            emit("resume", step=self.resumed_step)
+            emit(events.Resume(self.resumed_step))
         try:
             output = self.trainer.train(resume_from_checkpoint=self.resume_from)
             if self.stopper.requested:
@@ -529,7 +529,7 @@ class FineTune:
             step=step,
             stored_step=stored[-1] if stored else None,
         )
-        emit("interrupted", step=step, url=ctx.location.url)
+        emit(events.Interrupted(step, ctx.location.url))
         return "interrupted"
 
     # --- evaluate ---------------------------------------------------------------------------

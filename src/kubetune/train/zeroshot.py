@@ -45,8 +45,9 @@ import torch.nn.functional as F  # noqa: N812 - the usual alias
 from datasets import Dataset
 from jinja2.sandbox import SandboxedEnvironment
 
+from kubetune import events
 from kubetune.errors import ConfigError
-from kubetune.launch import emit
+from kubetune.events import emit
 from kubetune.spec import JobSpec, PromptSpec
 from kubetune.train import metrics
 from kubetune.train.classification import preview
@@ -129,7 +130,7 @@ def score(spec: JobSpec, splits: Splits, model_path: str) -> Scored:
     started = time.perf_counter()
     examples = draw_examples(splits.train, spec) if k else []
     scorer = LOADERS[prompt.method](spec, model_path, names, examples)
-    emit("model", trainable=0, total=scorer.parameters, labels=len(names))
+    emit(events.Model(0, scorer.parameters, len(names)))
     unparseable: dict[str, int] = {}
     seconds_taken = {"setup": round(time.perf_counter() - started, 3)}
     results: dict[str, dict[str, Any]] = {}
