@@ -8,6 +8,7 @@ import traceback
 from pathlib import Path
 
 from kubetune.errors import DEBUG, EXIT_INTERRUPTED, EXIT_USER, EXIT_WORLD, KubetuneError
+from kubetune.launch import EXIT_FILE_ENV
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +45,7 @@ def report(code: int) -> int:
     exits 0 to the agent: a worker's non-zero code makes an agent with restarts left start
     the gang again, while the pod is going away. The supervisor still reports 130.
     """
-    path = os.environ.get("KUBETUNE_EXIT_FILE")
+    path = os.environ.get(EXIT_FILE_ENV)
     if not path:
         return code
     Path(path).write_text(str(code), encoding="utf-8")

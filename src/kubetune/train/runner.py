@@ -79,7 +79,7 @@ def run(spec_path: str) -> Outcome:
     """Run the spec at ``spec_path`` (a resolved spec, or a spec of one run)."""
     resolved = _the_run(spec_path)
     spec = resolved.spec
-    uri = os.environ.get("KUBETUNE_STORE") or (spec.storage.uri if spec.storage else DEFAULT_STORE)
+    uri = os.environ.get(names.STORE_ENV) or (spec.storage.uri if spec.storage else DEFAULT_STORE)
     storage = spec.storage or specmod.StorageSpec(uri=uri)
     store = open_store(
         uri,
@@ -88,7 +88,7 @@ def run(spec_path: str) -> Outcome:
         concurrency=storage.upload_concurrency,
     )
     location = RunLocation(
-        store, os.environ.get("KUBETUNE_SWEEP") or resolved.sweep, resolved.run_id
+        store, os.environ.get(names.SWEEP_ENV) or resolved.sweep, resolved.run_id
     )
     previous: RunRecord | None = None
     if location.store.exists(location.key(RECORD)):
@@ -127,7 +127,7 @@ def _the_run(spec_path: str) -> sweep.ResolvedRun:
     """The one run the trainer runs: the spec's only one, or ``$KUBETUNE_RUN_ID`` of it."""
     spec = specmod.load(spec_path)
     runs = sweep.expand(spec, spec_path)
-    wanted = os.environ.get("KUBETUNE_RUN_ID")
+    wanted = os.environ.get(names.RUN_ID_ENV)
     if wanted:
         matching = [r for r in runs if r.run_id == wanted]
         if not matching:
@@ -233,12 +233,12 @@ def _pinned(ctx: RunContext) -> dict[str, Any]:
             "rows": {k: len(v) for k, v in splits.present().items()},
         },
         "packages": record.package_versions(),
-        "image": os.environ.get("KUBETUNE_IMAGE"),
+        "image": os.environ.get(names.IMAGE_ENV),
         "render": {
             # The chart's pod template revision (kubetune-job/<n>), not its version: the
             # version must stay off the pod template, which a Job never lets change.
-            "pod_template": os.environ.get("KUBETUNE_POD_TEMPLATE"),
-            "namespace": os.environ.get("KUBETUNE_RENDER_NAMESPACE"),
+            "pod_template": os.environ.get(names.POD_TEMPLATE_ENV),
+            "namespace": os.environ.get(names.RENDER_NAMESPACE_ENV),
         },
         "git": record.git_state(Path.cwd()),
         "hardware": record.hardware(),
@@ -506,7 +506,7 @@ class FineTune:
             # and torchrun would restart the gang while rank 0 is still uploading.
             return "interrupted"
         grace = float(
-            os.environ.get("KUBETUNE_STOP_GRACE_SECONDS")
+            os.environ.get(names.STOP_GRACE_ENV)
             or ctx.spec.resources.termination_grace_seconds - 10
         )
         if self.sync is not None:
