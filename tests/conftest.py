@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
+import os
 import socket
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +18,57 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGEST_IMAGE = "ghcr.io/kubetune/kubetune-trainer@sha256:" + "ab" * 32
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # kubernetes_validate reads and parses its schema files (1.4 MB of definitions) again on
+    # every call; the files never change, so parse each once per process. Validation itself
+    # is untouched: a fresh validator checks every document, strict as asked.
+    import kubernetes_validate.utils
+
+    contents = kubernetes_validate.utils.schema_contents
+    if not hasattr(contents, "cache_info"):
+        kubernetes_validate.utils.schema_contents = functools.cache(contents)
+
+
+def run_cli(
+    *args: str, cwd: Path | str | None = None, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``kubetune ARGS`` run in this process as the console script runs it
+    (:func:`kubetune.cli.main`): its exit code, stdout and stderr, as ``subprocess.run(...,
+    capture_output=True, text=True)`` gives them, without starting Python and importing the
+    CLI again for every call. ``env``, if given, is the whole environment, as for
+    ``subprocess.run``; ``cwd`` the working folder. Tests about the process itself (signals,
+    what it imports, byte-stable output across processes) start a real one instead."""
+    from kubetune import cli
+
+    raw = io.BytesIO()
+    stdout = io.TextIOWrapper(raw, encoding="utf-8", write_through=True)
+    stderr = io.StringIO()
+    saved_env, saved_argv, saved_cwd = dict(os.environ), sys.argv, Path.cwd()
+    code: int | str | None = 0
+    try:
+        if env is not None:
+            os.environ.clear()
+            os.environ.update(env)
+        sys.argv = ["kubetune", *args]
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                cli.main()
+            except SystemExit as exc:
+                code = exc.code
+                if isinstance(code, str):
+                    print(code, file=sys.stderr)
+    finally:
+        os.chdir(saved_cwd)
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+    out = raw.getvalue().decode("utf-8")
+    returncode = code if isinstance(code, int) else (0 if code is None else 1)
+    return subprocess.CompletedProcess(["kubetune", *args], returncode, out, stderr.getvalue())
 
 
 def base_spec(**overrides: Any) -> dict[str, Any]:

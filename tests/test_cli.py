@@ -1,4 +1,6 @@
-"""The kubetune command as a user runs it: a real subprocess, real exit codes."""
+"""The kubetune command as a user runs it: real exit codes and output, through the console
+script's entry point; in this process (conftest.run_cli), except where the process itself is
+the point (what it imports, pure stdout, `python -m kubetune.cli`)."""
 
 from __future__ import annotations
 
@@ -14,12 +16,18 @@ import yaml
 
 from kubetune import spec, sweep
 
-from conftest import ROOT, base_spec
+from conftest import ROOT, base_spec, run_cli
 
 KUBETUNE = [sys.executable, "-m", "kubetune.cli"]
 
 
 def kubetune(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return run_cli(*args, env={**os.environ, "COLUMNS": "200", **(env or {})}, cwd=ROOT)
+
+
+def kubetune_process(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*KUBETUNE, *args],
         capture_output=True,
@@ -46,12 +54,12 @@ def test_validate_ok_and_bad_files_together(write_spec: Any, tmp_path: Path) -> 
 
 def test_user_error_is_one_line_and_debug_shows_the_traceback(write_spec: Any) -> None:
     path = write_spec(base_spec(task="clasification"))
-    proc = kubetune("render", str(path))
+    proc = kubetune_process("render", str(path))
     assert proc.returncode == 2
     assert proc.stdout == ""
     (line,) = proc.stderr.strip().splitlines()
     assert "task: must be one of" in line and "did you mean 'classification'?" in line
-    debug = kubetune("render", str(path), env={"KUBETUNE_DEBUG": "1"})
+    debug = kubetune_process("render", str(path), env={"KUBETUNE_DEBUG": "1"})
     assert debug.returncode != 0
     assert "Traceback" in debug.stderr and "SpecError" in debug.stderr
 
@@ -63,7 +71,7 @@ def test_missing_file_is_a_user_error() -> None:
 
 
 def test_render_to_stdout_is_pure_yaml(write_spec: Any) -> None:
-    proc = kubetune("render", str(write_spec(base_spec())), "-n", "ml")
+    proc = kubetune_process("render", str(write_spec(base_spec())), "-n", "ml")
     assert proc.returncode == 0, proc.stderr
     kinds = [d["kind"] for d in yaml.safe_load_all(proc.stdout) if d]
     assert kinds == ["NetworkPolicy", "ConfigMap", "Job"]
