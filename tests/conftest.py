@@ -6,6 +6,7 @@ import contextlib
 import functools
 import io
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -18,6 +19,21 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGEST_IMAGE = "ghcr.io/kubetune/kubetune-trainer@sha256:" + "ab" * 32
+
+
+#: A module whose every test is slow says so once, at the top (``pytestmark``).
+ALL_SLOW = re.compile(r"^pytestmark = \[?\s*pytest\.mark\.slow\b", re.MULTILINE)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Under ``-m "not slow"``, leave unimported the modules whose every test is slow:
+    they import torch and transformers at the top (seconds of CPU in every xdist worker) only
+    for their tests to be deselected."""
+    if collection_path.suffix != ".py" or " ".join(config.option.markexpr.split()) != "not slow":
+        return None
+    if ALL_SLOW.search(collection_path.read_text(encoding="utf-8")):
+        return True
+    return None
 
 
 def pytest_configure(config: pytest.Config) -> None:
