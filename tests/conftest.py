@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGEST_IMAGE = "ghcr.io/kubetune/kubetune-trainer@sha256:" + "ab" * 32
@@ -25,11 +26,24 @@ DIGEST_IMAGE = "ghcr.io/kubetune/kubetune-trainer@sha256:" + "ab" * 32
 ALL_SLOW = re.compile(r"^pytestmark = \[?\s*pytest\.mark\.slow\b", re.MULTILINE)
 
 
+#: Examples per property test (tests/test_spec.py's fuzzing): the full suite, which CI runs,
+#: draws 200; the fast suite a developer runs (``-m "not slow"``) draws 50 of the same
+#: strategies. ``--hypothesis-profile`` chooses either by name.
+FUZZ_EXAMPLES = {"full": 200, "fast": 50}
+for _name, _examples in FUZZ_EXAMPLES.items():
+    settings.register_profile(_name, max_examples=_examples)
+
+
+def fast_run(config: pytest.Config) -> bool:
+    """Whether this run is the fast suite: ``pytest -m "not slow"``."""
+    return " ".join(config.option.markexpr.split()) == "not slow"
+
+
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """Under ``-m "not slow"``, leave unimported the modules whose every test is slow:
     they import torch and transformers at the top (seconds of CPU in every xdist worker) only
     for their tests to be deselected."""
-    if collection_path.suffix != ".py" or " ".join(config.option.markexpr.split()) != "not slow":
+    if collection_path.suffix != ".py" or not fast_run(config):
         return None
     if ALL_SLOW.search(collection_path.read_text(encoding="utf-8")):
         return True
@@ -37,6 +51,9 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--hypothesis-profile", None) is None:
+        settings.load_profile("fast" if fast_run(config) else "full")
+
     # kubernetes_validate reads and parses its schema files (1.4 MB of definitions) again on
     # every call; the files never change, so parse each once per process. Validation itself
     # is untouched: a fresh validator checks every document, strict as asked.
