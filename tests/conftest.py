@@ -50,6 +50,29 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return None
 
 
+#: The xdist group of the fast tests that import torch and transformers in the test process
+#: (the trainer's modules; about 10 s of CPU): one worker imports them, not every worker.
+ML_GROUP = "imports-torch"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (--dist loadgroup)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Group tests for xdist's workers: a module's tests go to one worker, as with
+    ``--dist loadfile``, so its module fixtures (a fake API server, a prepared dataset) start
+    once; the fast tests of tests/train join :data:`ML_GROUP`. Training tests keep their
+    modules' groups, so two of them run at once."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        path = Path(str(item.path))
+        in_train = path.parent.name == "train" and path.parent.parent == ROOT / "tests"
+        if in_train and item.get_closest_marker("slow") is None:
+            group = ML_GROUP
+        else:
+            group = path.relative_to(ROOT).as_posix()
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--hypothesis-profile", None) is None:
         settings.load_profile("fast" if fast_run(config) else "full")
