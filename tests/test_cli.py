@@ -135,7 +135,7 @@ def test_usage_errors_exit_2() -> None:
 
 
 BLOCKER = """
-import sys
+import json, sys
 attempted = []
 class Block:
     def find_spec(self, name, path=None, target=None):
@@ -144,25 +144,35 @@ class Block:
             attempted.append(name)
             raise ImportError('laptop path must not import ' + name)
 sys.meta_path.insert(0, Block())
-sys.argv = ['kubetune'] + sys.argv[1:]
 from kubetune import cli
-try:
-    cli.main()
-except SystemExit as exc:
-    code = exc.code
-print('ATTEMPTED=' + ','.join(attempted), file=sys.stderr)
-sys.exit(code)
+report = []
+for args in json.loads(sys.argv[1]):
+    sys.argv = ['kubetune', *args]
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = exc.code
+    report.append({'args': args, 'code': code, 'attempted': attempted[:]})
+    del attempted[:]
+print('REPORT=' + json.dumps(report), file=sys.stderr)
 """
 
 
 def test_laptop_path_never_imports_an_ml_framework(write_spec: Any, tmp_path: Path) -> None:
+    """One process runs the commands in turn: an ML framework is never loaded, so a command
+    that tries to import one is caught however many ran before it."""
     path = str(write_spec(base_spec(sweep={"parameters": {"lora.r": {"values": [4, 8]}}})))
-    for args in (["validate", path], ["sweep", path], ["render", path, "--out", str(tmp_path)],
-                 ["schema"], ["--help"]):  # fmt: skip
-        proc = subprocess.run([sys.executable, "-c", BLOCKER, *args], capture_output=True,
-                              text=True, cwd=ROOT, timeout=120)  # fmt: skip
-        assert proc.returncode == 0, (args, proc.stderr)
-        assert "ATTEMPTED=\n" in proc.stderr or proc.stderr.endswith("ATTEMPTED=\n"), args
+    commands = [["validate", path], ["sweep", path], ["render", path, "--out", str(tmp_path)],
+                ["schema"], ["--help"]]  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", BLOCKER, json.dumps(commands)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("REPORT=")]
+    report = json.loads(line.removeprefix("REPORT="))
+    assert [r["args"] for r in report] == commands
+    for ran in report:
+        assert ran["code"] in (0, None) and ran["attempted"] == [], (ran, proc.stderr)
 
 
 # --- Ctrl-C: one line, exit 130, in every command ---------------------------------------
