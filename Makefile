@@ -37,10 +37,10 @@ demo: $(VENV)/.demo data/bbc-news/dataset.json
 	$(BIN)/python -m compileall -q src
 	$(BIN)/kubetune run jobs/bbc-news-topic.yaml
 
-## test: set up, then lint, type-check and run the test suite
+## test: set up, then lint, type-check and run the test suite (every core; PYTEST_ARGS="-n 0": one)
 test: $(VENV)/.dev chromium lint
 	$(BIN)/python -m compileall -q src  # the editable package, as --compile-bytecode did the rest
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The headless browser tests/test_report.py opens a report in. Installed only where it is
 # missing and Debian's apt-get can be run as root; elsewhere that one test skips.

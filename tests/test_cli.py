@@ -1,4 +1,6 @@
-"""The kubetune command as a user runs it: a real subprocess, real exit codes."""
+"""The kubetune command as a user runs it: real exit codes and output, through the console
+script's entry point; in this process (conftest.run_cli), except where the process itself is
+the point (what it imports, pure stdout, `python -m kubetune.cli`)."""
 
 from __future__ import annotations
 
@@ -14,12 +16,18 @@ import yaml
 
 from kubetune import spec, sweep
 
-from conftest import ROOT, base_spec
+from conftest import ROOT, base_spec, run_cli
 
 KUBETUNE = [sys.executable, "-m", "kubetune.cli"]
 
 
 def kubetune(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return run_cli(*args, env={**os.environ, "COLUMNS": "200", **(env or {})}, cwd=ROOT)
+
+
+def kubetune_process(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*KUBETUNE, *args],
         capture_output=True,
@@ -65,12 +73,12 @@ def test_validate_reports_a_model_error_and_a_sweep_error_at_once(write_spec: An
 
 def test_user_error_is_one_line_and_debug_shows_the_traceback(write_spec: Any) -> None:
     path = write_spec(base_spec(task="clasification"))
-    proc = kubetune("render", str(path))
+    proc = kubetune_process("render", str(path))
     assert proc.returncode == 2
     assert proc.stdout == ""
     (line,) = proc.stderr.strip().splitlines()
     assert "task: must be one of" in line and "did you mean 'classification'?" in line
-    debug = kubetune("render", str(path), env={"KUBETUNE_DEBUG": "1"})
+    debug = kubetune_process("render", str(path), env={"KUBETUNE_DEBUG": "1"})
     assert debug.returncode != 0
     assert "Traceback" in debug.stderr and "SpecError" in debug.stderr
 
@@ -82,7 +90,7 @@ def test_missing_file_is_a_user_error() -> None:
 
 
 def test_render_to_stdout_is_pure_yaml(write_spec: Any) -> None:
-    proc = kubetune("render", str(write_spec(base_spec())), "-n", "ml")
+    proc = kubetune_process("render", str(write_spec(base_spec())), "-n", "ml")
     assert proc.returncode == 0, proc.stderr
     kinds = [d["kind"] for d in yaml.safe_load_all(proc.stdout) if d]
     assert kinds == ["NetworkPolicy", "ConfigMap", "Job"]
@@ -146,7 +154,7 @@ def test_usage_errors_exit_2() -> None:
 
 
 BLOCKER = """
-import sys
+import json, sys
 attempted = []
 class Block:
     def find_spec(self, name, path=None, target=None):
@@ -155,25 +163,35 @@ class Block:
             attempted.append(name)
             raise ImportError('laptop path must not import ' + name)
 sys.meta_path.insert(0, Block())
-sys.argv = ['kubetune'] + sys.argv[1:]
 from kubetune import cli
-try:
-    cli.main()
-except SystemExit as exc:
-    code = exc.code
-print('ATTEMPTED=' + ','.join(attempted), file=sys.stderr)
-sys.exit(code)
+report = []
+for args in json.loads(sys.argv[1]):
+    sys.argv = ['kubetune', *args]
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = exc.code
+    report.append({'args': args, 'code': code, 'attempted': attempted[:]})
+    del attempted[:]
+print('REPORT=' + json.dumps(report), file=sys.stderr)
 """
 
 
 def test_laptop_path_never_imports_an_ml_framework(write_spec: Any, tmp_path: Path) -> None:
+    """One process runs the commands in turn: an ML framework is never loaded, so a command
+    that tries to import one is caught however many ran before it."""
     path = str(write_spec(base_spec(sweep={"parameters": {"lora.r": {"values": [4, 8]}}})))
-    for args in (["validate", path], ["sweep", path], ["render", path, "--out", str(tmp_path)],
-                 ["schema"], ["--help"]):  # fmt: skip
-        proc = subprocess.run([sys.executable, "-c", BLOCKER, *args], capture_output=True,
-                              text=True, cwd=ROOT, timeout=120)  # fmt: skip
-        assert proc.returncode == 0, (args, proc.stderr)
-        assert "ATTEMPTED=\n" in proc.stderr or proc.stderr.endswith("ATTEMPTED=\n"), args
+    commands = [["validate", path], ["sweep", path], ["render", path, "--out", str(tmp_path)],
+                ["schema"], ["--help"]]  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", BLOCKER, json.dumps(commands)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("REPORT=")]
+    report = json.loads(line.removeprefix("REPORT="))
+    assert [r["args"] for r in report] == commands
+    for ran in report:
+        assert ran["code"] in (0, None) and ran["attempted"] == [], (ran, proc.stderr)
 
 
 # --- Ctrl-C: one line, exit 130, in every command ---------------------------------------

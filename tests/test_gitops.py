@@ -18,7 +18,7 @@ import yaml
 
 from kubetune import render, spec, sweep
 
-from conftest import ROOT
+from conftest import ROOT, run_cli
 
 DEPLOY = ROOT / "deploy"
 CHART = ROOT / "charts" / "kubetune-job"
@@ -37,6 +37,13 @@ EXPECTED_KINDS = {
         ("kueue.x-k8s.io/v1beta2", "LocalQueue"),
         ("scheduling.k8s.io/v1", "PriorityClass"),
     ],
+}
+
+
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "test",
+    "AWS_SECRET_ACCESS_KEY": "test",
+    "AWS_DEFAULT_REGION": "us-east-1",
 }
 
 
@@ -81,21 +88,25 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cwd
 
 
-@pytest.fixture
-def config_repo(tmp_path: Path, s3_env: str, prepared: Path) -> Path:
-    """A config repo holding what the examples' header command writes (inputs staged in moto)."""
+@pytest.fixture(scope="module")
+def config_repo(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: str, prepared: Path) -> Path:
+    """A config repo holding what the examples' header command writes (inputs staged in moto);
+    written once for the module's tests, which only read it."""
     import boto3
 
-    boto3.client("s3").create_bucket(Bucket="kubetune-runs")
     commands = {render_line(n) for n in EXPECTED_KINDS if n.startswith(("argocd", "flux"))}
     assert len(commands) == 1, "the GitOps examples should describe the same folder"
     ((job, namespace, out),) = commands
-    repo = tmp_path / "ml-gitops"
-    cwd = prepared
-    kubetune(
-        "render", str(ROOT / job), "--stage", "-n", namespace, "--out", str(repo / out),
-        cwd=cwd, env=dict(os.environ),
-    )  # fmt: skip
+    repo = tmp_path_factory.mktemp("config") / "ml-gitops"
+    with pytest.MonkeyPatch.context() as env:  # s3_env, for the module
+        for key, value in {**S3_ENV, "AWS_ENDPOINT_URL": s3_endpoint}.items():
+            env.setenv(key, value)
+        boto3.client("s3").create_bucket(Bucket="kubetune-runs")
+        proc = run_cli(
+            "render", str(ROOT / job), "--stage", "-n", namespace, "--out", str(repo / out),
+            cwd=prepared,
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
     return repo
 
 

@@ -13,6 +13,8 @@ from kubetune import spec as specmod
 from kubetune.errors import ConfigError
 from kubetune.store.record import parse_record
 
+from conftest import ML_GROUP
+
 ROWS = [{"text": f"goal {i}", "label": "sport"} for i in range(6)] + [
     {"text": f"bank {i}", "label": "money"} for i in range(6)
 ]
@@ -98,6 +100,7 @@ def test_only_a_completed_runs_changed_splits_are_named() -> None:
     assert preflight.data_changes(old, {**prints, "train": "z"}) == ["train", "eval"]
 
 
+@pytest.mark.xdist_group(ML_GROUP)  # imports the trainer
 def test_the_trainer_refuses_a_finished_run_whose_data_changed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

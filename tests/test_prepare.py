@@ -6,7 +6,6 @@ import hashlib
 import importlib.resources
 import json
 import os
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -16,6 +15,8 @@ import pytest
 
 from kubetune import prepare as prep
 from kubetune.errors import ConfigError, WorldError
+
+from conftest import run_cli
 
 SPLITS = ("train", "validation", "test")
 BBC_TOPICS = ["business", "entertainment", "politics", "sports", "tech"]
@@ -360,12 +361,8 @@ def test_aclsum_refuses_split_settings(settings: dict[str, Any], tmp_path: Path)
 
 
 def test_aclsum_from_the_command_line(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "kubetune.cli", "data", "prepare", "aclsum", str(tmp_path / "d")],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
-        timeout=120,
+    proc = run_cli(
+        "data", "prepare", "aclsum", str(tmp_path / "d"), env={**os.environ, "COLUMNS": "200"}
     )
     assert proc.returncode == 0, proc.stderr
     # The CLI's console writes to stderr.

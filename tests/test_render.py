@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -18,9 +19,11 @@ from kubetune import render, spec, sweep
 from kubetune.errors import ConfigError, RenderError, SpecError
 from kubetune.store import ENDPOINT_ENV
 
-from conftest import ROOT, base_spec
+from conftest import ROOT, base_spec, run_cli
 
 KUBE_VERSION = "1.33.0"
+#: libyaml's safe loader where built (7x faster on a 50-run sweep), else PyYAML's.
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def runs_of(data: dict[str, Any]) -> list[sweep.ResolvedRun]:
@@ -28,8 +31,15 @@ def runs_of(data: dict[str, Any]) -> list[sweep.ResolvedRun]:
 
 
 def documents(data: dict[str, Any], namespace: str | None = "ml") -> list[dict[str, Any]]:
-    text = render.stream(render.render(runs_of(data), namespace))
-    return [d for d in yaml.safe_load_all(text) if d]
+    text = _stream(json.dumps(data, sort_keys=True), namespace)
+    return [d for d in yaml.load_all(text, Loader=SAFE_LOADER) if d]
+
+
+@functools.cache
+def _stream(data: str, namespace: str | None) -> str:
+    """Rendering is pure, so each spec is rendered once here; every caller parses its own
+    copy of the documents."""
+    return render.stream(render.render(runs_of(json.loads(data)), namespace))
 
 
 def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -404,11 +414,11 @@ def test_kind_e2e_overrides_render_a_cpu_job_against_its_minio(tmp_path: Path, s
 
     boto3.client("s3").create_bucket(Bucket=bucket)
     out = tmp_path / "applied"
-    subprocess.run(
-        [sys.executable, "-c", "from kubetune.cli import main; main()", "render",
-         str(ROOT / job_spec), "--stage", "--namespace", namespace, *sets, "--out", str(out)],
-        cwd=laptop, check=True, capture_output=True, env={**os.environ, ENDPOINT_ENV: s3_env},
+    rendered = run_cli(
+        "render", str(ROOT / job_spec), "--stage", "--namespace", namespace, *sets, "--out",
+        str(out), cwd=laptop, env={**os.environ, ENDPOINT_ENV: s3_env},
     )  # fmt: skip
+    assert rendered.returncode == 0, rendered.stderr
     (manifest,) = [p for p in out.glob("*.yaml") if p.name != render.KUSTOMIZATION]
     docs = [d for d in yaml.safe_load_all(manifest.read_text()) if d]
     for doc in docs:

@@ -22,7 +22,7 @@ from kubetune.store import FileStore, RunLocation
 from kubetune.store.record import parse_record
 from kubetune.sweep import ResolvedRun
 
-from conftest import DIGEST_IMAGE, ROOT, base_spec
+from conftest import DIGEST_IMAGE, ROOT, base_spec, run_cli
 from tiny import tiny_spec, write_yaml
 
 KUBETUNE = [sys.executable, "-m", "kubetune.cli"]
@@ -30,7 +30,14 @@ TAG_IMAGE = "ghcr.io/kubetune/kubetune-trainer:0.1.0"
 OTHER_DIGEST = "registry.example/kubetune-trainer@sha256:" + "cd" * 32
 
 
-def kubetune(*args: str, cwd: Path = ROOT, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+def kubetune(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return run_cli(*args, cwd=cwd, env={**os.environ, "COLUMNS": "200"})
+
+
+def kubetune_process(
+    *args: str, cwd: Path = ROOT, timeout: int = 120
+) -> subprocess.CompletedProcess[str]:
+    """The whole-pipeline runs (`kubetune run`, `reproduce --local`) as real processes."""
     return subprocess.run(
         [*KUBETUNE, *args],
         capture_output=True,
@@ -323,11 +330,11 @@ def reproduced(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) 
     """A real tiny run (kubetune run) and its reproduction (reproduce --local), in one folder."""
     root = tmp_path_factory.mktemp("reproduce")
     path = write_yaml(root / "job.yaml", tiny_spec(tiny, train={"epochs": 2}))
-    original = kubetune("run", str(path), cwd=root, timeout=600)
+    original = kubetune_process("run", str(path), cwd=root, timeout=600)
     assert original.returncode == 0, original.stdout + original.stderr
     (run_dir,) = (root / "runs" / "tiny-cls").iterdir()
     uri = f"file://./runs/tiny-cls/{run_dir.name}"
-    proc = kubetune("reproduce", uri, "--local", cwd=root, timeout=600)
+    proc = kubetune_process("reproduce", uri, "--local", cwd=root, timeout=600)
     return root, uri, proc
 
 
@@ -368,7 +375,7 @@ def test_local_outside_tolerance_exits_1_naming_the_metric(reproduced: Any, tmp_
     root, uri, _proc = reproduced
     copy = _copy(root, tmp_path)
     _edit_record(copy, uri, lambda d: d["metrics"]["test"].update(accuracy=0.05))
-    proc = kubetune("reproduce", uri, "--local", cwd=copy)
+    proc = kubetune_process("reproduce", uri, "--local", cwd=copy)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "compared with the reproduction already at" in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
@@ -377,7 +384,7 @@ def test_local_outside_tolerance_exits_1_naming_the_metric(reproduced: Any, tmp_
     assert "eval accuracy" not in errors[0]
     assert "│ test  │ accuracy │     0.05 │" in proc.stdout and "✗ outside" in proc.stdout
     # A looser tolerance from the command line accepts the same difference.
-    loose = kubetune("reproduce", uri, "--local", "--tolerance", "100", cwd=copy)
+    loose = kubetune_process("reproduce", uri, "--local", "--tolerance", "100", cwd=copy)
     assert loose.returncode == 0, loose.stderr
 
 
@@ -386,7 +393,7 @@ def test_local_warns_where_packages_differ(reproduced: Any, tmp_path: Path) -> N
     root, uri, _proc = reproduced
     copy = _copy(root, tmp_path)
     _edit_record(copy, uri, lambda d: d["packages"].update(transformers="4.0.0"))
-    proc = kubetune("reproduce", uri, "--local", cwd=copy)
+    proc = kubetune_process("reproduce", uri, "--local", cwd=copy)
     assert proc.returncode == 0, proc.stderr
     from importlib import metadata
 
@@ -397,7 +404,7 @@ def test_local_warns_where_packages_differ(reproduced: Any, tmp_path: Path) -> N
 @pytest.mark.slow
 def test_local_refuses_the_runs_own_store(reproduced: Any) -> None:
     root, uri, _proc = reproduced
-    proc = kubetune("reproduce", uri, "--local", "--store", f"file://{root}/runs", cwd=root)
+    proc = kubetune_process("reproduce", uri, "--local", "--store", f"file://{root}/runs", cwd=root)
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
     assert "the recorded run lives there; a reproduction goes to another store" in line

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,20 +16,11 @@ from kubetune.store import FileStore, RunLocation, Store, open_store
 from kubetune.store.checkpoints import STATE_REMOVED
 from kubetune.store.record import RunFolder, parse_record
 
-from conftest import ROOT
-
-KUBETUNE = [sys.executable, "-m", "kubetune.cli"]
+from conftest import ROOT, run_cli
 
 
 def kubetune(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*KUBETUNE, *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "250"},
-    )
+    return run_cli(*args, cwd=cwd, env={**os.environ, "COLUMNS": "250"})
 
 
 def record(status: str, run_id: str, **extra: Any) -> dict[str, Any]:

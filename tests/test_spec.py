@@ -621,19 +621,19 @@ def test_rich_spec_is_valid() -> None:
     assert len(sweep.expand(loaded)) == 2
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # examples: conftest
 @given(st.text(max_size=200) | YAMLISH | YAMLISH.map(lambda t: BASE + t))
 def test_arbitrary_text_gives_a_spec_or_a_spec_error(text: str) -> None:
     _check_contract(text)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # examples: conftest
 @given(DATA | st.dictionaries(st.sampled_from(list(spec.JobSpec.model_fields)) | KEYS, DATA))
 def test_arbitrary_yaml_gives_a_spec_or_a_spec_error(data: Any) -> None:
     _check_contract(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # examples: conftest
 @given(st.data())
 def test_mutated_valid_spec_gives_a_spec_or_a_spec_error(data: st.DataObject) -> None:
     doc = copy.deepcopy(RICH_SPEC)

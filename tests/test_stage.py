@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from kubetune import stage, sweep
 from kubetune.errors import ConfigError
 from kubetune.store import MANIFEST, Store, StoreError, open_store
 
-from conftest import base_spec
+from conftest import base_spec, run_cli
 
 TRAIN = b'{"text": "shares rose", "label": "business"}\n{"text": "a goal", "label": "sports"}\n'
 EVAL = b'{"text": "profits fell", "label": "business"}\n'
@@ -200,14 +199,7 @@ def test_unwritable_store_is_one_line_and_leaves_no_manifest(s3_env: str, laptop
 
 
 def kubetune(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from kubetune.cli import main; main()", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COLUMNS": "300"},
-        timeout=300,
-    )
+    return run_cli(*args, cwd=cwd, env={**os.environ, "COLUMNS": "300"})
 
 
 def test_render_refuses_local_inputs_without_stage(laptop: Path, write_spec: Any) -> None:

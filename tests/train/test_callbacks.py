@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from transformers import TrainerControl, TrainerState, TrainingArguments
-
-from kubetune.train.callbacks import SaveOncePerStep
-
 
 def test_a_step_that_was_saved_is_not_saved_again_at_its_epochs_end(tmp_path: object) -> None:
     """A stop on the last step of an epoch saves at the step's end; saving by epoch would save
     the same step again at the epoch's end, rewriting the first save's files in place."""
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from kubetune.train.callbacks import SaveOncePerStep
+
     args = TrainingArguments(output_dir=str(tmp_path), report_to="none")
     once = SaveOncePerStep()
     state = TrainerState(global_step=10)

@@ -5,16 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from transformers import AutoTokenizer, DataCollatorForTokenClassification
 
 from kubetune import spec
-from kubetune.train import ner
-from kubetune.train.data import load_splits
 
 NAMES = ["O", "B-loc", "I-loc", "B-person", "I-person"]
 
 
 def test_first_sub_token_carries_the_tag() -> None:
+    from kubetune.train import ner
+
     # words: [Paris, Johnson] where Johnson splits in two; plus [CLS]/[SEP]
     word_ids = [None, 0, 1, 1, None]
     tags = [1, 3]
@@ -22,12 +21,16 @@ def test_first_sub_token_carries_the_tag() -> None:
 
 
 def test_label_all_tokens_turns_b_into_i_after_the_first() -> None:
+    from kubetune.train import ner
+
     word_ids = [None, 0, 0, 0, 1, None]
     tags = [3, 0]
     assert ner.align_labels(word_ids, tags, NAMES, label_all=True) == [-100, 3, 4, 4, 0, -100]
 
 
 def test_entity_spans_have_character_offsets() -> None:
+    from kubetune.train import ner
+
     tokens = ["John", "Smith", "visited", "New", "York", "today"]
     tags = ["B-person", "I-person", "O", "B-loc", "I-loc", "O"]
     spans = ner.entity_spans(tokens, tags)
@@ -40,12 +43,19 @@ def test_entity_spans_have_character_offsets() -> None:
 
 
 def test_entity_spans_split_on_type_change_and_stray_i() -> None:
+    from kubetune.train import ner
+
     spans = ner.entity_spans(["a", "b", "c"], ["B-loc", "I-person", "I-person"])
     assert [(s["type"], s["text"]) for s in spans] == [("loc", "a"), ("person", "b c")]
 
 
 @pytest.mark.parametrize("label_all", [False, True])
 def test_no_label_reaches_padding_or_special_tokens(tiny: dict[str, Path], label_all: bool) -> None:
+    from transformers import AutoTokenizer, DataCollatorForTokenClassification
+
+    from kubetune.train import ner
+    from kubetune.train.data import load_splits
+
     from tiny import tiny_spec
 
     job = spec.validate(tiny_spec(tiny, "ner", data={"label_all_tokens": label_all}))

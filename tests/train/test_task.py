@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-import torch
-
-from kubetune.train import task
-from kubetune.train.causal_lm import Collator
 
 
 def test_batches_are_padded_to_a_multiple_only_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from kubetune.train import task
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert task.pad_multiple() is None
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -17,6 +17,8 @@ def test_batches_are_padded_to_a_multiple_only_on_a_gpu(monkeypatch: pytest.Monk
 
 
 def test_causal_lm_collator_rounds_the_length_up_and_fills_as_padding() -> None:
+    from kubetune.train.causal_lm import Collator
+
     features = [
         {"input_ids": [5, 6, 7], "attention_mask": [1, 1, 1], "labels": [5, 6, 7]},
         {"input_ids": [8] * 9, "attention_mask": [1] * 9, "labels": [8] * 9},
