@@ -206,10 +206,10 @@ def test_a_failed_job_is_refused_and_replace_runs_it_again(kube: FakeKube, tmp_p
 @pytest.mark.parametrize(
     ("first", "second", "difference"),
     [
-        (["--store", "s3://a"], ["--store", "s3://b"], "KUBETUNE_STORE s3://a → s3://b"),
+        (["--store", "s3://store-a"], ["--store", "s3://store-b"], "KUBETUNE_STORE s3://store-a → s3://store-b"),
         (
-            ["--store", "s3://a"],
-            ["--store", "s3://a", "--image", OTHER_DIGEST],
+            ["--store", "s3://store-a"],
+            ["--store", "s3://store-a", "--image", OTHER_DIGEST],
             f"trainer image ghcr.io/kubetune/kubetune-trainer@sha256:{'ab' * 32} → {OTHER_DIGEST}",
         ),
     ],
@@ -237,7 +237,7 @@ def test_the_api_server_would_refuse_that_template_change(kube: FakeKube, tmp_pa
     template on an existing Job with 422 "field is immutable"."""
     uri = stored_run(tmp_path / "runs")
     run_id = uri.rsplit("/", 1)[-1]
-    assert reproduce(uri, "--store", "s3://a").code == 0
+    assert reproduce(uri, "--store", "s3://store-a").code == 0
     job = kube.get("jobs", "ml", run_id)
     assert job is not None
     changed = yaml.safe_load(yaml.safe_dump(job))
@@ -264,7 +264,7 @@ def test_a_job_of_another_run_is_refused(kube: FakeKube, tmp_path: Path) -> None
             "spec": {"template": {"spec": {"containers": []}}},
         }
     )
-    refused = reproduce(uri, "--store", "s3://a", "--replace")
+    refused = reproduce(uri, "--store", "s3://store-a", "--replace")
     assert refused.code == 2
     assert refused.errors == [
         f"Job ml/{run_id} exists and is not this run (spec hash none); delete it (kubectl "
@@ -276,11 +276,11 @@ def test_a_job_of_another_run_is_refused(kube: FakeKube, tmp_path: Path) -> None
 def test_a_job_being_deleted_exits_1_saying_to_try_again(kube: FakeKube, tmp_path: Path) -> None:
     uri = stored_run(tmp_path / "runs")
     run_id = uri.rsplit("/", 1)[-1]
-    assert reproduce(uri, "--store", "s3://a").code == 0
+    assert reproduce(uri, "--store", "s3://store-a").code == 0
     kube.hold_deletion("jobs", "ml", run_id)
     assert cluster.connect().delete(cluster.JOB, "ml", run_id, "Foreground")
     kube.requests.clear()
-    ran = reproduce(uri, "--store", "s3://a")
+    ran = reproduce(uri, "--store", "s3://store-a")
     assert ran.code == 1
     assert ran.errors == [f"Job ml/{run_id} is being deleted; run this again once it is gone"]
     assert writes(kube) == []
@@ -291,12 +291,12 @@ def test_replace_waits_until_the_old_job_and_its_pods_are_gone(
 ) -> None:
     uri = stored_run(tmp_path / "runs")
     run_id = uri.rsplit("/", 1)[-1]
-    assert reproduce(uri, "--store", "s3://a").code == 0
+    assert reproduce(uri, "--store", "s3://store-a").code == 0
     old_uid = kube.get("jobs", "ml", run_id)["metadata"]["uid"]  # type: ignore[index]
     kube.hold_deletion("jobs", "ml", run_id)  # its pods take their grace period to stop
     kube.requests.clear()
     proc = subprocess.Popen(
-        [*KUBETUNE, "reproduce", uri, "--submit", "-n", "ml", "--store", "s3://b", "--replace"],
+        [*KUBETUNE, "reproduce", uri, "--submit", "-n", "ml", "--store", "s3://store-b", "--replace"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -322,7 +322,7 @@ def test_replace_waits_until_the_old_job_and_its_pods_are_gone(
     assert proc.returncode == 0, err
     job = kube.get("jobs", "ml", run_id)
     assert job is not None and job["metadata"]["uid"] != old_uid
-    assert env_of(job)["KUBETUNE_STORE"] == "s3://b"
+    assert env_of(job)["KUBETUNE_STORE"] == "s3://store-b"
 
 
 def test_reproduce_submit_api_error_exits_1_in_one_line(kube: FakeKube, tmp_path: Path) -> None:
