@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import base_spec, run_cli
 from tiny import tiny_spec, write_yaml
 
 KUBETUNE = str(Path(sys.executable).with_name("kubetune"))
@@ -57,9 +58,10 @@ def test_run_config_error_exits_2_with_the_trainers_line(
     assert errors and "data.label_column: column 'topic' is not in the train data" in errors[0]
 
 
-def test_run_rejects_a_bad_store(tiny: dict[str, Path], tmp_path: Path) -> None:
-    path = write_yaml(tmp_path / "job.yaml", tiny_spec(tiny))
-    proc = kubetune("run", str(path), "--store", "ftp://x", cwd=tmp_path)
+def test_run_rejects_a_bad_store(tmp_path: Path) -> None:
+    # Refused before any model or data is looked at: no tiny model needed.
+    path = write_yaml(tmp_path / "job.yaml", base_spec())
+    proc = run_cli("run", str(path), "--store", "ftp://x", cwd=tmp_path)
     assert proc.returncode == 2 and "--store ftp://x: use file://" in proc.stderr
 
 

@@ -206,7 +206,11 @@ def test_a_failed_job_is_refused_and_replace_runs_it_again(kube: FakeKube, tmp_p
 @pytest.mark.parametrize(
     ("first", "second", "difference"),
     [
-        (["--store", "s3://store-a"], ["--store", "s3://store-b"], "KUBETUNE_STORE s3://store-a → s3://store-b"),
+        (
+            ["--store", "s3://store-a"],
+            ["--store", "s3://store-b"],
+            "KUBETUNE_STORE s3://store-a → s3://store-b",
+        ),
         (
             ["--store", "s3://store-a"],
             ["--store", "s3://store-a", "--image", OTHER_DIGEST],
@@ -296,7 +300,17 @@ def test_replace_waits_until_the_old_job_and_its_pods_are_gone(
     kube.hold_deletion("jobs", "ml", run_id)  # its pods take their grace period to stop
     kube.requests.clear()
     proc = subprocess.Popen(
-        [*KUBETUNE, "reproduce", uri, "--submit", "-n", "ml", "--store", "s3://store-b", "--replace"],
+        [
+            *KUBETUNE,
+            "reproduce",
+            uri,
+            "--submit",
+            "-n",
+            "ml",
+            "--store",
+            "s3://store-b",
+            "--replace",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -13,14 +13,11 @@ import re
 import tomllib
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
-import torch
-import transformers
 from packaging.requirements import Requirement
 from packaging.version import Version
-from transformers import Seq2SeqTrainer, Trainer
-from transformers import trainer as trainer_module
 
 from kubetune.store.checkpoints import RESUME_ONLY
 from kubetune.train import trainer_internals
@@ -39,9 +36,17 @@ from kubetune.train.trainer_internals import (
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def hf_trainer() -> Any:
+    """transformers' trainer module, imported when a test runs: imported at collection it
+    would cost every worker of the fast suite ten seconds."""
+    from transformers import trainer
+
+    return trainer
+
+
 def _methods() -> dict[str, ast.FunctionDef]:
     """The installed Trainer's methods, parsed."""
-    tree = ast.parse(inspect.getsource(trainer_module))
+    tree = ast.parse(inspect.getsource(hf_trainer()))
     (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Trainer"]
     return {n.name: n for n in cls.body if isinstance(n, ast.FunctionDef)}
 
@@ -108,8 +113,11 @@ def test_the_running_loss_is_what_logging_and_train_loss_read() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(OVERRIDDEN))
-@pytest.mark.parametrize("cls", [Trainer, Seq2SeqTrainer])
-def test_the_overridden_methods_exist_with_the_same_parameters(name: str, cls: type) -> None:
+@pytest.mark.parametrize("class_name", ["Trainer", "Seq2SeqTrainer"])
+def test_the_overridden_methods_exist_with_the_same_parameters(name: str, class_name: str) -> None:
+    import transformers
+
+    cls = getattr(transformers, class_name)
     theirs = getattr(cls, name, None)
     assert theirs is not None, f"{cls.__name__}.{name} is gone: TrainerHooks overrides nothing"
     assert tuple(inspect.signature(theirs).parameters) == OVERRIDDEN[name]
@@ -117,7 +125,7 @@ def test_the_overridden_methods_exist_with_the_same_parameters(name: str, cls: t
 
 
 def test_the_overridden_methods_are_still_called_by_the_trainer() -> None:
-    source = inspect.getsource(trainer_module)
+    source = inspect.getsource(hf_trainer())
     for name in OVERRIDDEN:
         assert f"self.{name}" in source.replace(f"def {name}", ""), f"Trainer never calls {name}"
 
@@ -130,11 +138,17 @@ def test_the_hooks_override_only_what_the_adapter_names() -> None:
 def test_checkpoint_folders_and_resume_only_files_have_the_names_kubetune_expects(
     tmp_path: Path,
 ) -> None:
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    assert trainer_internals.PREFIX_CHECKPOINT_DIR == PREFIX_CHECKPOINT_DIR
     assert checkpoint_dir(tmp_path, 25) == tmp_path / "checkpoint-25"
     for step in (5, 25, 100):
         checkpoint_dir(tmp_path, step).mkdir()
     assert checkpoint_steps(tmp_path) == [5, 25, 100]
 
+    import transformers
+
+    trainer_module = hf_trainer()
     # kubetune.store.checkpoints trims these from completed runs without importing
     # transformers: they must be exactly the Trainer's resume-only files.
     for name in ("OPTIMIZER_NAME", "OPTIMIZER_NAME_BIN", "SCHEDULER_NAME", "SCALER_NAME"):
@@ -142,12 +156,14 @@ def test_checkpoint_folders_and_resume_only_files_have_the_names_kubetune_expect
     for name in ("TRAINER_STATE_NAME", "TRAINING_ARGS_NAME"):
         assert not RESUME_ONLY.fullmatch(getattr(trainer_module, name)), name
     assert not RESUME_ONLY.fullmatch(transformers.utils.SAFE_WEIGHTS_NAME)
-    rng = inspect.getsource(Trainer._save_rng_state)
+    rng = inspect.getsource(trainer_module.Trainer._save_rng_state)
     assert '"rng_state.pth"' in rng and "rng_state_{" in rng
     assert RESUME_ONLY.fullmatch("rng_state.pth") and RESUME_ONLY.fullmatch("rng_state_3.pth")
 
 
 def test_the_running_loss_round_trips_through_a_checkpoint() -> None:
+    import torch
+
     state = SimpleNamespace(global_step=12)
     saved = SimpleNamespace(
         _tr_loss=torch.tensor(0.75),
@@ -187,6 +203,8 @@ def test_the_train_extra_caps_transformers_at_the_tested_major_version() -> None
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
         "optional-dependencies"
     ]
+    import transformers
+
     (wanted,) = [r for r in map(Requirement, extras["train"]) if r.name == "transformers"]
     installed = Version(transformers.__version__)
     assert installed in wanted.specifier

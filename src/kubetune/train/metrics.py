@@ -8,11 +8,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from seqeval.metrics import classification_report as seq_report
-from seqeval.metrics import f1_score as seq_f1
-from seqeval.metrics import precision_score as seq_precision
-from seqeval.metrics import recall_score as seq_recall
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 
 def classification_metrics(
@@ -20,6 +15,9 @@ def classification_metrics(
 ) -> dict[str, Any]:
     """Accuracy, macro-F1 and per-class F1 (flat keys, so trackers can plot them)."""
     ids = list(range(len(names)))
+    # scikit-learn and seqeval load in seconds: imported where a metric is computed.
+    from sklearn.metrics import accuracy_score, f1_score
+
     per_class = f1_score(labels, predictions, labels=ids, average=None, zero_division=0)
     out: dict[str, Any] = {
         "accuracy": float(accuracy_score(labels, predictions)),
@@ -33,12 +31,19 @@ def classification_metrics(
 
 def confusion(labels: np.ndarray, predictions: np.ndarray, names: list[str]) -> dict[str, Any]:
     """Confusion matrix with its axes named: rows are true labels, columns predictions."""
+    from sklearn.metrics import confusion_matrix
+
     matrix = confusion_matrix(labels, predictions, labels=list(range(len(names))))
     return {"labels": names, "matrix": matrix.tolist()}
 
 
 def entity_metrics(gold: list[list[str]], predicted: list[list[str]]) -> dict[str, Any]:
     """Entity-level precision, recall and F1, overall and per entity type (seqeval)."""
+    from seqeval.metrics import classification_report as seq_report
+    from seqeval.metrics import f1_score as seq_f1
+    from seqeval.metrics import precision_score as seq_precision
+    from seqeval.metrics import recall_score as seq_recall
+
     out: dict[str, Any] = {
         "precision": float(seq_precision(gold, predicted, zero_division=0)),
         "recall": float(seq_recall(gold, predicted, zero_division=0)),

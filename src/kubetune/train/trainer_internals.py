@@ -29,10 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import SequentialSampler
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
 from kubetune.faults import failpoint
+
+#: The Trainer's checkpoint folders are ``checkpoint-<step>`` (transformers'
+#: ``PREFIX_CHECKPOINT_DIR``, which the test of this module compares). Spelled here so that
+#: importing the adapter imports neither torch nor transformers.
+PREFIX_CHECKPOINT_DIR = "checkpoint"
 
 #: The Trainer's private attributes of the running loss (see the module's docstring).
 RUNNING_LOSS = ("_tr_loss", "_total_loss_scalar", "_globalstep_last_logged")
@@ -126,6 +128,8 @@ class TrainerHooks:
     def _get_eval_sampler(self, eval_dataset: Any) -> Any:
         if eval_dataset is None or self.args.world_size > 1:
             return None  # accelerate shards in order and gathers back in order
+        from torch.utils.data import SequentialSampler
+
         return SequentialSampler(eval_dataset)
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
