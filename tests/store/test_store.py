@@ -159,3 +159,20 @@ def test_s3_exists_is_false_only_when_the_key_is_not_there(code: str, status: in
         stub.add_client_error("get_object", service_error_code="NoSuchKey", http_status_code=404)
         with pytest.raises(NotFoundError, match="not found"):
             store.read_bytes("a/run.json")
+
+
+def test_clients_share_parsed_models_but_read_credentials_afresh(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kubetune.store.s3 import make_client
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "first")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    first = make_client("http://127.0.0.1:9", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "second")
+    second = make_client("http://127.0.0.1:9", "us-east-1")
+    assert first._request_signer._credentials.access_key == "first"
+    assert second._request_signer._credentials.access_key == "second"
+    # One parse of the S3 model serves both: the same loaded description, not an equal copy.
+    described = [c.meta.service_model._service_description for c in (first, second)]
+    assert described[0] is described[1]

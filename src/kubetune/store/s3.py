@@ -17,6 +17,7 @@ Client settings that matter for S3-compatible stores:
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -72,15 +73,33 @@ def make_client(
     concurrency: int = 10,
     patient: bool = True,
 ) -> Any:
-    """A boto3 S3 client at ``endpoint`` (else ``$AWS_ENDPOINT_URL[_S3]``)."""
-    import boto3
+    """A boto3 S3 client at ``endpoint`` (else ``$AWS_ENDPOINT_URL[_S3]``).
 
-    return boto3.session.Session().client(
+    Each client gets a fresh session, so credentials and profiles are read as they are now,
+    but every session shares one loader of botocore's service models: parsing the S3 model
+    again is most of a new client's cost (0.14 s of CPU, against 0.05 s shared), paid by
+    ``kubetune status`` for every store its runs name.
+    """
+    import boto3
+    import botocore.session
+
+    core = botocore.session.Session()
+    core.register_component("data_loader", _models())
+    return boto3.session.Session(botocore_session=core).client(
         "s3",
         endpoint_url=_endpoint(endpoint),
         region_name=region or None,
         config=client_config(concurrency, endpoint=endpoint, patient=patient),
     )
+
+
+@functools.cache
+def _models() -> Any:
+    """botocore's loader of service models, one per process (it caches what it parsed),
+    made as a session makes it (``AWS_DATA_PATH`` and all)."""
+    import botocore.session
+
+    return botocore.session.Session().get_component("data_loader")
 
 
 def _endpoint(explicit: str | None = None) -> str | None:
