@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from kubetune import render, spec, stage, sweep
-from kubetune.store import ENDPOINT_ENV
+from kubetune.kube.names import STORE_ENDPOINT_ENV as ENDPOINT_ENV
 
 from conftest import ROOT
 

@@ -17,7 +17,7 @@ import yaml
 
 from kubetune import render, spec, sweep
 from kubetune.errors import ConfigError, RenderError, SpecError
-from kubetune.store import ENDPOINT_ENV
+from kubetune.kube.names import STORE_ENDPOINT_ENV as ENDPOINT_ENV
 
 from conftest import ROOT, base_spec, run_cli
 

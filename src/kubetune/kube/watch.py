@@ -27,7 +27,6 @@ from kubetune.kube.names import MANAGED_SELECTOR, RUN_ID_LABEL, SWEEP_LABEL
 
 #: A run id: ``<name>-<8 hex>``.
 _RUN_ID = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?-[0-9a-f]{8}$")
-WORKERS = 16
 #: The Jobs and the pods of a sweep at one moment.
 Snapshot = tuple[list[dict[str, Any]], list[dict[str, Any]]]
 

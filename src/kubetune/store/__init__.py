@@ -44,7 +44,6 @@ from kubetune.store.uri import URI_FORMS, check_uri, uri_problem
 __all__ = [
     "CHECKPOINTS",
     "DEFAULT_STORE",
-    "ENDPOINT_ENV",
     "MANIFEST",
     "URI_FORMS",
     "ConflictError",
@@ -64,16 +63,10 @@ __all__ = [
 ]
 
 
-#: The endpoint at which this process reaches S3-compatible stores, when that differs from
-#: the spec's ``storage.endpoint`` (the address pods use): a MinIO in the cluster that a laptop
-#: reaches through a port-forward, or a pod whose store ``kubetune reproduce --endpoint``
-#: moved. The chart sets it from the rendered endpoint.
-ENDPOINT_ENV = names.STORE_ENDPOINT_ENV
-
-
 def endpoint_here(configured: str | None) -> str | None:
-    """The endpoint this process uses: ``$KUBETUNE_STORE_ENDPOINT``, else ``configured``."""
-    return os.environ.get(ENDPOINT_ENV) or configured
+    """The endpoint this process uses (:data:`kubetune.kube.names.STORE_ENDPOINT_ENV`: a
+    laptop's port-forward, a store ``reproduce --endpoint`` moved), else ``configured``."""
+    return os.environ.get(names.STORE_ENDPOINT_ENV) or configured
 
 
 def open_store(
