@@ -391,6 +391,31 @@ def test_deep_nesting_is_rejected_without_recursion_error(text: str) -> None:
     assert re.search(r"nests (too deeply|deeper than \d+ levels)", line)
 
 
+def test_libyaml_and_the_pure_python_parser_read_every_spec_alike(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The examples and the corpus of bad specs: the same data, key lines and errors."""
+    from kubetune import _yaml
+
+    paths = [*sorted((ROOT / "jobs").glob("*.yaml")), *sorted((TESTS / "specs").rglob("*.yaml"))]
+    assert len(paths) > 100
+
+    def read_all() -> dict[str, tuple[Any, Any]]:
+        read = {}
+        for path in paths:
+            try:
+                read[str(path)] = _yaml.load(path.read_text(encoding="utf-8"), path.name)
+            except SpecError as exc:
+                read[str(path)] = (None, exc.lines())
+        return read
+
+    fast = read_all()
+    monkeypatch.setattr(yaml, "__with_libyaml__", False)
+    slow = read_all()
+    for name, parsed in fast.items():
+        assert slow[name] == parsed, name
+
+
 def test_yaml_syntax_error_has_a_line() -> None:
     err = _loads_error(BASE + "train: {epochs: 2\nlora: {r: 8}\n")
     [issue] = err.issues

@@ -11,6 +11,12 @@ PyYAML's ``SafeLoader`` already refuses ``!!python/object`` tags. On top of it t
 * bounds the size of the document after alias expansion (a "billion laughs" spec) and its
   depth;
 * records the line of every key so errors can point at it.
+
+Speed: libyaml's parser (PyYAML's C extension) composes a spec nine times faster than the
+pure-Python one (0.6 ms against 5.4 ms for jobs/bbc-news-lr-lora-grid.yaml). Its composer
+recurses in C, though, so a document nested thousands deep would crash the process: the nesting
+is first measured on libyaml's event stream, which keeps no stack. A document libyaml refuses
+is parsed again by the pure-Python loader, whose messages are the ones users have always read.
 """
 
 from __future__ import annotations
@@ -61,6 +67,51 @@ _Loader.add_implicit_resolver(
 _Loader.add_implicit_resolver(_FLOAT_TAG, _FLOAT, list("-+0123456789."))
 
 
+_OPENS = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_CLOSES = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+
+if yaml.__with_libyaml__:
+
+    class _CLoader(yaml.CSafeLoader):
+        """:class:`_Loader`'s rules over libyaml's parser."""
+
+    _CLoader.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+
+
+def _compose(text: str) -> tuple[yaml.Node | None, Any]:
+    """The document's node graph and the loader that will construct it: libyaml's when it is
+    installed and accepts the text, else the pure-Python one (whose errors then propagate)."""
+    if yaml.__with_libyaml__:
+        try:
+            depth = 0
+            for event in yaml.parse(text, Loader=yaml.CSafeLoader):
+                if isinstance(event, _OPENS):
+                    depth += 1
+                    if depth > MAX_DEPTH:
+                        raise SpecError([Issue("", f"YAML nests deeper than {MAX_DEPTH} levels")])
+                elif isinstance(event, _CLOSES):
+                    depth -= 1
+            return _single_node(_CLoader(text))
+        except yaml.YAMLError:
+            pass  # parsed again below, for the pure-Python loader's message
+    return _single_node(_Loader(text))
+
+
+def _single_node(loader: Any) -> tuple[yaml.Node | None, Any]:
+    try:
+        return loader.get_single_node(), loader
+    except BaseException:
+        loader.dispose()
+        raise
+
+
+def load_rendered(text: str) -> Any:
+    """Parse a document kubetune or Helm wrote (a manifest, Chart.yaml) with PyYAML's safe rules,
+    by libyaml where installed: ten times faster, and the parse holds the GIL that submit's
+    worker threads share. Not for a user's spec: :func:`load` is."""
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def parse_scalar(text: str) -> Any:
     """Parse one ``--set`` value the way it would read inside a spec file."""
     try:
@@ -77,10 +128,9 @@ def load(text: str, source: str | None = None) -> tuple[Any, dict[Path, int]]:
     """
     if len(text.encode("utf-8", errors="replace")) > MAX_BYTES:
         raise SpecError([Issue("", f"spec is larger than {MAX_BYTES // 1024} KiB")], source)
-    loader: _Loader | None = None
+    loader: Any = None
     try:
-        loader = _Loader(text)
-        node = loader.get_single_node()
+        node, loader = _compose(text)
         if node is None:
             return None, {}
         lines: dict[Path, int] = {}

@@ -29,6 +29,7 @@ from typing import Any, TypeGuard
 from kubetune import local, preflight, sweep
 from kubetune import render as rendermod
 from kubetune import spec as specmod
+from kubetune._yaml import load_rendered
 from kubetune.errors import ConfigError, KubetuneError
 from kubetune.kube import client as cluster
 from kubetune.kube.names import POD_TEMPLATE_ANNOTATION, SPEC_HASH_ANNOTATION, STORE_ENV
@@ -218,9 +219,7 @@ def current_pod_template() -> str:
 
 
 def _chart_yaml() -> dict[str, Any]:
-    import yaml
-
-    data: dict[str, Any] = yaml.safe_load(
+    data: dict[str, Any] = load_rendered(
         (rendermod.chart_dir() / "Chart.yaml").read_text(encoding="utf-8")
     )
     return data
@@ -385,9 +384,7 @@ def submit(
 
 
 def yaml_doc(text: str) -> dict[str, Any]:
-    import yaml
-
-    data = yaml.safe_load(text + "\n")
+    data = load_rendered(text + "\n")
     return data if isinstance(data, dict) else {}
 
 

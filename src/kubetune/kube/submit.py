@@ -40,8 +40,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
+from kubetune._yaml import load_rendered
 from kubetune.errors import ConfigError, Interrupted, KubetuneError
 from kubetune.kube import client as kube
 from kubetune.kube.errors import (
@@ -66,8 +65,6 @@ FATAL: tuple[type[KubetuneError], ...] = (
 )
 
 CREATED, UNCHANGED, CONFLICT, FAILED = "created", "unchanged", "conflict", "failed"
-#: libyaml's loader where installed: ~10× faster, and the workers parse while holding the GIL.
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -234,7 +231,7 @@ def manifests(item: Rendered) -> list[Manifest]:
         chart = _CHART.search(text)
         kind = kube.APPLIED_KINDS.get((header.get("apiVersion", ""), header.get("kind", "")))
         if kind is None or name is None:
-            doc = yaml.load(text + "\n", Loader=_Loader)
+            doc = load_rendered(text + "\n")
             kind = kube.kind_of(doc)
             labels = doc["metadata"].get("labels") or {}
             out.append(Manifest(kind, doc["metadata"]["name"], text, labels.get(CHART_LABEL, "")))
@@ -343,7 +340,7 @@ def with_owner(doc: Manifest, reference: dict[str, Any]) -> Manifest:
     if found is not None:
         text = doc.text[: found.end()] + line + doc.text[found.end() :]
     else:
-        data = yaml.load(doc.text + "\n", Loader=_Loader)
+        data = load_rendered(doc.text + "\n")
         data.setdefault("metadata", {})["ownerReferences"] = [reference]
         text = json.dumps(data)
     return Manifest(doc.kind, doc.name, text, doc.chart)
