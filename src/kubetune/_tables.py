@@ -1,7 +1,7 @@
 """Columns of the CLI's rich tables that must never cut what they show.
 
 Rich fits a table to the terminal by shrinking columns: a ``no_wrap`` column is cut with an
-ellipsis, any other is wrapped, so at 60 columns a run id (``bbc-news-grid-29ed0de5``) came
+ellipsis, any other is wrapped, so at 60 columns a run id (``bbc-news-grid-0bdd0839``) came
 out as ``bbc-news-gr…`` and a learning rate as ``2e-…``. A run id is what a user copies into
 the next command, and a sweep's parameter values are what tells its runs apart, so these
 columns get a minimum width and the other columns (and their own headers) give way.
