@@ -4,29 +4,40 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import io
+import json
 import os
 import re
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from hypothesis import settings
 
 # pytest caches each test module as it rewrote its asserts, and Python each kubetune module it
 # compiled, beside the source (git ignores __pycache__) -- unless bytecode writing is off, as
 # PYTHONDONTWRITEBYTECODE turns it off on these machines: then every worker of every run
 # parses and rewrites the whole suite again, ten seconds of each fast run. Tests only read
-# the caches; a changed file is compiled again.
+# the caches; a changed file is compiled again. (Hypothesis, a pytest plugin whose modules pytest
+# rewrites too, is imported after this line, in pytest_configure, so it is cached as well.)
 sys.dont_write_bytecode = False
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGEST_IMAGE = "ghcr.io/kubetune/kubetune-trainer@sha256:" + "ab" * 32
+
+
+#: libyaml's safe loader (seven times faster than PyYAML's on a 50-run sweep's manifests).
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def yaml_docs(text: str) -> list[Any]:
+    """The non-empty documents of a YAML stream (rendered manifests), parsed by libyaml."""
+    return [d for d in yaml.load_all(text, Loader=SAFE_LOADER) if d]
 
 
 #: A module whose every test is slow says so once, at the top (``pytestmark``).
@@ -37,8 +48,6 @@ ALL_SLOW = re.compile(r"^pytestmark = \[?\s*pytest\.mark\.slow\b", re.MULTILINE)
 #: draws 200; the fast suite a developer runs (``-m "not slow"``) draws 50 of the same
 #: strategies. ``--hypothesis-profile`` chooses either by name.
 FUZZ_EXAMPLES = {"full": 200, "fast": 50}
-for _name, _examples in FUZZ_EXAMPLES.items():
-    settings.register_profile(_name, max_examples=_examples)
 
 
 def fast_run(config: pytest.Config) -> bool:
@@ -57,9 +66,43 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return None
 
 
+#: What collecting the fast suite must leave unimported: each costs every xdist worker seconds
+#: of CPU before a test runs. A test that needs one imports it in its body.
+HEAVY = ("torch", "transformers", "datasets", "accelerate", "peft", "evaluate", "matplotlib")
+
+
+def _heavy_loaded() -> set[str]:
+    return {name for name in HEAVY if name in sys.modules}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(
+    collector: pytest.Collector,
+) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    """Under ``-m "not slow"``, a test module whose import pulls in a :data:`HEAVY` module is a
+    collection error naming it (xdist reports it as it reports any module that fails to
+    import)."""
+    before = _heavy_loaded()
+    report = yield
+    checked = isinstance(collector, pytest.Module) and fast_run(collector.config)
+    if checked and report.passed and (loaded := sorted(_heavy_loaded() - before)):
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{collector.path.name} imports {', '.join(loaded)} when collected: the fast "
+            "suite's every worker would pay for it; import it inside the tests that use it"
+        )
+    return report
+
+
 #: The xdist group of the fast tests that import torch and transformers in the test process
 #: (the trainer's modules; about 10 s of CPU): one worker imports them, not every worker.
 ML_GROUP = "imports-torch"
+
+
+#: The xdist group of the modules that stage the examples (tests/test_jobs.py and
+#: tests/test_gitops.py): they share the examples' store, so in one worker, against one moto,
+#: the packaged model (91 MB) is uploaded once for both, as it would be for a user.
+EXAMPLES_GROUP = "examples-store"
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (--dist loadgroup)
@@ -80,7 +123,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(pytest.mark.xdist_group(group))
 
 
+@pytest.hookimpl(tryfirst=True)  # the profiles exist before hypothesis's plugin loads one
 def pytest_configure(config: pytest.Config) -> None:
+    from hypothesis import settings
+
+    # The test processes hold large heaps (torch and transformers in one worker, moto's and
+    # hypothesis's objects in all): at Python's default thresholds the collector made about
+    # 5,000 passes, 26 of them full, 9 s of the fast suite's CPU; these make it about 600.
+    gc.set_threshold(10_000, 20, 20)
+    for name, examples in FUZZ_EXAMPLES.items():
+        settings.register_profile(name, max_examples=examples)
     if config.getoption("--hypothesis-profile", None) is None:
         settings.load_profile("fast" if fast_run(config) else "full")
 
@@ -92,6 +144,58 @@ def pytest_configure(config: pytest.Config) -> None:
     contents = kubernetes_validate.utils.schema_contents
     if not hasattr(contents, "cache_info"):
         kubernetes_validate.utils.schema_contents = functools.cache(contents)
+
+
+#: ``kubetune`` commands run one after another in one Python process, through the console
+#: script's entry point: argv[1] is a JSON list of argument lists, argv[2] a JSON list of
+#: top-level packages the process may not import. The last line on stderr is ``REPORT=`` and
+#: a JSON list: each command, its exit code, and the forbidden imports it tried.
+CLI_SEQUENCE = """
+import json, sys
+forbidden, attempted = set(json.loads(sys.argv[2])), []
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in forbidden:
+            attempted.append(name)
+            raise ImportError('this command must not import ' + name)
+sys.meta_path.insert(0, Block())
+from kubetune import cli
+report = []
+for args in json.loads(sys.argv[1]):
+    sys.argv = ['kubetune', *args]
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = exc.code
+    report.append({'args': args, 'code': code, 'attempted': attempted[:]})
+    del attempted[:]
+print('REPORT=' + json.dumps(report), file=sys.stderr)
+"""
+
+
+def cli_sequence(
+    commands: list[list[str]],
+    *,
+    forbidden: tuple[str, ...] = (),
+    cwd: Path = ROOT,
+    env: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Run ``kubetune`` COMMANDS in one new process (:data:`CLI_SEQUENCE`), for tests about a
+    process (what it imports, output that must not depend on the hash seed or the locale)
+    that need several commands: one interpreter start, not one per command. Returns the
+    report, one entry per command; fails the test unless every command exits 0."""
+    proc = subprocess.run(
+        [sys.executable, "-c", CLI_SEQUENCE, json.dumps(commands), json.dumps(forbidden)],
+        capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("REPORT=")]
+    report: list[dict[str, Any]] = json.loads(line.removeprefix("REPORT="))
+    assert [r["args"] for r in report] == commands
+    for ran in report:
+        assert ran["code"] in (0, None), (ran, proc.stderr)
+    return report
 
 
 def run_cli(

@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,9 @@ import yaml
 
 from kubetune import render, spec, sweep
 
-from conftest import ROOT, run_cli
+from conftest import EXAMPLES_GROUP, ROOT, cli_sequence, run_cli, yaml_docs
+
+pytestmark = pytest.mark.xdist_group(EXAMPLES_GROUP)
 
 DEPLOY = ROOT / "deploy"
 CHART = ROOT / "charts" / "kubetune-job"
@@ -48,16 +49,7 @@ S3_ENV = {
 
 
 def load(name: str) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all((DEPLOY / name).read_text(encoding="utf-8")) if d]
-
-
-def kubetune(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-c", "from kubetune.cli import main; main()", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+    return yaml_docs((DEPLOY / name).read_text(encoding="utf-8"))
 
 
 def render_line(name: str) -> tuple[str, str, str]:
@@ -177,13 +169,12 @@ def test_kustomize_builds_exactly_the_rendered_objects(config_repo: Path) -> Non
     def key(doc: dict[str, Any]) -> tuple[str, str]:
         return doc["kind"], doc["metadata"]["name"]
 
-    from_kustomize = {key(d): d for d in yaml.safe_load_all(built) if d}
+    from_kustomize = {key(d): d for d in yaml_docs(built)}
     from_files = {
         key(d): d
         for path in folder.glob("*.yaml")
         if path.name != render.KUSTOMIZATION
-        for d in yaml.safe_load_all(path.read_text(encoding="utf-8"))
-        if d
+        for d in yaml_docs(path.read_text(encoding="utf-8"))
     }
     assert from_kustomize == from_files
     assert len([k for k in from_files if k[0] == "Job"]) == 9  # the 3 × 3 grid, values/ not applied
@@ -220,7 +211,7 @@ def test_argocd_helm_source_renders_the_same_run(config_repo: Path) -> None:
     )
     argocd_objects = [d for d in argocd_objects if d]
     folder_objects = sorted(
-        (d for d in yaml.safe_load_all((config_repo / out / f"{run_id}.yaml").read_text()) if d),
+        yaml_docs((config_repo / out / f"{run_id}.yaml").read_text()),
         key=lambda d: d["kind"],
     )
     assert argocd_objects == folder_objects
@@ -276,28 +267,31 @@ def written(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
-@pytest.mark.parametrize("job", ["jobs/bbc-news-lr-lora-grid.yaml", "jobs/multi-node.yaml"])
 def test_render_out_is_byte_stable_across_processes_and_machines(
-    tmp_path: Path, job: str, s3_env: str
+    tmp_path: Path, s3_env: str
 ) -> None:
+    """Each machine renders the grid (nine runs, a values file each) and the multi-node job
+    (a Service too), staging their inputs, in a process that differs in everything that might
+    leak into output."""
     import boto3
 
     boto3.client("s3").create_bucket(Bucket="kubetune-runs")
+    jobs = ("jobs/bbc-news-lr-lora-grid.yaml", "jobs/multi-node.yaml")
     outputs = []
     for index, extra in enumerate(ENVIRONMENTS):
         home, cwd = tmp_path / f"home{index}", tmp_path / f"cwd{index}"
         home.mkdir()
         laptop(cwd)  # the same data on two machines, in two folders: the same addresses
-        env = {**os.environ, **extra, "HOME": str(home)}
         out = tmp_path / f"out{index}"
-        kubetune(
-            "render", str(ROOT / job), "-n", "ml-team", "--stage", "--out", str(out),
-            cwd=cwd, env=env,
+        cli_sequence(
+            [["render", str(ROOT / job), "-n", "ml-team", "--stage", "--out", str(out / job)]
+             for job in jobs],
+            cwd=cwd, env={**os.environ, **extra, "HOME": str(home)},
         )  # fmt: skip
         outputs.append(written(out))
     first, second = outputs
     assert sorted(first) == sorted(second)
-    assert len(first) >= 3  # manifests, values, kustomization
+    assert len(first) >= 2 * 3  # manifests, values, kustomization of each job
     for name in first:
         assert first[name] == second[name], name
     for name, data in first.items():

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import kubernetes_validate
 import pytest
-import yaml
 
 from kubetune import render, spec, stage, sweep
 from kubetune.kube.names import STORE_ENDPOINT_ENV as ENDPOINT_ENV
 
-from conftest import ROOT
+from conftest import EXAMPLES_GROUP, ROOT, yaml_docs
+
+pytestmark = pytest.mark.xdist_group(EXAMPLES_GROUP)
 
 JOBS = sorted((ROOT / "jobs").glob("*.yaml"))
 #: How an example says it never runs on a cluster.
@@ -28,6 +29,8 @@ def test_there_are_examples_for_each_kind_of_job() -> None:
     assert any(s.sweep and s.lora for s in specs), "a learning-rate × LoRA-rank grid"
     assert any(s.resources.nodes > 1 for s in specs), "a multi-node job"
     assert any(s.resources.queue for s in specs), "a Kueue-queued job"
+    stores = {s.storage.uri for s in specs if s.storage}
+    assert stores == {"s3://kubetune-runs/examples"}, "one store: the model is staged once"
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +85,7 @@ def test_example_runs_on_a_cluster_as_its_header_says(
     for run in staged:
         assert stage.find_local(run.spec) == [], "nothing of this machine reaches the pod"
         assert set(run.inputs) == {f.field for f in stage.find_local(runs[0].spec)}
-    docs = [
-        d
-        for d in yaml.safe_load_all(render.stream(render.render(staged, namespace="examples")))
-        if d
-    ]
+    docs = yaml_docs(render.stream(render.render(staged, namespace="examples")))
     assert sum(d["kind"] == "Job" for d in docs) == len(runs)
     for doc in docs:
         kubernetes_validate.validate(doc, "1.33.0", strict=True)

@@ -13,6 +13,8 @@ import pytest
 
 from kubetune.launch import accelerate_command, supervise
 
+from conftest import ML_GROUP
+
 PREFIX = ["python", "-m", "kubetune.launch", "accelerate", "launch"]
 
 
@@ -164,6 +166,7 @@ def _accelerates_own(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     return list(command), dict(env)
 
 
+@pytest.mark.xdist_group(ML_GROUP)  # accelerate imports torch: in the worker that has it
 @pytest.mark.parametrize("gpus", [0, 1])
 @pytest.mark.parametrize("threads", [None, "3"])
 def test_a_one_process_launch_runs_the_trainer_as_accelerates_simple_launcher_would(

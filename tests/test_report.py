@@ -404,19 +404,6 @@ def test_without_matplotlib_the_error_names_the_extra(
         report.build_report(f"file://{store}", tmp_path / "r.html")
 
 
-def test_reporting_imports_no_ml_framework(store: Path, tmp_path: Path) -> None:
-    code = (
-        "import sys; from pathlib import Path; from kubetune.report import build_report; "
-        "build_report(sys.argv[1], Path(sys.argv[2])); "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "{'torch', 'transformers', 'datasets', 'accelerate', 'tkinter'}))"
-    )
-    proc = subprocess.run([sys.executable, "-c", code, f"file://{store}", str(tmp_path / "r.html")],
-                          capture_output=True, text=True, check=True)  # fmt: skip
-    assert proc.stdout.strip() == "[]"
-    assert (tmp_path / "r.html").is_file()
-
-
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium missing (make test installs it)")
 def test_the_page_renders_in_headless_chromium(built: Built, tmp_path: Path) -> None:
     png = tmp_path / "shot.png"

@@ -408,34 +408,3 @@ def test_local_refuses_the_runs_own_store(reproduced: Any) -> None:
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
     assert "the recorded run lives there; a reproduction goes to another store" in line
-
-
-NO_ML = """
-import sys
-from kubetune import cli
-sys.argv = ["kubetune", *sys.argv[1:]]
-try:
-    cli.main()
-except SystemExit as exc:
-    assert not exc.code, exc.code
-loaded = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "transformers", "datasets"})
-assert not loaded, loaded
-"""
-
-
-def test_reproduce_render_and_runs_never_import_an_ml_framework(tmp_path: Path) -> None:
-    run = sweep.expand(specmod.validate(sweep_spec()))[0]
-    uri = store_run(tmp_path / "runs", run)
-    for args in (
-        ["reproduce", uri, "--render"],
-        ["runs", "list", f"file://{tmp_path}/runs"],
-        ["runs", "show", uri],
-    ):
-        proc = subprocess.run(
-            [sys.executable, "-c", NO_ML, *args],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=120,
-        )
-        assert proc.returncode == 0, (args, proc.stderr)

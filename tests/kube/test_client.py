@@ -18,7 +18,7 @@ from kubetune.errors import ConfigError
 from kubetune.kube import client as cluster
 from kubetune.kube import errors as ke
 
-from conftest import base_spec, free_port
+from conftest import SAFE_LOADER, base_spec, free_port
 from kubefake import TOKEN, FakeKube, write_kubeconfig
 
 
@@ -39,7 +39,7 @@ def documents(namespace: str | None = None, **overrides: Any) -> list[dict[str, 
     data = base_spec(resources={"gpus": 1, "nodes": 2}, **overrides)
     (run,) = sweep.expand(specmod.validate(data))
     (rendered,) = rendermod.render([run], namespace)
-    return [yaml.safe_load(doc) for _name, doc in rendered.documents]
+    return [yaml.load(doc, Loader=SAFE_LOADER) for _name, doc in rendered.documents]
 
 
 def test_apply_sends_one_server_side_apply_patch_per_document(

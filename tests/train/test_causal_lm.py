@@ -1,7 +1,9 @@
 """Causal LM on a tiny random GPT-2 with a byte-level BPE tokenizer trained here.
 
-Unit tests call ``causal_lm.build`` on it; end-to-end tests run the real trainer
-(``python -m kubetune.train SPEC``) with a file:// store and read what it wrote.
+Unit tests call ``causal_lm.build`` on it and train nothing (the fast suite runs them);
+end-to-end tests, marked slow, run the real trainer (``python -m kubetune.train SPEC``) with a
+file:// store and read what it wrote. Each test imports torch and the trainer's modules itself,
+so collecting this module costs the fast suite's other workers nothing.
 """
 
 from __future__ import annotations
@@ -10,23 +12,18 @@ import json
 import math
 import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
-import torch
 
 from kubetune import spec
 from kubetune.errors import ConfigError
-from kubetune.train import causal_lm
-from kubetune.train.causal_lm import IGNORE
-from kubetune.train.data import load_splits
 
 from tiny import with_overrides, write_yaml
-from train.test_runner import events, run_dir, train
 
-#: Most tests here build and train a tiny GPT-2.
-pytestmark = pytest.mark.slow
+if TYPE_CHECKING:
+    import torch
 
 EOS = "<|endoftext|>"
 FOODS = {"red": "apple", "yellow": "banana", "green": "pear", "purple": "grape",
@@ -73,6 +70,7 @@ def _write(folder: Path, rows: list[dict[str, Any]]) -> None:
 @pytest.fixture(scope="module")
 def gpt2(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A random 2-layer GPT-2 (hidden 32) whose tokenizer has no pad token, as GPT-2's."""
+    import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
@@ -147,6 +145,9 @@ def build(
 ) -> tuple[Any, Any]:
     from transformers import AutoTokenizer
 
+    from kubetune.train import causal_lm
+    from kubetune.train.data import load_splits
+
     job = spec.validate(clm_spec(gpt2, kind, **overrides))
     tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(gpt2["model"]))
     splits = load_splits(job, gpt2["root"] / "cache")
@@ -162,6 +163,8 @@ def raw_rows(gpt2: dict[str, Path], kind: str, split: str) -> list[dict[str, Any
 
 
 def prompt_tokens(row: dict[str, list[int]]) -> list[int]:
+    from kubetune.train.causal_lm import IGNORE
+
     return [t for t, label in zip(row["input_ids"], row["labels"], strict=True) if label == IGNORE]
 
 
@@ -169,6 +172,10 @@ def prompt_tokens(row: dict[str, list[int]]) -> list[int]:
 
 
 def test_prompt_and_padding_carry_no_labels_completion_and_eos_do(gpt2: dict[str, Path]) -> None:
+    import torch
+
+    from kubetune.train.causal_lm import IGNORE
+
     task, tokenizer = build(gpt2)
     assert tokenizer.pad_token_id == tokenizer.eos_token_id, "GPT-2 has no pad: EOS pads"
     assert tokenizer.padding_side == "left", "batched generation pads on the left"
@@ -207,6 +214,8 @@ def test_plain_text_labels_every_token_and_ends_with_eos_when_it_fits(
 
 
 def test_chat_template_from_a_jinja2_string(gpt2: dict[str, Path]) -> None:
+    from kubetune.train.causal_lm import IGNORE
+
     task, tokenizer = build(gpt2, data={"chat_template": SPEC_TEMPLATE})
     assert tokenizer.chat_template == SPEC_TEMPLATE, "installed, so final/ carries it"
     raw = raw_rows(gpt2, "pairs", "train")[0]
@@ -244,6 +253,8 @@ def test_a_chat_template_that_drops_the_message_is_a_config_error(gpt2: dict[str
 def test_packing_cuts_train_into_full_blocks_that_keep_the_prompt_masks(
     gpt2: dict[str, Path],
 ) -> None:
+    from kubetune.train.causal_lm import IGNORE
+
     packed, _ = build(gpt2, data={"packing": True, "max_length": 16})
     whole, _ = build(gpt2, data={"max_length": 128})  # nothing truncated
     blocks = packed.tokenized["train"]
@@ -270,6 +281,11 @@ def test_packing_needs_a_block_of_data(gpt2: dict[str, Path]) -> None:
 
 
 def test_token_scores_hold_next_token_predictions_and_losses() -> None:
+    import torch
+
+    from kubetune.train import causal_lm
+    from kubetune.train.causal_lm import IGNORE
+
     logits = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 0.0, 3.0], [0.0, 1.0, 0.0], [5.0, 0.0, 0.0]]])
     labels = torch.tensor([[0, 2, 1, IGNORE]])
     scores = causal_lm.token_scores((logits, "past"), labels).numpy()
@@ -288,6 +304,8 @@ def test_token_scores_hold_next_token_predictions_and_losses() -> None:
 
 
 def test_batched_generation_matches_one_prompt_at_a_time(gpt2: dict[str, Path]) -> None:
+    from kubetune.train import causal_lm
+
     task, tokenizer = build(gpt2)
     settings = spec.GenerationSpec(max_new_tokens=6)
     texts = ["the", "the cat sees the dog", "name a red food please and tell me now"]
@@ -300,6 +318,8 @@ def test_batched_generation_matches_one_prompt_at_a_time(gpt2: dict[str, Path]) 
 
 
 def test_plain_text_sample_prompt_is_the_first_half_of_the_words() -> None:
+    from kubetune.train import causal_lm
+
     text = "the  cat sees\tthe dog ."
     prompt, reference = causal_lm.split_text(text)
     assert (prompt, reference) == ("the  cat sees", "\tthe dog .")
@@ -313,6 +333,8 @@ def test_plain_text_sample_prompt_is_the_first_half_of_the_words() -> None:
 def run_job(tmp: Path, data: dict[str, Any]) -> tuple[Any, Path]:
     # One thread: a model this small gains nothing from two, and two threads contending with
     # other work on a 2-core machine make each step ~20x slower.
+    from train.test_runner import run_dir, train
+
     proc = train(write_yaml(tmp / "job.yaml", data), tmp / "store", {"OMP_NUM_THREADS": "1"})
     return proc, run_dir(tmp / "store", data)
 
@@ -322,6 +344,8 @@ def text_job(
     gpt2: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, list[dict[str, Any]]]:
     """A finished plain-text run: its folder in the store and its progress events."""
+    from train.test_runner import events
+
     data = clm_spec(gpt2, "text", train={"eval_strategy": "epoch"})
     proc, out = run_job(tmp_path_factory.mktemp("text"), data)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -334,11 +358,14 @@ def text_run(text_job: tuple[Path, list[dict[str, Any]]]) -> Path:
 
 
 def sequence_loss(model: Any, ids: list[int]) -> float:
+    import torch
+
     with torch.no_grad():
         tensor = torch.tensor([ids])
         return float(model(input_ids=tensor, labels=tensor).loss)
 
 
+@pytest.mark.slow
 def test_plain_text_run_reports_loss_perplexity_and_token_accuracy(
     text_job: tuple[Path, list[dict[str, Any]]],
 ) -> None:
@@ -360,6 +387,7 @@ def test_plain_text_run_reports_loss_perplexity_and_token_accuracy(
     assert metrics["eval"]["loss"] == pytest.approx(weighted, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_plain_text_predictions_sample_the_trained_model(
     text_run: Path, gpt2: dict[str, Path]
 ) -> None:
@@ -397,6 +425,7 @@ def pairs_run(gpt2: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -
     return out
 
 
+@pytest.mark.slow
 def test_prompt_completion_run_learns_to_answer(pairs_run: Path, gpt2: dict[str, Path]) -> None:
     from transformers import AutoTokenizer
 
@@ -418,6 +447,7 @@ def test_prompt_completion_run_learns_to_answer(pairs_run: Path, gpt2: dict[str,
         assert row["tokens"] == len(answer) + 1, "only the answer and its EOS are scored"
 
 
+@pytest.mark.slow
 def test_prompt_completion_generations_come_from_the_final_model(pairs_run: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -437,17 +467,23 @@ def test_prompt_completion_generations_come_from_the_final_model(pairs_run: Path
 
 
 def lora_logits(model: Any, tokenizer: Any) -> torch.Tensor:
+    import torch
+
     with torch.no_grad():
         ids = torch.tensor([tokenizer("name a red food")["input_ids"]])
         logits: torch.Tensor = model(input_ids=ids).logits
         return logits
 
 
+@pytest.mark.slow
 def test_lora_trains_c_attn_adapters_and_saves_a_merged_model(
     gpt2: dict[str, Path], tmp_path: Path
 ) -> None:
+    import torch
     from peft import AutoPeftModelForCausalLM
     from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+
+    from train.test_runner import events
 
     data = clm_spec(gpt2, lora={"r": 4}, train={"epochs": 3})
     proc, out = run_job(tmp_path, data)
@@ -471,7 +507,9 @@ def test_lora_trains_c_attn_adapters_and_saves_a_merged_model(
     assert result["generated_text"].startswith("name a red food")
 
 
+@pytest.mark.slow
 def test_lora_without_merge_leaves_final_an_adapter(gpt2: dict[str, Path], tmp_path: Path) -> None:
+    import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -492,6 +530,7 @@ def test_lora_without_merge_leaves_final_an_adapter(gpt2: dict[str, Path], tmp_p
     assert metrics["eval"]["perplexity"] == pytest.approx(math.exp(metrics["eval"]["loss"]))
 
 
+@pytest.mark.slow
 def test_qlora_on_cpu_exits_2_naming_the_field(gpt2: dict[str, Path], tmp_path: Path) -> None:
     data = clm_spec(gpt2, model={"load_in_4bit": True}, lora={"r": 4})
     proc, out = run_job(tmp_path, data)

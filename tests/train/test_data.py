@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from kubetune import spec
 from kubetune.errors import ConfigError
-from kubetune.train.data import Splits, infer_labels, load_splits
 
 from tiny import tiny_spec
 
+# Each test imports kubetune.train.data (and with it datasets, two seconds) itself: collecting
+# this module then costs the fast suite's other workers nothing.
+if TYPE_CHECKING:
+    from kubetune.train.data import Splits
+
 
 def test_missing_eval_gets_a_seeded_split(tiny: dict[str, Path], tmp_path: Path) -> None:
+    from kubetune.train.data import load_splits
+
     data = tiny_spec(tiny, data={"eval": None, "test": None, "validation_split": 0.2})
     job = spec.validate(data)
     first = load_splits(job, tmp_path)
@@ -29,6 +35,8 @@ def test_missing_eval_gets_a_seeded_split(tiny: dict[str, Path], tmp_path: Path)
 
 
 def test_fingerprint_follows_content(tiny: dict[str, Path], tmp_path: Path) -> None:
+    from kubetune.train.data import load_splits
+
     job = spec.validate(tiny_spec(tiny))
     assert load_splits(job, tmp_path).fingerprint == load_splits(job, tmp_path).fingerprint
     copy = tmp_path / "train.jsonl"
@@ -39,6 +47,8 @@ def test_fingerprint_follows_content(tiny: dict[str, Path], tmp_path: Path) -> N
 
 
 def test_folders_and_csv_load(tiny: dict[str, Path], tmp_path: Path) -> None:
+    from kubetune.train.data import load_splits
+
     folder = tmp_path / "folder"
     folder.mkdir()
     rows = [json.loads(line) for line in (tiny["cls"] / "train.jsonl").read_text().splitlines()]
@@ -54,6 +64,7 @@ def test_folders_and_csv_load(tiny: dict[str, Path], tmp_path: Path) -> None:
 
 def test_missing_column_names_the_field(tiny: dict[str, Path], tmp_path: Path) -> None:
     from kubetune.train import classification
+    from kubetune.train.data import load_splits
 
     job = spec.validate(tiny_spec(tiny, data={"text_column": "body"}))
     with pytest.raises(ConfigError, match=r"data.text_column: column 'body' is not in the train"):
@@ -61,6 +72,8 @@ def test_missing_column_names_the_field(tiny: dict[str, Path], tmp_path: Path) -
 
 
 def test_missing_file_is_a_config_error(tiny: dict[str, Path], tmp_path: Path) -> None:
+    from kubetune.train.data import load_splits
+
     job = spec.validate(tiny_spec(tiny, data={"train": "./nope/train.jsonl"}))
     with pytest.raises(ConfigError, match="no such file"):
         load_splits(job, tmp_path)
@@ -69,6 +82,8 @@ def test_missing_file_is_a_config_error(tiny: dict[str, Path], tmp_path: Path) -
 def test_labels_inferred_sorted_or_taken_from_the_spec(
     tiny: dict[str, Path], tmp_path: Path
 ) -> None:
+    from kubetune.train.data import infer_labels, load_splits
+
     job = spec.validate(tiny_spec(tiny))
     splits = load_splits(job, tmp_path)
     assert infer_labels(splits, "label", None, sequence=False) == ["money", "sport", "tech"]
@@ -83,6 +98,8 @@ def test_labels_inferred_sorted_or_taken_from_the_spec(
 
 def _splits(**rows: list[dict[str, Any]]) -> Splits:
     from datasets import Dataset
+
+    from kubetune.train.data import Splits
 
     data = {name: Dataset.from_list(r) for name, r in rows.items()}
     sources = {name: f"data/{name}.jsonl" for name in rows}
@@ -105,12 +122,16 @@ def _splits(**rows: list[dict[str, Any]]) -> Splits:
 def test_label_mistakes_in_the_data_are_one_line(
     rows: dict[str, list[dict[str, Any]]], message: str
 ) -> None:
+    from kubetune.train.data import infer_labels
+
     with pytest.raises(ConfigError) as caught:
         infer_labels(_splits(**rows), "label", None, sequence=False)
     assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
 
 
 def test_listed_labels_may_be_missing_from_train_and_ner_rows_need_every_tag() -> None:
+    from kubetune.train.data import infer_labels
+
     splits = _splits(train=[{"label": "a"}], eval=[{"label": "b"}])
     assert infer_labels(splits, "label", ["a", "b"], sequence=False) == ["a", "b"]
     tags = _splits(train=[{"tags": ["O", "B-x"]}, {"tags": ["O", None]}])
@@ -135,6 +156,8 @@ def test_listed_labels_may_be_missing_from_train_and_ner_rows_need_every_tag() -
 def test_unreadable_data_names_the_file_and_line(
     tiny: dict[str, Path], tmp_path: Path, content: bytes, message: str
 ) -> None:
+    from kubetune.train.data import load_splits
+
     (tmp_path / "train.jsonl").write_bytes(content)
     job = spec.validate(tiny_spec(tiny, data={"train": str(tmp_path / "train.jsonl")}))
     with pytest.raises(ConfigError) as caught:

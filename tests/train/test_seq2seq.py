@@ -2,8 +2,10 @@
 
 Each model gets a word-level tokenizer trained here (no sentencepiece). The data is learnable:
 a document's words come from one topic, and its summary is that topic's fixed phrase. Unit
-tests call ``seq2seq.build``; end-to-end tests run the real trainer (``python -m
-kubetune.train SPEC``) with a file:// store and read what it wrote.
+tests call ``seq2seq.build`` and train nothing (the fast suite runs them); end-to-end tests,
+marked slow, run the real trainer (``python -m kubetune.train SPEC``) with a file:// store and
+read what it wrote. Each test imports torch and the trainer's modules itself, so collecting
+this module costs the fast suite's other workers nothing.
 """
 
 from __future__ import annotations
@@ -18,19 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from kubetune import spec
 from kubetune.errors import ConfigError
-from kubetune.train import metrics, seq2seq
-from kubetune.train.data import load_splits
-from kubetune.train.seq2seq import IGNORE
 
 from tiny import with_overrides, write_yaml
-from train.test_runner import events, run_dir
-
-#: Most tests here build and train tiny encoder-decoders.
-pytestmark = pytest.mark.slow
 
 TOPICS = {
     "sport": ("goal match team player coach league", "a match report"),
@@ -89,6 +83,7 @@ def _tokenizer(family: str, corpus: list[str]) -> Any:
 @pytest.fixture(scope="module")
 def tiny_s2s(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny random T5 and BART checkpoints, two tiny BERT encoders, and the data."""
+    import torch
     from transformers import (
         BartConfig,
         BartForConditionalGeneration,
@@ -199,6 +194,9 @@ def build(tiny_s2s: dict[str, Path], tmp_path: Path, family: str = "t5", **overr
     """``seq2seq.build`` in this process, with the tokenizer the runner would load."""
     from transformers import AutoTokenizer
 
+    from kubetune.train import seq2seq
+    from kubetune.train.data import load_splits
+
     job = spec.validate(s2s_spec(tiny_s2s, family, **overrides))
     splits = load_splits(job, tmp_path / "cache")
     tokenizer = AutoTokenizer.from_pretrained(job.model.name)
@@ -213,6 +211,10 @@ def rows_of(path: Path) -> list[dict[str, Any]]:
 
 
 def test_labels_are_padded_with_ignore_index(tiny_s2s: dict[str, Path], tmp_path: Path) -> None:
+    import torch
+
+    from kubetune.train.seq2seq import IGNORE
+
     task, tokenizer = build(tiny_s2s, tmp_path)
     train = task.tokenized["train"]
     assert train.column_names == ["input_ids", "attention_mask", "labels"]
@@ -302,7 +304,10 @@ def test_generation_settings_reach_the_generation_config(
 def test_bert2bert_is_warm_started_for_a_bert_tokenizer(
     tiny_s2s: dict[str, Path], tmp_path: Path
 ) -> None:
+    import torch
     from transformers import BertModel, EncoderDecoderModel, PretrainedConfig
+
+    from kubetune.train import seq2seq
 
     task, tokenizer = build(tiny_s2s, tmp_path, "bert2bert", data={"max_target_length": 3})
     model = task.model
@@ -385,6 +390,8 @@ RUNS: dict[str, tuple[str, dict[str, Any]]] = {
 def runs(tiny_s2s: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The runs of :data:`RUNS`, finished. They start together, one thread each: most of a
     tiny run is the trainer importing its stack, which two cores do twice as fast in parallel."""
+    from train.test_runner import run_dir
+
     started: dict[str, Any] = {}
     for key, (family, tweaks) in RUNS.items():
         tmp = tmp_path_factory.mktemp(key)
@@ -416,10 +423,13 @@ def runs(tiny_s2s: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", ["t5", "bart", "bert2bert"])
 def test_each_model_learns_and_writes_metrics_and_predictions(
     runs: dict[str, Any], key: str
 ) -> None:
+    from kubetune.train import metrics
+
     out: Path = runs[key]["dir"]
     scores = json.loads((out / "metrics.json").read_text())
     for split, n in (("eval", 15), ("test", 15)):
@@ -445,17 +455,22 @@ def test_each_model_learns_and_writes_metrics_and_predictions(
     assert record["parameters"]["trainable"] == record["parameters"]["total"]
 
 
+@pytest.mark.slow
 def test_evaluation_during_training_generates(runs: dict[str, Any]) -> None:
+    from train.test_runner import events
+
     evals = [e for e in events(runs["t5"]["stdout"]) if e["event"] == "eval"]
     assert [e["step"] for e in evals] == [15, 30, 45, 60], "after each of the 4 epochs"
     assert all(e["metric"] == "rougeL" and 0 <= e["value"] <= 100 for e in evals)
     assert evals[-1]["value"] > evals[0]["value"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", ["t5", "bart", "bert2bert", "t5-lora"])
 def test_final_model_reloads_and_generates_what_predictions_say(
     runs: dict[str, Any], key: str
 ) -> None:
+    import torch
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     final = runs[key]["dir"] / "final"
@@ -478,11 +493,17 @@ def test_final_model_reloads_and_generates_what_predictions_say(
     assert texts == [r["generated"] for r in rows]
 
 
+@pytest.mark.slow
 def test_lora_trains_few_parameters_and_the_adapter_loads_with_peft(
     runs: dict[str, Any], tiny_s2s: dict[str, Path]
 ) -> None:
+    import torch
     from peft import PeftModel
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from kubetune.train import seq2seq
+
+    from train.test_runner import events
 
     run = runs["t5-lora"]
     model_event = next(e for e in events(run["stdout"]) if e["event"] == "model")
@@ -512,6 +533,8 @@ def test_lora_targets_both_halves_of_a_warm_started_model(
     """What the runner does with ``lora: {r: 4}`` on bert2bert, in process: peft's BERT
     targets (query, value) in the encoder and the decoder's self-attention, and the decoder's
     new random layers (cross-attention, the LM head's transform) trained in full."""
+    import torch
+
     from kubetune.train.lora import default_lora_targets, with_lora
 
     task, tokenizer = build(tiny_s2s, tmp_path, "bert2bert", lora={"r": 4})

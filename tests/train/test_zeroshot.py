@@ -1,5 +1,8 @@
-"""The zero/few-shot baseline: each method end to end through the real trainer, few-shot draws,
-prototypes, pooling, the prompt template, the answer parser and unparseable answers."""
+"""The zero/few-shot baseline: each method end to end through the real trainer (marked slow),
+and, training nothing (the fast suite runs them), few-shot draws, prototypes, pooling, the
+prompt template, the answer parser and unparseable answers. Each test imports torch and the
+trainer's modules itself, so collecting this module costs the fast suite's other workers
+nothing."""
 
 from __future__ import annotations
 
@@ -8,21 +11,18 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-import torch
 
 from kubetune import spec, sweep
 from kubetune.errors import ConfigError, SpecError
-from kubetune.train import zeroshot
-from kubetune.train.data import load_splits
 
 from conftest import ROOT, base_spec
 from tiny import tiny_spec, write_yaml
 
-#: Most tests here load or train tiny models to score them.
-pytestmark = pytest.mark.slow
+if TYPE_CHECKING:
+    from kubetune.train import zeroshot
 
 NAMES = ["money", "sport", "tech"]
 EOS = "<|endoftext|>"
@@ -51,6 +51,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def nli_model(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random BERT with an NLI head: contradiction / neutral / entailment."""
+    import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     classes = ["contradiction", "neutral", "entailment"]
@@ -76,6 +77,7 @@ def nli_model(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -
 def gpt2(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny GPT-2s sharing a byte-level BPE tokenizer trained here, rigged to answer one word
     whatever the prompt: ' sport' (a label) or ' the' (no label)."""
+    import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
@@ -171,6 +173,7 @@ def runs(
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["embedding", "nli", "generate"])
 def test_each_method_writes_metrics_predictions_and_record(
     runs: dict[str, dict[str, Any]], method: str
@@ -211,6 +214,7 @@ def _parameters(auto: str, path: Path) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_parameters_count_the_model_each_method_loads(
     runs: dict[str, dict[str, Any]], tiny: dict[str, Path], nli_model: Path, gpt2: dict[str, Path]
 ) -> None:
@@ -224,6 +228,7 @@ def test_parameters_count_the_model_each_method_loads(
         assert record["parameters"]["total"] == total, method
 
 
+@pytest.mark.slow
 def test_nli_maps_the_pipelines_descriptions_back_to_label_names(
     runs: dict[str, dict[str, Any]], nli_model: Path, tiny: dict[str, Path]
 ) -> None:
@@ -245,7 +250,10 @@ def test_nli_maps_the_pipelines_descriptions_back_to_label_names(
         assert row["score"] == pytest.approx(answer["scores"][0], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_generate_parses_the_completion_and_keeps_it(runs: dict[str, dict[str, Any]]) -> None:
+    from kubetune.train import zeroshot
+
     out: Path = runs["generate"]["dir"]
     rows = read_jsonl(out / "test_predictions.jsonl")
     # The rigged model answers " sport" to everything: every answer parses, to sport.
@@ -268,11 +276,15 @@ def test_generate_parses_the_completion_and_keeps_it(runs: dict[str, dict[str, A
 
 
 def _loaded(data: dict[str, Any], tmp_path: Path) -> tuple[spec.JobSpec, Any]:
+    from kubetune.train.data import load_splits
+
     job = spec.validate(data)
     return job, load_splits(job, tmp_path / "cache")
 
 
 def test_few_shot_draws_k_per_class_seeded(tiny: dict[str, Path], tmp_path: Path) -> None:
+    from kubetune.train import zeroshot
+
     def draw(seed: int, k: int = 3) -> list[zeroshot.Example]:
         data = zero_shot_spec(tiny, tiny["model"], method="embedding", examples=k)
         data["train"]["seed"] = seed
@@ -292,6 +304,8 @@ def test_few_shot_draws_k_per_class_seeded(tiny: dict[str, Path], tmp_path: Path
 
 
 def test_prototypes_classify_a_separable_toy_set(tiny: dict[str, Path], tmp_path: Path) -> None:
+    from kubetune.train import zeroshot
+
     data = zero_shot_spec(tiny, tiny["model"], method="embedding", examples=8)
     job, splits = _loaded(data, tmp_path)
     scored = zeroshot.score(job, splits, str(tiny["model"]))
@@ -308,6 +322,8 @@ def few_shot_generate(
     tiny: dict[str, Path], gpt2: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> zeroshot.Scored:
     """1-shot prompts to the model that answers ' the' (no label) to everything."""
+    from kubetune.train import zeroshot
+
     data = zero_shot_spec(
         tiny, gpt2["the"], method="generate", template=FEW_SHOT_TEMPLATE, examples=1
     )
@@ -346,6 +362,8 @@ def test_the_template_sees_text_labels_and_examples(
 def test_texts_are_clipped_to_max_length_tokens(gpt2: dict[str, Path]) -> None:
     from transformers import AutoTokenizer
 
+    from kubetune.train import zeroshot
+
     tokenizer = AutoTokenizer.from_pretrained(str(gpt2["sport"]))
     text = "goal match team win player score league coach"
     (clipped,) = zeroshot.clip(tokenizer, [text], 3)
@@ -354,6 +372,8 @@ def test_texts_are_clipped_to_max_length_tokens(gpt2: dict[str, Path]) -> None:
 
 
 def test_templates_run_sandboxed() -> None:
+    from kubetune.train import zeroshot
+
     examples = [zeroshot.Example("a goal", "sport", 1)]
     ok = zeroshot.compile_template("{{ examples[0].text }}={{ examples[0].label }} {{ text }}")
     assert zeroshot.render_prompt(ok, "x", NAMES, examples) == "a goal=sport x"
@@ -368,6 +388,8 @@ def test_templates_run_sandboxed() -> None:
 def test_a_model_without_entailment_is_not_an_nli_model(
     tiny: dict[str, Path], tmp_path: Path
 ) -> None:
+    from kubetune.train import zeroshot
+
     job, splits = _loaded(zero_shot_spec(tiny, tiny["model"], method="nli"), tmp_path)
     with pytest.raises(ConfigError, match=r"^model\.name: .* is not an NLI model"):
         zeroshot.score(job, splits, str(tiny["model"]))
@@ -376,6 +398,8 @@ def test_a_model_without_entailment_is_not_an_nli_model(
 def test_labels_missing_from_data_labels_are_a_config_error(
     tiny: dict[str, Path], tmp_path: Path
 ) -> None:
+    from kubetune.train import zeroshot
+
     data = zero_shot_spec(tiny, tiny["model"], method="embedding")
     data["data"]["labels"] = ["money", "sport", "science"]
     job, splits = _loaded(data, tmp_path)
@@ -386,6 +410,8 @@ def test_labels_missing_from_data_labels_are_a_config_error(
 def test_identical_label_descriptions_are_a_config_error(
     tiny: dict[str, Path], tmp_path: Path
 ) -> None:
+    from kubetune.train import zeroshot
+
     data = zero_shot_spec(
         tiny, tiny["model"], method="embedding", label_descriptions={"sport": "money"}
     )
@@ -398,6 +424,10 @@ def test_identical_label_descriptions_are_a_config_error(
 
 
 def test_pooling_leaves_out_padding_on_either_side() -> None:
+    import torch
+
+    from kubetune.train import zeroshot
+
     torch.manual_seed(0)
     hidden = torch.randn(2, 5, 4)
     hidden[0, 3:] = 100.0  # padding of row 0 (right-padded)
@@ -424,7 +454,10 @@ def test_pooling_leaves_out_padding_on_either_side() -> None:
 
 
 def test_a_text_embeds_the_same_alone_or_in_a_padded_batch(tiny: dict[str, Path]) -> None:
+    import torch
     from transformers import AutoModel, AutoTokenizer
+
+    from kubetune.train import zeroshot
 
     model = AutoModel.from_pretrained(str(tiny["model"])).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(tiny["model"]))
@@ -438,6 +471,8 @@ def test_a_text_embeds_the_same_alone_or_in_a_padded_batch(tiny: dict[str, Path]
 
 
 def test_pooling_follows_the_sentence_transformers_config(tmp_path: Path) -> None:
+    from kubetune.train import zeroshot
+
     job = spec.validate(
         base_spec(task="zero-shot", data={"test": "t.jsonl", "labels": NAMES},
                   prompt={"method": "embedding"})
@@ -489,11 +524,15 @@ def _package_model() -> str:
     ],
 )
 def test_parse_label(output: str, expected: str | None) -> None:
+    from kubetune.train import zeroshot
+
     index = zeroshot.parse_label(output, NAMES)
     assert (NAMES[index] if index is not None else None) == expected
 
 
 def test_parse_label_prefers_the_longer_name_at_one_position_and_handles_punctuation() -> None:
+    from kubetune.train import zeroshot
+
     names = ["sci", "sci-fi", "c++"]
     assert zeroshot.parse_label("Sci-Fi movie", names) == 1
     assert zeroshot.parse_label("sci paper", names) == 0
