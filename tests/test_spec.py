@@ -401,7 +401,7 @@ def test_libyaml_and_the_pure_python_parser_read_every_spec_alike(
     assert len(paths) > 100
 
     def read_all() -> dict[str, tuple[Any, Any]]:
-        read = {}
+        read: dict[str, tuple[Any, Any]] = {}
         for path in paths:
             try:
                 read[str(path)] = _yaml.load(path.read_text(encoding="utf-8"), path.name)
