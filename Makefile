@@ -64,7 +64,7 @@ fmt: $(VENV)/.dev
 	$(BIN)/ruff check --fix $(CODE)
 	$(BIN)/ruff format $(CODE)
 
-## bench: render a 1,000-point sweep against the Helm engine alone; time `kubetune --help`
+## bench: render a 1,000-point sweep against the Helm engine alone; specs read by libyaml vs pure-Python PyYAML; time `kubetune --help`
 bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/bench_render.py
 

@@ -4,8 +4,10 @@
 
 Prints points per second for the whole laptop path (load YAML → validate → expand the sweep
 → chart values → Helm render → write a GitOps folder), the Helm engine's render time for the
-same values measured in the same run, their ratio (target ≤ 3), and the wall time of
-`kubetune --help` (target ≤ 0.5 s) beside a bare `python -c pass`.
+same values measured in the same run, their ratio (target ≤ 3), the time to read each
+example spec with libyaml against PyYAML's pure-Python parser (kubetune's loader either way:
+line tracking and checks included) and their ratio, and the wall time of `kubetune --help`
+(target ≤ 0.5 s) beside a bare `python -c pass`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import yaml
 
@@ -89,6 +92,26 @@ def bench_render(points: int) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def bench_spec_parse(repeats: int = 200) -> None:
+    from kubetune import _yaml
+
+    texts = [p.read_text(encoding="utf-8") for p in sorted((ROOT / "jobs").glob("*.yaml"))]
+
+    def per_spec() -> float:
+        start = time.perf_counter()
+        for _ in range(repeats):
+            for text in texts:
+                _yaml.load(text)
+        return (time.perf_counter() - start) / (repeats * len(texts))
+
+    fast = per_spec()
+    with mock.patch.object(yaml, "__with_libyaml__", False):
+        slow = per_spec()
+    print(f"spec parse, the {len(texts)} examples in jobs/ ({repeats} rounds):")
+    print(f"  libyaml {fast * 1e3:.2f} ms/spec, pure-Python {slow * 1e3:.2f} ms/spec: "
+          f"{slow / fast:.1f}x")  # fmt: skip
+
+
 def wall(cmd: list[str], repeats: int = 7) -> float:
     times = []
     for _ in range(repeats):
@@ -113,6 +136,7 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=1000)
     args = parser.parse_args()
     bench_render(args.points)
+    bench_spec_parse()
     bench_help()
 
 
