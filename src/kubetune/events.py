@@ -126,6 +126,17 @@ class Interrupted(Event):
 
 
 @dataclass(frozen=True)
+class Pruned(Event):
+    """Stopped early by the sweep's pruner at evaluation ``rung``, with a checkpoint."""
+
+    kind: ClassVar[str] = "pruned"
+    step: int
+    rung: int
+    url: str
+    value: float | None = None
+
+
+@dataclass(frozen=True)
 class Done(Event):
     """The run is complete (``already``: it was complete before this process started)."""
 
@@ -155,6 +166,7 @@ KINDS: dict[str, type[Event]] = {
         CheckpointWait,
         CheckpointRejected,
         Interrupted,
+        Pruned,
         Done,
     )
 }

@@ -164,6 +164,7 @@ def values_for(
             "specHash": run.spec_hash,
             "params": json.dumps(run.params, sort_keys=True, separators=(",", ":")),
             "inputs": json.dumps(run.inputs, sort_keys=True, separators=(",", ":")),
+            **({"rungs": run.rungs} if run.rungs else {}),
         },
         # Only what differs from the defaults: a release that adds a defaulted field leaves
         # this immutable ConfigMap as it was, and an older trainer image can still read it.

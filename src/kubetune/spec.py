@@ -31,6 +31,7 @@ from pydantic import (
 
 from kubetune import _yaml
 from kubetune.errors import Issue, SpecError
+from kubetune.headline import TASK_METRICS
 
 Loc = tuple[str | int, ...]
 Task = Literal["classification", "ner", "seq2seq", "causal-lm", "zero-shot"]
@@ -683,31 +684,121 @@ class SweepParam(_Model):
     """The values one spec path takes in a sweep: exactly one of the four forms."""
 
     values: list[Any] | None = Field(
-        None, min_length=1, description="Explicit values (grid or random)."
+        None, min_length=1, description="Explicit values (any method but list)."
     )
-    uniform: tuple[float, float] | None = Field(None, description="[low, high], random only.")
+    uniform: tuple[float, float] | None = Field(
+        None, description="[low, high]: random, tpe or cmaes."
+    )
     log_uniform: tuple[float, float] | None = Field(
-        None, description="[low, high] sampled log-uniformly, random only."
+        None, description="[low, high] searched log-uniformly: random, tpe or cmaes."
     )
     int_uniform: tuple[int, int] | None = Field(
-        None, description="[low, high] integers, both inclusive, random only."
+        None, description="[low, high] integers, both inclusive: random, tpe or cmaes."
     )
+    when: dict[str, Any] | None = Field(
+        None,
+        description="Sweep this path only when other swept paths take these values, e.g. "
+        "lora.r with when: {lora: {}} (LoRA on) beside lora: {values: [null, {}]}. Each key "
+        "is a path swept by values; its value is one value or a list of them. Elsewhere the "
+        "path keeps the spec's own value.",
+    )
+
+
+class ObjectiveSpec(_Model):
+    """What a search optimises and a pruner compares."""
+
+    metric: NonEmpty | None = Field(
+        None,
+        description="Eval metric (a key of the eval split's metrics: accuracy, f1, loss, …); "
+        "default: the task's headline metric (accuracy, f1, rougeL, perplexity).",
+    )
+    direction: Literal["maximize", "minimize"] | None = Field(
+        None, description="Default: minimize for loss and perplexity, maximize otherwise."
+    )
+
+
+class PrunerSpec(_Model):
+    """Early stopping of losing trials at their own evaluations (rungs)."""
+
+    type: Literal["asha", "hyperband", "median"] = Field(
+        description="asha: asynchronous successive halving; hyperband: several ASHA brackets; "
+        "median: stop a trial below the median of earlier trials at the same evaluation."
+    )
+    min_evals: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="Evaluations every trial gets before it can be stopped (the first rung).",
+    )
+    reduction_factor: int = Field(
+        3,
+        ge=2,
+        le=10,
+        description="asha, hyperband: a trial goes past a rung when it is in the top "
+        "1/reduction_factor of the trials that reached it; rungs are min_evals × factor^k.",
+    )
+    max_evals: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="hyperband: evaluations of a trial that runs in full (default: those of "
+        "the first trial that finished).",
+    )
+    startup_trials: int = Field(
+        2, ge=0, le=1000, description="median: trials that finish before any is stopped."
+    )
+    wait_seconds: int = Field(
+        600,
+        ge=5,
+        le=86400,
+        description="How long a trial waits at each evaluation for the driver's decision; "
+        "past it the trial trains on (a driver that restarts catches up at the next one).",
+    )
+
+
+class BudgetSpec(_Model):
+    """What the whole sweep may spend; it launches no trial that would overrun."""
+
+    hours: float | None = Field(
+        None, gt=0, le=24 * 365, description="Wall-clock hours from the sweep's first launch."
+    )
+    gpu_hours: float | None = Field(
+        None,
+        gt=0,
+        le=10**7,
+        description="GPU-hours of every trial together (elapsed × GPUs × nodes, from the run "
+        "records). Needs runs with resources.gpus.",
+    )
+    cpu_hours: float | None = Field(
+        None,
+        gt=0,
+        le=10**7,
+        description="CPU-hours of every trial's trainer processes together (measured by the "
+        "trainer, from the run records).",
+    )
+
+
+#: Sweep methods whose points are known before the first run (expanded by kubetune.sweep);
+#: the others ask a sampler for each trial as results come in (kubetune.search).
+STATIC_METHODS = ("grid", "random", "list")
 
 
 class SweepSpec(_Model):
-    """A sweep over dotted spec paths; each point becomes one run."""
+    """A sweep over dotted spec paths: each point becomes one run (a trial)."""
 
-    method: Literal["grid", "random", "list"] = Field(
+    method: Literal["grid", "random", "list", "tpe", "cmaes"] = Field(
         "grid",
         description="grid: every combination of values; random: max_runs seeded samples; "
-        "list: the explicit points.",
+        "list: the explicit points; tpe: Bayesian search (Optuna's TPE, conditional "
+        "parameters included); cmaes: CMA-ES over the numeric parameters (Optuna).",
     )
-    seed: int = Field(0, ge=0, lt=2**32, description="Seed of random sampling.")
+    seed: int = Field(0, ge=0, lt=2**32, description="Seed of random sampling and of search.")
     max_runs: int | None = Field(
         None,
         ge=1,
         le=10000,
-        description="random: number of samples; grid: upper bound on its size.",
+        description="random: number of samples; tpe, cmaes: most trials; grid: upper bound on "
+        "its size.",
     )
     parameters: dict[str, SweepParam] = Field(
         default_factory=dict,
@@ -719,6 +810,40 @@ class SweepSpec(_Model):
         default_factory=list,
         description="method list: each point maps dotted spec paths to values.",
     )
+    objective: ObjectiveSpec = Field(
+        default_factory=ObjectiveSpec, description="What tpe, cmaes and a pruner compare."
+    )
+    pruner: PrunerSpec | None = Field(
+        None, description="Stop losing trials early (any method); they end with status pruned."
+    )
+    budget: BudgetSpec | None = Field(
+        None, description="Stop launching trials when the next would overrun."
+    )
+    parallelism: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="Trials at once. Default: locally 1 (one per GPU on a GPU machine); on the "
+        "cluster every run of a grid, random or list sweep, and 4 for tpe and cmaes.",
+    )
+    retries: int = Field(
+        1,
+        ge=0,
+        le=10,
+        description="Times a driven sweep launches a failed trial again (a stopped or "
+        "preempted trial resumes from its checkpoint without counting).",
+    )
+
+    @property
+    def driven(self) -> bool:
+        """Whether the sweep needs a driver: a process that decides as results come in
+        (a search method, a pruner, a budget, a parallelism limit)."""
+        return (
+            self.method not in STATIC_METHODS
+            or self.pruner is not None
+            or self.budget is not None
+            or self.parallelism is not None
+        )
 
 
 class JobSpec(_Model):
@@ -1137,7 +1262,7 @@ def validate(data: Any, source: str | None = None, lines: dict[Any, int] | None 
         issues += [Issue(dotted(loc), message, _line(loc, lines)) for loc, message in problems]
     if block is not None:
         task = data.get("task") if isinstance(data.get("task"), str) else None
-        for loc, message in block_issues(block, task):
+        for loc, message in block_issues(block, task, data):
             issues.append(Issue(sweep_path(loc), message, _line(loc, lines)))
     if issues or spec is None:
         raise SpecError(issues, source) from cause
@@ -1159,11 +1284,14 @@ def sweep_path(loc: Loc) -> str:
     return out
 
 
-def block_issues(sweep: SweepSpec, task: str | None = None) -> list[tuple[Loc, str]]:
+def block_issues(
+    sweep: SweepSpec, task: str | None = None, data: dict[str, Any] | None = None
+) -> list[tuple[Loc, str]]:
     """Every problem of the sweep block alone, with its location in the spec: paths that
     name no field, forms and bounds, values the field would refuse, a grid too large, and
     fields that no task of the sweep reads (``task``: the spec's own). Checked when a spec
-    loads, beside the rest of its problems; rules that span fields wait for each point."""
+    loads, beside the rest of its problems; rules that span fields wait for each point.
+    ``data``: the raw spec, for the rules of a driven sweep that read the rest of it."""
     issues: list[tuple[Loc, str]] = []
     swept_tasks = None
     if "task" in sweep.parameters:
@@ -1184,7 +1312,7 @@ def block_issues(sweep: SweepSpec, task: str | None = None) -> list[tuple[Loc, s
             continue
         form = forms[0]
         if sweep.method == "grid" and form != "values":
-            issues.append((where, f"{form} needs method: random; a grid takes values"))
+            issues.append((where, f"{form} needs method random, tpe or cmaes; a grid takes values"))
         given = list(getattr(param, form))
         if form != "values" and given[0] >= given[1]:
             issues.append(((*where, form), f"low must be below high (got {given})"))
@@ -1239,6 +1367,177 @@ def block_issues(sweep: SweepSpec, task: str | None = None) -> list[tuple[Loc, s
         if size > limit:
             name = "max_runs" if sweep.max_runs else f"the limit of {MAX_POINTS}"
             issues.append((("sweep",), f"grid has {size} points, over {name}; trim values"))
+    issues += _condition_issues(sweep, data or {})
+    issues += _driven_issues(sweep, task, data or {})
+    return issues
+
+
+def _condition_issues(sweep: SweepSpec, data: dict[str, Any]) -> list[tuple[Loc, str]]:
+    """``when`` of each parameter: it names other parameters swept by values, with values
+    they take, without a cycle; a parameter that no point could set is an error."""
+    issues: list[tuple[Loc, str]] = []
+    for path, param in sweep.parameters.items():
+        if not param.when:
+            continue
+        where: Loc = ("sweep", "parameters", path, "when")
+        for other, wanted in param.when.items():
+            at: Loc = (*where, other)
+            parent = sweep.parameters.get(other)
+            options = wanted if isinstance(wanted, list) else [wanted]
+            if other == path:
+                issues.append((at, "a parameter cannot depend on itself"))
+            elif parent is None:
+                have = get_path(data, other) if check_path(other) is None else None
+                if not any(same_value(have, o) for o in options):
+                    issues.append(
+                        (
+                            at,
+                            f"{other} is not swept and is {have!r} in the spec, so {path} is "
+                            "never swept; sweep it by values or drop when",
+                        )
+                    )
+            elif parent.values is None:
+                issues.append((at, f"{other} is not swept by values; when compares values"))
+            elif not any(same_value(v, o) for v in parent.values for o in options):
+                issues.append(
+                    (
+                        at,
+                        f"{other} never takes {wanted!r} (its values: {parent.values!r}), so "
+                        f"{path} is never swept",
+                    )
+                )
+    if not issues and _has_cycle(sweep):
+        issues.append((("sweep", "parameters"), "when conditions form a cycle; break it"))
+    return issues
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Values compared as JSON (1 and 1.0 alike, {} and {} alike)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True) or (
+        isinstance(a, int | float) and isinstance(b, int | float) and a == b
+    )
+
+
+def _has_cycle(sweep: SweepSpec) -> bool:
+    state: dict[str, int] = {}
+
+    def visit(path: str) -> bool:
+        if state.get(path) == 1:
+            return True
+        if state.get(path) == 2:
+            return False
+        state[path] = 1
+        when = sweep.parameters[path].when or {}
+        found = any(visit(o) for o in when if o in sweep.parameters)
+        state[path] = 2
+        return found
+
+    return any(visit(p) for p in sweep.parameters)
+
+
+def sweep_size(sweep: SweepSpec) -> int | None:
+    """How many trials the sweep can have at most (None: bounded by its budget alone)."""
+    if sweep.method == "list":
+        return len(sweep.points)
+    if sweep.method == "grid":
+        return math.prod(len(p.values or ()) for p in sweep.parameters.values())
+    return sweep.max_runs
+
+
+def _driven_issues(
+    sweep: SweepSpec, task: str | None, data: dict[str, Any]
+) -> list[tuple[Loc, str]]:
+    """The rules of search methods, pruners and budgets."""
+    issues: list[tuple[Loc, str]] = []
+    if sweep.method in ("tpe", "cmaes") and sweep.max_runs is None and sweep.budget is None:
+        issues.append(
+            (("sweep", "max_runs"), f"method {sweep.method} needs max_runs or a budget to end")
+        )
+    if (
+        sweep.method == "cmaes"
+        and sweep.parameters
+        and all(p.values is not None for p in sweep.parameters.values())
+    ):
+        issues.append(
+            (
+                ("sweep", "method"),
+                "cmaes searches numbers: give a parameter uniform, "
+                "log_uniform or int_uniform, or use method tpe",
+            )
+        )
+    if sweep.method == "list" and any(p.when for p in sweep.parameters.values()):
+        issues.append((("sweep", "parameters"), "when is for parameters, not list points"))
+    train: dict[str, Any] = data["train"] if isinstance(data.get("train"), dict) else {}
+    resources: dict[str, Any] = data["resources"] if isinstance(data.get("resources"), dict) else {}
+    pruner = sweep.pruner
+    if pruner is not None:
+        size = sweep_size(sweep)
+        needed = pruner.startup_trials + 1 if pruner.type == "median" else pruner.reduction_factor
+        if size is not None and size <= needed:
+            what = {"grid": "a grid of", "list": "a list of"}.get(sweep.method, "max_runs:")
+            unit = " points" if sweep.method in ("grid", "list") else ""
+            rule = (
+                f"stops nothing until {pruner.startup_trials} trials finished"
+                if pruner.type == "median"
+                else f"keeps the top 1/{pruner.reduction_factor} of the trials at each rung"
+            )
+            issues.append(
+                (
+                    ("sweep", "pruner"),
+                    f"{what} {size}{unit} leaves {pruner.type} nothing to stop (it {rule}); "
+                    f"sweep more than {needed} points or drop the pruner",
+                )
+            )
+        if task == "zero-shot":
+            issues.append((("sweep", "pruner"), "zero-shot runs do not train; drop the pruner"))
+        if train.get("eval_strategy", "epoch") == "no":
+            issues.append(
+                (
+                    ("sweep", "pruner"),
+                    "a pruner stops trials at their evaluations: set "
+                    "train.eval_strategy to steps or epoch",
+                )
+            )
+        if (
+            pruner.type == "hyperband"
+            and pruner.max_evals is not None
+            and pruner.max_evals < pruner.min_evals * pruner.reduction_factor
+        ):
+            issues.append(
+                (
+                    ("sweep", "pruner", "max_evals"),
+                    "hyperband needs max_evals of at least min_evals × reduction_factor",
+                )
+            )
+    budget = sweep.budget
+    if budget is not None:
+        if budget.hours is None and budget.gpu_hours is None and budget.cpu_hours is None:
+            issues.append(
+                (("sweep", "budget"), "an empty budget: give hours, gpu_hours or cpu_hours")
+            )
+        gpus = resources.get("gpus", 0)
+        swept = sweep.parameters.get("resources.gpus")
+        some_gpus = (isinstance(gpus, int) and gpus > 0) or bool(
+            swept and any(isinstance(v, int) and v > 0 for v in swept.values or ())
+        )
+        if budget.gpu_hours is not None and not some_gpus:
+            issues.append(
+                (
+                    ("sweep", "budget", "gpu_hours"),
+                    "the runs use no GPU (resources.gpus is 0), "
+                    "so there are no GPU-hours to count; give cpu_hours instead",
+                )
+            )
+    objective = sweep.objective
+    if objective.metric is not None and task in TASK_METRICS:
+        known = (*TASK_METRICS[task], "loss")
+        if objective.metric.removeprefix("eval_") not in known:
+            issues.append(
+                (
+                    ("sweep", "objective", "metric"),
+                    f"{task} runs report {', '.join(known)}; not {objective.metric}",
+                )
+            )
     return issues
 
 

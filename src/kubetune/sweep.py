@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import math
 import random
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ class ResolvedRun:
     params: dict[str, Any] = field(default_factory=dict)
     #: Staged local inputs (:mod:`kubetune.stage`): field → {source, uri, sha256}.
     inputs: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: A trial of a sweep with a pruner: its rung settings as JSON (names.RUNGS_ENV).
+    rungs: str = ""
 
     @property
     def spec_hash(self) -> str:
@@ -66,7 +69,11 @@ def _sample(param: SweepParam, rng: random.Random) -> Any:
 
 
 def points(sweep: SweepSpec) -> list[dict[str, Any]]:
-    """The sweep's points as ``{dotted path: value}`` in a stable order.
+    """The sweep's points as ``{dotted path: value}`` in a stable order; none for a search
+    method (tpe, cmaes), whose points come from its sampler as results come in.
+
+    A parameter with ``when`` is left out of a point where its condition does not hold (the
+    run keeps the spec's value), so grid points that differ only there are one point.
 
     Raises:
         SpecError: if the sweep block itself is inconsistent.
@@ -76,13 +83,72 @@ def points(sweep: SweepSpec) -> list[dict[str, Any]]:
         raise SpecError([Issue(sweep_path(loc), message) for loc, message in issues])
     if sweep.method == "list":
         return [dict(p) for p in sweep.points]
-    paths = list(sweep.parameters)
+    if sweep.method not in specmod.STATIC_METHODS:
+        return []
+    paths = ordered_parameters(sweep)
     if sweep.method == "grid":
         grids = [sweep.parameters[p].values or [] for p in paths]
-        return [dict(zip(paths, combo, strict=True)) for combo in itertools.product(*grids)]
+        found: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for combo in itertools.product(*grids):
+            point = active_point(sweep, dict(zip(paths, combo, strict=True)))
+            key = json.dumps(point, sort_keys=True, default=str)
+            if key not in seen:
+                seen.add(key)
+                found.append(point)
+        return found
     rng = random.Random(sweep.seed)
     assert sweep.max_runs is not None
-    return [{p: _sample(sweep.parameters[p], rng) for p in paths} for _ in range(sweep.max_runs)]
+    sampled = []
+    for _ in range(sweep.max_runs):
+        sample: dict[str, Any] = {}
+        for path in paths:
+            value = _sample(sweep.parameters[path], rng)  # drawn either way: stable stream
+            if is_active(sweep, path, sample):
+                sample[path] = value
+        sampled.append(sample)
+    return sampled
+
+
+def ordered_parameters(sweep: SweepSpec) -> list[str]:
+    """The sweep's paths, each after the paths its ``when`` names (otherwise as written)."""
+    done: list[str] = []
+    pending = list(sweep.parameters)
+    while pending:
+        for path in pending:
+            when = sweep.parameters[path].when or {}
+            if all(o in done or o not in sweep.parameters for o in when):
+                done.append(path)
+                pending.remove(path)
+                break
+        else:  # a cycle: block_issues reports it
+            done += pending
+            break
+    return done
+
+
+def is_active(sweep: SweepSpec, path: str, point: dict[str, Any]) -> bool:
+    """Whether ``path`` is swept given the values ``point`` has so far (its ``when`` paths
+    come first in :func:`ordered_parameters`). A condition on a path the sweep does not set
+    holds: the spec's own value was checked against it when the spec loaded."""
+    for other, wanted in (sweep.parameters[path].when or {}).items():
+        if other not in sweep.parameters:
+            continue
+        if other not in point:
+            return False
+        options = wanted if isinstance(wanted, list) else [wanted]
+        if not any(specmod.same_value(point[other], o) for o in options):
+            return False
+    return True
+
+
+def active_point(sweep: SweepSpec, point: dict[str, Any]) -> dict[str, Any]:
+    """``point`` without the parameters whose conditions it does not meet."""
+    kept: dict[str, Any] = {}
+    for path in ordered_parameters(sweep):
+        if path in point and is_active(sweep, path, kept):
+            kept[path] = point[path]
+    return {p: kept[p] for p in point if p in kept}
 
 
 def _describe(point: dict[str, Any]) -> str:

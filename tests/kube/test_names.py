@@ -47,8 +47,8 @@ def test_a_rendered_multi_node_job_carries_the_labels_annotations_and_env_named_
     assert names.CHART_LABEL not in pod["metadata"]["labels"]
     (trainer,) = [c for c in pod["spec"]["containers"] if c["name"] == names.CONTAINER]
     env = {e["name"] for e in trainer["env"]}
-    # Set only for an S3 store, staged inputs and a sweep point respectively.
-    sometimes = {names.STORE_ENDPOINT_ENV, names.INPUTS_ENV, names.PARAMS_ENV}
+    # Set only for an S3 store, staged inputs, a sweep point and a pruned sweep's trial.
+    sometimes = {names.STORE_ENDPOINT_ENV, names.INPUTS_ENV, names.PARAMS_ENV, names.RUNGS_ENV}
     assert names.CHART_ENV - sometimes <= env
     for obj in docs:
         assert obj["metadata"]["labels"][names.MANAGED_BY_LABEL] == names.MANAGED_BY

@@ -59,6 +59,9 @@ INPUTS_ENV = "KUBETUNE_INPUTS"
 #: The sweep point's parameters (the chart's run.params, JSON: field → value as the sweep
 #: gave it), for run.json: the spec the trainer reads is the point's resolved spec.
 PARAMS_ENV = "KUBETUNE_PARAMS"
+#: A trial of a driven sweep with a pruner (the chart's run.rungs, JSON {metric, wait}):
+#: the trainer reports each evaluation to the store and waits for the driver's decision.
+RUNGS_ENV = "KUBETUNE_RUNGS"
 #: Seconds between SIGTERM and SIGKILL (the pod's terminationGracePeriodSeconds).
 STOP_GRACE_ENV = "KUBETUNE_STOP_GRACE_SECONDS"
 #: A multi-node pod's machine rank (its completion index) and the address of rank 0.
@@ -80,6 +83,7 @@ CHART_ENV = frozenset(
         RENDER_NAMESPACE_ENV,
         INPUTS_ENV,
         PARAMS_ENV,
+        RUNGS_ENV,
         STOP_GRACE_ENV,
         MACHINE_RANK_ENV,
         MAIN_HOST_ENV,

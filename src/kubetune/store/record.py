@@ -32,7 +32,9 @@ METRICS = "metrics.json"
 HISTORY = "history.json"
 
 #: What a run says it is doing, as the trainer writes it.
-Status = Literal["running", "interrupted", "failed", "completed"]
+Status = Literal["running", "interrupted", "failed", "completed", "pruned"]
+#: Statuses a run does not leave: it is not trained again.
+FINAL_STATUSES = ("completed", "pruned")
 #: The status shown for a folder without run.json, and for one whose run.json cannot be read.
 STARTING, UNREADABLE, FORBIDDEN = "starting", "unreadable", "forbidden"
 #: How reading run.json went (:attr:`RunFolder.state`).
@@ -110,6 +112,23 @@ class Rejected(_Part):
     reason: str
 
 
+class Compute(_Part):
+    """What a run has spent, summed over its attempts (the trainer measures each): CPU time
+    of its trainer processes on the main machine, wall-clock time, and GPU time (wall-clock
+    × GPUs × nodes)."""
+
+    cpu_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    gpu_seconds: float = 0.0
+
+    def plus(self, other: Compute) -> Compute:
+        return Compute(
+            cpu_seconds=self.cpu_seconds + other.cpu_seconds,
+            wall_seconds=self.wall_seconds + other.wall_seconds,
+            gpu_seconds=self.gpu_seconds + other.gpu_seconds,
+        )
+
+
 class StateRemoved(_Part):
     """The optimizer state removed from a completed run's checkpoints, and its bytes."""
 
@@ -140,8 +159,8 @@ class RunRecord(_Part):
     hardware: Hardware | None = None
     started: str | None = None
     attempt: int | None = None
-    #: A completed run's end; an interrupted run's stop, the step it stopped at, and the
-    #: newest checkpoint stored; a failed run's one-line error.
+    #: A completed run's end; an interrupted or pruned run's stop, the step it stopped at,
+    #: and the newest checkpoint stored; a failed run's one-line error.
     finished: str | None = None
     stopped: str | None = None
     step: int | None = None
@@ -155,6 +174,10 @@ class RunRecord(_Part):
     lora: dict[str, Any] | None = None
     rejected_checkpoints: list[Rejected] = []
     optimizer_state_removed: StateRemoved | None = None
+    #: Spent so far, every attempt's (absent from records older than adaptive sweeps).
+    compute: Compute | None = None
+    #: A pruned run: the evaluation (rung) it was stopped at and the objective's value there.
+    pruned_at: dict[str, Any] | None = None
 
     def value(self, split: str, metric: str) -> float | None:
         """A final metric as a number, or None where the run has none."""

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = " ".join(f"{type(exc).__name__}: {exc}".split())
         print(f"error: {summary}", file=sys.stderr, flush=True)
         return EXIT_WORLD
-    return EXIT_INTERRUPTED if outcome == "interrupted" else 0
+    return EXIT_INTERRUPTED if outcome == "interrupted" else 0  # pruned too: the trial ended
 
 
 def report(code: int) -> int:

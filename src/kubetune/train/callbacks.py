@@ -17,6 +17,8 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from kubetune import events
 from kubetune.events import emit
 from kubetune.faults import failpoint
+from kubetune.search import rungs
+from kubetune.store import RunLocation
 from kubetune.store.checkpoints import Stored, Uploader
 from kubetune.train.trainer_internals import (
     RunningLoss,
@@ -346,3 +348,60 @@ class WandbLogger(TrainerCallback):
             self.run.log(
                 {**numbers, "train/global_step": state.global_step}, step=state.global_step
             )
+
+
+class Rungs(TrainerCallback):
+    """A trial of a sweep with a pruner (:mod:`kubetune.search.rungs`): each evaluation is
+    written to the store as the next rung, and the trial waits for the driver's decision.
+    On "stop" it saves a checkpoint and ends training; :attr:`pruned` says where.
+
+    Only the main process talks to the store; with more than one process the decision is
+    shared by an all-reduce, so every rank stops after the same step.
+    """
+
+    def __init__(self, location: RunLocation, settings: rungs.Settings, *, main: bool) -> None:
+        self.location = location
+        self.settings = settings
+        self.main = main
+        #: Where the pruner stopped this trial: {rung, step, value}; None while it goes on.
+        self.pruned: dict[str, Any] | None = None
+
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> None:
+        stop = False
+        if self.main and metrics:
+            # The Trainer logs an evaluation before it calls back, so the history counts it;
+            # a resumed run's history holds the evaluations of earlier attempts too.
+            number = sum(1 for row in state.log_history if "eval_loss" in row) or 1
+            value = metrics.get(f"eval_{self.settings.metric.removeprefix('eval_')}")
+            value = float(value) if isinstance(value, int | float) else None
+            rungs.write_rung(self.location, rungs.Rung(number, state.global_step, value))
+            decided = rungs.await_decision(self.location, number, self.settings.wait)
+            if decided is None:
+                print(
+                    f"kubetune: no decision from the sweep driver on rung {number} within "
+                    f"{self.settings.wait:.0f} s; training on",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            stop = bool(decided)
+            if stop:
+                self.pruned = {"rung": number, "step": state.global_step, "value": value}
+        if args.world_size > 1:
+            import torch
+            import torch.distributed as dist
+
+            flag = torch.tensor([1.0 if stop else 0.0], device=args.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = bool(flag.item())
+            if stop and self.pruned is None:
+                self.pruned = {"rung": 0, "step": state.global_step, "value": None}
+        if stop:
+            control.should_save = True
+            control.should_training_stop = True

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import subprocess
+import time
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any
 
 from kubetune.errors import ConfigError
 from kubetune.store import RunLocation, sha256_file
-from kubetune.store.record import RECORD, RunRecord, Status
+from kubetune.store.record import RECORD, Compute, RunRecord, Status
 
 PACKAGES = (
     "kubetune", "torch", "transformers", "datasets", "peft", "accelerate", "tokenizers",
@@ -115,16 +117,37 @@ class RecordWriter:
     field the readers would reject fails here, in the trainer, not later in ``runs list``.
     """
 
-    def __init__(self, location: RunLocation, previous: RunRecord | None, *, main: bool) -> None:
+    def __init__(
+        self, location: RunLocation, previous: RunRecord | None, *, main: bool, gpus: int = 0
+    ) -> None:
         self.location = location
         self.main = main
         self.data: dict[str, Any] = {
             "started": (previous and previous.started) or now(),
             "attempt": ((previous and previous.attempt) or 0) + 1,
         }
+        #: GPUs this attempt holds on every machine together: GPU time counts them all.
+        self.gpus = gpus
+        self.spent_before = (previous and previous.compute) or Compute()
+        self.attempt_started = time.monotonic()
+
+    def spent(self) -> Compute:
+        """Every attempt's compute so far: earlier ones from the record, this one measured
+        (CPU time of this process and the children it waited for)."""
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wall = time.monotonic() - self.attempt_started
+        attempt = Compute(
+            cpu_seconds=round(
+                own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime, 3
+            ),
+            wall_seconds=round(wall, 3),
+            gpu_seconds=round(wall * self.gpus, 3),
+        )
+        return self.spent_before.plus(attempt)
 
     def write(self, status: Status, **fields: Any) -> RunRecord:
-        self.data.update(status=status, **fields)
+        self.data.update(status=status, compute=self.spent().model_dump(), **fields)
         built = RunRecord.model_validate(self.data)
         if self.main:
             self.location.store.write_json(self.location.key(RECORD), built.dump())

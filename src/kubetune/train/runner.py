@@ -45,6 +45,7 @@ from kubetune import spec as specmod
 from kubetune.errors import ConfigError, KubetuneError
 from kubetune.events import emit
 from kubetune.kube import names
+from kubetune.search import rungs
 from kubetune.store import (
     DEFAULT_STORE,
     RunLocation,
@@ -53,8 +54,8 @@ from kubetune.store import (
     endpoint_here,
     open_store,
 )
-from kubetune.store.record import RECORD, RunRecord, load_record
-from kubetune.train import outputs, record
+from kubetune.store.record import HISTORY, RECORD, RunRecord, load_record
+from kubetune.train import outputs, record, tracking
 from kubetune.train.callbacks import (
     CARRY_FILE,
     CheckpointSync,
@@ -62,6 +63,7 @@ from kubetune.train.callbacks import (
     GracefulStop,
     Progress,
     ResumeExactly,
+    Rungs,
     SaveOncePerStep,
     WandbLogger,
 )
@@ -72,7 +74,7 @@ from kubetune.train.lora import count_parameters, with_lora
 from kubetune.train.pretrained import resolve_model_path
 from kubetune.train.task import FINAL_METRICS, Task
 
-Outcome = Literal["completed", "already-completed", "interrupted"]
+Outcome = Literal["completed", "already-completed", "interrupted", "pruned"]
 
 
 def run(spec_path: str) -> Outcome:
@@ -101,13 +103,27 @@ def run(spec_path: str) -> Outcome:
                 flush=True,
             )
             return "already-completed"
+        if previous.status == "pruned":
+            at = previous.pruned_at or {}
+            emit(
+                events.Pruned(
+                    previous.step or 0, int(at.get("rung") or 0), location.url, at.get("value")
+                )
+            )
+            print(
+                f"kubetune: {resolved.run_id} was pruned by its sweep at {location.url}; "
+                "nothing to do",
+                flush=True,
+            )
+            return "pruned"
 
     from accelerate import PartialState
 
     state = PartialState()
     # torchrun sets RANK without accelerate knowing it; either way rank 0 alone writes.
     main = state.is_main_process and os.environ.get("RANK", "0") == "0"
-    run_record = record.RecordWriter(location, previous, main=main)
+    gpus = spec.resources.gpus * spec.resources.nodes if _has_gpu() else 0
+    run_record = record.RecordWriter(location, previous, main=main, gpus=gpus)
     try:
         ctx = prepare(resolved, location, storage, run_record, state)
         outcome = zero_shot(ctx) if ctx.spec.task == "zero-shot" else fine_tune(ctx)
@@ -121,6 +137,12 @@ def run(spec_path: str) -> Outcome:
         with suppress(StoreError):
             run_record.write("failed", error=line.splitlines()[0] if line else type(exc).__name__)
         raise
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def _the_run(spec_path: str) -> sweep.ResolvedRun:
@@ -273,6 +295,8 @@ def fine_tune(ctx: RunContext) -> Outcome:
     recipe.setup()
     if not recipe.train():
         return recipe.stop()
+    if recipe.rungs is not None and recipe.rungs.pruned is not None:
+        return recipe.prune(recipe.rungs.pruned)
     recipe.save(recipe.evaluate())
     return "completed"
 
@@ -316,6 +340,8 @@ class FineTune:
     extra: dict[str, Any]
     resumed_step: int | None
     stopper: GracefulStop
+    #: A trial of a sweep with a pruner: reports its evaluations, learns when to stop.
+    rungs: Rungs | None
     sync: CheckpointSync | None
     wandb_run: Any
     trainer: Any
@@ -437,6 +463,11 @@ class FineTune:
         ctx, train = self.ctx, self.ctx.spec.train
         self.stopper = GracefulStop()
         callbacks: list[Any] = [Progress(metric), self.stopper, exact]
+        self.rungs = None
+        rung_settings = os.environ.get(names.RUNGS_ENV)
+        if rung_settings:
+            self.rungs = Rungs(ctx.location, rungs.Settings.parse(rung_settings), main=ctx.main)
+            callbacks.append(self.rungs)
         if self.task.derived_metrics is not None:
             callbacks.insert(0, DerivedMetrics(self.task.derived_metrics))
         self.sync = None
@@ -531,6 +562,38 @@ class FineTune:
         )
         emit(events.Interrupted(step, ctx.location.url))
         return "interrupted"
+
+    def prune(self, at: dict[str, Any]) -> Outcome:
+        """The sweep's pruner stopped this trial at a rung: its checkpoint is stored (the
+        save at that evaluation), the record says ``pruned`` with the evaluations so far,
+        and the process exits 0, so the Job succeeds and no retry is spent."""
+        ctx = self.ctx
+        step = self.trainer.state.global_step
+        if not ctx.main:
+            return "pruned"
+        history = list(self.trainer.state.log_history)
+        last_eval: dict[str, Any] = next(
+            (row for row in reversed(history) if "eval_loss" in row), {}
+        )
+        metrics = {
+            k.removeprefix("eval_"): v
+            for k, v in last_eval.items()
+            if k.startswith("eval_") and isinstance(v, int | float)
+        }
+        ctx.location.store.write_json(ctx.location.key(HISTORY), history)
+        stored = ctx.location.checkpoints()
+        ctx.record.write(
+            "pruned",
+            stopped=record.now(),
+            step=step,
+            stored_step=stored[-1] if stored else None,
+            pruned_at=at,
+            metrics={"eval": metrics} if metrics else {},
+        )
+        tracking.finish(self.wandb_run, {f"eval/{k}": v for k, v in metrics.items()})
+        shutil.rmtree(ctx.work, ignore_errors=True)
+        emit(events.Pruned(step, int(at["rung"]), ctx.location.url, at.get("value")))
+        return "pruned"
 
     # --- evaluate ---------------------------------------------------------------------------
 
