@@ -86,6 +86,14 @@ class RichDisplay(Display):
         self.progress, self.task, self.metric = None, None, ""
         if outcome.status == "already-completed":
             self.console.print(f"  [green]already finished[/] at {outcome.url}; not retrained")
+        elif outcome.status == "pruned":
+            at = outcome.metrics.get("pruned", {})
+            value = at.get("value")
+            shown = f": {value:.4f}" if isinstance(value, int | float) else ""
+            self.console.print(
+                f"  [cyan]pruned[/] by the sweep at evaluation {at.get('rung')} "
+                f"(step {at.get('step')}){shown}; its checkpoint is at {outcome.url}"
+            )
         elif outcome.status == "interrupted":
             self.console.print(
                 f"  [yellow]stopped[/] with a checkpoint at {outcome.url or 'the store'}; "

@@ -138,6 +138,9 @@ def validate(
             failed = exc
             continue
         what = f"{len(runs)} runs" if spec.sweep else "1 run"
+        if spec.sweep is not None and not runs:
+            ends = f"up to {spec.sweep.max_runs} trials" if spec.sweep.max_runs else "a budget"
+            what = f"{spec.sweep.method} search, {ends}"
         checked = "; data and model checked" if inputs else ""
         console.print(f"[green]✓[/] {path}: {spec.name} ({spec.task}, {what}{checked})")
     if failed is not None:
@@ -153,6 +156,11 @@ def sweep_cmd(spec: SpecArg, set_: SetOpt = None) -> None:
     from kubetune._tables import add_id_column, add_value_column
 
     job, runs = _load(spec, set_)
+    if job.sweep is not None and not runs:
+        from kubetune.search.board import space_table
+
+        _console(stderr=False).print(space_table(job.name, job.sweep))
+        return
     columns: list[str] = []
     for run in runs:
         columns += [p for p in run.params if p not in columns]
@@ -251,10 +259,14 @@ def run_cmd(
     from kubetune.kube import names
     from kubetune.store import DEFAULT_STORE
 
-    _job, runs = _load(spec, set_, only=run)
+    job, runs = _load(spec, set_, only=run)
     uri = store or os.environ.get(names.STORE_ENV) or DEFAULT_STORE
+    driven = job.sweep is not None and job.sweep.driven and run is None
     # Every run's data, model and store, before the first trainer's start-up is paid for.
-    preflight.check_runs(runs, str(spec), uri)
+    preflight.check_runs(runs or _base_runs(job), str(spec), uri)
+    if driven:
+        _drive_here(job, uri)
+        return
     from kubetune._progress import display_for
 
     display = display_for(_console(), _console(stderr=False))
@@ -271,6 +283,68 @@ def run_cmd(
     if "config-error" in statuses:
         raise typer.Exit(EXIT_USER)
     if "failed" in statuses:
+        raise typer.Exit(EXIT_WORLD)
+
+
+def _base_runs(job: JobSpec) -> list[ResolvedRun]:
+    """The spec without its sweep, as one run: what a search's trials share (data, model)."""
+    from kubetune import spec as specmod
+    from kubetune import sweep
+
+    return sweep.expand(specmod.validate(job.model_dump(mode="json", exclude={"sweep"})))
+
+
+def _drive_here(job: JobSpec, uri: str) -> None:
+    """``kubetune run`` of a driven sweep: the sweep driver, with trials as subprocesses
+    here; the leaderboard is printed each time a trial ends."""
+    from kubetune import local
+    from kubetune._progress import PlainDisplay, display_for
+    from kubetune.errors import EXIT_INTERRUPTED, EXIT_WORLD
+    from kubetune.search import board, driver
+    from kubetune.search.local import LocalExecutor
+    from kubetune.search.state import SweepState, TrialRow
+    from kubetune.store import open_store
+
+    assert job.sweep is not None
+    console, results = _console(), _console(stderr=False)
+    gpus = local.local_gpus()
+    parallelism = driver.parallelism_for(job, cluster=False, gpus_here=gpus)
+    shared = display_for(console, results)
+    executor = LocalExecutor(
+        uri,
+        (lambda: shared) if parallelism == 1 else (lambda: PlainDisplay(console, results)),
+        gpus_here=gpus,
+        gpus_per_trial=job.resources.gpus,
+    )
+
+    def changed(state: SweepState, row: TrialRow | None) -> None:
+        if row is not None and row.state != "running":
+            results.print(board.leaderboard(state))
+
+    console.print(
+        f"[bold]{job.name}[/]: {job.sweep.method} sweep, {parallelism} trial"
+        f"{'s' if parallelism != 1 else ''} at once, state in {uri.rstrip('/')}/{job.name}/"
+    )
+    drive = driver.Driver(
+        job, open_store(uri), executor, parallelism=parallelism, on_change=changed
+    )
+    result = drive.run()
+    state = result.state
+    results.print(board.leaderboard(state))
+    console.print(board.budget_line(state))
+    if result.interrupted:
+        console.print(
+            "[bold yellow]interrupted[/]: the trials stored checkpoints; run the same command "
+            "again to resume the sweep"
+        )
+        raise typer.Exit(EXIT_INTERRUPTED)
+    best = state.best()
+    if best is not None:
+        console.print(
+            f"[green]✓[/] best: trial {best.number} ({best.run_id}), {state.metric} "
+            f"{best.value:.4f} → {uri.rstrip('/')}/{job.name}/{best.run_id}"
+        )
+    if state.counts().get("failed"):
         raise typer.Exit(EXIT_WORLD)
 
 

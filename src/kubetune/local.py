@@ -32,7 +32,7 @@ class Outcome:
     """What one run ended with."""
 
     run: ResolvedRun
-    status: str  # completed | already-completed | interrupted | config-error | failed
+    status: str  # completed | already-completed | pruned | interrupted | config-error | failed
     url: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     log: Path | None = None
@@ -85,8 +85,16 @@ class Display:
     def finish(self, outcome: Outcome) -> None: ...
 
 
-def run_one(run: ResolvedRun, store: str, display: Display, *, gpus: int | None = None) -> Outcome:
-    """Run one resolved run in a subprocess under ``accelerate launch``."""
+def run_one(
+    run: ResolvedRun,
+    store: str,
+    display: Display,
+    *,
+    gpus: int | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> Outcome:
+    """Run one resolved run in a subprocess under ``accelerate launch`` (``extra_env``: variables
+    to add, such as the GPUs a sweep driver gives this trial)."""
     root = store_root(store) or Path("runs")
     logs = root / ".logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -105,6 +113,9 @@ def run_one(run: ResolvedRun, store: str, display: Display, *, gpus: int | None 
     }
     if run.params:
         env[names.PARAMS_ENV] = json.dumps(run.params, sort_keys=True)
+    if run.rungs:
+        env[names.RUNGS_ENV] = run.rungs
+    env.update(extra_env or {})
     command = launch.accelerate_command(
         str(spec_file), gpus=local_gpus() if gpus is None else gpus, nodes=1, python=sys.executable
     )
@@ -147,7 +158,7 @@ def run_one(run: ResolvedRun, store: str, display: Display, *, gpus: int | None 
         code = proc.wait()
     shutil.rmtree(spec_dir, ignore_errors=True)
     outcome.seconds = time.monotonic() - started
-    if outcome.status not in ("completed", "already-completed"):
+    if outcome.status not in ("completed", "already-completed", "pruned"):
         if outcome.status == "interrupted" or code == EXIT_INTERRUPTED or interrupted:
             outcome.status = "interrupted"
         else:
@@ -161,6 +172,10 @@ def _apply(outcome: Outcome, event: events.Event) -> None:
         outcome.status = "already-completed" if event.already else "completed"
         outcome.url = event.url
         outcome.metrics = event.metrics
+    elif isinstance(event, events.Pruned):
+        outcome.status = "pruned"
+        outcome.url = event.url
+        outcome.metrics = {"pruned": {"rung": event.rung, "step": event.step, "value": event.value}}
     elif isinstance(event, events.Interrupted):
         outcome.status = "interrupted"
         outcome.url = event.url

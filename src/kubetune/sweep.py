@@ -161,10 +161,10 @@ def expand(spec: JobSpec, source: str | None = None) -> list[ResolvedRun]:
     Raises:
         SpecError: for an inconsistent sweep block or any invalid point (all reported).
     """
-    base = spec.model_dump(mode="json", exclude={"sweep"})
+    base = _base(spec)
     if spec.sweep is None:
-        resolved = specmod.validate(base)
-        return [ResolvedRun(run_id(resolved), spec.name, 0, resolved, {})]
+        alone = specmod.validate(base)
+        return [ResolvedRun(run_id(alone), spec.name, 0, alone, {})]
     try:
         sweep_points = points(spec.sweep)
     except SpecError as exc:
@@ -175,32 +175,56 @@ def expand(spec: JobSpec, source: str | None = None) -> list[ResolvedRun]:
     issues: list[Issue] = []
     over_task = any("task" in point for point in sweep_points)
     for index, point in enumerate(sweep_points):
-        data = _deep_copy(base)
-        for path, value in point.items():
-            specmod.set_path(data, path, value)
-        if over_task and isinstance(data.get("task"), str):
-            # Each run of a sweep over task drops what its task does not read; a list
-            # point that sets such a field itself is the user's mistake and stays to be told.
-            keep = tuple(point) if spec.sweep.method == "list" else ()
-            specmod.drop_unused(data, data["task"], keep)
         try:
-            resolved = specmod.validate(data)
+            resolved = resolve(spec, point, len(runs), base=base, over_task=over_task)
         except SpecError as exc:
             issues.extend(
                 Issue(i.path, f"{i.message} (in sweep point {index} {_describe(point)})")
                 for i in exc.issues
             )
             continue
-        rid = run_id(resolved)
-        if rid in seen:
+        if resolved.run_id in seen:
             continue
-        seen.add(rid)
-        dumped = resolved.model_dump(mode="json")
-        params = {path: _as_given(point[path], specmod.get_path(dumped, path)) for path in point}
-        runs.append(ResolvedRun(rid, spec.name, len(runs), resolved, params))
+        seen.add(resolved.run_id)
+        runs.append(resolved)
     if issues:
         raise SpecError(issues, source)
     return runs
+
+
+def resolve(
+    spec: JobSpec,
+    point: dict[str, Any],
+    index: int,
+    *,
+    base: dict[str, Any] | None = None,
+    over_task: bool | None = None,
+) -> ResolvedRun:
+    """One point of ``spec``'s sweep as a run (a trial of a search is resolved alone).
+
+    Raises:
+        SpecError: the point makes an invalid spec (its problems, without the point).
+    """
+    assert spec.sweep is not None
+    data = _deep_copy(base if base is not None else _base(spec))
+    for path, value in point.items():
+        # A copy: a later path inside this value (lora.r after lora) must not change the point.
+        specmod.set_path(data, path, _deep_copy(value))
+    if over_task is None:
+        over_task = "task" in point
+    if over_task and isinstance(data.get("task"), str):
+        # Each run of a sweep over task drops what its task does not read; a list
+        # point that sets such a field itself is the user's mistake and stays to be told.
+        keep = tuple(point) if spec.sweep.method == "list" else ()
+        specmod.drop_unused(data, data["task"], keep)
+    resolved = specmod.validate(data)
+    dumped = resolved.model_dump(mode="json")
+    params = {path: _as_given(point[path], specmod.get_path(dumped, path)) for path in point}
+    return ResolvedRun(run_id(resolved), spec.name, index, resolved, params)
+
+
+def _base(spec: JobSpec) -> dict[str, Any]:
+    return spec.model_dump(mode="json", exclude={"sweep"})
 
 
 def _as_given(given: Any, resolved: Any) -> Any:
