@@ -12,6 +12,12 @@ It serves what kubetune asks of a cluster, answering as the real API server does
   fields it applied (``managedFields``); applying a different value to a field another
   manager owns is a 409 Conflict unless ``force=true``, which takes the field over; fields a
   manager stops applying are removed;
+- the validation of RBAC objects and service accounts that a real API server does
+  (``pkg/apis/rbac/validation``; :func:`validate`): a Role's rules each need verbs, and
+  resource rules apiGroups and resources; a namespaced rule may not name nonResourceURLs; a
+  RoleBinding's roleRef is ``rbac.authorization.k8s.io`` Role or ClusterRole with a name,
+  and cannot change; its subjects are ServiceAccount (apiGroup "", a DNS-1123 name), User
+  or Group (apiGroup ``rbac.authorization.k8s.io``), each with a name;
 - the validation of updates that a real API server does: a Job's pod template, selector,
   completions, completionMode, podFailurePolicy… are immutable (422 "field is immutable"),
   except the scheduling directives of a suspended Job that never started (Kubernetes ≥
@@ -39,6 +45,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -57,7 +64,11 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "jobs": ("batch", "Job"),
     "networkpolicies": ("networking.k8s.io", "NetworkPolicy"),
     "localqueues": ("kueue.x-k8s.io", "LocalQueue"),
+    "serviceaccounts": ("", "ServiceAccount"),
+    "roles": ("rbac.authorization.k8s.io", "Role"),
+    "rolebindings": ("rbac.authorization.k8s.io", "RoleBinding"),
 }
+RBAC_GROUP = "rbac.authorization.k8s.io"
 KUEUE_GROUP = "kueue.x-k8s.io"
 #: What Kueue ≥ 0.15 serves: v1beta2 (preferred) and v1beta1.
 KUEUE_VERSIONS = ("v1beta2", "v1beta1")
@@ -275,12 +286,99 @@ def immutable_config_map_fields(old: dict[str, Any], new: dict[str, Any]) -> lis
 
 
 def immutable_fields(plural: str, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """What a real API server refuses to change in ``old`` (Jobs and ConfigMaps here)."""
+    """What a real API server refuses to change in ``old`` (Jobs, ConfigMaps, RoleBindings)."""
     if plural == "jobs":
         return immutable_job_fields(old, new)
     if plural == "configmaps":
         return immutable_config_map_fields(old, new)
+    if plural == "rolebindings" and old.get("roleRef") != new.get("roleRef"):
+        return [f"roleRef: Invalid value: {json.dumps(new.get('roleRef'))}: cannot change roleRef"]
     return []
+
+
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _unsupported(path: str, value: Any, supported: list[str]) -> str:
+    listed = ", ".join(json.dumps(v) for v in supported)
+    return f"{path}: Unsupported value: {json.dumps(value)}: supported values: {listed}"
+
+
+def validate(plural: str, obj: dict[str, Any]) -> list[str]:
+    """The errors a real API server finds in a new or updated object of these kinds (its
+    ``ValidateRole``, ``ValidateRoleBinding``, ``ValidateServiceAccount``); [] for others."""
+    errors: list[str] = []
+    name = str((obj.get("metadata") or {}).get("name") or "")
+    if plural == "serviceaccounts":
+        if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+            errors.append(
+                f"metadata.name: Invalid value: {json.dumps(name)}: a lowercase RFC "
+                "1123 subdomain must consist of lower case alphanumeric characters"
+            )
+        token = obj.get("automountServiceAccountToken")
+        if token is not None and not isinstance(token, bool):
+            errors.append("automountServiceAccountToken: Invalid value: must be a boolean")
+    elif plural == "roles":
+        if name in (".", "..") or "/" in name or "%" in name:
+            errors.append(
+                f"metadata.name: Invalid value: {json.dumps(name)}: may not contain "
+                "'/' or '%', nor be '.' or '..'"
+            )
+        for i, rule in enumerate(obj.get("rules") or []):
+            where = f"rules[{i}]"
+            if not rule.get("verbs"):
+                errors.append(
+                    f"{where}.verbs: Required value: verbs must contain at least one value"
+                )
+            if rule.get("nonResourceURLs"):
+                errors.append(
+                    f"{where}.nonResourceURLs: Invalid value: "
+                    f"{json.dumps(rule['nonResourceURLs'])}: namespaced rules cannot "
+                    "apply to non-resource URLs"
+                )
+                continue
+            if not rule.get("apiGroups"):
+                errors.append(
+                    f"{where}.apiGroups: Required value: resource rules must supply "
+                    "at least one api group"
+                )
+            if not rule.get("resources"):
+                errors.append(
+                    f"{where}.resources: Required value: resource rules must supply "
+                    "at least one resource"
+                )
+    elif plural == "rolebindings":
+        ref = obj.get("roleRef") or {}
+        if ref.get("apiGroup") != RBAC_GROUP:
+            errors.append(_unsupported("roleRef.apiGroup", ref.get("apiGroup", ""), [RBAC_GROUP]))
+        if ref.get("kind") not in ("Role", "ClusterRole"):
+            errors.append(
+                _unsupported("roleRef.kind", ref.get("kind", ""), ["Role", "ClusterRole"])
+            )
+        if not ref.get("name"):
+            errors.append("roleRef.name: Required value")
+        for i, subject in enumerate(obj.get("subjects") or []):
+            where = f"subjects[{i}]"
+            kind, group = subject.get("kind"), subject.get("apiGroup", "")
+            subject_name = str(subject.get("name") or "")
+            if not subject_name:
+                errors.append(f"{where}.name: Required value")
+            if kind == "ServiceAccount":
+                if subject_name and not _DNS_SUBDOMAIN.match(subject_name):
+                    errors.append(
+                        f"{where}.name: Invalid value: {json.dumps(subject_name)}: "
+                        "a lowercase RFC 1123 subdomain"
+                    )
+                if group:
+                    errors.append(_unsupported(f"{where}.apiGroup", group, [""]))
+            elif kind in ("User", "Group"):
+                if group != RBAC_GROUP:
+                    errors.append(_unsupported(f"{where}.apiGroup", group, [RBAC_GROUP]))
+            else:
+                errors.append(
+                    _unsupported(f"{where}.kind", kind, ["ServiceAccount", "User", "Group"])
+                )
+    return errors
 
 
 def invalid(plural: str, name: str, errors: list[str]) -> web.Response:
@@ -792,7 +890,7 @@ class FakeKube:
         if old is None:
             return self._not_found(plural, name)
         merged = merge(json.loads(json.dumps(old)), json.loads(body))
-        errors = immutable_fields(plural, old, merged)
+        errors = validate(plural, merged) + immutable_fields(plural, old, merged)
         if errors:
             return invalid(plural, name, errors)
         if request.query.get("dryRun") == "All":
@@ -844,10 +942,11 @@ class FakeKube:
         owned[manager] = set(mine)
         merged["apiVersion"], merged["kind"] = applied.get("apiVersion"), applied.get("kind")
         merged.setdefault("metadata", {}).update(name=name, namespace=namespace)
+        errors = validate(plural, merged)
         if old is not None:
-            errors = immutable_fields(plural, old, merged)
-            if errors:
-                return invalid(plural, name, errors)
+            errors += immutable_fields(plural, old, merged)
+        if errors:
+            return invalid(plural, name, errors)
         if request.query.get("dryRun") == "All":
             merged["metadata"].setdefault("uid", "dry-run")
             return web.json_response(merged)
@@ -887,6 +986,9 @@ class FakeKube:
                 kind=plural,
             )
         obj["metadata"]["namespace"] = namespace
+        errors = validate(plural, obj)
+        if errors:
+            return invalid(plural, name, errors)
         if request.query.get("dryRun") == "All":
             return web.json_response(obj, status=201)
         self._own((plural, namespace, name), request.query.get("fieldManager", "unknown"), {}, obj)

@@ -29,7 +29,17 @@ from kubetune.kube import names
 from kubetune.sweep import ResolvedRun
 
 #: Install order: what a Job mounts or resolves must exist before it.
-_ORDER = ("networkpolicy.yaml", "configmap.yaml", "service.yaml", "job.yaml", "jobset.yaml")
+_ORDER = (
+    "networkpolicy.yaml",
+    "configmap.yaml",
+    "driver-serviceaccount.yaml",
+    "driver-role.yaml",
+    "driver-rolebinding.yaml",
+    "service.yaml",
+    "job.yaml",
+    "jobset.yaml",
+    "driver.yaml",
+)
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 KUSTOMIZATION = "kustomization.yaml"
@@ -211,6 +221,55 @@ def values_for(
         },
         "wandb": {"secret": spec.tracking.wandb.secret or ""},
     }
+
+
+#: The sweep driver's command (``kubetune drive``), on the spec the chart mounts.
+DRIVER_COMMAND = ("python", "-m", "kubetune.cli", "drive", launch.SPEC_PATH)
+
+
+def driver_name(sweep: str) -> str:
+    """The name of a driven sweep's driver objects: ``<sweep>-driver`` (never a run id, whose
+    suffix is 8 hex digits)."""
+    return f"{sweep}-driver"
+
+
+def driver_run(
+    spec: specmod.JobSpec, inputs: dict[str, dict[str, str]] | None = None
+) -> ResolvedRun:
+    """The driver of a driven sweep as the chart renders it: a "run" named
+    :func:`driver_name` whose spec is the sweep's own (with its sweep block) and whose
+    ``inputs`` are the sweep's staged inputs, which the driver gives every trial."""
+    return ResolvedRun(driver_name(spec.name), spec.name, 0, spec, {}, inputs=dict(inputs or {}))
+
+
+def driver_values(
+    spec: specmod.JobSpec,
+    namespace: str | None = None,
+    *,
+    inputs: dict[str, dict[str, str]] | None = None,
+    gitops: bool = False,
+) -> dict[str, Any]:
+    """The chart values of a driven sweep's driver (:data:`DRIVER_COMMAND` on the sweep's
+    spec, the sweep's store and image); see the chart's ``driver`` values."""
+    assert spec.sweep is not None and spec.sweep.driven
+    values = values_for(driver_run(spec, inputs), namespace, gitops=gitops)
+    values["command"] = list(DRIVER_COMMAND)
+    values["driver"] = {"enabled": True}
+    return values
+
+
+def render_driver(
+    spec: specmod.JobSpec,
+    namespace: str | None = None,
+    chart: Path | None = None,
+    *,
+    inputs: dict[str, dict[str, str]] | None = None,
+    gitops: bool = False,
+) -> Rendered:
+    """The driver objects of a driven sweep: its ConfigMap (the sweep's spec), NetworkPolicy,
+    ServiceAccount (unless the spec names one), Role, RoleBinding and Job."""
+    values = driver_values(spec, namespace, inputs=inputs, gitops=gitops)
+    return Rendered(driver_run(spec, inputs), values, render_values(values, chart))
 
 
 def threads_per_process(cpu: str, gpus: int) -> int:

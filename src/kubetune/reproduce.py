@@ -274,9 +274,6 @@ def check_submit(recorded: Recorded, store: str | None) -> str | None:
 #: What ``reproduce --submit`` did: created the run's objects, found its Job running or
 #: finished (and changed nothing), or replaced a Job (``--replace``).
 CREATED, RUNNING, FINISHED, REPLACED = "created", "running", "finished", "replaced"
-#: How long ``--replace`` waits for the old Job (and its pods) to be gone: the trainer's grace
-#: period to store a checkpoint, and then some.
-REPLACE_TIMEOUT_S = 600
 
 
 @dataclass(frozen=True)
@@ -375,11 +372,8 @@ def submit(
             f"{where} {why}: pass --replace to delete it (its trainer stores a checkpoint) and "
             f"submit this one, or kubetune cancel {run_id} first"
         )
-    uid = str(metadata.get("uid") or "")
-    target.delete(cluster.JOB, ns, job_doc.name, "Foreground", uid=uid)
-    target.wait_deleted(cluster.JOB, ns, job_doc.name, uid, REPLACE_TIMEOUT_S)
     submitmod.check_queues(target, ns, [item.run])
-    submitmod.create(target, ns, docs)
+    submitmod.replace_job(target, ns, docs, existing)
     return Submitted(REPLACED, f"replaced {where} ({phase}) and created its objects", names)
 
 

@@ -49,7 +49,9 @@ def test_a_rendered_multi_node_job_carries_the_labels_annotations_and_env_named_
     env = {e["name"] for e in trainer["env"]}
     # Set only for an S3 store, staged inputs, a sweep point and a pruned sweep's trial.
     sometimes = {names.STORE_ENDPOINT_ENV, names.INPUTS_ENV, names.PARAMS_ENV, names.RUNGS_ENV}
-    assert names.CHART_ENV - sometimes <= env
+    # The sweep driver's own (tests/search/test_cluster.py checks its pod).
+    assert names.CHART_ENV - sometimes - names.DRIVE_ENV <= env
+    assert not (names.DRIVE_ENV - {names.INPUTS_ENV}) & env
     for obj in docs:
         assert obj["metadata"]["labels"][names.MANAGED_BY_LABEL] == names.MANAGED_BY
 

@@ -490,11 +490,10 @@ def test_cancel_deletes_the_sweeps_objects_by_label_and_leaves_others(
     assert all('"propagationPolicy": "Background"' in r.body for r in jobs)
     assert not any("propagationPolicy" in r.body for r in deletes if r not in jobs)
     lists = [r for r in kube.requests if r.method == "GET"]
-    assert all(
-        r.query["labelSelector"]
-        == "app.kubernetes.io/managed-by=kubetune,kubetune.io/sweep=bbc-topic"
-        for r in lists
-    )
+    sweep = "app.kubernetes.io/managed-by=kubetune,kubetune.io/sweep=bbc-topic"
+    # First the sweep's driver (a driven sweep's), which must stop before its trials go.
+    assert lists[0].query["labelSelector"] == f"{sweep},app.kubernetes.io/component=sweep-driver"
+    assert all(r.query["labelSelector"] == sweep for r in lists[1:])
     assert {k[2] for k in kube.objects} == {kept}, "pods went with their Jobs; others stay"
     again = kubetune("cancel", str(path))
     assert again.code == 0

@@ -21,7 +21,7 @@ make every GitOps sync of them fail.
 */}}
 {{- define "kubetune.podLabels" -}}
 {{ include "kubetune.selectorLabels" . }}
-app.kubernetes.io/component: trainer
+app.kubernetes.io/component: {{ if .Values.driver.enabled }}sweep-driver{{ else }}trainer{{ end }}
 app.kubernetes.io/part-of: kubetune
 app.kubernetes.io/managed-by: kubetune
 kubetune.io/run-id: {{ .Values.run.id | trunc 63 | trimSuffix "-" | quote }}
@@ -70,6 +70,30 @@ run values). The run templates are wrapped in it.
 */}}
 {{- define "kubetune.isRun" -}}
 {{- if or .Values.run.id (not .Values.rbac.create) }}true{{ end -}}
+{{- end -}}
+
+{{/*
+"true" for a run's trainer objects (Job, JobSet, Service); empty for a sweep driver, whose
+Job is driver.yaml. The ConfigMap and NetworkPolicy serve both.
+*/}}
+{{- define "kubetune.isTrainer" -}}
+{{- if and (include "kubetune.isRun" .) (not .Values.driver.enabled) }}true{{ end -}}
+{{- end -}}
+
+{{/*
+"true" when these values describe the driver of a driven sweep (driver.enabled): its Job,
+ServiceAccount, Role, RoleBinding, and a ConfigMap holding the sweep's spec.
+*/}}
+{{- define "kubetune.isDriver" -}}
+{{- if and (include "kubetune.isRun" .) .Values.driver.enabled }}true{{ end -}}
+{{- end -}}
+
+{{/*
+The driver's service account: the spec's resources.service_account (the identity that
+reaches the store, e.g. IRSA), else one of its own, named after the driver.
+*/}}
+{{- define "kubetune.driverServiceAccount" -}}
+{{- .Values.serviceAccountName | default (include "kubetune.fullname" .) -}}
 {{- end -}}
 
 {{/*

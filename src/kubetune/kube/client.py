@@ -84,6 +84,10 @@ CONFIG_MAP = Kind("ConfigMap", "v1", "configmaps")
 SERVICE = Kind("Service", "v1", "services")
 JOB = Kind("Job", "batch/v1", "jobs")
 POD = Kind("Pod", "v1", "pods")
+#: A sweep driver's identity and its rights over its trials (the chart's driver-rbac.yaml).
+SERVICE_ACCOUNT = Kind("ServiceAccount", "v1", "serviceaccounts")
+ROLE = Kind("Role", "rbac.authorization.k8s.io/v1", "roles")
+ROLE_BINDING = Kind("RoleBinding", "rbac.authorization.k8s.io/v1", "rolebindings")
 KUEUE_GROUP = "kueue.x-k8s.io"
 #: Kueue's API versions kubetune knows, newest first (v1beta2 since Kueue 0.15; v1beta1 is
 #: being withdrawn).
@@ -97,7 +101,8 @@ def local_queue(version: str) -> Kind:
 
 #: The kinds the kubetune-job chart renders, by (apiVersion, kind).
 APPLIED_KINDS: dict[tuple[str, str], Kind] = {
-    (k.api_version, k.kind): k for k in (NETWORK_POLICY, CONFIG_MAP, SERVICE, JOB)
+    (k.api_version, k.kind): k
+    for k in (NETWORK_POLICY, CONFIG_MAP, SERVICE, JOB, SERVICE_ACCOUNT, ROLE, ROLE_BINDING)
 }
 
 
@@ -555,6 +560,38 @@ def connect(context: str | None = None) -> Cluster:
     active = loader.current_context or {}
     namespace = (active.get("context") or {}).get("namespace") or None
     return Cluster(client.ApiClient(configuration), namespace, active.get("name") or context)
+
+
+#: Where a pod finds its service account's token, CA and namespace (the kubelet mounts them).
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+def connect_in_cluster(namespace: str | None = None) -> Cluster:
+    """A client for the API server of the cluster this pod runs in: its service account's
+    token (re-read as the kubelet rotates it) and CA, the address from
+    ``KUBERNETES_SERVICE_HOST``/``_PORT``. The namespace is ``namespace``, else the service
+    account's.
+
+    Raises:
+        ConfigError: not in a pod (no service account token or no service address).
+    """
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except config.ConfigException as exc:
+        raise ConfigError(
+            f"no in-cluster Kubernetes config ({exc}); kubetune drive runs in the sweep "
+            "driver's pod, whose service account token is mounted"
+        ) from exc
+    configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, POOL)
+    if namespace is None:
+        try:
+            namespace = (SERVICE_ACCOUNT_DIR / "namespace").read_text(encoding="utf-8").strip()
+        except OSError:
+            namespace = None
+    return Cluster(client.ApiClient(configuration), namespace or None, None)
 
 
 def _config_problem(path: str, context: str | None, exc: Exception) -> str:

@@ -11,6 +11,11 @@ from __future__ import annotations
 
 # --- labels (on the Job, its pods, ConfigMaps, Services, NetworkPolicies) -----------------
 
+#: What an object is for: ``trainer`` (a run's objects) or ``sweep-driver`` (the driver of a
+#: driven sweep, its RBAC and ConfigMap); the submitter RBAC says ``submitter-rbac``.
+COMPONENT_LABEL = "app.kubernetes.io/component"
+TRAINER_COMPONENT = "trainer"
+DRIVER_COMPONENT = "sweep-driver"
 #: Every object kubetune renders carries ``managed-by: kubetune``.
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "kubetune"
@@ -37,6 +42,8 @@ POD_TEMPLATE_ANNOTATION = "kubetune.io/pod-template"
 
 #: The trainer's container in every pod.
 CONTAINER = "trainer"
+#: The container of a sweep driver's pod.
+DRIVER_CONTAINER = "driver"
 
 # --- environment of the trainer's pod (set by the chart, read by the trainer) --------------
 
@@ -71,6 +78,16 @@ MAIN_HOST_ENV = "KUBETUNE_MAIN_HOST"
 #: it on the /scratch volume, sized by resources.scratch_size, not on the small /tmp.
 WORKDIR_ENV = "KUBETUNE_WORKDIR"
 
+# --- environment of a sweep driver's pod (``kubetune drive``) -------------------------------
+
+#: The driver's own Job (its trials' Jobs carry an ownerReference to it).
+DRIVER_JOB_ENV = "KUBETUNE_DRIVER_JOB"
+#: The namespace and name of the driver's pod (the downward API).
+NAMESPACE_ENV = "KUBETUNE_NAMESPACE"
+POD_NAME_ENV = "KUBETUNE_POD_NAME"
+#: Every variable ``kubetune drive`` reads (besides the store's AWS_* and the spec file).
+DRIVE_ENV = frozenset({DRIVER_JOB_ENV, NAMESPACE_ENV, POD_NAME_ENV, INPUTS_ENV})
+
 #: Every KUBETUNE_* variable the chart sets.
 CHART_ENV = frozenset(
     {
@@ -88,6 +105,9 @@ CHART_ENV = frozenset(
         MACHINE_RANK_ENV,
         MAIN_HOST_ENV,
         WORKDIR_ENV,
+        DRIVER_JOB_ENV,
+        NAMESPACE_ENV,
+        POD_NAME_ENV,
     }
 )
 

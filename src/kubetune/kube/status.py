@@ -31,7 +31,10 @@ from kubetune.errors import KubetuneError
 from kubetune.headline import headline_value
 from kubetune.kube import names
 from kubetune.kube.names import (
+    COMPONENT_LABEL,
     CONTAINER,
+    DRIVER_COMPONENT,
+    DRIVER_CONTAINER,
     INDEX_LABEL,
     PARAMS_ANNOTATION,
     QUEUE_LABEL,
@@ -53,7 +56,10 @@ PHASE_STYLE = {
     "Failed": "red",
     "Terminating": "yellow",
     "Not submitted": "dim",
+    "Pruned": "cyan",
 }
+#: A trial its sweep's pruner stopped: its Job is Complete, its record says "pruned".
+PRUNED = "Pruned"
 #: Waiting reasons that are only a step on the way, not a problem.
 _ON_THE_WAY = frozenset({"ContainerCreating", "PodInitializing"})
 
@@ -88,6 +94,11 @@ def _status(obj: Mapping[str, Any]) -> dict[str, Any]:
 
 def labels(obj: Mapping[str, Any]) -> dict[str, str]:
     return _meta(obj).get("labels") or {}
+
+
+def is_driver(obj: Mapping[str, Any]) -> bool:
+    """Whether the object belongs to a driven sweep's driver (its Job, pods, RBAC)."""
+    return labels(obj).get(COMPONENT_LABEL) == DRIVER_COMPONENT
 
 
 def run_id_of(job: Mapping[str, Any]) -> str:
@@ -402,8 +413,10 @@ def rows(
     metrics: Mapping[str, str] | None = None,
     now: datetime | None = None,
     missing_config_maps: Collection[str] = (),
+    pruned: Collection[str] = (),
 ) -> list[RunRow]:
-    """A row per Job, plus one per ``expected`` run (id → params) that has no Job yet.
+    """A row per Job, plus one per ``expected`` run (id → params) that has no Job yet; a
+    sweep driver's Job first. Runs in ``pruned`` (:meth:`Metrics.pruned`) show as Pruned.
 
     Pods belong to the Job that owns them (by uid, so the pods of an earlier Job of the same
     name never mix in), else to the Job named by their run-id label.
@@ -423,7 +436,7 @@ def rows(
         out[run_id] = RunRow(
             run_id,
             params_of(job),
-            job_phase(job),
+            Phase(PRUNED) if run_id in pruned else job_phase(job),
             pods_view(own),
             created(job),
             (metrics or {}).get(run_id, DASH),
@@ -432,8 +445,9 @@ def rows(
     for run_id, params in (expected or {}).items():
         out.setdefault(run_id, RunRow(run_id, dict(params), NOT_SUBMITTED))
     # A spec's runs in the order it expands to (its sweep's order), then any others.
-    order = [*(expected or {}), *sorted(set(out) - set(expected or {}))]
-    return [out[k] for k in order]
+    drivers = sorted(run_id_of(j) for j in jobs if is_driver(j))
+    rest = sorted(set(out) - set(expected or {}) - set(drivers))
+    return [out[k] for k in [*drivers, *(expected or {}), *rest]]
 
 
 def _problem(
@@ -500,6 +514,10 @@ class SweepSummary:
     sweep: str
     phases: Counter[str]
     newest: datetime | None
+    #: Run by a sweep driver (adaptive): its trials appear as the driver creates them.
+    driven: bool = False
+    #: Trials its pruner stopped (from the store's sweep.json; None: not read).
+    pruned: int | None = None
 
     @property
     def runs(self) -> int:
@@ -514,8 +532,10 @@ def sweeps(jobs: Iterable[Mapping[str, Any]]) -> list[SweepSummary]:
     out = []
     for name, group in sorted(grouped.items()):
         times = [t for t in (created(j) for j in group) if t is not None]
-        phases = Counter(job_phase(j).name for j in group)
-        out.append(SweepSummary(name, phases, max(times) if times else None))
+        trials = [j for j in group if not is_driver(j)]
+        phases = Counter(job_phase(j).name for j in trials)
+        driven = len(trials) != len(group)
+        out.append(SweepSummary(name, phases, max(times) if times else None, driven))
     return out
 
 
@@ -527,16 +547,24 @@ def sweeps_table(namespace: str, summaries: Sequence[SweepSummary], now: datetim
     table = Table(
         title=f"namespace {escape(namespace)}: {sweeps_}, {runs} run{'s' if runs != 1 else ''}"
     )
+    driven = any(s.driven for s in summaries)
     add_id_column(table, "sweep", [escape(s.sweep) for s in summaries])
+    if driven:
+        table.add_column("driver")
     table.add_column("runs", justify="right")
     for phase in shown:
         table.add_column(phase, justify="right", style=PHASE_STYLE.get(phase))
+    if driven:
+        table.add_column(PRUNED, justify="right", style=PHASE_STYLE[PRUNED])
     table.add_column("newest", justify="right")
     for summary in summaries:
+        pruned = [] if not driven else [str(summary.pruned or DASH) if summary.driven else DASH]
         table.add_row(
             escape(summary.sweep),
+            *(["driven" if summary.driven else "static"] if driven else []),
             str(summary.runs),
             *(str(summary.phases.get(p, 0) or DASH) for p in shown),
+            *pruned,
             fmt_duration(now - summary.newest) if summary.newest else DASH,
         )
     return table
@@ -549,7 +577,8 @@ def trainer_env(job: Mapping[str, Any]) -> dict[str, str]:
     """The literal environment variables of the Job's trainer container."""
     spec = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
     containers = [c for c in spec.get("containers") or [] if isinstance(c, dict)]
-    container = next((c for c in containers if c.get("name") == CONTAINER), {})
+    wanted = (CONTAINER, DRIVER_CONTAINER)
+    container = next((c for c in containers if c.get("name") in wanted), {})
     return {
         str(e.get("name")): str(e["value"])
         for e in container.get("env") or []
@@ -579,6 +608,8 @@ class Metrics:
     def __init__(self, workers: int = 16) -> None:
         self.workers = workers
         self._values: dict[tuple[str, str], str] = {}
+        #: run id → its record's status, for the runs read so far.
+        self.statuses: dict[str, str] = {}
         self._stores: dict[tuple[str, str, str], Store | None] = {}
         self._lock = threading.Lock()
 
@@ -609,7 +640,42 @@ class Metrics:
             record = load_record(location)
         except (KubetuneError, OSError):
             return DASH
+        if record.status:
+            self.statuses[location.run_id] = record.status
         return metric_cell(record)
+
+    def pruned(self, jobs: Sequence[Mapping[str, Any]]) -> set[str]:
+        """The run ids among ``jobs`` (read by :meth:`read`) whose Job completed because the
+        sweep's pruner stopped them: their record says "pruned"."""
+        return {
+            run_id_of(j)
+            for j in jobs
+            if job_phase(j).name == "Succeeded" and self.statuses.get(run_id_of(j)) == "pruned"
+        }
+
+    def sweep_state(self, driver: Mapping[str, Any]) -> tuple[Any, str]:
+        """The sweep summary (``sweep.json``) in the store the driver's Job names, or None and
+        one line saying why it cannot be shown."""
+        from kubetune.search.state import read_state
+
+        env = trainer_env(driver)
+        uri = env.get(names.STORE_ENV)
+        sweep = labels(driver).get(SWEEP_LABEL) or env.get(names.SWEEP_ENV)
+        if not uri or not sweep:
+            return None, "the driver's Job names no store: no leaderboard"
+        endpoint = os.environ.get("AWS_ENDPOINT_URL") or env.get("AWS_ENDPOINT_URL") or ""
+        store = self._store(uri, endpoint, env.get("AWS_DEFAULT_REGION") or "")
+        where = f"{uri.rstrip('/')}/{sweep}/sweep.json"
+        if store is None:
+            return None, f"cannot open the store {uri}: no leaderboard"
+        try:
+            state = read_state(store, sweep)
+        except (KubetuneError, OSError) as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            return None, f"cannot read {where}: {reason}"
+        if state is None:
+            return None, f"no {where} yet: the driver has not started"
+        return state, ""
 
     def _store(self, uri: str, endpoint: str, region: str) -> Store | None:
         key = (uri, endpoint, region)

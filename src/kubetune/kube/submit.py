@@ -65,6 +65,29 @@ FATAL: tuple[type[KubetuneError], ...] = (
 )
 
 CREATED, UNCHANGED, CONFLICT, FAILED = "created", "unchanged", "conflict", "failed"
+#: A run of a static sweep submitted again (:class:`Stored`): its Job had failed or was gone
+#: and its record is not completed, so it was created again and resumes from its checkpoint;
+#: or its record is completed (or pruned), so nothing was created although its Job is gone.
+RESUMED, COMPLETED = "resumed", "completed"
+#: How long a replacement waits for the old Job (and its pods) to be gone: the trainer's grace
+#: period to store a checkpoint, and then some.
+REPLACE_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What the store says of a run: its record's status (None: no run.json) and its newest
+    checkpoint's step."""
+
+    status: str | None = None
+    checkpoint: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("completed", "pruned")
+
+    def resumes(self) -> str:
+        return f"resumes from step {self.checkpoint}" if self.checkpoint else "starts afresh"
 
 
 @dataclass(frozen=True)
@@ -77,7 +100,7 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return self.result in (CREATED, UNCHANGED)
+        return self.result in (CREATED, UNCHANGED, RESUMED, COMPLETED)
 
 
 def kueue_version(target: kube.Cluster) -> str | None:
@@ -137,10 +160,16 @@ def submit(
     dry_run: bool = False,
     workers: int = WORKERS,
     progress: Callable[[Outcome], None] | None = None,
+    stored: Callable[[ResolvedRun], Stored] | None = None,
 ) -> list[Outcome]:
     """Submit every run (see the module docstring); outcomes in the order of ``rendered``.
 
-    ``progress`` is called (from worker threads) as each run finishes.
+    ``progress`` is called (from worker threads) as each run finishes. With ``stored`` (what
+    the store says of a run) a sweep submitted again resumes: a run whose record is completed
+    or pruned is not created again, even if its Job is gone ("completed"); a run whose Job
+    failed (preempted past its backoffLimit, say) or is gone, and whose record is not
+    completed, is created again (a failed Job is replaced: deleted, waited for) and resumes
+    from its checkpoint ("resumed").
 
     Raises:
         KubetuneError: a failure every run would share (:data:`FATAL`); runs not yet started
@@ -152,7 +181,7 @@ def submit(
         if stop.is_set():
             return None
         try:
-            outcome = _submit_run(item, target, namespace, dry_run)
+            outcome = _submit_run(item, target, namespace, dry_run, stored)
         except FATAL:
             stop.set()
             raise
@@ -240,23 +269,69 @@ def manifests(item: Rendered) -> list[Manifest]:
     return out
 
 
-def _submit_run(item: Rendered, target: kube.Cluster, namespace: str, dry_run: bool) -> Outcome:
+def _submit_run(
+    item: Rendered,
+    target: kube.Cluster,
+    namespace: str,
+    dry_run: bool,
+    stored: Callable[[ResolvedRun], Stored] | None = None,
+) -> Outcome:
+    from kubetune.kube.status import job_phase
+
     run_id = item.run.run_id
     docs = manifests(item)
     job = job_manifest(docs)
+    note = "dry run: validated, not stored" if dry_run else ""
     try:
         existing = target.get(kube.JOB, namespace, job.name)
+        record = stored(item.run) if stored is not None else None
         if existing is not None:
             outcome = _existing(run_id, existing, item.run.spec_hash, job.chart)
-            if outcome.result == UNCHANGED and not dry_run:
-                adopt(target, namespace, docs, existing, check=True)
-            return outcome
+            failed = job_phase(existing).name == "Failed"
+            if outcome.result != UNCHANGED or not failed or record is None:
+                if outcome.result == UNCHANGED and not dry_run:
+                    adopt(target, namespace, docs, existing, check=True)
+                return outcome
+            if record.finished:
+                return Outcome(run_id, COMPLETED, f"{record.status} in the store; its Job failed")
+            if not dry_run:
+                replace_job(target, namespace, docs, existing)
+            return Outcome(run_id, RESUMED, note or f"its Job had failed: {record.resumes()}")
+        if record is not None and record.finished:
+            return Outcome(run_id, COMPLETED, f"{record.status} in the store; not created again")
         create(target, namespace, docs, dry_run=dry_run)
+        if record is not None and record.status is not None:
+            return Outcome(run_id, RESUMED, note or f"its Job was gone: {record.resumes()}")
     except FATAL:
         raise
     except KubetuneError as exc:
         return Outcome(run_id, FAILED, str(exc))
-    return Outcome(run_id, CREATED, "dry run: validated, not stored" if dry_run else "")
+    return Outcome(run_id, CREATED, note)
+
+
+def replace_job(
+    target: kube.Cluster,
+    namespace: str,
+    docs: Sequence[Manifest],
+    existing: Mapping[str, Any],
+    *,
+    timeout_s: int = REPLACE_TIMEOUT_S,
+) -> dict[str, Any]:
+    """Delete the run's Job ``existing`` (that very one: a uid precondition; Foreground, so
+    its pods are gone first, each trainer storing a checkpoint on SIGTERM), wait until it is
+    gone, and create the run's objects again. Returns the new Job as stored.
+
+    Raises:
+        ClusterError: the old Job is still there after ``timeout_s``, or a request failed.
+    """
+    metadata = existing.get("metadata") or {}
+    name = str(metadata.get("name") or job_manifest(docs).name)
+    uid = str(metadata.get("uid") or "")
+    if not metadata.get("deletionTimestamp"):
+        target.delete(kube.JOB, namespace, name, "Foreground", uid=uid or None)
+    if uid:
+        target.wait_deleted(kube.JOB, namespace, name, uid, timeout_s)
+    return create(target, namespace, docs)
 
 
 def job_manifest(docs: Sequence[Manifest]) -> Manifest:
@@ -431,3 +506,110 @@ def _show(value: Any) -> str:
     if value is None:
         return "(none)"
     return value if isinstance(value, str) else json.dumps(value)
+
+
+# --- what the store says before a submit ---------------------------------------------------
+
+
+class StoreView:
+    """The store of a static sweep as ``kubetune submit`` reads it before creating anything:
+    each run's record status and newest checkpoint (:class:`Stored`, for resuming), and the
+    compute of the sweep's finished runs (for the cost estimate). A store that cannot be
+    read says nothing: the submit goes on as if it were empty."""
+
+    def __init__(self, runs: Sequence[ResolvedRun]) -> None:
+        from kubetune.store import RunLocation, endpoint_here, open_store
+
+        self.locations: dict[str, Any] = {}
+        self.stores: dict[tuple[str, str, str], Any] = {}
+        for run in runs:
+            storage = run.spec.storage
+            if storage is None:
+                continue
+            key = (storage.uri, storage.endpoint or "", storage.region or "")
+            if key not in self.stores:
+                try:
+                    self.stores[key] = open_store(
+                        storage.uri,
+                        endpoint=endpoint_here(storage.endpoint),
+                        region=storage.region,
+                        patient=False,
+                    )
+                except (KubetuneError, ValueError, ImportError):
+                    self.stores[key] = None
+            if self.stores[key] is not None:
+                self.locations[run.run_id] = RunLocation(self.stores[key], run.sweep, run.run_id)
+
+    def stored(self, run: ResolvedRun) -> Stored:
+        """What the store says of ``run`` (nothing, where it cannot be read)."""
+        from kubetune.store import StoreError
+        from kubetune.store.record import read_run
+
+        location = self.locations.get(run.run_id)
+        if location is None:
+            return Stored()
+        folder = read_run(location)
+        if folder.state != "written":
+            return Stored()
+        checkpoint = None
+        if folder.record.status not in ("completed", "pruned"):
+            try:
+                steps = location.checkpoints()
+            except (StoreError, OSError):
+                steps = []
+            checkpoint = steps[-1] if steps else None
+        return Stored(folder.record.status, checkpoint)
+
+    def finished_compute(self, sweep: str) -> list[Any]:
+        """The ``compute`` of every completed run of ``sweep`` in the runs' stores."""
+        from kubetune.store import RunLocation, StoreError
+        from kubetune.store.record import read_run
+
+        out = []
+        for store in {id(s): s for s in self.stores.values() if s is not None}.values():
+            try:
+                keys = store.list_keys(f"{sweep}/")
+            except (StoreError, OSError):
+                continue
+            run_ids = sorted(
+                {p[1] for p in (k.split("/") for k in keys) if len(p) == 3 and p[2] == "run.json"}
+            )
+            for run_id in run_ids:
+                folder = read_run(RunLocation(store, sweep, run_id))
+                record = folder.record
+                if folder.state == "written" and record.status == "completed" and record.compute:
+                    out.append(record.compute)
+        return out
+
+
+def cost_line(runs: Sequence[ResolvedRun], finished: Sequence[Any]) -> str:
+    """The estimated cost of a static sweep: runs × GPUs (or CPUs) each, from the mean
+    ``compute`` of the sweep's finished runs (``finished``, run.json's Compute), else the
+    upper bound every Job's ``activeDeadlineSeconds`` allows. Says which."""
+    from kubetune import spec as specmod
+
+    n = len(runs)
+    if not n:
+        return ""
+    res = runs[0].spec.resources
+    gpus = res.gpus * res.nodes
+    cpus = specmod.quantity_value(str(res.cpu)) * res.nodes
+    unit = "GPU" if gpus else "CPU"
+    each = f"{gpus:g} GPU" if gpus else f"{cpus:g} CPU"
+    head = f"{n} run{'s' if n != 1 else ''} × {each}{'s' if (gpus or cpus) != 1 else ''} each"
+    if finished:
+        field = "gpu_seconds" if gpus else "cpu_seconds"
+        mean = sum(getattr(c, field) for c in finished) / len(finished)
+        wall = sum(c.wall_seconds for c in finished) / len(finished)
+        return (
+            f"estimated cost: {head} ≈ {n * mean / 3600:.3g} {unit}-hours "
+            f"(mean of {len(finished)} finished run{'s' if len(finished) != 1 else ''} of this "
+            f"sweep in the store: {wall / 3600:.2g} h each)"
+        )
+    hours = res.active_deadline_seconds / 3600
+    per = gpus if gpus else cpus
+    return (
+        f"estimated cost: {head}: at most {n * per * hours:.4g} {unit}-hours (upper bound: "
+        f"resources.active_deadline_seconds {hours:g} h per run; no finished run of this "
+        "sweep in the store yet)"
+    )

@@ -69,8 +69,9 @@ def resolve(target: kube.Cluster, namespace: str, name: str) -> Target:
 
         if not path.is_file():
             raise ConfigError(f"{name}: no such job spec file")
-        runs = sweep.expand(specmod.load(path), str(path))
-        sweep_name = runs[0].sweep
+        job = specmod.load(path)
+        runs = sweep.expand(job, str(path))  # none for a search: its driver asks for trials
+        sweep_name = job.name
         return Target(
             sweep_name, selector_for(SWEEP_LABEL, sweep_name), {r.run_id: r.params for r in runs}
         )
