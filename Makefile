@@ -15,7 +15,7 @@ INSTALL = $(UV) pip install --quiet --compile-bytecode --python $(BIN)/python \
 	-c constraints.txt $(FIND_LINKS)
 CODE   := src tests benchmarks
 
-.PHONY: demo test lint fmt bench bench-store bench-train lock schema clean chromium
+.PHONY: demo test lint fmt bench bench-search bench-store bench-train lock schema clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,10 @@ bench: $(VENV)/.dev
 ## bench-store: checkpoint upload vs boto3 upload_file, and step time with an upload in flight
 bench-store: $(VENV)/.dev
 	$(BIN)/python benchmarks/bench_store.py
+
+## bench-search: random search in full vs TPE + ASHA on BBC News, same trials (~30 min on 2 cores)
+bench-search: $(VENV)/.dev
+	$(BIN)/python benchmarks/bench_search.py
 
 ## bench-train: kubetune's trainer against the plain HF Trainer recipe (~30 min on 2 cores)
 bench-train: $(VENV)/.dev

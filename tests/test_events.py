@@ -19,6 +19,7 @@ EXAMPLES: list[events.Event] = [
     events.CheckpointWait(step=20, waiting_for=10),
     events.CheckpointRejected(step=10, reason="sha256 of model.safetensors differs"),
     events.Interrupted(step=12, url="file:///runs/x"),
+    events.Pruned(step=30, rung=3, url="file:///runs/x", value=0.41),
     events.Done(already=False, url="file:///runs/x", metrics={"test": {"accuracy": 0.9}}),
 ]
 

@@ -29,6 +29,9 @@ def test_there_are_examples_for_each_kind_of_job() -> None:
     assert any(s.sweep and s.lora for s in specs), "a learning-rate × LoRA-rank grid"
     assert any(s.resources.nodes > 1 for s in specs), "a multi-node job"
     assert any(s.resources.queue for s in specs), "a Kueue-queued job"
+    assert any(s.sweep and s.sweep.method == "tpe" and s.sweep.pruner for s in specs), (
+        "a search that prunes"
+    )
     stores = {s.storage.uri for s in specs if s.storage}
     assert stores == {"s3://kubetune-runs/examples"}, "one store: the model is staged once"
 
@@ -64,7 +67,10 @@ def test_example_runs_on_a_cluster_as_its_header_says(
     lines = text.splitlines()
     assert lines[0].startswith("# ") and "kubetune " in lines[0], "open with the command"
     assert any("yaml-language-server: $schema=../schema/jobspec.schema.json" in x for x in lines)
-    runs = sweep.expand(spec.load(path))
+    job = spec.load(path)
+    runs = sweep.expand(job)
+    if job.sweep is not None and job.sweep.driven:
+        runs = [sweep.base_run(job)]  # the trials share its inputs; the driver is rendered
     if LOCAL_ONLY.search(text):
         assert not ON_A_CLUSTER.search(text), "a local-only example has no cluster command"
         return
@@ -85,7 +91,18 @@ def test_example_runs_on_a_cluster_as_its_header_says(
     for run in staged:
         assert stage.find_local(run.spec) == [], "nothing of this machine reaches the pod"
         assert set(run.inputs) == {f.field for f in stage.find_local(runs[0].spec)}
-    docs = yaml_docs(render.stream(render.render(staged, namespace="examples")))
-    assert sum(d["kind"] == "Job" for d in docs) == len(runs)
+    if job.sweep is not None and job.sweep.driven:
+        assert "kubetune submit" in command, "a driven sweep starts its driver with submit"
+        inputs = staged[0].inputs
+        driver = render.render_driver(stage.with_staged(job, inputs), "examples", inputs=inputs)
+        docs = yaml_docs(render.stream([driver]))
+        kinds = sorted(d["kind"] for d in docs)
+        assert kinds == ["ConfigMap", "Job", "NetworkPolicy", "Role", "RoleBinding",
+                         "ServiceAccount"], kinds  # fmt: skip
+        (mounted,) = [d for d in docs if d["kind"] == "ConfigMap"]
+        assert "sweep:" in next(iter(mounted["data"].values()))
+    else:
+        docs = yaml_docs(render.stream(render.render(staged, namespace="examples")))
+        assert sum(d["kind"] == "Job" for d in docs) == len(runs)
     for doc in docs:
         kubernetes_validate.validate(doc, "1.33.0", strict=True)

@@ -10,6 +10,7 @@ columns get a minimum width and the other columns (and their own headers) give w
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from rich.table import Table
 from rich.text import Text
@@ -30,3 +31,15 @@ def add_value_column(table: Table, header: str, cells: Iterable[str]) -> None:
     widest = max((len(c) for c in cells), default=0)
     title = Text(header, no_wrap=False, overflow="fold")
     table.add_column(title, no_wrap=True, min_width=widest)
+
+
+def format_value(value: Any) -> str:
+    """A sweep parameter's value in a cell: ``—`` for none, floats short, a section (a
+    ``lora`` point) as its set keys."""
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items() if v not in (None, [], {})) or "{}"
+    return str(value)

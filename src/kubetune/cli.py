@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -19,7 +19,7 @@ from typer.core import TyperGroup
 
 if TYPE_CHECKING:
     from kubetune.kube.client import Cluster
-    from kubetune.kube.submit import Outcome
+    from kubetune.kube.submit import Outcome, Stored
     from kubetune.render import Rendered
     from kubetune.reproduce import Comparison, Recorded
     from kubetune.spec import JobSpec
@@ -177,19 +177,11 @@ def sweep_cmd(spec: SpecArg, set_: SetOpt = None) -> None:
 
 def _param(params: dict[str, Any], name: str) -> str:
     """A run's value of a sweep parameter: "null" where it sets null, "—" where nothing."""
+    from kubetune._tables import format_value
+
     if name not in params:
         return "—"
-    return "null" if params[name] is None else _fmt(params[name])
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items() if v not in (None, [], {}))
-    return str(value)
+    return "null" if params[name] is None else format_value(params[name])
 
 
 @app.command()
@@ -220,23 +212,35 @@ def render(
     """
     from kubetune import render as rendermod
     from kubetune import stage as stagemod
+    from kubetune import sweep as sweepmod
 
-    _job, runs = _load(spec, set_, only=run)
-    for item in runs:
-        rendermod.check_renderable(item)
-    if stage:
-        runs = _stage(runs)
+    job, runs = _load(spec, set_, only=run)
+    if job.sweep is not None and job.sweep.driven and run is None:
+        # The driver's objects: it creates the trials (owned by its Job) in the cluster.
+        if not stage:
+            stagemod.refuse_local([sweepmod.base_run(job)])
+        sweep, inputs = _staged_sweep(job, upload=True)
+        driver = rendermod.render_driver(sweep, namespace, inputs=inputs, gitops=out is not None)
+        rendered = [driver]
     else:
-        stagemod.refuse_local(runs)
-    rendered = rendermod.render(runs, namespace, gitops=out is not None)
+        for item in runs:
+            rendermod.check_renderable(item)
+        if stage:
+            runs = _stage(runs)
+        else:
+            stagemod.refuse_local(runs)
+        rendered = rendermod.render(runs, namespace, gitops=out is not None)
     if out is None:
         sys.stdout.write(rendermod.stream(rendered))
         return
     rendermod.write_dir(rendered, out)
-    _console().print(
-        f"[green]✓[/] {len(rendered)} run{'s' if len(rendered) != 1 else ''} → {out}/ "
-        f"(apply with kubectl apply -k {out})"
+    what = (
+        f"sweep driver {rendered[0].run.run_id} (its RBAC, ConfigMap and Job; the trials are "
+        "created by the driver, not in this folder)"
+        if job.sweep is not None and job.sweep.driven and run is None
+        else f"{len(rendered)} run{'s' if len(rendered) != 1 else ''}"
     )
+    _console().print(f"[green]✓[/] {what} → {out}/ (apply with kubectl apply -k {out})")
 
 
 @app.command("run")
@@ -255,6 +259,7 @@ def run_cmd(
     finished run is not trained twice.
     """
     from kubetune import local, preflight
+    from kubetune import sweep as sweepmod
     from kubetune.errors import EXIT_USER, EXIT_WORLD
     from kubetune.kube import names
     from kubetune.store import DEFAULT_STORE
@@ -263,7 +268,7 @@ def run_cmd(
     uri = store or os.environ.get(names.STORE_ENV) or DEFAULT_STORE
     driven = job.sweep is not None and job.sweep.driven and run is None
     # Every run's data, model and store, before the first trainer's start-up is paid for.
-    preflight.check_runs(runs or _base_runs(job), str(spec), uri)
+    preflight.check_runs(runs or [sweepmod.base_run(job)], str(spec), uri)
     if driven:
         _drive_here(job, uri)
         return
@@ -284,14 +289,6 @@ def run_cmd(
         raise typer.Exit(EXIT_USER)
     if "failed" in statuses:
         raise typer.Exit(EXIT_WORLD)
-
-
-def _base_runs(job: JobSpec) -> list[ResolvedRun]:
-    """The spec without its sweep, as one run: what a search's trials share (data, model)."""
-    from kubetune import spec as specmod
-    from kubetune import sweep
-
-    return sweep.expand(specmod.validate(job.model_dump(mode="json", exclude={"sweep"})))
 
 
 def _drive_here(job: JobSpec, uri: str) -> None:
@@ -673,14 +670,21 @@ def submit(
     """Create each run of a spec as a Kubernetes Job (server-side apply), concurrently.
 
     A run whose Job already exists with the same spec is left alone, so submitting again is
-    safe. Exit 0 when every run is created or unchanged, 1 otherwise.
+    safe; a sweep submitted again resumes (a run completed in the store is not created again,
+    one whose Job failed is replaced and resumes from its checkpoint). A sweep's estimated
+    cost is printed first. A driven sweep (tpe, cmaes, a pruner, a budget) creates its driver
+    instead, a Job that launches the trials. Exit 0 when every run is created, unchanged,
+    resumed or completed, 1 otherwise.
     """
     from kubetune import render as rendermod
     from kubetune.errors import EXIT_WORLD
     from kubetune.kube import client
     from kubetune.kube import submit as submitmod
 
-    _job, runs = _load(spec, set_, only=run)
+    job, runs = _load(spec, set_, only=run)
+    if job.sweep is not None and job.sweep.driven and run is None:
+        _submit_driver(job, context, namespace, dry_run)
+        return
     for item in runs:
         rendermod.check_renderable(item)
     target = client.connect(context)
@@ -688,7 +692,12 @@ def submit(
     runs = _stage(runs, upload=not dry_run)
     rendered = rendermod.render(runs, ns)
     submitmod.check_queues(target, ns, runs)
-    outcomes = _submit_with_progress(rendered, target, ns, dry_run)
+    view = submitmod.StoreView(runs) if job.sweep is not None else None
+    if view is not None:
+        _console().print(submitmod.cost_line(runs, view.finished_compute(job.name)))
+    outcomes = _submit_with_progress(
+        rendered, target, ns, dry_run, view.stored if view is not None else None
+    )
     _console(stderr=False).print(_submit_table(outcomes, ns, dry_run))
     counts: dict[str, int] = {}
     for outcome in outcomes:
@@ -700,6 +709,56 @@ def submit(
     _console().print(f"{mark} {len(outcomes)} run{plural} in {ns}: {summary}")
     if not ok:
         raise typer.Exit(EXIT_WORLD)
+
+
+def _staged_sweep(job: JobSpec, upload: bool) -> tuple[JobSpec, dict[str, dict[str, str]]]:
+    """A driven sweep's spec with its local inputs staged (the driver's spec names the staged
+    URIs, and every trial's run.json records them), and those inputs."""
+    from kubetune import render as rendermod
+    from kubetune import stage as stagemod
+
+    base = stagemod.sweep_base(job)
+    rendermod.check_renderable(base)
+    (staged,) = _stage([base], upload=upload)
+    return stagemod.with_staged(job, staged.inputs), staged.inputs
+
+
+def _submit_driver(job: JobSpec, context: str | None, namespace: str | None, dry_run: bool) -> None:
+    """``kubetune submit`` of a driven sweep: the driver's objects (its Job runs ``kubetune
+    drive``, which creates the trials); idempotent, as a run's submit is."""
+    from rich.markup import escape
+
+    from kubetune import render as rendermod
+    from kubetune.errors import EXIT_WORLD
+    from kubetune.kube import client
+    from kubetune.kube import submit as submitmod
+
+    target = client.connect(context)
+    ns = target.namespace_for(namespace)
+    sweep, inputs = _staged_sweep(job, upload=not dry_run)
+    rendered = rendermod.render_driver(sweep, ns, inputs=inputs)
+    from kubetune.sweep import base_run
+
+    submitmod.check_queues(target, ns, [base_run(sweep)])
+    (outcome,) = submitmod.submit([rendered], target, ns, dry_run=dry_run)
+    name, console = rendered.run.run_id, _console()
+    where = f"sweep driver {name} in {ns}"
+    if outcome.result == submitmod.CREATED:
+        done = "checked by the API server (dry run, nothing stored)" if dry_run else "created"
+        console.print(
+            f"[green]✓[/] {escape(where)} {done}; it launches the trials: "
+            f"kubetune status {escape(job.name)} shows the leaderboard"
+        )
+        return
+    if outcome.result == submitmod.UNCHANGED:
+        console.print(
+            f"[green]✓[/] {escape(where)} is already there ({escape(outcome.detail)}); "
+            f"kubetune status {escape(job.name)} shows the leaderboard"
+        )
+        return
+    detail = outcome.detail.replace(f"kubetune cancel {name}", f"kubetune cancel {job.name}")
+    console.print(f"[bold red]✗[/] {escape(where)}: {escape(detail)}")
+    raise typer.Exit(EXIT_WORLD)
 
 
 def _stage(runs: list[ResolvedRun], upload: bool = True) -> list[ResolvedRun]:
@@ -741,7 +800,11 @@ def _stage(runs: list[ResolvedRun], upload: bool = True) -> list[ResolvedRun]:
 
 
 def _submit_with_progress(
-    rendered: list[Rendered], target: Cluster, namespace: str, dry_run: bool
+    rendered: list[Rendered],
+    target: Cluster,
+    namespace: str,
+    dry_run: bool,
+    stored: Callable[[ResolvedRun], Stored] | None = None,
 ) -> list[Outcome]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -764,6 +827,7 @@ def _submit_with_progress(
             namespace,
             dry_run=dry_run,
             progress=lambda _outcome: progress.advance(task),
+            stored=stored,
         )
 
 
@@ -778,7 +842,14 @@ def _submit_table(outcomes: list[Outcome], namespace: str, dry_run: bool) -> Any
         if dry_run
         else f"submitted to {namespace}"
     )
-    styles = {"created": "green", "unchanged": "green", "conflict": "yellow", "failed": "red"}
+    styles = {
+        "created": "green",
+        "unchanged": "green",
+        "resumed": "green",
+        "completed": "green",
+        "conflict": "yellow",
+        "failed": "red",
+    }
     table = Table(title=escape(title))
     add_id_column(table, "run id", [o.run_id for o in outcomes])
     table.add_column("result")
@@ -806,7 +877,8 @@ def status(
     """Show the runs of a sweep (or one run) in the cluster, with their stored metric.
 
     A row per run: its parameters, Job phase, pod state, restarts, node, age, and the headline
-    metric of its run.json in the store ("—" where it cannot be read).
+    metric of its run.json in the store ("—" where it cannot be read). A driven sweep shows
+    its driver's row first, and under the table the leaderboard and budget from the store.
     """
     from kubetune.errors import ConfigError
     from kubetune.kube import client
@@ -825,13 +897,29 @@ def status(
         from rich.console import Group
         from rich.markup import escape
 
+        from kubetune.search import board
+
+        values = metrics.read(jobs)
         rows = job_status.rows(
-            jobs, pods, found.expected, metrics.read(jobs), missing_config_maps=missing or ()
+            jobs,
+            pods,
+            found.expected,
+            values,
+            missing_config_maps=missing or (),
+            pruned=metrics.pruned(jobs),
         )
         problems = [
             f"[bold yellow]stuck:[/] {escape(line)}" for line in job_status.problem_lines(rows)
         ]
-        return Group(job_status.status_table(title, rows), *problems)
+        parts: list[Any] = [job_status.status_table(title, rows), *problems]
+        drivers = [j for j in jobs if job_status.is_driver(j)]
+        if drivers:
+            state, problem = metrics.sweep_state(drivers[0])
+            if state is None:
+                parts.append(f"[yellow]leaderboard:[/] {escape(problem)}")
+            else:
+                parts += [board.leaderboard(state), escape(board.budget_line(state))]
+        return Group(*parts)
 
     if watch:
         _watch(target, ns, found.selector, table)
@@ -920,8 +1008,9 @@ def logs(
 def cancel(name: RunsArg, namespace: NamespaceOpt = None, context: ContextOpt = None) -> None:
     """Delete the Jobs of a sweep (or one run) and their ConfigMaps, Services, NetworkPolicies.
 
-    Each trainer gets SIGTERM and stores a checkpoint before it stops; submitting again
-    resumes it.
+    A driven sweep's driver goes first (it launches nothing more), then its trials, its
+    ConfigMap, ServiceAccount, Role and RoleBinding. Each trainer gets SIGTERM and stores a
+    checkpoint before it stops; submitting again resumes it.
     """
     from rich.markup import escape
 
@@ -944,19 +1033,91 @@ def cancel(name: RunsArg, namespace: NamespaceOpt = None, context: ContextOpt = 
 
 @app.command("list")
 def list_cmd(namespace: NamespaceOpt = None, context: ContextOpt = None) -> None:
-    """List the sweeps in a namespace, with how many runs are in each phase."""
+    """List the sweeps in a namespace, with how many runs are in each phase; driven sweeps
+    are marked, with their pruned trials counted (from the store's sweep.json)."""
+    from dataclasses import replace
     from datetime import UTC, datetime
 
     from kubetune.kube import client, watch
     from kubetune.kube import status as job_status
+    from kubetune.kube.names import SWEEP_LABEL
 
     target = client.connect(context)
     ns = target.namespace_for(namespace)
-    summaries = job_status.sweeps(watch.managed_jobs(target, ns))
+    jobs = watch.managed_jobs(target, ns)
+    summaries = job_status.sweeps(jobs)
+    metrics = job_status.Metrics()
+    for i, summary in enumerate(summaries):
+        driver = next(
+            (j for j in jobs if job_status.is_driver(j)
+             and job_status.labels(j).get(SWEEP_LABEL) == summary.sweep),
+            None,
+        )  # fmt: skip
+        if driver is not None:
+            state, _problem = metrics.sweep_state(driver)
+            pruned = state.counts().get("pruned", 0) if state is not None else None
+            summaries[i] = replace(summary, pruned=pruned)
     if not summaries:
         _console().print(f"no kubetune runs in namespace {ns}")
         return
     _console(stderr=False).print(job_status.sweeps_table(ns, summaries, datetime.now(UTC)))
+
+
+@app.command(hidden=True)
+def drive(spec: SpecArg) -> None:
+    """Drive a driven sweep from inside the cluster: the command of the sweep driver's pod.
+
+    Reads the sweep's spec (the driver's ConfigMap), connects with the pod's service account,
+    and runs the sweep driver with trials as Jobs owned by the driver's Job
+    (``KUBETUNE_DRIVER_JOB``). SIGTERM exits 130 at once: everything is in the store, and
+    the next pod resumes the sweep.
+    """
+    import json
+    import signal
+
+    from kubetune import spec as specmod
+    from kubetune.errors import ConfigError
+    from kubetune.kube import client, names
+    from kubetune.search import board, driver
+    from kubetune.search.cluster import JobExecutor, owner_of
+    from kubetune.store import endpoint_here, open_store
+
+    job = specmod.load(spec)
+    if job.sweep is None or not job.sweep.driven or job.storage is None:
+        raise ConfigError(
+            f"{spec}: kubetune drive runs a driven sweep (sweep.method tpe or cmaes, a pruner, "
+            "a budget or a parallelism) with an s3:// store; kubetune submit renders its pod"
+        )
+    job_name = os.environ.get(names.DRIVER_JOB_ENV)
+    if not job_name:
+        raise ConfigError(f"{names.DRIVER_JOB_ENV} is not set: kubetune drive runs in the "
+                          "sweep driver's pod, whose manifest sets it")  # fmt: skip
+    target = client.connect_in_cluster(os.environ.get(names.NAMESPACE_ENV) or None)
+    ns = target.namespace_for(None)
+    inputs = json.loads(os.environ.get(names.INPUTS_ENV) or "{}")
+    executor = JobExecutor(target, ns, owner=owner_of(target, ns, job_name), inputs=inputs)
+    storage = job.storage
+    store = open_store(storage.uri, endpoint=endpoint_here(storage.endpoint), region=storage.region)
+    pod = os.environ.get(names.POD_NAME_ENV) or job_name
+    console = _console(stderr=False)
+
+    def stop(_signum: int, _frame: Any) -> None:
+        raise SystemExit(130)
+
+    signal.signal(signal.SIGTERM, stop)
+    parallelism = driver.parallelism_for(job, cluster=True)
+    console.print(f"{job.name}: {job.sweep.method} sweep, {parallelism} trials at once, in {ns}")
+
+    def changed(state: Any, row: Any) -> None:
+        if row is not None and row.state != "running":
+            console.print(board.leaderboard(state))
+
+    drive_ = driver.Driver(
+        job, store, executor, parallelism=parallelism, where=f"pod {pod}", on_change=changed
+    )
+    result = drive_.run()
+    console.print(board.leaderboard(result.state))
+    console.print(board.budget_line(result.state))
 
 
 @app.command()

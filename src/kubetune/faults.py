@@ -14,6 +14,11 @@ The points, in the order a checkpoint passes them:
 - ``manifest-before``: every file stored, the manifest not yet written;
 - ``manifest-after``: the manifest written, older checkpoints not yet pruned;
 - ``final``: the final model and outputs stored, run.json not yet completed (step = last step).
+
+And in a sweep driver (:mod:`kubetune.search.driver`; "step" is the trial's number):
+
+- ``driver-told``: a trial's end told to the study, sweep.json not yet rewritten;
+- ``driver-launched``: a trial launched, sweep.json not yet rewritten.
 """
 
 from __future__ import annotations

@@ -137,7 +137,8 @@ def rendezvous_env(argv: list[str]) -> dict[str, str]:
 
 
 def completed_elsewhere() -> tuple[str, RunRecord] | None:
-    """The store URL and run.json of this run when it says completed; else None.
+    """The store URL and run.json of this run when it says completed (or pruned by its
+    sweep: it is not trained again either); else None.
 
     Reads ``KUBETUNE_STORE``, ``KUBETUNE_SWEEP`` and ``KUBETUNE_RUN_ID`` (the chart sets all
     three); without them, or when the store cannot be read, the trainer decides as usual.
@@ -158,7 +159,7 @@ def completed_elsewhere() -> tuple[str, RunRecord] | None:
     except StoreError as exc:
         print(f"kubetune: could not read the run record ({exc}); starting", file=sys.stderr)
         return None
-    if record.status == "completed":
+    if record.status in ("completed", "pruned"):
         return location.url, record
     return None
 
@@ -334,8 +335,13 @@ def main(argv: list[str]) -> int:
     if completed is not None:
         url, record = completed
         # The same event the trainer sends for a finished run, so `kubetune run` says so.
-        events.emit(events.Done(already=True, url=url, metrics=record.metrics))
-        print(f"kubetune: the run at {url} is already completed; nothing to do", flush=True)
+        if record.status == "pruned":
+            at = record.pruned_at or {}
+            rung = int(at.get("rung") or 0)
+            events.emit(events.Pruned(record.step or 0, rung, url, at.get("value")))
+        else:
+            events.emit(events.Done(already=True, url=url, metrics=record.metrics))
+        print(f"kubetune: the run at {url} is already {record.status}; nothing to do", flush=True)
         return 0
     become_subreaper()
     direct = direct_launch(argv)

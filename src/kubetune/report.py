@@ -41,6 +41,8 @@ import yaml
 
 from kubetune.errors import ConfigError
 from kubetune.headline import RANKED, TASK_METRICS, higher_is_better
+from kubetune.search.board import budget_line
+from kubetune.search.state import SweepState, read_state
 from kubetune.store import ForbiddenError, NotFoundError, RunLocation, find_runs
 from kubetune.store.record import (
     HISTORY,
@@ -108,7 +110,12 @@ def build_report(uri: str, out: Path) -> Report:
             "<store>/<sweep> or a run's URI"
         )
     runs = [load_run(loc) for loc in locations]
-    page = build_page(uri, runs)
+    searches: dict[str, SweepState] = {}
+    for loc in {loc.sweep: loc for loc in locations}.values():
+        state = read_state(loc.store, loc.sweep)
+        if state is not None:
+            searches[loc.sweep] = state
+    page = build_page(uri, runs, searches)
     markdown = out.with_suffix(".md")
     write_page(page, out, markdown)
     return Report(html=out, markdown=markdown, runs=len(runs))
@@ -175,6 +182,10 @@ class RunView:
         detail = self.status
         if self.status == "interrupted" and self.record.step is not None:
             detail += f" at step {self.record.step}"
+        elif self.status == "pruned" and self.record.pruned_at:
+            detail += f" at evaluation {self.record.pruned_at.get('rung')}"
+            if self.record.step is not None:
+                detail += f" (step {self.record.step})"
         elif self.status == "failed" and self.record.error:
             detail += f": {_clip(self.record.error, 160)}"
         if self.problems:
@@ -400,6 +411,8 @@ class Sweep:
     curves: list[Plot] = field(default_factory=list)
     param_plots: list[Plot] = field(default_factory=list)
     examples: list[RunExamples] = field(default_factory=list)
+    #: A driven sweep: how its search went (trials, pruning, compute, budget).
+    search: list[str] = field(default_factory=list)
 
     @property
     def tasks(self) -> str:
@@ -474,8 +487,11 @@ class _Names:
         return f"{self.count:02d}-{_slug('-'.join(parts))}.png"
 
 
-def build_page(source: str, runs: list[RunView]) -> Page:
-    """Everything the templates show, with plots drawn."""
+def build_page(
+    source: str, runs: list[RunView], searches: dict[str, SweepState] | None = None
+) -> Page:
+    """Everything the templates show, with plots drawn (``searches``: the summaries of the
+    driven sweeps among them, from their sweep.json)."""
     names = _Names()
     by_sweep: dict[str, list[RunView]] = {}
     for run in runs:
@@ -491,6 +507,9 @@ def build_page(source: str, runs: list[RunView]) -> Page:
         sweep.examples = [
             RunExamples(r.run_id, r.status, r.examples_from, r.examples) for r in sweep.runs
         ]
+        state = (searches or {}).get(sweep.name)
+        if state is not None:
+            sweep.search = search_lines(state)
     return Page(
         title=f"kubetune report: {_title(sweeps)}",
         source=source,
@@ -539,6 +558,40 @@ def make_sweep(name: str, runs: list[RunView]) -> Sweep:
     )
 
 
+def search_lines(state: SweepState) -> list[str]:
+    """A driven sweep in sentences: its method and trials, what pruning stopped and what
+    that saved, the compute and budget, why launching stopped, the best trial."""
+    counts = state.counts()
+    shown = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    lines = [
+        f"{state.method} sweep driven by kubetune ({state.driver or 'driver'}): "
+        f"{_plural(len(state.trials), 'trial')} ({shown}), {state.parallelism} at a time, "
+        f"objective eval {state.metric} ({state.direction})."
+    ]
+    own = [t for t in state.trials if t.same_as is None]
+    full = [t for t in own if t.state == "completed"]
+    pruned = [t for t in own if t.state == "pruned"]
+    spent = sum(t.cpu_seconds for t in own)
+    if pruned and full:
+        mean_full = sum(t.cpu_seconds for t in full) / len(full)
+        unpruned = spent + sum(max(0.0, mean_full - t.cpu_seconds) for t in pruned)
+        lines.append(
+            f"Pruning stopped {_plural(len(pruned), 'trial')} early: the trials used "
+            f"{spent:.0f} CPU-seconds, about {spent / unpruned:.0%} of the ≈{unpruned:.0f} "
+            "they would have used in full (at the mean of the trials that ran in full)."
+        )
+    elif own:
+        lines.append(f"The trials used {spent:.0f} CPU-seconds.")
+    lines.append(budget_line(state)[0].upper() + budget_line(state)[1:] + ".")
+    best = state.best()
+    if best is not None and best.value is not None:
+        lines.append(
+            f"Best trial: #{best.number} ({best.run_id}), eval {state.metric} "
+            f"{format_metric(best.value)}."
+        )
+    return lines
+
+
 def metric_columns(runs: list[RunView]) -> list[str]:
     """The task's metrics that some run has (all of them when no run has any yet)."""
     known: list[str] = []
@@ -560,7 +613,12 @@ def best_run(runs: list[RunView], metric: str | None, split: str | None) -> RunV
     """The run with the best ``split`` ``metric``; ties go to the first run."""
     if metric is None or split is None:
         return None
-    scored = [(value, r) for r in runs if (value := r.value(split, metric)) is not None]
+    # A pruned run's metrics are from the evaluation it was stopped at: never the best.
+    scored = [
+        (value, r)
+        for r in runs
+        if r.status != "pruned" and (value := r.value(split, metric)) is not None
+    ]
     if not scored:
         return None
     pick = max if higher_is_better(metric) else min

@@ -47,6 +47,7 @@ NOTABLE_PACKAGES = ("kubetune", "torch", "transformers", "peft", "accelerate", "
 TIMINGS = ("runtime", "samples_per_second", "steps_per_second", "_time", "epoch")
 STATUS_STYLE = {
     "completed": "green",
+    "pruned": "blue",
     "running": "cyan",
     STARTING: "cyan",
     "interrupted": "yellow",
@@ -323,6 +324,13 @@ def _identity(run: RunDetail, now: datetime) -> Table:
         rows.append(("error", record.error))
     if record.status == "interrupted" and record.step is not None:
         rows.append(("stopped at", f"step {record.step}"))
+    if record.compute is not None:
+        spent = record.compute
+        gpu = f", {spent.gpu_seconds / 3600:.2f} GPU-hours" if spent.gpu_seconds else ""
+        rows.append(("compute", f"{spent.cpu_seconds:.0f} CPU-seconds{gpu}"))
+    if record.status == "pruned" and record.pruned_at:
+        at = record.pruned_at
+        rows.append(("pruned at", f"evaluation {at.get('rung')}, step {record.step}"))
     steps = run.checkpoints
     rows += [
         ("checkpoints", _checkpoints(steps, record.optimizer_state_removed)),

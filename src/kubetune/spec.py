@@ -1367,12 +1367,12 @@ def block_issues(
         if size > limit:
             name = "max_runs" if sweep.max_runs else f"the limit of {MAX_POINTS}"
             issues.append((("sweep",), f"grid has {size} points, over {name}; trim values"))
-    issues += _condition_issues(sweep, data or {})
-    issues += _driven_issues(sweep, task, data or {})
+    issues += _condition_issues(sweep, data)
+    issues += _driven_issues(sweep, task, data)
     return issues
 
 
-def _condition_issues(sweep: SweepSpec, data: dict[str, Any]) -> list[tuple[Loc, str]]:
+def _condition_issues(sweep: SweepSpec, data: dict[str, Any] | None) -> list[tuple[Loc, str]]:
     """``when`` of each parameter: it names other parameters swept by values, with values
     they take, without a cycle; a parameter that no point could set is an error."""
     issues: list[tuple[Loc, str]] = []
@@ -1387,6 +1387,8 @@ def _condition_issues(sweep: SweepSpec, data: dict[str, Any]) -> list[tuple[Loc,
             if other == path:
                 issues.append((at, "a parameter cannot depend on itself"))
             elif parent is None:
+                if data is None:
+                    continue  # the rest of the spec is not at hand: checked when it loads
                 have = get_path(data, other) if check_path(other) is None else None
                 if not any(same_value(have, o) for o in options):
                     issues.append(
@@ -1445,10 +1447,13 @@ def sweep_size(sweep: SweepSpec) -> int | None:
 
 
 def _driven_issues(
-    sweep: SweepSpec, task: str | None, data: dict[str, Any]
+    sweep: SweepSpec, task: str | None, data: dict[str, Any] | None
 ) -> list[tuple[Loc, str]]:
-    """The rules of search methods, pruners and budgets."""
+    """The rules of search methods, pruners and budgets (those that read the rest of the
+    spec only when ``data`` is given)."""
     issues: list[tuple[Loc, str]] = []
+    whole = data is not None
+    data = data or {}
     if sweep.method in ("tpe", "cmaes") and sweep.max_runs is None and sweep.budget is None:
         issues.append(
             (("sweep", "max_runs"), f"method {sweep.method} needs max_runs or a budget to end")
@@ -1490,7 +1495,7 @@ def _driven_issues(
             )
         if task == "zero-shot":
             issues.append((("sweep", "pruner"), "zero-shot runs do not train; drop the pruner"))
-        if train.get("eval_strategy", "epoch") == "no":
+        if whole and train.get("eval_strategy", "epoch") == "no":
             issues.append(
                 (
                     ("sweep", "pruner"),
@@ -1515,12 +1520,12 @@ def _driven_issues(
             issues.append(
                 (("sweep", "budget"), "an empty budget: give hours, gpu_hours or cpu_hours")
             )
-        gpus = resources.get("gpus", 0)
+        gpus = resources.get("gpus", ResourcesSpec.model_fields["gpus"].default)
         swept = sweep.parameters.get("resources.gpus")
         some_gpus = (isinstance(gpus, int) and gpus > 0) or bool(
             swept and any(isinstance(v, int) and v > 0 for v in swept.values or ())
         )
-        if budget.gpu_hours is not None and not some_gpus:
+        if whole and budget.gpu_hours is not None and not some_gpus:
             issues.append(
                 (
                     ("sweep", "budget", "gpu_hours"),

@@ -396,6 +396,36 @@ def stage_runs(
 # --- staged inputs elsewhere: lookup and copies --------------------------------------------
 
 
+def sweep_base(job: specmod.JobSpec) -> ResolvedRun:
+    """A driven sweep's spec without its sweep block, as one run: what its trials share and
+    what gets staged for them.
+
+    Raises:
+        ConfigError: the sweep varies a local input (only the spec's own are staged).
+    """
+    assert job.sweep is not None
+    base = sweep.base_run(job)
+    fields = (*DATA_FIELDS, *MODEL_FIELDS)
+    swept = [p for p in job.sweep.parameters if p in fields]
+    if swept and find_local(base.spec):
+        raise ConfigError(
+            f"sweep.parameters.{swept[0]}: a driven sweep on the cluster stages only the "
+            "spec's own local inputs; give s3:// or hub values to sweep over"
+        )
+    return base
+
+
+def with_staged(job: specmod.JobSpec, inputs: dict[str, dict[str, str]]) -> specmod.JobSpec:
+    """A driven sweep's spec naming its staged inputs (from :func:`stage_runs` of
+    :func:`sweep_base`) instead of this machine's files: what its driver and trials read."""
+    if not inputs:
+        return job
+    data = job.model_dump(mode="json")
+    for field, item in inputs.items():
+        specmod.set_path(data, field, item["uri"])
+    return specmod.validate(data)
+
+
 def address(uri: str) -> tuple[str, str, str] | None:
     """``(store root, hex, rest)`` of a content-addressed URI, else None."""
     match = ADDRESS.match(uri)

@@ -163,8 +163,7 @@ def expand(spec: JobSpec, source: str | None = None) -> list[ResolvedRun]:
     """
     base = _base(spec)
     if spec.sweep is None:
-        alone = specmod.validate(base)
-        return [ResolvedRun(run_id(alone), spec.name, 0, alone, {})]
+        return [base_run(spec)]
     try:
         sweep_points = points(spec.sweep)
     except SpecError as exc:
@@ -221,6 +220,13 @@ def resolve(
     dumped = resolved.model_dump(mode="json")
     params = {path: _as_given(point[path], specmod.get_path(dumped, path)) for path in point}
     return ResolvedRun(run_id(resolved), spec.name, index, resolved, params)
+
+
+def base_run(spec: JobSpec) -> ResolvedRun:
+    """The spec without its sweep block, as one run: what every trial of a search shares
+    (its data and model are checked and staged through it)."""
+    alone = specmod.validate(_base(spec))
+    return ResolvedRun(run_id(alone), spec.name, 0, alone, {})
 
 
 def _base(spec: JobSpec) -> dict[str, Any]:

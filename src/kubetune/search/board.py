@@ -6,26 +6,14 @@ No Optuna: it reads :class:`~kubetune.search.state.SweepState` and the spec.
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.markup import escape
 from rich.table import Table
 
-from kubetune._tables import add_id_column, add_value_column
+from kubetune._tables import add_id_column, add_value_column, format_value
 from kubetune.search.state import SweepState
 from kubetune.spec import SweepSpec
 
 _STYLES = {"completed": "green", "pruned": "cyan", "running": "yellow", "failed": "red"}
-
-
-def _value(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items()) or "{}"
-    return str(value)
 
 
 def leaderboard(state: SweepState, *, limit: int | None = None) -> Table:
@@ -44,7 +32,7 @@ def leaderboard(state: SweepState, *, limit: int | None = None) -> Table:
     table.add_column(f"{state.metric}\n({'max' if state.direction == 'maximize' else 'min'})",
                      justify="right")  # fmt: skip
     table.add_column("rungs", justify="right")
-    cells = {p: [escape(_value(r.params.get(p))) if p in r.params else "—" for r in rows]
+    cells = {p: [escape(format_value(r.params.get(p))) if p in r.params else "—" for r in rows]
              for p in params}  # fmt: skip
     for p in params:
         add_value_column(table, p, cells[p])
@@ -96,7 +84,9 @@ def space_table(name: str, sweep: SweepSpec) -> Table:
     table.add_column("when")
     for path, param in sweep.parameters.items():
         if param.values is not None:
-            over = "one of " + ", ".join(_value(v) for v in param.values)
+            over = "one of " + "; ".join(
+                "null" if v is None else format_value(v) for v in param.values
+            )
         elif param.uniform is not None:
             over = f"uniform [{param.uniform[0]:g}, {param.uniform[1]:g}]"
         elif param.log_uniform is not None:
@@ -104,6 +94,6 @@ def space_table(name: str, sweep: SweepSpec) -> Table:
         else:
             assert param.int_uniform is not None
             over = f"integers [{param.int_uniform[0]}, {param.int_uniform[1]}]"
-        when = ", ".join(f"{k} = {_value(v)}" for k, v in (param.when or {}).items()) or "—"
+        when = "; ".join(f"{k} = {format_value(v)}" for k, v in (param.when or {}).items()) or "—"
         table.add_row(escape(path), escape(over), escape(when))
     return table

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from kubetune import sweep as sweepmod
 from kubetune.errors import ConfigError, SpecError
+from kubetune.faults import failpoint
 from kubetune.search import journal, rungs, space
 from kubetune.search.state import Spent, SweepState, TrialRow, now, read_state, write_state
 from kubetune.spec import JobSpec, canonical_json, sweep_size
@@ -72,6 +74,16 @@ class Executor(Protocol):
     def launch(self, run: ResolvedRun) -> None: ...
     def state(self, run_id: str) -> Running: ...
     def close(self) -> None: ...
+
+
+@dataclass
+class Cost:
+    """What driving costs: decisions made (a rung answered, a trial asked, a trial told),
+    and the CPU time (of the driver's own thread) and wall time its turns took."""
+
+    decisions: int = 0
+    cpu_seconds: float = 0.0
+    wall_seconds: float = 0.0
 
 
 @dataclass
@@ -118,6 +130,8 @@ class Driver:
         self.rung_settings = (
             rungs.Settings(self.metric, float(wait)).dump() if self.sweep.pruner else ""
         )
+        self.cost = Cost()
+        self._written: dict[str, object] | None = None
         self.planned: list[ResolvedRun] | None = None
         if self.sweep.method in ("grid", "random", "list"):
             self.planned = sweepmod.expand(spec)
@@ -219,6 +233,14 @@ class Driver:
 
     def step(self) -> None:
         """One turn: reconcile the running trials, launch what may start, write the summary."""
+        cpu, wall = time.thread_time(), time.monotonic()
+        try:
+            self._step()
+        finally:
+            self.cost.cpu_seconds += time.thread_time() - cpu
+            self.cost.wall_seconds += time.monotonic() - wall
+
+    def _step(self) -> None:
         for trial in self._running():
             self._reconcile(trial)
         while not self.stop_requested.is_set():
@@ -276,6 +298,7 @@ class Driver:
     def _launch_next(self) -> None:
         number = len(self._trials())
         self.study.sampler = space.sampler(self.sweep, number)
+        self.cost.decisions += 1
         self._give_point(self.study.ask())
 
     def _give_point(self, trial: optuna.Trial) -> None:
@@ -326,6 +349,7 @@ class Driver:
         row = self._row(trial.number, self._run_id(trial), dict(trial.user_attrs[_POINT]))
         row.launches = launches
         self.executor.launch(self._run(trial))
+        failpoint("driver-launched", trial.number)
         self._notify(row)
 
     def _reconcile(self, trial: FrozenTrial) -> None:
@@ -349,11 +373,15 @@ class Driver:
             else:
                 row.state, row.value = "completed", value
                 self.study.tell(trial.number, value)
+            self.cost.decisions += 1
+            failpoint("driver-told", trial.number)
             self._notify(row)
             return
         if status == "pruned":
             row.state = "pruned"
             self.study.tell(trial.number, state=TrialState.PRUNED)
+            self.cost.decisions += 1
+            failpoint("driver-told", trial.number)
             self._notify(row)
             return
         if same_as is not None:
@@ -398,6 +426,7 @@ class Driver:
                 prune = live.should_prune()
             if decided is None:
                 rungs.write_decision(location, rung.number, prune=prune, trial=trial.number)
+                self.cost.decisions += 1
             row = self._row(trial.number, self._run_id(trial), dict(trial.user_attrs[_POINT]))
             row.rungs = max(row.rungs, rung.number)
             if rung.value is not None:
@@ -439,8 +468,14 @@ class Driver:
                 row.state, row.value = twin.state, twin.value
         self.state.trials.sort(key=lambda r: r.number)
         self.state.spent = self._spent()
-        self.state.updated = now()
-        write_state(self.store, self.state)
+        # Written when something but the clock changed: a turn every few seconds would
+        # otherwise be a PUT every few seconds.
+        shown = self.state.model_dump(mode="json", exclude={"updated", "spent"})
+        shown["trial_costs"] = self.state.spent.cpu_hours + self.state.spent.gpu_hours
+        if shown != self._written:
+            self.state.updated = now()
+            write_state(self.store, self.state)
+            self._written = shown
         return self.state
 
     # --- the budget ---------------------------------------------------------------------------
