@@ -305,3 +305,32 @@ def test_another_spec_under_the_same_sweep_name_is_refused(tmp_path: Path, store
     other = sweep_spec(tmp_path, {**SEARCH, "max_runs": 5})
     with pytest.raises(ConfigError, match="started from another spec; rename"):
         Driver(other, store, ScriptedTrials(store, "topic"), parallelism=1)
+
+
+@pytest.mark.parametrize(
+    "pruner",
+    [
+        {"type": "hyperband", "min_evals": 1, "max_evals": EVALS, "reduction_factor": 3},
+        {"type": "median", "startup_trials": 2, "min_evals": 2},
+    ],
+    ids=["hyperband", "median"],
+)
+def test_hyperband_and_median_stop_losing_trials_too(
+    tmp_path: Path, store: Store, pruner: dict[str, Any]
+) -> None:
+    spec = sweep_spec(tmp_path, {**SEARCH, "max_runs": 10, "pruner": pruner})
+    trials = ScriptedTrials(store, "topic")
+    drive(spec, store, trials)
+    state = read_state(store, "topic")
+    assert state is not None and len(state.trials) == 10
+    pruned = [t for t in state.trials if t.state == "pruned"]
+    assert pruned and any(t.state == "completed" for t in state.trials)
+    for row in pruned:
+        record = read_run(RunLocation(store, "topic", row.run_id)).record
+        assert record.pruned_at is not None
+        assert trials.trained[row.run_id] == record.pruned_at["rung"] < EVALS
+        if pruner["type"] == "median":
+            assert record.pruned_at["rung"] >= 2  # no stop before min_evals
+    if pruner["type"] == "median":
+        # The first two trials finish before any is stopped.
+        assert [t.state for t in state.trials[:2]] == ["completed", "completed"]

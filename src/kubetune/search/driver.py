@@ -423,7 +423,7 @@ class Driver:
                 if rung.number > reported:
                     live.report(rung.value, rung.number)
                     reported = rung.number
-                prune = live.should_prune()
+                prune = bool(live.should_prune())  # numpy.bool_ from some pruners
             if decided is None:
                 rungs.write_decision(location, rung.number, prune=prune, trial=trial.number)
                 self.cost.decisions += 1

@@ -149,6 +149,7 @@ def pruner(sweep: SweepSpec) -> optuna.pruners.BasePruner:
             max_resource=spec.max_evals if spec.max_evals is not None else "auto",
             reduction_factor=spec.reduction_factor,
         )
+    # The median pruner may stop a trial from step n_warmup_steps on; rungs count from 1.
     return optuna.pruners.MedianPruner(
-        n_startup_trials=spec.startup_trials, n_warmup_steps=spec.min_evals - 1
+        n_startup_trials=spec.startup_trials, n_warmup_steps=spec.min_evals
     )
