@@ -294,9 +294,11 @@ def run_cmd(
 def _drive_here(job: JobSpec, uri: str) -> None:
     """``kubetune run`` of a driven sweep: the sweep driver, with trials as subprocesses
     here; the leaderboard is printed each time a trial ends."""
+    from rich.markup import escape
+
     from kubetune import local
     from kubetune._progress import PlainDisplay, display_for
-    from kubetune.errors import EXIT_INTERRUPTED, EXIT_WORLD
+    from kubetune.errors import EXIT_INTERRUPTED, EXIT_USER, EXIT_WORLD
     from kubetune.search import board, driver
     from kubetune.search.local import LocalExecutor
     from kubetune.search.state import SweepState, TrialRow
@@ -341,6 +343,13 @@ def _drive_here(job: JobSpec, uri: str) -> None:
             f"[green]✓[/] best: trial {best.number} ({best.run_id}), {state.metric} "
             f"{best.value:.4f} → {uri.rstrip('/')}/{job.name}/{best.run_id}"
         )
+    if any(t.refused for t in state.trials):
+        for trial in state.trials:
+            if trial.refused:
+                console.print(
+                    f"[bold red]error:[/] trial {trial.number}: {escape(trial.error or '')}"
+                )
+        raise typer.Exit(EXIT_USER)
     if state.counts().get("failed"):
         raise typer.Exit(EXIT_WORLD)
 

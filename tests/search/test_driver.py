@@ -278,6 +278,7 @@ def test_a_static_grid_retries_a_failed_trial_and_not_a_refused_one(
     assert state is not None
     assert [t.run_id for t in state.trials] == planned
     assert [t.state for t in state.trials] == ["completed", "completed", "failed", "completed"]
+    assert [t.refused for t in state.trials] == [False, False, True, False]
     assert trials.launches.count(planned[1]) == 2  # retried once
     assert trials.launches.count(planned[2]) == 1  # the spec's fault: not retried
     assert state.stopped == "all 4 planned trials launched"

@@ -46,7 +46,7 @@ from kubetune.search import journal, rungs, space
 from kubetune.search.state import Spent, SweepState, TrialRow, now, read_state, write_state
 from kubetune.spec import JobSpec, canonical_json, sweep_size
 from kubetune.store import RunLocation, Store
-from kubetune.store.record import read_run
+from kubetune.store.record import RunFolder, read_run
 from kubetune.sweep import ResolvedRun
 
 #: What an executor knows of a run it launched: still going, or how its process ended.
@@ -137,6 +137,8 @@ class Driver:
             self.planned = sweepmod.expand(spec)
         self.limit = len(self.planned) if self.planned is not None else sweep_size(self.sweep)
         self._runs: dict[int, ResolvedRun] = {}
+        #: The last rung this driver answered, per trial number.
+        self._answered: dict[int, int] = {}
         self.state = self._start_state()
         self.study = optuna.create_study(
             storage=journal.study_storage(store, spec.name),
@@ -320,6 +322,7 @@ class Driver:
                 self.study.tell(trial, state=TrialState.FAIL)
                 refused = self._row(trial.number, "", point)
                 refused.state, refused.error = "failed", "; ".join(exc.lines())
+                refused.refused = True
                 self._notify(refused)
                 return
         self._set(trial, {_POINT: point, _RUN_ID: run.run_id, _LAUNCHES: 0})
@@ -364,7 +367,7 @@ class Driver:
         running = self.executor.state(run_id) if same_as is None else "running"
         folder = read_run(location)
         status = folder.record.status if folder.state == "written" else None
-        row = self._sync_row(trial, status or "running")
+        row = self._sync_row(trial, folder)
         if status == "completed":
             value = folder.record.value("eval", self.metric)
             if value is None:
@@ -405,16 +408,21 @@ class Driver:
             self._launch(trial)
             return
         row.state = "failed"
+        row.refused = running == "config-error"
         row.error = folder.record.error or (
-            "the spec or data of this point was refused" if running == "config-error" else None
+            "the spec or data of this point was refused" if row.refused else None
         )
         self.study.tell(trial.number, state=TrialState.FAIL)
         self._notify(row)
 
     def _answer_rungs(self, trial: FrozenTrial, location: RunLocation) -> None:
+        """Report the trial's new rungs to its pruner and write each decision. Rungs already
+        answered by this driver are not read again (one GET per trial per turn when nothing
+        is new); a driver that restarted reads them once, and answers what was left open."""
         reported = max(trial.intermediate_values, default=0)
         live = optuna.Trial(self.study, trial._trial_id)
-        for rung in rungs.read_rungs(location, after=0):
+        after = self._answered.get(trial.number, 0)
+        for rung in rungs.read_rungs(location, after=after):
             decided = rungs.read_decision(location, rung.number)
             if rung.number <= reported and decided is not None:
                 continue
@@ -427,6 +435,7 @@ class Driver:
             if decided is None:
                 rungs.write_decision(location, rung.number, prune=prune, trial=trial.number)
                 self.cost.decisions += 1
+            self._answered[trial.number] = rung.number
             row = self._row(trial.number, self._run_id(trial), dict(trial.user_attrs[_POINT]))
             row.rungs = max(row.rungs, rung.number)
             if rung.value is not None:
@@ -442,10 +451,9 @@ class Driver:
         self.state.trials.append(row)
         return row
 
-    def _sync_row(self, trial: FrozenTrial, status: str) -> TrialRow:
-        """The trial's row with its run's compute so far."""
+    def _sync_row(self, trial: FrozenTrial, folder: RunFolder) -> TrialRow:
+        """The trial's row with its run's compute so far (from ``folder``, its record)."""
         row = self._row(trial.number, self._run_id(trial), dict(trial.user_attrs[_POINT]))
-        folder = read_run(self._location(self._run_id(trial)))
         compute = folder.record.compute if folder.state == "written" else None
         if compute is not None:
             row.cpu_seconds = compute.cpu_seconds

@@ -44,6 +44,8 @@ class TrialRow(_Part):
     gpu_seconds: float = 0.0
     wall_seconds: float = 0.0
     error: str | None = None
+    #: Failed because its point's spec or data was refused (the user's to fix: exit 2).
+    refused: bool = False
 
 
 class Spent(_Part):
