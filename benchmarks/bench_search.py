@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/bench_search.py [--trials 12] [--quick] [--workdir DIR]
 
 Both sweeps fine-tune the packaged all-MiniLM-L6-v2 on BBC News (``make demo`` prepares
-data/bbc-news; trimmed here to 288 training articles, 90 for validation, the full 223-article
-test split, the first 64 tokens of each) over the same space: learning rate log-uniform in
+data/bbc-news; trimmed here to 288 training articles, with the full 223-article validation
+and test splits, the first 64 tokens of each) over the same space: learning rate log-uniform in
 [1e-5, 1e-2] and weight decay uniform in [0, 0.2]; 3 epochs of 18 steps (batches of 16) with
 an evaluation every 6 steps (9 per trial).
 
@@ -156,7 +156,7 @@ def main() -> int:
     trials = 4 if args.quick else args.trials
     epochs = 1 if args.quick else 3
     sizes = {"train": 160, "validation": 60, "test": 60} if args.quick else {
-        "train": 288, "validation": 90, "test": 223}  # fmt: skip
+        "train": 288, "validation": 223, "test": 223}  # fmt: skip
     data = work / "data"
     trim(args.data, data, sizes)
     space = {
@@ -184,6 +184,11 @@ def main() -> int:
         counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.state.counts().items()))
         print(f"  {counts}; {outcome.cpu_seconds:.0f} CPU-s in {outcome.wall_seconds:.0f} s",
               flush=True)  # fmt: skip
+        for t in outcome.state.trials:
+            value = "—" if t.value is None else f"{100 * t.value:.1f}%"
+            lr, wd = (t.params.get(k) for k in ("train.learning_rate", "train.weight_decay"))
+            print(f"    #{t.number:<2} {t.state:<9} rungs {t.rungs or '—':<2} eval {value:>6} "
+                  f"{t.cpu_seconds:>5.0f} CPU-s  lr {lr:.3g} wd {wd:.3g}", flush=True)  # fmt: skip
     full, adaptive = outcomes
     print()
     header = f"{'sweep':<10} {'trials':>7} {'pruned':>7} {'best eval acc':>14} " \

@@ -6,7 +6,8 @@ each evaluation its trainer writes the objective's value as the next rung,
 answer beside it, ``0001.decision.json``: go on, or stop. The driver reads the rung,
 reports it to the study (``trial.report(value, rung)``), asks the pruner, and writes the
 decision. A stopped trial saves a checkpoint and ends with status ``pruned`` (exit 0: no
-retry is burned).
+retry is burned). The evaluation at a trial's last step is not a rung: stopping there would
+save nothing, so the trial completes and its final value is what the driver tells.
 
 Why the trainer waits: the decision then falls at the same evaluation whatever the timing,
 so a sweep with the same seed makes the same decisions and asks the same next trials, and

@@ -375,6 +375,10 @@ class Rungs(TrainerCallback):
         **kw: Any,
     ) -> None:
         stop = False
+        if state.max_steps and state.global_step >= state.max_steps:
+            # The last evaluation: stopping here would save nothing and lose the finished
+            # model. The trial completes, and the driver tells the study its final value.
+            return
         if self.main and metrics:
             # The Trainer logs an evaluation before it calls back, so the history counts it;
             # a resumed run's history holds the evaluations of earlier attempts too.
