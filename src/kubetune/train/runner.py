@@ -553,15 +553,23 @@ class FineTune:
             elif uploader.error is not None:
                 print(f"kubetune: {uploader.error}", file=sys.stderr, flush=True)
             self.sync.publish()
-        stored = ctx.location.checkpoints()
-        ctx.record.write(
-            "interrupted",
+        self._record_stop("interrupted", step)
+        emit(events.Interrupted(step, ctx.location.url))
+        return "interrupted"
+
+    def _record_stop(
+        self, status: Literal["interrupted", "pruned"], step: int, **fields: Any
+    ) -> None:
+        """run.json of a run that stopped before its end: when, at which step, and the newest
+        checkpoint in the store (what the next attempt, or a look at it, starts from)."""
+        stored = self.ctx.location.checkpoints()
+        self.ctx.record.write(
+            status,
             stopped=record.now(),
             step=step,
             stored_step=stored[-1] if stored else None,
+            **fields,
         )
-        emit(events.Interrupted(step, ctx.location.url))
-        return "interrupted"
 
     def prune(self, at: dict[str, Any]) -> Outcome:
         """The sweep's pruner stopped this trial at a rung: its checkpoint is stored (the
@@ -581,14 +589,8 @@ class FineTune:
             if k.startswith("eval_") and isinstance(v, int | float)
         }
         ctx.location.store.write_json(ctx.location.key(HISTORY), history)
-        stored = ctx.location.checkpoints()
-        ctx.record.write(
-            "pruned",
-            stopped=record.now(),
-            step=step,
-            stored_step=stored[-1] if stored else None,
-            pruned_at=at,
-            metrics={"eval": metrics} if metrics else {},
+        self._record_stop(
+            "pruned", step, pruned_at=at, metrics={"eval": metrics} if metrics else {}
         )
         tracking.finish(self.wandb_run, {f"eval/{k}": v for k, v in metrics.items()})
         shutil.rmtree(ctx.work, ignore_errors=True)
