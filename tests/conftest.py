@@ -322,6 +322,17 @@ def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return s3_endpoint
 
 
+@pytest.fixture(params=["file", "s3"])
+def file_or_s3_store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """An empty store, once as a folder and once on S3 (moto over HTTP)."""
+    from kubetune.store import open_store
+
+    if request.param == "file":
+        return open_store(f"file://{tmp_path}/store")
+    request.getfixturevalue("s3_env")
+    return open_store(f"s3://runs/{tmp_path.name}")
+
+
 @pytest.fixture(scope="module")
 def kube_server() -> Iterator[Any]:
     """A fake Kubernetes API server over HTTP (tests/kubefake.py), one per test module."""

@@ -6,20 +6,16 @@ collecting this module costs the fast suite's other workers nothing."""
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kubetune.store import Store, find_runs, open_store
+from kubetune.store import Store, find_runs
 
 
-@pytest.fixture(params=["file", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    if request.param == "file":
-        return open_store(f"file://{tmp_path / 'store'}")
-    request.getfixturevalue("s3_env")
-    return open_store(f"s3://runs/{tmp_path.name}")
+@pytest.fixture
+def store(file_or_s3_store: Store) -> Store:
+    return file_or_s3_store
 
 
 def space() -> dict[str, Any]:

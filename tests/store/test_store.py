@@ -18,12 +18,9 @@ from kubetune.store import (
 )
 
 
-@pytest.fixture(params=["file", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    if request.param == "file":
-        return open_store(f"file://{tmp_path}/store")
-    request.getfixturevalue("s3_env")
-    return open_store(f"s3://runs/{tmp_path.name}")
+@pytest.fixture
+def store(file_or_s3_store: Store) -> Store:
+    return file_or_s3_store
 
 
 def test_round_trip_list_and_delete(store: Store, tmp_path: Path) -> None:
