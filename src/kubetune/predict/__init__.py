@@ -1,0 +1,1 @@
+"""After training: a stored run's model applied to a corpus (``kubetune predict``)."""
