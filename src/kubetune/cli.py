@@ -630,6 +630,41 @@ def _comparison_table(comparisons: list[Comparison]) -> Any:
 
 
 @app.command()
+def predict(
+    uri: RunUriArg,
+    corpus: Annotated[
+        Path, typer.Argument(help="A .jsonl/.csv/.parquet file or a folder of them.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder for predictions.jsonl.")] = Path(
+        "predictions"
+    ),
+    text_column: Annotated[str, typer.Option("--text-column")] = "text",
+    id_column: Annotated[str, typer.Option("--id-column", help="Kept on each output row.")] = "id",
+    max_length: Annotated[int | None, typer.Option("--max-length", min=1)] = None,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="Quantize Linear layers to int8 (CPU): ~2× faster.")
+    ] = False,
+) -> None:
+    """Apply a stored run's model to a corpus here: one prediction per row, ids kept."""
+    from kubetune import runs
+    from kubetune.predict import batch
+
+    summary = batch.run(
+        runs.locate(uri),
+        corpus,
+        out,
+        text_column=text_column,
+        id_column=id_column,
+        max_length=max_length,
+        int8=int8,
+    )
+    _console().print(
+        f"[green]✓[/] {summary.rows} rows in {summary.seconds:.1f} s "
+        f"({summary.rows_per_second:.1f} rows/s) → {out / batch.PREDICTIONS}"
+    )
+
+
+@app.command()
 def report(
     uri: StoreUriArg,
     out: Annotated[
