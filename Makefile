@@ -22,11 +22,11 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 $(VENV)/.dev: $(BIN)/python pyproject.toml constraints.txt
-	$(INSTALL) -e '.[train,examples,dev]'
+	$(INSTALL) -e '.[train,serve,examples,dev]'
 	@touch $@
 
 $(VENV)/.demo: $(BIN)/python pyproject.toml constraints.txt
-	$(INSTALL) -e '.[train,examples,report]'
+	$(INSTALL) -e '.[train,serve,examples,report]'
 	@touch $@
 
 data/bbc-news/dataset.json: | $(VENV)/.demo
