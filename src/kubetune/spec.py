@@ -34,8 +34,8 @@ from kubetune.errors import Issue, SpecError
 from kubetune.headline import TASK_METRICS
 
 Loc = tuple[str | int, ...]
-Task = Literal["classification", "ner", "seq2seq", "causal-lm", "zero-shot"]
-FINE_TUNING_TASKS: tuple[str, ...] = ("classification", "ner", "seq2seq", "causal-lm")
+Task = Literal["classification", "ner", "seq2seq", "causal-lm", "embedding", "zero-shot"]
+FINE_TUNING_TASKS: tuple[str, ...] = ("classification", "ner", "seq2seq", "causal-lm", "embedding")
 TASKS: tuple[str, ...] = get_args(Task)
 
 _GENERATING = frozenset({"seq2seq", "causal-lm"})
@@ -60,6 +60,9 @@ FIELD_TASKS: dict[str, frozenset[str]] = {
     "data.completion_column": frozenset({"causal-lm"}),
     "data.chat_template": frozenset({"causal-lm"}),
     "data.packing": frozenset({"causal-lm"}),
+    "data.query_column": frozenset({"embedding"}),
+    "data.positive_column": frozenset({"embedding"}),
+    "data.corpus": frozenset({"embedding"}),
     "lora": frozenset(FINE_TUNING_TASKS),
     "prompt": frozenset({"zero-shot"}),
     "generation.max_new_tokens": _GENERATING,
@@ -68,6 +71,10 @@ FIELD_TASKS: dict[str, frozenset[str]] = {
     "generation.length_penalty": _GENERATING,
     "generation.no_repeat_ngram_size": _GENERATING,
     "generation.samples": frozenset({"causal-lm"}),
+    # sentence-transformers' trainer batches with its own sampler (no duplicate texts in a
+    # batch: each is another query's negative) and scores with its own loss.
+    "train.group_by_length": frozenset(set(TASKS) - {"embedding"}),
+    "train.label_smoothing_factor": frozenset(set(TASKS) - {"embedding"}),
 }
 
 #: Longest job name: leaves room for ``-<8 hex>`` run ids and ``-<index>`` pod hostnames
@@ -296,6 +303,20 @@ class DataSpec(_Model):
         False,
         description="causal-lm: concatenate examples into blocks of exactly max_length tokens "
         "(no padding; examples may span blocks).",
+    )
+    query_column: str = Field(
+        "query", description="embedding: the query (or anchor) text of each pair."
+    )
+    positive_column: str = Field(
+        "positive",
+        description="embedding: the document that answers the query; the other rows' documents "
+        "in its batch are its negatives.",
+    )
+    corpus: str | None = Field(
+        None,
+        description="embedding: the documents evaluation searches (rows with id and text; same "
+        "forms as train). A query's relevant document is the one whose id is the query row's "
+        "id. Absent: each split's queries search that split's own positives.",
     )
     labels: list[NonEmpty] | None = Field(
         None,
@@ -853,10 +874,10 @@ class JobSpec(_Model):
         description="Job name (DNS-1123 label, ≤ 40 chars); run ids derive from it."
     )
     task: Task = Field(
-        description="classification | ner | seq2seq | causal-lm | zero-shot. A field that only "
-        "other tasks read (data.label_all_tokens beside classification, generation beside "
-        "ner, …) is an error. A sweep over task may set a field any of its tasks reads: each "
-        "run drops the ones its own task does not (a list point may not set them itself)."
+        description="classification | ner | seq2seq | causal-lm | embedding | zero-shot. A field "
+        "that only other tasks read (data.label_all_tokens beside classification, generation "
+        "beside ner, …) is an error. A sweep over task may set a field any of its tasks reads: "
+        "each run drops the ones its own task does not (a list point may not set them itself)."
     )
     model: ModelSpec
     data: DataSpec
@@ -924,6 +945,20 @@ def _cross_field_issues(spec: JobSpec, tasks: set[str] | None = None) -> list[tu
             add("data.eval", "task zero-shot scores data.eval or data.test; set one")
         if not spec.data.labels:
             add("data.labels", "task zero-shot needs the label names; list them in data.labels")
+    if spec.task == "embedding":
+        if spec.lora is not None and not spec.lora.merge:
+            add(
+                "lora.merge",
+                "task embedding saves final/ as a sentence-transformers folder with the adapter "
+                "merged in (adapter/ holds the adapter alone); remove lora.merge",
+            )
+        if spec.model.load_in_4bit:
+            add(
+                "model.load_in_4bit",
+                "task embedding trains float32 or half-precision weights; remove load_in_4bit",
+            )
+        if spec.data.query_column == spec.data.positive_column:
+            add("data.positive_column", "names the same column as data.query_column")
     issues.extend(unused_fields(spec, tasks or {spec.task}))
     if spec.model.dtype != "float32" and spec.lora is None and spec.task != "zero-shot":
         add(

@@ -1,9 +1,10 @@
 """Staging: a run's local inputs → immutable, content-addressed objects in its store.
 
 A pod cannot read the submitter's disk. Before a run becomes a Job, every input the spec names
-on this machine — ``data.train``/``eval``/``test`` files or folders, and ``model.name``/
-``model.decoder`` folders (``pkg:<package>/<folder>`` or a path) — is uploaded into the run's
-own store and the spec the pod reads names the uploaded copy instead::
+on this machine — ``data.train``/``eval``/``test`` (and an embedding task's ``data.corpus``)
+files or folders, and ``model.name``/``model.decoder`` folders (``pkg:<package>/<folder>`` or
+a path) — is uploaded into the run's own store and the spec the pod reads names the uploaded
+copy instead::
 
     <uri>/inputs/sha256/<sha256 of the bytes>/<file name>     a file
     <uri>/inputs/sha256/<tree hash>/…  + MANIFEST.json         a folder; MANIFEST.json last
@@ -44,7 +45,7 @@ from kubetune.sweep import ResolvedRun
 #: Where staged inputs live inside a store.
 PREFIX = "inputs/sha256"
 #: Spec fields that may name local data, and those that may name a local model folder.
-DATA_FIELDS = ("data.train", "data.eval", "data.test")
+DATA_FIELDS = ("data.train", "data.eval", "data.test", "data.corpus")
 MODEL_FIELDS = ("model.name", "model.decoder")
 #: File types the trainer reads as data (kubetune.train.data): a path with one is never a hub id.
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")

@@ -1,8 +1,8 @@
 """The zero/few-shot baseline: each method end to end through the real trainer (marked slow),
-and, training nothing (the fast suite runs them), few-shot draws, prototypes, pooling, the
-prompt template, the answer parser and unparseable answers. Each test imports torch and the
-trainer's modules itself, so collecting this module costs the fast suite's other workers
-nothing."""
+and, training nothing (the fast suite runs them), few-shot draws, prototypes, the sentence
+encoder's pooling, the prompt template, the answer parser and unparseable answers. Each test
+imports torch and the trainer's modules itself, so collecting this module costs the fast
+suite's other workers nothing."""
 
 from __future__ import annotations
 
@@ -420,83 +420,115 @@ def test_identical_label_descriptions_are_a_config_error(
         zeroshot.score(job, splits, str(tiny["model"]))
 
 
-# --- embedding: pooling --------------------------------------------------------------------
+# --- embedding: the encoder sentence-transformers builds ------------------------------------
 
 
-def test_pooling_leaves_out_padding_on_either_side() -> None:
+def _st_folder(tiny: dict[str, Path], root: Path, pooling: dict[str, Any]) -> Path:
+    """The tiny model as a sentence-transformers folder whose Pooling module has ``pooling``."""
+    import shutil
+
+    folder = root / "st"
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(tiny["model"], folder)
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "pool", "type": "sentence_transformers.models.Pooling"},
+    ]
+    (folder / "modules.json").write_text(json.dumps(modules))
+    (folder / "pool").mkdir()
+    config = {"word_embedding_dimension": 32, **pooling}
+    (folder / "pool" / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def _embedding_job(tiny: dict[str, Path], model: Path | str) -> spec.JobSpec:
+    return spec.validate(zero_shot_spec(tiny, Path(model), method="embedding"))
+
+
+TEXTS = ["goal match", "bank market price shares profit stock trade tax of the", "chip"]
+
+
+def _token_states(tiny: dict[str, Path], text: str) -> Any:
+    """The tiny model's last hidden states of one text alone: no padding to leave out."""
     import torch
+    from transformers import AutoModel, AutoTokenizer
 
-    from kubetune.train import zeroshot
+    model = AutoModel.from_pretrained(str(tiny["model"])).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny["model"]))
+    with torch.no_grad():
+        return model(**tokenizer(text, return_tensors="pt")).last_hidden_state[0]
 
-    torch.manual_seed(0)
-    hidden = torch.randn(2, 5, 4)
-    hidden[0, 3:] = 100.0  # padding of row 0 (right-padded)
-    hidden[1, :2] = 100.0  # padding of row 1 (left-padded)
-    mask = torch.tensor([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1]])
-    real = [hidden[0, :3], hidden[1, 2:]]
 
-    def pooled(mode: str) -> torch.Tensor:
-        return zeroshot.pool(hidden, mask, [mode])
+@pytest.mark.parametrize(
+    ("pooling", "expected"),
+    [
+        ({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}, "cls"),
+        ({"pooling_mode_mean_tokens": True}, "mean"),
+        ({"pooling_mode_max_tokens": True}, "max"),
+    ],
+)
+def test_embeddings_pool_as_the_folder_says_leaving_out_padding(
+    tiny: dict[str, Path], tmp_path: Path, pooling: dict[str, Any], expected: str
+) -> None:
+    import torch
+    import torch.nn.functional as F  # noqa: N812
 
-    torch.testing.assert_close(pooled("mean_tokens"), torch.stack([r.mean(0) for r in real]))
-    torch.testing.assert_close(
-        pooled("mean_sqrt_len_tokens"), torch.stack([r.sum(0) / 3**0.5 for r in real])
-    )
-    torch.testing.assert_close(pooled("max_tokens"), torch.stack([r.max(0).values for r in real]))
-    torch.testing.assert_close(pooled("cls_token"), torch.stack([r[0] for r in real]))
-    torch.testing.assert_close(pooled("lasttoken"), torch.stack([r[-1] for r in real]))
-    ramp = torch.tensor([1.0, 2.0, 3.0]).view(3, 1)
-    torch.testing.assert_close(
-        pooled("weightedmean_tokens")[0], (real[0] * ramp).sum(0) / ramp.sum()
-    )
-    both = zeroshot.pool(hidden, mask, ["cls_token", "mean_tokens"])
-    assert both.shape == (2, 8), "modes concatenate, as sentence-transformers does"
+    from kubetune.train import sentence_encoder, zeroshot
+
+    folder = _st_folder(tiny, tmp_path, pooling)
+    model = sentence_encoder.load(_embedding_job(tiny, folder), str(folder), device="cpu")
+    assert sentence_encoder.describe(model)["pooling"] == expected
+    pooled = {"cls": lambda h: h[0], "mean": lambda h: h.mean(0), "max": lambda h: h.max(0).values}
+    want = F.normalize(torch.stack([pooled[expected](_token_states(tiny, t)) for t in TEXTS]))
+    # The three texts differ in length: batched together, two of them are padded.
+    got = zeroshot.embed(model, TEXTS, 8)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
 def test_a_text_embeds_the_same_alone_or_in_a_padded_batch(tiny: dict[str, Path]) -> None:
     import torch
-    from transformers import AutoModel, AutoTokenizer
 
-    from kubetune.train import zeroshot
+    from kubetune.train import sentence_encoder, zeroshot
 
-    model = AutoModel.from_pretrained(str(tiny["model"])).eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(tiny["model"]))
-    texts = ["goal match", "bank market price shares profit stock trade tax of the", "chip"]
-    together = zeroshot.embed(model, tokenizer, texts, ["mean_tokens"], 48, 8)
-    alone = torch.cat(
-        [zeroshot.embed(model, tokenizer, [t], ["mean_tokens"], 48, 8) for t in texts]
-    )
+    model = sentence_encoder.load(_embedding_job(tiny, tiny["model"]), str(tiny["model"]))
+    together = zeroshot.embed(model, TEXTS, 8)
+    alone = torch.cat([zeroshot.embed(model, [t], 8) for t in TEXTS])
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(together.norm(dim=-1), torch.ones(3))
 
 
-def test_pooling_follows_the_sentence_transformers_config(tmp_path: Path) -> None:
-    from kubetune.train import zeroshot
+def test_the_encoder_follows_the_sentence_transformers_folder(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    import torch
+    import torch.nn.functional as F  # noqa: N812
 
-    job = spec.validate(
-        base_spec(task="zero-shot", data={"test": "t.jsonl", "labels": NAMES},
-                  prompt={"method": "embedding"})
-    )  # fmt: skip
-    assert zeroshot.pooling_modes(job, str(tmp_path)) == ["mean_tokens"], "no config: mean"
-    modules = [
-        {"idx": 1, "name": "1", "path": "pool", "type": "sentence_transformers.models.Pooling"}
-    ]
-    (tmp_path / "modules.json").write_text(json.dumps(modules))
-    (tmp_path / "pool").mkdir()
-    config = tmp_path / "pool" / "config.json"
-    config.write_text(
-        json.dumps({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False})
-    )
-    assert zeroshot.pooling_modes(job, str(tmp_path)) == ["cls_token"]
-    config.write_text(
-        json.dumps({"pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": True})
-    )
-    assert zeroshot.pooling_modes(job, str(tmp_path)) == ["max_tokens", "mean_tokens"]
-    config.write_text(json.dumps({"pooling_mode_fancy_tokens": True}))
-    with pytest.raises(ConfigError, match=r"^model\.name: .*pooling fancy_tokens"):
-        zeroshot.pooling_modes(job, str(tmp_path))
-    minilm = zeroshot.pooling_modes(job, _package_model())
-    assert minilm == ["mean_tokens"], "all-MiniLM-L6-v2 was trained with mean pooling"
+    from kubetune.train import sentence_encoder, zeroshot
+
+    plain = sentence_encoder.load(_embedding_job(tiny, tiny["model"]), str(tiny["model"]))
+    assert sentence_encoder.describe(plain) == {
+        "modules": ["Transformer", "Pooling", "Normalize"], "pooling": "mean", "dimension": 32,
+    }, "no modules.json: mean pooling, normalised"  # fmt: skip
+    mean = F.normalize(torch.stack([_token_states(tiny, t).mean(0) for t in TEXTS]))
+    torch.testing.assert_close(zeroshot.embed(plain, TEXTS, 8), mean, atol=1e-5, rtol=1e-5)
+
+    both = {"pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": True}
+    folder = _st_folder(tiny, tmp_path, both)
+    model = sentence_encoder.load(_embedding_job(tiny, folder), str(folder))
+    assert sentence_encoder.describe(model) == {
+        "modules": ["Transformer", "Pooling"], "pooling": ["max", "mean"], "dimension": 64,
+    }, "modes concatenate; the folder's own modules, no Normalize added"  # fmt: skip
+
+    folder = _st_folder(tiny, tmp_path, {"pooling_mode_fancy_tokens": True})
+    with pytest.raises(
+        ConfigError, match=r"^model\.name: .* does not load as a sentence-tr.*fancy"
+    ):
+        sentence_encoder.load(_embedding_job(tiny, folder), str(folder))
+
+    minilm = sentence_encoder.load(_embedding_job(tiny, _package_model()), _package_model())
+    assert sentence_encoder.describe(minilm) == {
+        "modules": ["Transformer", "Pooling", "Normalize"], "pooling": "mean", "dimension": 384,
+    }, "all-MiniLM-L6-v2 was trained with mean pooling"  # fmt: skip
 
 
 def _package_model() -> str:

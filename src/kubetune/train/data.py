@@ -3,7 +3,8 @@
 A source is a local ``.jsonl``/``.csv``/``.parquet`` file or a folder of them, an
 ``s3://`` object or prefix (read through the store), or a Hugging Face hub dataset
 ``name`` / ``name:split`` (with ``data.config`` and a pinned ``data.revision``).
-No eval source → a seeded ``validation_split`` of train.
+No eval source → a seeded ``validation_split`` of train. An embedding task's ``data.corpus``
+(the documents its evaluation searches) is read the same way, beside the splits.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class Splits:
     sources: dict[str, str] = field(default_factory=dict)
     #: Each split's own fingerprint (of its source's bytes), so a change names its split.
     fingerprints: dict[str, str] = field(default_factory=dict)
+    #: ``data.corpus`` (embedding): the documents every split's queries are searched against.
+    corpus: Dataset | None = None
 
     def present(self) -> dict[str, Dataset]:
         return {
@@ -124,13 +127,21 @@ def load_splits(spec: JobSpec, cache: Path, fetch: Fetcher | None = None) -> Spl
     for split, data in loaded.items():
         if len(data) == 0:
             raise ConfigError(f"data.{split}: {sources.get(split, split)} has no rows")
+    corpus = None
+    if d.corpus:
+        corpus, prints["corpus"] = load_source(d.corpus, spec, cache, fetch, "data.corpus")
+        sources["corpus"] = d.corpus
+        if len(corpus) == 0:
+            raise ConfigError(f"data.corpus: {d.corpus} has no rows")
     return Splits(
         loaded.get("train"),
         loaded.get("eval"),
         loaded.get("test"),
+        # combined_fingerprint covers the splits; the corpus's print is recorded beside theirs.
         datafiles.combined_fingerprint(prints),
         sources,
         prints,
+        corpus,
     )
 
 

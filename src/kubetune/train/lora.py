@@ -36,10 +36,9 @@ def default_lora_targets(model: Any) -> list[str] | str:
     return "all-linear"
 
 
-def with_lora(model: Any, spec: JobSpec, task_type: str) -> Any:
-    """``model`` wrapped in a peft LoRA model as ``spec.lora`` says (4-bit models prepared
-    for k-bit training first)."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+def lora_config(model: Any, spec: JobSpec, task_type: str) -> Any:
+    """peft's ``LoraConfig`` for ``model`` as ``spec.lora`` says."""
+    from peft import LoraConfig
 
     assert spec.lora is not None
     lora = spec.lora
@@ -49,7 +48,7 @@ def with_lora(model: Any, spec: JobSpec, task_type: str) -> Any:
         # new random layers: frozen they would stay random, so they train in full and are saved
         # with the adapter.
         modules_to_save += [m for m in WARM_START_NEW_MODULES if m not in modules_to_save]
-    config = LoraConfig(
+    return LoraConfig(
         task_type=task_type,
         r=lora.r,
         lora_alpha=lora.lora_alpha,  # type: ignore[arg-type]  # peft accepts floats
@@ -59,6 +58,14 @@ def with_lora(model: Any, spec: JobSpec, task_type: str) -> Any:
         modules_to_save=modules_to_save or None,
         use_rslora=lora.use_rslora,
     )
+
+
+def with_lora(model: Any, spec: JobSpec, task_type: str) -> Any:
+    """``model`` wrapped in a peft LoRA model as ``spec.lora`` says (4-bit models prepared
+    for k-bit training first)."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    config = lora_config(model, spec, task_type)
     if spec.model.load_in_4bit:
         model = prepare_model_for_kbit_training(  # type: ignore[no-untyped-call]
             model, use_gradient_checkpointing=spec.train.gradient_checkpointing

@@ -90,21 +90,27 @@ def save_model(
     location: RunLocation,
     final: Path,
     pool: ThreadPoolExecutor,
+    write: Callable[[Any, Path, Path | None], None] | None = None,
 ) -> None:
     """final/: the trained model and tokenizer. With LoRA the adapter goes to adapter/, and
-    final/ holds the merged plain model (lora.merge) or the adapter alone."""
-    if spec.lora is not None:
-        adapter = final.parent / "adapter"
-        model.save_pretrained(str(adapter))
+    final/ holds the merged plain model (lora.merge) or the adapter alone. ``write``: a
+    family's own writer of final/ and adapter/ (:attr:`kubetune.train.task.OwnTrainer.save`)."""
+    adapter = final.parent / "adapter" if spec.lora is not None else None
+    if write is not None:
+        write(model, final, adapter)
+    else:
+        if spec.lora is not None and adapter is not None:
+            model.save_pretrained(str(adapter))
+            if spec.lora.merge:
+                model = model.merge_and_unload()
+            else:
+                # The adapter alone; its config.json keeps the task head's shape and labels,
+                # which the base checkpoint does not know.
+                model.get_base_model().config.save_pretrained(str(final))
+        model.save_pretrained(str(final))
+        tokenizer.save_pretrained(str(final))
+    if adapter is not None:
         checkpoints.upload_tree(location.store, adapter, location.key("adapter"), pool)
-        if spec.lora.merge:
-            model = model.merge_and_unload()
-        else:
-            # The adapter alone; its config.json keeps the task head's shape and labels, which
-            # the base checkpoint does not know.
-            model.get_base_model().config.save_pretrained(str(final))
-    model.save_pretrained(str(final))
-    tokenizer.save_pretrained(str(final))
     location.store.delete_prefix(location.key("final"))
     checkpoints.upload_tree(location.store, final, location.key("final"), pool)
 

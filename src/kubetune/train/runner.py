@@ -9,7 +9,9 @@ retrained. Then, over one :class:`~kubetune.train.context.RunContext`:
 
    - ``setup``: tokenizer, the task family's model and data (``build``), LoRA, the
      TrainingArguments, the newest valid checkpoint in the store to resume from, the callbacks
-     (progress, graceful stop, exact resume, checkpoint sync, W&B), the Trainer;
+     (progress, graceful stop, exact resume, checkpoint sync, W&B), the Trainer (a family
+     with its own library's Trainer, like embedding's sentence-transformers, builds it and
+     adds LoRA, evaluates and saves its own way: :class:`~kubetune.train.task.OwnTrainer`);
    - ``train``: ``Trainer.train``, the checkpoints uploaded as it goes; a SIGTERM stops it
      after a stored checkpoint (``stop``), and the run resumes from it when started again;
    - ``evaluate``: predictions and metrics for the eval and test splits;
@@ -252,7 +254,8 @@ def _pinned(ctx: RunContext) -> dict[str, Any]:
             "fingerprint": splits.fingerprint,
             "fingerprints": splits.fingerprints,
             "sources": splits.sources,
-            "rows": {k: len(v) for k, v in splits.present().items()},
+            "rows": {k: len(v) for k, v in splits.present().items()}
+            | ({"corpus": len(splits.corpus)} if splits.corpus is not None else {}),
         },
         "packages": record.package_versions(),
         "image": os.environ.get(names.IMAGE_ENV),
@@ -322,6 +325,10 @@ def build_task(ctx: RunContext, tokenizer: Any) -> Task:
         from kubetune.train import causal_lm
 
         build = causal_lm.build
+    elif ctx.spec.task == "embedding":
+        from kubetune.train import embedding
+
+        build = embedding.build
     else:
         raise ConfigError(f"task: {ctx.spec.task} is not a fine-tuning task")
     return build(ctx.local_spec, ctx.splits, tokenizer, ctx.model_path)
@@ -366,6 +373,7 @@ class FineTune:
 
         ctx, spec = self.ctx, self.ctx.spec
         self._load_model()
+        own = self.task.own
         metric = spec.train.metric_for_best_model or self.task.default_metric
         args = training_args(
             spec,
@@ -373,24 +381,29 @@ class FineTune:
             metric,
             generate=self.task.generate,
             greater_is_better=self.task.greater_is_better,
+            kind=own.arguments_class if own is not None else None,
+            extra=own.arguments if own is not None else None,
         )
         resume = self._resume_point()
         self.resumed_step = resume[1] if resume else None
         carried = checkpoints.read_json_file(resume[0] / CARRY_FILE) if resume else {}
         exact = ResumeExactly(carried)
         callbacks = self._callbacks(metric, exact)
-        trainer_class = OrderedEvalSeq2SeqTrainer if self.task.generate else OrderedEvalTrainer
-        self.trainer = trainer_class(
-            model=self.model,
-            args=args,
-            data_collator=self.task.collator,
-            train_dataset=self.task.tokenized.get("train"),
-            eval_dataset=self.task.tokenized.get("eval"),
-            processing_class=self.tokenizer,
-            compute_metrics=self.task.compute_metrics,
-            preprocess_logits_for_metrics=self.task.preprocess_logits,
-            callbacks=callbacks,
-        )
+        if own is not None:
+            self.trainer = own.trainer(self.model, args, callbacks)
+        else:
+            trainer_class = OrderedEvalSeq2SeqTrainer if self.task.generate else OrderedEvalTrainer
+            self.trainer = trainer_class(
+                model=self.model,
+                args=args,
+                data_collator=self.task.collator,
+                train_dataset=self.task.tokenized.get("train"),
+                eval_dataset=self.task.tokenized.get("eval"),
+                processing_class=self.tokenizer,
+                compute_metrics=self.task.compute_metrics,
+                preprocess_logits_for_metrics=self.task.preprocess_logits,
+                callbacks=callbacks,
+            )
         exact.trainer = self.trainer
         self.resume_from = str(resume[0]) if resume else None
 
@@ -407,7 +420,9 @@ class FineTune:
         self.task = build_task(ctx, self.tokenizer)
         self.model = self.task.model
         self.extra = {}
-        if spec.lora is not None:
+        if spec.lora is not None and self.task.own is not None:
+            self.extra["lora"] = {"target_modules": sorted(self.task.own.add_lora(self.model))}
+        elif spec.lora is not None:
             self.model = with_lora(self.model, spec, self.task.peft_task)
             targets = self.model.peft_config["default"].target_modules
             self.extra["lora"] = {"target_modules": sorted(targets)}
@@ -607,6 +622,12 @@ class FineTune:
             raw = self.ctx.splits.present().get(split)
             if raw is None:
                 continue
+            if self.task.own is not None:
+                metrics, rows, more = self.task.own.evaluate(self.trainer, split)
+                evaluated.results[split] = metrics
+                evaluated.artifacts[split] = (rows, more)
+                continue
+            assert self.task.predictions is not None
             output = self.trainer.predict(self.task.tokenized[split], metric_key_prefix=split)
             predicted = (
                 output.predictions[0]
@@ -640,7 +661,13 @@ class FineTune:
             extra=self.extra,
             resumed_step=self.resumed_step,
             save_model=lambda final, pool: outputs.save_model(
-                trainer.model, spec, self.tokenizer, ctx.location, final, pool
+                trainer.model,
+                spec,
+                self.tokenizer,
+                ctx.location,
+                final,
+                pool,
+                write=self.task.own.save if self.task.own is not None else None,
             ),
             history=list(trainer.state.log_history),
             step=trainer.state.global_step,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,15 +32,39 @@ def pad_multiple() -> int | None:
 
 
 @dataclass
+class OwnTrainer:
+    """A family that trains with its own library's Trainer (embedding: sentence-transformers'
+    ``SentenceTransformerTrainer``, a ``transformers.Trainer``) instead of kubetune's: the
+    steps of the recipe it does its own way. Everything else (checkpoints, resume, callbacks,
+    W&B, the record) is the runner's, as for every family."""
+
+    #: The TrainingArguments subclass its Trainer takes, and its own arguments beside those
+    #: the spec sets (kubetune.train.trainer.training_args).
+    arguments_class: Any
+    arguments: dict[str, Any]
+    #: (model, training arguments, callbacks) → the Trainer, kubetune's TrainerHooks mixed in.
+    trainer: Callable[[Any, Any, list[Any]], Any]
+    #: Adds LoRA adapters to the model in place as spec.lora says → their target modules.
+    add_lora: Callable[[Any], list[str]]
+    #: (trainer, split) → the split's metrics, prediction rows and extra artifacts (by file
+    #: stem): in place of ``Trainer.predict`` and :data:`Predictor`.
+    evaluate: Callable[[Any, str], tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]]
+    #: (trained model, final/, adapter/ under LoRA else None) → writes those folders.
+    save: Callable[[Any, Path, Path | None], None]
+
+
+@dataclass
 class Task:
     model: Any
     labels: list[str]
     tokenized: dict[str, Dataset]
-    collator: Any
-    compute_metrics: Callable[[Any], dict[str, Any]]
-    predictions: Predictor
     default_metric: str
     peft_task: str
+    #: How batches are made, scored and turned into prediction rows; a family with its own
+    #: Trainer (:attr:`own`) leaves them to it.
+    collator: Any = None
+    compute_metrics: Callable[[Any], dict[str, Any]] | None = None
+    predictions: Predictor | None = None
     #: Evaluate by generating text (Seq2SeqTrainer, ``predict_with_generate``).
     generate: bool = False
     #: Whether a larger ``default_metric`` is better (False for loss, perplexity).
@@ -48,3 +73,5 @@ class Task:
     preprocess_logits: Callable[[Any, Any], Any] | None = None
     #: Metrics derived from the Trainer's own (e.g. perplexity from loss), unprefixed.
     derived_metrics: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    #: The family trains with its own library's Trainer (see :class:`OwnTrainer`).
+    own: OwnTrainer | None = None

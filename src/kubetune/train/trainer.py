@@ -29,14 +29,19 @@ def training_args(
     *,
     generate: bool = False,
     greater_is_better: bool = True,
+    kind: Any = None,
+    extra: dict[str, Any] | None = None,
 ) -> TrainingArguments:
-    """TrainingArguments from the spec; Seq2SeqTrainingArguments when evaluation generates."""
+    """TrainingArguments from the spec; Seq2SeqTrainingArguments when evaluation generates.
+    ``kind``: another TrainingArguments subclass (a family's own Trainer's), with ``extra``
+    arguments of its own."""
     t = spec.train
-    kind = Seq2SeqTrainingArguments if generate else TrainingArguments
-    extra: dict[str, Any] = {"predict_with_generate": True} if generate else {}
+    if kind is None:
+        kind = Seq2SeqTrainingArguments if generate else TrainingArguments
+    extra = {**({"predict_with_generate": True} if generate else {}), **(extra or {})}
     best = t.early_stopping_patience is not None
     warmup: int | float = int(t.warmup_steps) if t.warmup_steps >= 1 else t.warmup_steps
-    return kind(
+    args: TrainingArguments = kind(
         output_dir=str(output_dir),
         num_train_epochs=t.epochs,
         max_steps=t.max_steps or -1,
@@ -69,3 +74,4 @@ def training_args(
         **precision_args(t.precision),
         **extra,
     )
+    return args

@@ -6,12 +6,12 @@ Three methods, chosen by ``prompt.method``:
   its name) fills ``prompt.hypothesis_template``; the label whose hypothesis the text entails
   most wins, and its score is that entailment probability (softmax over the labels).
 - ``embedding``: a sentence encoder embeds texts and one target per label; a text gets the
-  label of the most cosine-similar target. Pooling follows the model's sentence-transformers
-  ``1_Pooling/config.json`` (mean pooling without one), and embeddings are L2-normalised.
-  Targets are the label descriptions, or with ``prompt.examples = k`` class prototypes: the
-  normalised mean embedding of k labelled examples per class. Score: that cosine similarity.
-  Only the transformer, pooling and normalisation of a sentence-transformers model are applied
-  (a ``Dense`` module after pooling, rare in encoders like all-MiniLM, is not).
+  label of the most cosine-similar target. The encoder is sentence-transformers' own
+  (:mod:`kubetune.train.sentence_encoder`): a sentence-transformers folder with every module it
+  lists (its pooling mode, any Dense layer), a plain encoder with mean pooling; embeddings are
+  L2-normalised. Targets are the label descriptions, or with ``prompt.examples = k`` class
+  prototypes: the normalised mean embedding of k labelled examples per class. Score: that
+  cosine similarity.
 - ``generate``: a causal LM completes the Jinja2 ``prompt.template`` by greedy decoding, and
   :func:`parse_label` reads a label from the completion. Completions naming no label are
   unparseable: scored as wrong, counted per split in the metrics and in run.json. Score: the
@@ -29,13 +29,11 @@ baseline sits beside fine-tuned runs.
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -49,7 +47,7 @@ from kubetune import events
 from kubetune.errors import ConfigError
 from kubetune.events import emit
 from kubetune.spec import JobSpec, PromptSpec
-from kubetune.train import metrics
+from kubetune.train import metrics, sentence_encoder
 from kubetune.train.classification import preview
 from kubetune.train.data import Splits, infer_labels, require_columns
 from kubetune.train.precision import precision_args
@@ -59,16 +57,6 @@ from kubetune.train.pretrained import from_pretrained
 PARSE_RULE = (
     "the label name that appears earliest in the output, case-insensitive, as a whole word "
     "(not inside a longer word); at the same position the longer name wins; none → unparseable"
-)
-
-#: sentence-transformers pooling modes, in the order its Pooling module concatenates them.
-POOLING_MODES = (
-    "cls_token",
-    "max_tokens",
-    "mean_tokens",
-    "mean_sqrt_len_tokens",
-    "weightedmean_tokens",
-    "lasttoken",
 )
 
 
@@ -332,117 +320,35 @@ def _pad(tokenizer: Any, encoded: dict[str, list[Any]], batch: list[int]) -> Any
 # --- embedding -----------------------------------------------------------------------------
 
 
-def _model_json(spec: JobSpec, model_path: str, name: str) -> Any:
-    """A JSON file of the model folder or hub repository, or None when it has none."""
-    if Path(model_path).is_dir():
-        path = Path(model_path) / name
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    from transformers.utils.hub import cached_file
-
-    found = cached_file(
-        model_path,
-        name,
-        revision=spec.model.revision,
-        _raise_exceptions_for_missing_entries=False,
-        _raise_exceptions_for_connection_errors=False,
-    )
-    return json.loads(Path(found).read_text(encoding="utf-8")) if found else None
-
-
-def pooling_modes(spec: JobSpec, model_path: str) -> list[str]:
-    """The pooling a sentence-transformers model was trained with; mean pooling otherwise."""
-    modules = _model_json(spec, model_path, "modules.json") or []
-    folder = next(
-        (m["path"] for m in modules if str(m.get("type", "")).endswith(".Pooling")), "1_Pooling"
-    )
-    config = _model_json(spec, model_path, f"{folder}/config.json")
-    if config is None:
-        return ["mean_tokens"]
-    asked = {
-        k.removeprefix("pooling_mode_")
-        for k, v in config.items()
-        if k.startswith("pooling_mode_") and v is True
-    }
-    unknown = sorted(asked - set(POOLING_MODES))
-    if unknown:
-        raise ConfigError(
-            f"model.name: its {folder}/config.json asks for pooling {unknown[0]}, which "
-            f"kubetune does not implement ({', '.join(POOLING_MODES)}); use method nli or generate"
-        )
-    return [mode for mode in POOLING_MODES if mode in asked] or ["mean_tokens"]
-
-
-def pool(hidden: torch.Tensor, mask: torch.Tensor, modes: list[str]) -> torch.Tensor:
-    """Token states (batch, length, dim) → one vector per text, padding excluded.
-
-    Several modes concatenate, as sentence-transformers does. The first and last real tokens
-    are found from the mask, so left- and right-padded batches pool alike.
-    """
-    weights = mask.unsqueeze(-1).to(hidden.dtype)
-    count = weights.sum(dim=1).clamp(min=1.0)
-    rows = torch.arange(hidden.shape[0], device=hidden.device)
-    positions = torch.arange(hidden.shape[1], device=hidden.device)
-    parts: list[torch.Tensor] = []
-    for mode in modes:
-        if mode == "cls_token":
-            parts.append(hidden[rows, mask.int().argmax(dim=1)])
-        elif mode == "max_tokens":
-            parts.append(hidden.masked_fill(weights == 0, float("-inf")).max(dim=1).values)
-        elif mode == "mean_tokens":
-            parts.append((hidden * weights).sum(dim=1) / count)
-        elif mode == "mean_sqrt_len_tokens":
-            parts.append((hidden * weights).sum(dim=1) / count.sqrt())
-        elif mode == "weightedmean_tokens":
-            ramp = weights * (positions + 1).to(hidden.dtype).view(1, -1, 1)
-            parts.append((hidden * ramp).sum(dim=1) / ramp.sum(dim=1).clamp(min=1.0))
-        elif mode == "lasttoken":
-            parts.append(hidden[rows, (mask.int() * positions).argmax(dim=1)])
-        else:
-            raise ValueError(f"unknown pooling mode {mode!r}")
-    return torch.cat(parts, dim=-1)
-
-
 def embed(
-    model: Any,
-    tokenizer: Any,
-    texts: list[str],
-    modes: list[str],
-    max_length: int,
-    size: int,
-    dtype: torch.dtype | None = None,
+    model: Any, texts: list[str], size: int, dtype: torch.dtype | None = None
 ) -> torch.Tensor:
-    """L2-normalised sentence embeddings of ``texts``, in their order, on the CPU."""
-    encoded = tokenizer(texts, truncation=True, max_length=max_length)
-    order: list[int] = []
-    pieces: list[torch.Tensor] = []
+    """L2-normalised sentence embeddings of ``texts``, in their order, on the CPU: the
+    ``SentenceTransformer``'s own ``encode`` (which batches texts of similar length together
+    and puts the vectors back in input order)."""
     with _inference(dtype):
-        for batch in _batches([len(ids) for ids in encoded["input_ids"]], size):
-            inputs = _pad(tokenizer, encoded, batch)
-            hidden = model(**inputs).last_hidden_state.float()
-            pieces.append(pool(hidden, inputs["attention_mask"], modes).cpu())
-            order += batch
-    stacked = torch.cat(pieces)
-    vectors = torch.empty_like(stacked)
-    vectors[torch.tensor(order)] = stacked
-    return F.normalize(vectors, dim=-1)
+        vectors = model.encode(
+            texts,
+            batch_size=size,
+            convert_to_tensor=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+    return F.normalize(vectors.float().cpu(), dim=-1)
 
 
 def load_embedding(
     spec: JobSpec, model_path: str, names: list[str], examples: list[Example]
 ) -> Scorer:
     """Cosine similarity to label descriptions (zero-shot) or to class prototypes."""
-    from transformers import AutoModel
-
     assert spec.prompt is not None
-    tokenizer = _tokenizer(spec, model_path)
-    model = _ready(from_pretrained(AutoModel, spec, model_path))
-    _check_max_length(spec, model)
-    modes = pooling_modes(spec, model_path)
+    model = sentence_encoder.load(spec, model_path, device=_device().type)
+    model.eval()
+    _check_max_length(spec, sentence_encoder.transformer(model))
     dtype = compute_dtype(spec)
 
     def encode(texts: list[str]) -> torch.Tensor:
-        size = _batch_size(spec)
-        return embed(model, tokenizer, texts, modes, spec.data.max_length, size, dtype)
+        return embed(model, texts, _batch_size(spec), dtype)
 
     if examples:
         vectors = encode([e.text for e in examples])
@@ -459,7 +365,7 @@ def load_embedding(
         predict,
         _count(model),
         {
-            "pooling": modes,
+            **sentence_encoder.describe(model),
             "targets": "prototypes" if examples else "descriptions",
             "precision": _precision(dtype),
         },
