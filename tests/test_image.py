@@ -213,7 +213,7 @@ def test_torch_is_the_locked_version(dockerfile: Dockerfile, pyproject: dict[str
     assert "images/trainer/wheels/ /wheels/" in dockerfile.stage("builder").all("COPY")
     assert '"torch==${TORCH_VERSION}+${TORCH_CUDA}"' in install
     assert "-c /tmp/constraints.txt" in install and '".[${EXTRAS}]"' in install
-    assert args["EXTRAS"] == "train"
+    assert args["EXTRAS"] == "train,serve"
 
 
 def test_cpu_build_takes_the_locked_cpu_wheel(tmp_path: Path) -> None:

@@ -11,12 +11,16 @@ import pytest
 
 from kubetune import render, spec, stage, sweep
 from kubetune.kube.names import STORE_ENDPOINT_ENV as ENDPOINT_ENV
+from kubetune.predict import chart as batchchart
+from kubetune.predict import spec as batchspec
 
 from conftest import EXAMPLES_GROUP, ROOT, yaml_docs
 
 pytestmark = pytest.mark.xdist_group(EXAMPLES_GROUP)
 
-JOBS = sorted((ROOT / "jobs").glob("*.yaml"))
+#: Job specs; batch specs (a top-level kind: predict or index) are tested on their own below.
+JOBS = [p for p in sorted((ROOT / "jobs").glob("*.yaml")) if not batchspec.is_batch(p)]
+BATCH_JOBS = [p for p in sorted((ROOT / "jobs").glob("*.yaml")) if batchspec.is_batch(p)]
 #: How an example says it never runs on a cluster.
 LOCAL_ONLY = re.compile(r"^# Local only:", re.MULTILINE)
 #: The cluster command of an example's header.
@@ -42,8 +46,8 @@ def laptop(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from kubetune import prepare
 
     cwd = tmp_path_factory.mktemp("laptop")
-    for name, folder in (("bbc-news", "bbc-news"), ("wnut16", "wnut16"), ("aclsum", "aclsum")):
-        prepare.prepare(name, cwd / "data" / folder)
+    for name in ("bbc-news", "bbc-retrieval", "wnut16", "aclsum"):
+        prepare.prepare(name, cwd / "data" / name)
     return cwd
 
 
@@ -104,5 +108,36 @@ def test_example_runs_on_a_cluster_as_its_header_says(
     else:
         docs = yaml_docs(render.stream(render.render(staged, namespace="examples")))
         assert sum(d["kind"] == "Job" for d in docs) == len(runs)
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.33.0", strict=True)
+
+
+def test_there_is_a_batch_example_of_each_kind() -> None:
+    assert {batchspec.load(p).kind for p in BATCH_JOBS} == {"predict", "index"}
+
+
+@pytest.mark.parametrize("path", BATCH_JOBS, ids=[p.name for p in BATCH_JOBS])
+def test_batch_example_stages_and_renders_as_its_header_says(
+    path: Path, laptop: Path, s3_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch example's local corpus and model are staged; its Job validates."""
+    import boto3
+
+    text = path.read_text()
+    assert text.splitlines()[0].startswith("# Run here:") and "kubetune " in text.splitlines()[0]
+    (command,) = ON_A_CLUSTER.findall(text)
+    assert "kubetune submit" in command
+    batch = batchspec.load(path)
+    assert batch.storage is not None and batch.storage.uri == "s3://kubetune-runs/examples"
+    monkeypatch.chdir(laptop)
+    monkeypatch.setenv(ENDPOINT_ENV, s3_env)
+    client = boto3.client("s3")
+    if "kubetune-runs" not in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:
+        client.create_bucket(Bucket="kubetune-runs")
+    staged, inputs = batchchart.stage(batch)
+    assert batchchart.local_inputs(staged) == [] and "corpus.uri" in inputs
+    docs = yaml_docs(render.stream([batchchart.render(staged, "examples")]))
+    (job,) = [d for d in docs if d["kind"] == "Job"]
+    assert job["spec"]["completions"] == batch.shards
     for doc in docs:
         kubernetes_validate.validate(doc, "1.33.0", strict=True)

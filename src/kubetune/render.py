@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -163,8 +163,6 @@ def values_for(
     res = spec.resources
     storage = spec.storage
     assert storage is not None
-    tolerations = [t.model_dump(exclude_none=True) for t in res.tolerations]
-    node_selector, affinity = _scheduling(res)
     return {
         "namespace": namespace or "",
         "run": {
@@ -179,14 +177,27 @@ def values_for(
         # Only what differs from the defaults: a release that adds a defaulted field leaves
         # this immutable ConfigMap as it was, and an older trainer image can still read it.
         "spec": specmod.dump(spec, defaults=False),
-        "image": {"reference": spec.image, "pullPolicy": "IfNotPresent"},
-        "imagePullSecrets": list(res.image_pull_secrets),
-        "serviceAccountName": res.service_account or "",
         "command": launch.accelerate_command(
             launch.SPEC_PATH, gpus=res.gpus, nodes=res.nodes, max_restarts=res.backoff_limit
         ),
         "nodes": res.nodes,
         "gang": res.gang,
+        **pod_values(res, storage, spec.image, gitops=gitops),
+        "wandb": {"secret": spec.tracking.wandb.secret or ""},
+    }
+
+
+def pod_values(
+    res: specmod.ResourcesSpec, storage: specmod.StorageSpec, image: str, *, gitops: bool
+) -> dict[str, Any]:
+    """The values of what a pod asks of the cluster and where it stores: shared by training
+    runs and batch jobs."""
+    tolerations = [t.model_dump(exclude_none=True) for t in res.tolerations]
+    node_selector, affinity = _scheduling(res)
+    return {
+        "image": {"reference": image, "pullPolicy": "IfNotPresent"},
+        "imagePullSecrets": list(res.image_pull_secrets),
+        "serviceAccountName": res.service_account or "",
         "resources": {
             "gpus": res.gpus,
             "cpu": str(res.cpu),
@@ -219,7 +230,6 @@ def values_for(
             "region": storage.region or "",
             "secret": storage.secret or "",
         },
-        "wandb": {"secret": spec.tracking.wandb.secret or ""},
     }
 
 
@@ -277,11 +287,21 @@ def threads_per_process(cpu: str, gpus: int) -> int:
     return max(1, int(specmod.quantity_value(cpu) // max(gpus, 1)))
 
 
+class Named(Protocol):
+    """What names a rendered Job other than a run: a batch job (kubetune.predict.chart)."""
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def spec_hash(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class Rendered:
     """The manifests of one run and the values that produced them."""
 
-    run: ResolvedRun
+    run: ResolvedRun | Named
     values: dict[str, Any]
     documents: tuple[tuple[str, str], ...]  # (template file, YAML document)
 

@@ -317,6 +317,8 @@ def submit(
     from kubetune.kube.status import job_phase, trainer_env
 
     (item,) = rendered
+    assert isinstance(item.run, ResolvedRun)
+    queue = item.run.spec.resources.queue
     target = target or cluster.connect()
     docs = submitmod.manifests(item)
     job_doc = submitmod.job_manifest(docs)
@@ -327,7 +329,7 @@ def submit(
     names = [f"{d.kind.kind} {ns}/{d.name}" for d in docs]
     existing = target.get(cluster.JOB, ns, job_doc.name)
     if existing is None:
-        submitmod.check_queues(target, ns, [item.run])
+        submitmod.check_queues(target, ns, [queue])
         submitmod.create(target, ns, docs)
         return Submitted(CREATED, f"created {where} and its objects", names)
     metadata = existing.get("metadata") or {}
@@ -372,7 +374,7 @@ def submit(
             f"{where} {why}: pass --replace to delete it (its trainer stores a checkpoint) and "
             f"submit this one, or kubetune cancel {run_id} first"
         )
-    submitmod.check_queues(target, ns, [item.run])
+    submitmod.check_queues(target, ns, [queue])
     submitmod.replace_job(target, ns, docs, existing)
     return Submitted(REPLACED, f"replaced {where} ({phase}) and created its objects", names)
 

@@ -47,8 +47,10 @@ def test_a_rendered_multi_node_job_carries_the_labels_annotations_and_env_named_
     assert names.CHART_LABEL not in pod["metadata"]["labels"]
     (trainer,) = [c for c in pod["spec"]["containers"] if c["name"] == names.CONTAINER]
     env = {e["name"] for e in trainer["env"]}
-    # Set only for an S3 store, staged inputs, a sweep point and a pruned sweep's trial.
-    sometimes = {names.STORE_ENDPOINT_ENV, names.INPUTS_ENV, names.PARAMS_ENV, names.RUNGS_ENV}
+    # Set only for an S3 store, staged inputs, a sweep point, a pruned sweep's trial and a
+    # batch job's shard (tests/predict/test_chart.py checks that pod).
+    sometimes = {names.STORE_ENDPOINT_ENV, names.INPUTS_ENV, names.PARAMS_ENV, names.RUNGS_ENV,
+                 names.SHARD_ENV}  # fmt: skip
     # The sweep driver's own (tests/search/test_cluster.py checks its pod).
     assert names.CHART_ENV - sometimes - names.DRIVE_ENV <= env
     assert not (names.DRIVE_ENV - {names.INPUTS_ENV}) & env

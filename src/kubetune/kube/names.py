@@ -69,6 +69,8 @@ PARAMS_ENV = "KUBETUNE_PARAMS"
 #: A trial of a driven sweep with a pruner (the chart's run.rungs, JSON {metric, wait}):
 #: the trainer reports each evaluation to the store and waits for the driver's decision.
 RUNGS_ENV = "KUBETUNE_RUNGS"
+#: A batch job's pod: its shard, the Indexed Job's completion index (kubetune.predict).
+SHARD_ENV = "KUBETUNE_SHARD"
 #: Seconds between SIGTERM and SIGKILL (the pod's terminationGracePeriodSeconds).
 STOP_GRACE_ENV = "KUBETUNE_STOP_GRACE_SECONDS"
 #: A multi-node pod's machine rank (its completion index) and the address of rank 0.
@@ -101,6 +103,7 @@ CHART_ENV = frozenset(
         INPUTS_ENV,
         PARAMS_ENV,
         RUNGS_ENV,
+        SHARD_ENV,
         STOP_GRACE_ENV,
         MACHINE_RANK_ENV,
         MAIN_HOST_ENV,

@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -127,15 +127,16 @@ def kueue_version(target: kube.Cluster) -> str | None:
     )
 
 
-def check_queues(target: kube.Cluster, namespace: str, runs: Sequence[ResolvedRun]) -> None:
-    """Every Kueue LocalQueue the runs name exists in ``namespace``: a Job naming a missing
-    queue is never admitted and waits, suspended, without a word. The LocalQueue is read at
-    the version the cluster serves (API discovery), not a hard-coded one.
+def check_queues(target: kube.Cluster, namespace: str, named: Iterable[str | None]) -> None:
+    """Every Kueue LocalQueue ``named`` (each run's resources.queue) exists in
+    ``namespace``: a Job naming a missing queue is never admitted and waits, suspended,
+    without a word. The LocalQueue is read at the version the cluster serves (API
+    discovery), not a hard-coded one.
 
     Raises:
         ConfigError: the LocalQueue, or Kueue itself, is missing.
     """
-    queues = sorted({run.spec.resources.queue for run in runs if run.spec.resources.queue})
+    queues = sorted({queue for queue in named if queue})
     if not queues:
         return
     version = kueue_version(target)
@@ -284,7 +285,9 @@ def _submit_run(
     note = "dry run: validated, not stored" if dry_run else ""
     try:
         existing = target.get(kube.JOB, namespace, job.name)
-        record = stored(item.run) if stored is not None else None
+        record = (
+            stored(item.run) if stored is not None and isinstance(item.run, ResolvedRun) else None
+        )
         if existing is not None:
             outcome = _existing(run_id, existing, item.run.spec_hash, job.chart)
             failed = job_phase(existing).name == "Failed"

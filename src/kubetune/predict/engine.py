@@ -11,7 +11,8 @@ What ``transformers.pipeline`` does per example, this does per corpus:
 
 Classification gives each text its label, that label's probability and every label's
 probability; token classification gives entity spans with character offsets (a word's
-first sub-token decides its tag, as training labels it).
+first sub-token decides its tag, as training labels it); seq2seq and causal-LM models give
+the text they generate (:func:`generate`), batched by length the same way.
 """
 
 from __future__ import annotations
@@ -36,28 +37,33 @@ class Loaded:
     model: Any
     tokenizer: Any
     labels: list[str]
-    task: str  # classification | ner
+    task: str  # classification | ner | seq2seq | causal-lm
     max_length: int
 
 
 def load(
     folder: str, *, max_length: int | None = None, device: str | None = None, int8: bool = False
 ) -> Loaded:
-    """The model of ``final/`` (a classifier or a token classifier) in eval mode; with
-    ``int8`` (CPU only) its Linear layers dynamically quantized to int8, about twice as fast
-    on a CPU without native bf16 (measured: 2.0× a pipeline, the same label on 300 of 300
-    BBC News articles)."""
+    """The model of ``final/`` (a classifier, a token classifier, a seq2seq or causal LM) in
+    eval mode; with ``int8`` (CPU only) its Linear layers dynamically quantized to int8,
+    about twice as fast on a CPU without native bf16 (measured: 2.0× a pipeline, the same
+    label on 300 of 300 BBC News articles)."""
     from transformers import (
         AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForSeq2SeqLM,
         AutoModelForSequenceClassification,
         AutoModelForTokenClassification,
         AutoTokenizer,
     )
 
     config = AutoConfig.from_pretrained(folder)
-    architectures = config.architectures or []
-    token = any("TokenClassification" in a for a in architectures)
-    auto = AutoModelForTokenClassification if token else AutoModelForSequenceClassification
+    task = family(config)
+    auto = {
+        "ner": AutoModelForTokenClassification,
+        "seq2seq": AutoModelForSeq2SeqLM,
+        "causal-lm": AutoModelForCausalLM,
+    }.get(task, AutoModelForSequenceClassification)
     model = auto.from_pretrained(folder).eval()
     if int8:
         import warnings
@@ -73,8 +79,38 @@ def load(
         model.to(device)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     labels = [config.id2label[i] for i in range(config.num_labels)]
-    limit = max_length or min(tokenizer.model_max_length, config.max_position_embeddings)
-    return Loaded(model, tokenizer, labels, "ner" if token else "classification", limit)
+    limit = max_length or min(tokenizer.model_max_length, _positions(config))
+    if task == "causal-lm":
+        # Rows are continued from their end: pad on the left so every row's last token is
+        # the last position of the batch.
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+    return Loaded(model, tokenizer, labels, task, limit)
+
+
+def _positions(config: Any) -> int:
+    """Positions the model can read (an encoder-decoder's encoder's); 512 if it says none."""
+    config = getattr(config, "encoder", None) or config
+    for name in ("max_position_embeddings", "n_positions", "max_source_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 512
+
+
+def family(config: Any) -> str:
+    """The task family of a saved model's config: its architecture's head."""
+    architectures = config.architectures or []
+    if any("TokenClassification" in a for a in architectures):
+        return "ner"
+    if getattr(config, "is_encoder_decoder", False) or any(
+        "ConditionalGeneration" in a for a in architectures
+    ):
+        return "seq2seq"
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+        return "causal-lm"
+    return "classification"
 
 
 def fast_dtype(device: torch.device) -> torch.dtype | None:
@@ -162,6 +198,58 @@ def predict(
                             texts[index],
                         )
                     }
+    return results
+
+
+def generate(
+    loaded: Loaded,
+    texts: Sequence[str],
+    *,
+    max_new_tokens: int = 64,
+    num_beams: int = 1,
+    tokens: int = TOKENS_PER_BATCH,
+) -> list[dict[str, Any]]:
+    """The text a seq2seq or causal-LM model generates for each input, in order: batches by
+    length as :func:`predict`, greedy or beam search, the input left out of a causal LM's
+    output."""
+    tokenizer, model = loaded.tokenizer, loaded.model
+    causal = loaded.task == "causal-lm"
+    limit = loaded.max_length - max_new_tokens if causal else loaded.max_length
+    if limit < 1:
+        raise ValueError(
+            f"generation.max_new_tokens ({max_new_tokens}) leaves no room for the input in "
+            f"{loaded.max_length} positions; lower it"
+        )
+    ids: list[list[int]] = tokenizer(list(texts), truncation=True, max_length=limit)["input_ids"]
+    lengths = [len(x) for x in ids]
+    device = next(model.parameters()).device
+    results: list[dict[str, Any]] = [{} for _ in texts]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    # Every row of a batch generates up to max_new_tokens: count them in its budget.
+    budget = max(tokens, max(lengths, default=1) + max_new_tokens)
+    with torch.inference_mode():
+        for batch in batches([n + max_new_tokens for n in lengths], budget):
+            width = max(lengths[i] for i in batch)
+            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, index in enumerate(batch):
+                n = lengths[index]
+                where = slice(width - n, width) if causal else slice(0, n)
+                input_ids[row, where] = torch.tensor(ids[index])
+                mask[row, where] = 1
+            out = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=mask.to(device),
+                max_new_tokens=max_new_tokens,
+                num_beams=num_beams,
+                do_sample=False,
+                pad_token_id=pad,
+            )
+            if causal:
+                out = out[:, width:]
+            decoded = tokenizer.batch_decode(out, skip_special_tokens=True)
+            for row, index in enumerate(batch):
+                results[index] = {"generated": decoded[row].strip()}
     return results
 
 
