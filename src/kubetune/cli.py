@@ -741,7 +741,7 @@ def serve(
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
     max_batch: Annotated[
         int, typer.Option("--max-batch", min=1, help="Texts per model call, at most.")
-    ] = 64,
+    ] = 32,
     max_wait_ms: Annotated[
         float, typer.Option("--max-wait-ms", min=0, help="How long a batch waits to fill.")
     ] = 5.0,

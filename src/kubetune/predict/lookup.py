@@ -139,12 +139,13 @@ def served_target(uri: str) -> dict[str, Any]:
     if location is not None:
         cache = cache_root() / "runs" / hashlib.sha256(uri.encode()).hexdigest()[:16]
         model = batchmod._run_model(location, cache)
+        about = {"source": uri, "model_sha256": model.sha256}
         if model.task == "embedding":
-            return {"encoder": model.folder}
-        return {"model": model.folder}
+            return {"encoder": model.folder, **about}
+        return {"model": model.folder, **about}
     local = Path(uri.removeprefix("file://"))
     if "://" not in uri and (local / "config.json").is_file():
         return {"model": local}
     folder = fetch_index(uri)
     meta = json.loads((folder / "index.json").read_text(encoding="utf-8"))
-    return {"index": folder, "encoder": fetch_encoder(meta)}
+    return {"index": folder, "encoder": fetch_encoder(meta), "source": uri}

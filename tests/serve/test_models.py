@@ -1,0 +1,180 @@
+"""Real (tiny, random) models served over HTTP: a classifier answers what
+:func:`kubetune.predict.engine.predict` answers on the same texts, concurrent requests
+included; a tagger answers entity spans with character offsets; an encoder answers
+:func:`kubetune.predict.encode.load`'s vectors; an index answers its searches."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serve.running import HANG, running, wait_ready
+
+from conftest import ML_GROUP
+
+pytestmark = pytest.mark.xdist_group(ML_GROUP)
+
+LABELS = ["money", "sport", "tech"]
+TAGS = ["O", "B-person", "I-person", "B-loc"]
+TEXTS = ["goal match team " * 9, "bank price", "computer phone software chip", "the a of"]
+
+
+@pytest.fixture(scope="module")
+def classifier(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("cls")
+    model = BertForSequenceClassification.from_pretrained(
+        tiny["model"], num_labels=3, id2label=dict(enumerate(LABELS)),
+        label2id={n: i for i, n in enumerate(LABELS)},
+    )  # fmt: skip
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny["model"]).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tagger(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tagger that tags every word B-loc (its head's bias says so), so each word is a span
+    of its own whatever the random weights."""
+    import torch
+    from transformers import AutoTokenizer, BertForTokenClassification
+
+    folder = tmp_path_factory.mktemp("ner")
+    model = BertForTokenClassification.from_pretrained(
+        tiny["model"], num_labels=4, id2label=dict(enumerate(TAGS)),
+        label2id={n: i for i, n in enumerate(TAGS)},
+    )  # fmt: skip
+    with torch.no_grad():
+        model.classifier.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 50.0]))
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny["model"]).save_pretrained(folder)
+    return folder
+
+
+def test_a_classifier_answers_what_the_engine_answers(classifier: Path) -> None:
+    from kubetune.predict import engine
+    from kubetune.serve import create_app
+
+    expected = engine.predict(engine.load(str(classifier)), TEXTS)
+    app = create_app(model=classifier, model_sha256="ab" * 32, source="file:///runs/x")
+    with running(app) as client:
+        ready = wait_ready(client)
+        assert ready == {"ready": True, "task": "classification", "labels": LABELS,
+                         "max_length": 64, "model_sha256": "ab" * 32,
+                         "source": "file:///runs/x"}  # fmt: skip
+        answer = client.post("/v1/predict", json={"texts": TEXTS})
+        assert answer.status_code == 200
+        assert answer.json() == {"predictions": expected}
+
+        # Concurrent requests, one text each, batched together: each gets its own text's
+        # prediction (padding to a batch's longest text changes no label).
+        async def each() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=str(client.base_url), timeout=HANG) as c:
+                return await asyncio.gather(*(c.post("/v1/predict", json={"text": t})
+                                              for t in TEXTS))  # fmt: skip
+
+        for response, want in zip(asyncio.run(each()), expected, strict=True):
+            (got,) = response.json()["predictions"]
+            assert got["label"] == want["label"]
+            assert got["scores"] == pytest.approx(want["scores"], abs=1e-4)
+        assert client.post("/v1/embed", json={"text": "x"}).status_code == 404
+
+
+def test_a_tagger_answers_entity_spans_with_character_offsets(tagger: Path) -> None:
+    from kubetune.serve import create_app
+
+    with running(create_app(model=tagger)) as client:
+        assert wait_ready(client)["task"] == "ner"
+        answer = client.post("/v1/predict", json={"texts": ["John visited Paris", "a"]})
+    (first, second) = answer.json()["predictions"]
+    spans = [(e["type"], e["start"], e["end"], e["text"]) for e in first["entities"]]
+    assert spans == [("loc", 0, 4, "John"), ("loc", 5, 12, "visited"), ("loc", 13, 18, "Paris")]
+    assert all(e["score"] > 0.99 for e in first["entities"])
+    assert [e["text"] for e in second["entities"]] == ["a"]
+
+
+def test_an_encoder_answers_its_vectors(tiny: dict[str, Path]) -> None:
+    import numpy as np
+
+    from kubetune.predict import encode
+    from kubetune.serve import create_app
+
+    expected = encode.load(str(tiny["model"])).encode(TEXTS)
+    with running(create_app(encoder=tiny["model"])) as client:
+        ready = wait_ready(client)
+        assert (ready["task"], ready["dim"]) == ("embedding", 32)
+        answer = client.post("/v1/embed", json={"texts": TEXTS}).json()
+        assert client.post("/v1/search", json={"query": "x"}).status_code == 404
+    assert answer["dim"] == 32
+    got = np.array(answer["embeddings"], dtype=np.float32)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+DOCS = {
+    "d1": "red wine from the south of France",
+    "d2": "the bank raised its price of shares",
+    "d3": "the team won the match with a late goal",
+    "d4": "a new phone with a faster chip",
+}
+
+
+@pytest.fixture(scope="module")
+def index(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An index folder of four documents, embedded by the tiny encoder."""
+    from kubetune.predict import encode
+    from kubetune.retrieval.index import write
+
+    folder = tmp_path_factory.mktemp("index")
+    vectors = encode.load(str(tiny["model"])).encode(list(DOCS.values()))
+    write(folder, vectors, list(DOCS), list(DOCS.values()), {"encoder": {"name": "tiny"}})
+    return folder
+
+
+def test_an_index_answers_dense_bm25_and_hybrid_searches(
+    tiny: dict[str, Path], index: Path
+) -> None:
+    from kubetune.predict import encode
+    from kubetune.retrieval.index import Index
+    from kubetune.serve import create_app
+
+    query = "red wine and a goal"
+    direct = Index.load(index)
+    vector = encode.load(str(tiny["model"])).encode([query])
+    expected = {
+        "dense": direct.search(vector, 3)[0],
+        "bm25": direct.search_bm25([query], 3)[0],
+        "hybrid": direct.search_hybrid(vector, [query], 3)[0],
+    }
+    with running(create_app(encoder=tiny["model"], index=index, source="s3://i/x")) as client:
+        ready = wait_ready(client)
+        assert ready["task"] == "search"
+        assert ready["index"] == {"kind": "flat", "dim": 32, "count": 4, "metric": "ip",
+                                  "encoder": {"name": "tiny"}}  # fmt: skip
+        for mode, ranking in expected.items():
+            response = client.post("/v1/search", json={"query": query, "k": 3, "mode": mode})
+            hits = response.json()["hits"]
+            assert [h["id"] for h in hits] == [doc for doc, _ in ranking], mode
+            assert [h["score"] for h in hits] == pytest.approx([s for _, s in ranking], abs=1e-5)
+            assert [h["text"] for h in hits] == [DOCS[h["id"]] for h in hits]
+        bm25 = client.post("/v1/search", json={"query": "red wine", "k": 1, "mode": "bm25"})
+        assert bm25.json()["hits"][0]["id"] == "d1"  # the only document with those words
+        assert client.post("/v1/embed", json={"text": query}).json()["dim"] == 32
+        assert client.post("/v1/predict", json={"text": query}).status_code == 404
+
+
+def test_serve_stops_and_raises_when_the_index_cannot_be_loaded(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    from kubetune.errors import ConfigError
+    from kubetune.serve import serve
+
+    from conftest import free_port
+
+    (tmp_path / "docs.jsonl").write_text("")  # a folder, but no index.json nor index.faiss
+    with pytest.raises(ConfigError, match=r"index.json: missing; .*write it again"):
+        serve(encoder=tiny["model"], index=tmp_path, port=free_port(), log_level="warning")
