@@ -706,29 +706,38 @@ def search(
     index: Annotated[
         str, typer.Argument(help="An index job's folder (<store>/<name>/<batch-id>) or index/.")
     ],
-    query: Annotated[str, typer.Argument(help="What to look for.")],
+    query: Annotated[
+        str | None,
+        typer.Argument(help="What to look for; without it, one query per line of stdin."),
+    ] = None,
     k: Annotated[int, typer.Option("-k", min=1, max=1000, help="Hits to show.")] = 10,
     mode: Annotated[str, typer.Option("--mode", help="dense, bm25 or hybrid (RRF).")] = "dense",
 ) -> None:
     """Search a stored index: its encoder on the query, then FAISS (or BM25, or both fused).
-    The index and its encoder are fetched once into ~/.cache/kubetune."""
+    The index and its encoder are fetched once into ~/.cache/kubetune; without QUERY, each
+    line of stdin is a query, all answered by one loaded index."""
     from rich.markup import escape
     from rich.table import Table
 
     from kubetune.predict.lookup import Searcher
 
     searcher = Searcher.load(index)
-    hits, seconds = searcher.search(query, k, mode)
-    table = Table(box=None, pad_edge=False)
-    for column in ("#", "score", "id", "text"):
-        table.add_column(column, justify="right" if column in ("#", "score") else "left")
-    for rank, (ident, score) in enumerate(hits, 1):
-        text = " ".join(searcher.index.doc(ident).text.split())
-        table.add_row(str(rank), f"{score:.3f}", escape(ident), escape(text[:100]))
-    _console(stderr=False).print(table)
-    _console().print(
-        f"{len(hits)} hits of {len(searcher.index)} documents ({mode}) in {seconds * 1000:.0f} ms"
-    )
+    queries = [query] if query is not None else (line.strip() for line in sys.stdin)
+    for text in queries:
+        if not text:
+            continue
+        hits, seconds = searcher.search(text, k, mode)
+        table = Table(box=None, pad_edge=False, title=None if query else escape(text))
+        for column in ("#", "score", "id", "text"):
+            table.add_column(column, justify="right" if column in ("#", "score") else "left")
+        for rank, (ident, score) in enumerate(hits, 1):
+            snippet = " ".join(searcher.index.doc(ident).text.split())
+            table.add_row(str(rank), f"{score:.3f}", escape(ident), escape(snippet[:100]))
+        _console(stderr=False).print(table)
+        _console().print(
+            f"{len(hits)} hits of {len(searcher.index)} documents ({mode}) in "
+            f"{seconds * 1000:.0f} ms"
+        )
 
 
 @app.command()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,31 +93,39 @@ def fetch_encoder(meta: dict[str, Any]) -> Path:
     return folder
 
 
-@dataclass
 class Searcher:
-    """An index and its encoder, loaded once."""
+    """An index, and its encoder loaded on the first dense or hybrid query: BM25 alone needs
+    neither torch nor sentence-transformers, whose imports are most of a cold start."""
 
-    index: Any  # kubetune.retrieval.index.Index
-    encoder: Any  # kubetune.predict.encode.Encoder
+    def __init__(self, index: Any, encoder: Any = None) -> None:
+        self.index = index  # kubetune.retrieval.index.Index
+        self._encoder = encoder  # kubetune.predict.encode.Encoder
 
     @classmethod
     def load(cls, uri: str) -> Searcher:
-        from kubetune.predict import encode
         from kubetune.retrieval.index import Index
 
-        index = Index.load(fetch_index(uri))
-        encoder = encode.load(str(fetch_encoder(index.meta)))
-        return cls(index, encoder)
+        return cls(Index.load(fetch_index(uri)))
+
+    @property
+    def encoder(self) -> Any:
+        if self._encoder is None:
+            from kubetune.predict import encode
+
+            self._encoder = encode.load(str(fetch_encoder(self.index.meta)))
+        return self._encoder
 
     def search(self, query: str, k: int = 10, mode: str = "dense") -> tuple[list[Any], float]:
-        """The top ``k`` (id, score) of ``query`` and the seconds it took."""
+        """The top ``k`` (id, score) of ``query`` and the seconds it took (the encoder's
+        forward pass and the index's search, not loading them)."""
         if mode not in MODES:
             raise ConfigError(f"--mode: must be one of {', '.join(MODES)} (got {mode!r})")
+        encoder = self.encoder if mode != "bm25" else None
         started = time.perf_counter()
-        if mode == "bm25":
+        if encoder is None:
             hits = self.index.search_bm25([query], k)[0]
         else:
-            vectors = self.encoder.encode([query])
+            vectors = encoder.encode([query])
             hits = (
                 self.index.search(vectors, k)[0]
                 if mode == "dense"
