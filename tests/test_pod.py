@@ -510,7 +510,8 @@ def test_index_example_runs_as_the_shards_of_its_indexed_job(
     store_uri = f"s3://runs/index-{tmp_path.name}"
     docs = render_batch_staged(
         JOBS / "bbc-news-index.yaml",
-        ("corpus.uri=data/bbc-retrieval/test.jsonl", "corpus.text_column=positive"),
+        ("corpus.uri=data/bbc-retrieval/test.jsonl", "corpus.text_column=positive",
+         "max_length=64"),
         store_uri, s3_env, laptop,
     )  # fmt: skip
     job = next(d for d in docs if d["kind"] == "Job")
