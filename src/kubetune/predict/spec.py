@@ -112,7 +112,9 @@ class BatchSpec(_Model):
     int8: bool = Field(
         False,
         description="Quantize the model's Linear layers to int8 (CPU only): about twice as "
-        "fast on CPUs without native bf16, within rounding of fp32.",
+        "fast on CPUs without native bf16. Labels hold (300 of 300 BBC News articles); "
+        "embeddings move (mean cosine 0.94 to fp32's on BBC paragraphs), so check retrieval "
+        "quality before indexing with it.",
     )
     tokens_per_batch: int = Field(
         4096,
