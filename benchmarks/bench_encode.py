@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_predict import cpu_name  # noqa: E402
+from bench_search import cpu_name  # noqa: E402
 
 
 def paragraphs(limit: int) -> list[str]:

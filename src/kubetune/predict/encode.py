@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kubetune.predict.engine import TOKENS_PER_BATCH, batches, fast_dtype
+from kubetune.predict.engine import TOKENS_PER_BATCH, batches, fast_dtype, mask, padded
 
 
 @dataclass(frozen=True)
@@ -95,18 +95,12 @@ def encode(
         torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None),
     ):
         for batch in batches(lengths, tokens):
-            width = max(lengths[i] for i in batch)
-            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, index in enumerate(batch):
-                input_ids[row, : lengths[index]] = torch.tensor(ids[index])
-                mask[row, : lengths[index]] = 1
-            features = {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
+            features = {
+                "input_ids": padded([ids[i] for i in batch], pad).to(device),
+                "attention_mask": mask([lengths[i] for i in batch]).to(device),
+            }
             if types is not None:
-                token_types = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, index in enumerate(batch):
-                    token_types[row, : lengths[index]] = torch.tensor(types[index])
-                features["token_type_ids"] = token_types.to(device)
+                features["token_type_ids"] = padded([types[i] for i in batch], 0).to(device)
             vectors = model(features)["sentence_embedding"].float()
             vectors = torch.nn.functional.normalize(vectors, p=2, dim=-1).cpu().numpy()
             out[batch] = vectors

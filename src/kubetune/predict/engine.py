@@ -151,6 +151,23 @@ def batches(lengths: Sequence[int], tokens: int = TOKENS_PER_BATCH) -> Iterator[
         yield batch
 
 
+def padded(rows: Sequence[Sequence[int]], fill: int, *, left: bool = False) -> torch.Tensor:
+    """A batch's rows as one tensor, each padded with ``fill`` to the longest (on the left
+    for a causal LM, whose rows are continued from their end)."""
+    width = max(len(row) for row in rows)
+    out = torch.full((len(rows), width), fill, dtype=torch.long)
+    for number, row in enumerate(rows):
+        if row:
+            where = slice(width - len(row), width) if left else slice(0, len(row))
+            out[number, where] = torch.tensor(row, dtype=torch.long)
+    return out
+
+
+def mask(lengths: Sequence[int], *, left: bool = False) -> torch.Tensor:
+    """The attention mask of :func:`padded` rows of these lengths."""
+    return padded([[1] * n for n in lengths], 0, left=left)
+
+
 def predict(
     loaded: Loaded,
     texts: Sequence[str],
@@ -177,13 +194,11 @@ def predict(
         torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None),
     ):
         for batch in batches(lengths, tokens):
-            width = max(lengths[i] for i in batch)
-            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, index in enumerate(batch):
-                input_ids[row, : lengths[index]] = torch.tensor(ids[index])
-                mask[row, : lengths[index]] = 1
-            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+            input_ids = padded([ids[i] for i in batch], pad)
+            attention = mask([lengths[i] for i in batch])
+            logits = model(
+                input_ids=input_ids.to(device), attention_mask=attention.to(device)
+            ).logits
             probs = logits.float().softmax(-1).cpu()
             for row, index in enumerate(batch):
                 if loaded.task == "classification":
@@ -229,17 +244,11 @@ def generate(
     budget = max(tokens, max(lengths, default=1) + max_new_tokens)
     with torch.inference_mode():
         for batch in batches([n + max_new_tokens for n in lengths], budget):
-            width = max(lengths[i] for i in batch)
-            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, index in enumerate(batch):
-                n = lengths[index]
-                where = slice(width - n, width) if causal else slice(0, n)
-                input_ids[row, where] = torch.tensor(ids[index])
-                mask[row, where] = 1
+            input_ids = padded([ids[i] for i in batch], pad, left=causal)
+            width = input_ids.shape[1]
             out = model.generate(
                 input_ids=input_ids.to(device),
-                attention_mask=mask.to(device),
+                attention_mask=mask([lengths[i] for i in batch], left=causal).to(device),
                 max_new_tokens=max_new_tokens,
                 num_beams=num_beams,
                 do_sample=False,
