@@ -61,6 +61,7 @@ def _write(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def build(root: Path) -> dict[str, Path]:
     """Write a tiny model folder and classification/NER splits under ``root``."""
+    import torch
     from tokenizers import (
         Tokenizer,
         decoders,
@@ -111,7 +112,11 @@ def build(root: Path) -> dict[str, Path]:
         intermediate_size=64,
         max_position_embeddings=64,
     )
-    BertForMaskedLM(config).save_pretrained(root / "model")
+    # Seeded, in its own RNG state: the weights are the same in every session and xdist
+    # worker, whatever ran before, so what the tests train from them is reproducible.
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        BertForMaskedLM(config).save_pretrained(root / "model")
     fast.save_pretrained(root / "model")
     return {"root": root, "model": root / "model", "cls": root / "cls", "ner": root / "ner"}
 
