@@ -111,9 +111,9 @@ def fetch_model(batch: BatchSpec, cache: Path) -> Model:
         ConfigError: no run or folder there; the run has no final model.
     """
     source = batch.model.rstrip("/")
-    location = _run_at(source)
+    location = run_at(source)
     if location is not None:
-        return _run_model(location, cache)
+        return run_model(location, cache)
     if batch.kind != "index":
         raise ConfigError(
             f"model: {source}: no run here; name a stored run, <store>/<sweep>/<run-id> "
@@ -122,7 +122,7 @@ def fetch_model(batch: BatchSpec, cache: Path) -> Model:
     return _encoder_folder(source, cache)
 
 
-def _run_at(source: str) -> RunLocation | None:
+def run_at(source: str) -> RunLocation | None:
     """The run at ``source``: a run folder, or a sweep folder (``<store>/<sweep>``) holding
     one completed run. A local folder is read as a file:// store.
 
@@ -152,7 +152,7 @@ def _run_at(source: str) -> RunLocation | None:
     return None
 
 
-def _run_model(location: RunLocation, cache: Path) -> Model:
+def run_model(location: RunLocation, cache: Path) -> Model:
     keys = sorted(location.store.list_keys(location.key("final")))
     run = read_run(location)
     task = run.record.task or ""

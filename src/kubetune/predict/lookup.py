@@ -142,10 +142,10 @@ def served_target(uri: str) -> dict[str, Any]:
     from kubetune.predict import batch as batchmod
 
     uri = uri.rstrip("/")
-    location = batchmod._run_at(uri) if "://" in uri else None
+    location = batchmod.run_at(uri) if "://" in uri else None
     if location is not None:
         cache = cache_root() / "runs" / hashlib.sha256(uri.encode()).hexdigest()[:16]
-        model = batchmod._run_model(location, cache)
+        model = batchmod.run_model(location, cache)
         about = {"source": uri, "model_sha256": model.sha256}
         if model.task == "embedding":
             return {"encoder": model.folder, **about}
