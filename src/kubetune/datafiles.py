@@ -157,11 +157,20 @@ def label_names(
                     f"{field}: {where} has no {column!r}; give every row one, or leave the row out"
                 )
             if sequence and not isinstance(value, list):
-                raise ConfigError(
-                    f"{field}: {where} holds {type(value).__name__} in {column!r}, not a list "
+                fix = (
                     "of tags; give one tag per word"
+                    if field == "data.tags_column"
+                    else "of labels; give each row a list of its labels ([] for none)"
+                )
+                raise ConfigError(
+                    f"{field}: {where} holds {type(value).__name__} in {column!r}, not a list {fix}"
                 )
             odd = next((v for v in items if isinstance(v, (list, dict, float, bool))), None)
+            if isinstance(odd, list) and not sequence:
+                raise ConfigError(
+                    f"{field}: {where} has a list of labels in {column!r}; for several labels "
+                    "per text set data.multi_label: true"
+                )
             if odd is not None:
                 raise ConfigError(
                     f"{field}: {where} has the label {odd!r}; a label is a name or an id"

@@ -17,18 +17,24 @@ from typing import Any
 TASK_METRICS: dict[str, tuple[str, ...]] = {
     "classification": ("accuracy", "macro_f1"),
     "zero-shot": ("accuracy", "macro_f1"),
+    "classical": ("accuracy", "macro_f1"),
     "ner": ("f1", "precision", "recall"),
+    "question-answering": ("f1", "exact_match"),
     "seq2seq": ("rougeL", "rouge1", "rouge2", "bleu", "chrf"),
     "causal-lm": ("perplexity", "token_accuracy"),
     "embedding": ("ndcg@10", "mrr@10", "recall@1", "recall@5", "recall@10"),
 }
+#: What a multi-label run reports (classification, zero-shot, classical with
+#: data.multi_label), headline first: see :func:`metrics_of`.
+MULTI_LABEL_METRICS = ("micro_f1", "macro_f1", "subset_accuracy")
 #: Metrics that improve downward; every other metric improves upward.
 LOWER_IS_BETTER = frozenset({"perplexity", "loss"})
 #: Metrics worth a column where runs of several (or unknown) tasks share a table, best first.
 #: Each task's headline comes before its other metrics here, so the first of these a run
 #: reports is its task's headline.
 RANKED = (
-    "accuracy", "f1", "macro_f1", "rougeL", "rouge1", "bleu", "perplexity", "ndcg@10", "loss",
+    "accuracy", "f1", "micro_f1", "macro_f1", "rougeL", "rouge1", "bleu", "perplexity",
+    "ndcg@10", "loss",
 )  # fmt: skip
 #: Splits whose final metrics rank runs, the held-out test split first.
 SCORED_SPLITS = ("test", "eval")
@@ -46,13 +52,24 @@ def higher_is_better(metric: str) -> bool:
     return metric not in LOWER_IS_BETTER
 
 
-def headline(task: str) -> Headline:
+def metrics_of(task: str, multi_label: bool = False) -> tuple[str, ...]:
+    """The metrics a run of ``task`` reports, headline first; multi-label labelling tasks
+    report :data:`MULTI_LABEL_METRICS` instead of accuracy.
+
+    Raises:
+        KeyError: ``task`` is not a task kubetune trains.
+    """
+    known = TASK_METRICS[task]
+    return MULTI_LABEL_METRICS if multi_label and known[0] == "accuracy" else known
+
+
+def headline(task: str, multi_label: bool = False) -> Headline:
     """The metric a run of ``task`` is judged by.
 
     Raises:
         KeyError: ``task`` is not a task kubetune trains.
     """
-    metric = TASK_METRICS[task][0]
+    metric = metrics_of(task, multi_label)[0]
     return Headline(metric, higher_is_better(metric))
 
 

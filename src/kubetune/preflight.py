@@ -30,7 +30,7 @@ from urllib.parse import quote, urlparse
 
 from kubetune import datafiles
 from kubetune.errors import ConfigError, Issue, KubetuneError, SpecError, WorldError
-from kubetune.spec import JobSpec
+from kubetune.spec import LABELLING_TASKS, JobSpec, task_readers
 from kubetune.sweep import ResolvedRun
 
 if TYPE_CHECKING:
@@ -228,6 +228,8 @@ def model_limits(spec: JobSpec, folder: ModelFolder, *, decoder: bool = False) -
 
 def check_model(spec: JobSpec, *, probe_hub: bool = True) -> None:
     """The model (and a seq2seq decoder) can be found, and the lengths fit them."""
+    if spec.task not in (task_readers("model") or ()):  # classical: no model to find
+        return
     main = model_folder(spec.model.name, "model.name", probe_hub=probe_hub)
     if main is not None:
         model_limits(spec, main)
@@ -251,6 +253,12 @@ def columns_for(spec: JobSpec) -> dict[str, str]:
         return {"source_column": d.source_column, "target_column": d.target_column}
     if spec.task == "embedding":
         return {"query_column": d.query_column, "positive_column": d.positive_column}
+    if spec.task == "question-answering":
+        return {
+            "question_column": d.question_column,
+            "context_column": d.context_column,
+            "answers_column": d.answers_column,
+        }
     if spec.task == "causal-lm":
         if d.prompt_column is None:
             return {"text_column": d.text_column}
@@ -265,7 +273,7 @@ def _text_fields(spec: JobSpec) -> list[str]:
     """The fields whose columns must hold text in every row."""
     if spec.task == "ner":
         return []
-    labels = {"label_column"}
+    labels = {"label_column", "answers_column"}
     return [f for f in columns_for(spec) if f not in labels]
 
 
@@ -273,8 +281,8 @@ def _label_field(spec: JobSpec) -> tuple[str, bool] | None:
     """The field holding labels, and whether each row holds a list of them."""
     if spec.task == "ner":
         return "tags_column", True
-    if spec.task in ("classification", "zero-shot"):
-        return "label_column", False
+    if spec.task in LABELLING_TASKS:
+        return "label_column", spec.data.multi_label
     return None
 
 
@@ -390,7 +398,7 @@ def check_rows(spec: JobSpec, data: LocalData) -> None:
         return
     name, sequence = labelled
     column = getattr(spec.data, name)
-    if sequence:
+    if spec.task == "ner":
         _check_tag_lengths(spec, data)
     datafiles.label_names(
         {

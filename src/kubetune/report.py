@@ -43,6 +43,7 @@ from kubetune.errors import ConfigError
 from kubetune.headline import RANKED, TASK_METRICS, higher_is_better
 from kubetune.search.board import budget_line
 from kubetune.search.state import SweepState, read_state
+from kubetune.spec import BASELINE_TASKS
 from kubetune.store import ForbiddenError, NotFoundError, RunLocation, find_runs
 from kubetune.store.record import (
     HISTORY,
@@ -171,7 +172,7 @@ class RunView:
 
     @property
     def is_baseline(self) -> bool:
-        return self.task == "zero-shot"
+        return self.task in BASELINE_TASKS
 
     def value(self, split: str, metric: str) -> float | None:
         return metric_value(self.metrics, split, metric)

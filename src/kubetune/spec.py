@@ -31,24 +31,59 @@ from pydantic import (
 
 from kubetune import _yaml
 from kubetune.errors import Issue, SpecError
-from kubetune.headline import TASK_METRICS
+from kubetune.headline import TASK_METRICS, metrics_of
 
 Loc = tuple[str | int, ...]
-Task = Literal["classification", "ner", "seq2seq", "causal-lm", "embedding", "zero-shot"]
-FINE_TUNING_TASKS: tuple[str, ...] = ("classification", "ner", "seq2seq", "causal-lm", "embedding")
+Task = Literal[
+    "classification",
+    "ner",
+    "question-answering",
+    "seq2seq",
+    "causal-lm",
+    "embedding",
+    "zero-shot",
+    "classical",
+]
+FINE_TUNING_TASKS: tuple[str, ...] = (
+    "classification",
+    "ner",
+    "question-answering",
+    "seq2seq",
+    "causal-lm",
+    "embedding",
+)
+#: Tasks that read labels per text: one per text, or several with data.multi_label.
+LABELLING_TASKS = frozenset({"classification", "zero-shot", "classical"})
+#: Baselines: runs that train no transformer, shown beside fine-tuned runs in the report.
+BASELINE_TASKS = frozenset({"zero-shot", "classical"})
 TASKS: tuple[str, ...] = get_args(Task)
 
 _GENERATING = frozenset({"seq2seq", "causal-lm"})
+_OPTIMISER_FIELDS = (
+    "learning_rate", "epochs", "max_steps", "batch_size", "gradient_accumulation_steps",
+    "warmup_steps", "weight_decay", "lr_scheduler_type", "optim", "precision",
+)  # fmt: skip
 #: The fields only some tasks read → those tasks. A field here that a spec sets (to anything
 #: but its default) is an error when the task is not one of them: the run would ignore it.
 #: A field read by every task is not listed. The one table behind that rule, its messages,
 #: the fields a task sweep drops from each run, and the tests that keep it true.
 FIELD_TASKS: dict[str, frozenset[str]] = {
+    # Before "model": a field's readers are those of the first entry that holds it.
     "model.decoder": frozenset({"seq2seq"}),
-    "data.text_column": frozenset({"classification", "causal-lm", "zero-shot"}),
+    "model": frozenset(set(TASKS) - {"classical"}),
+    "data.text_column": frozenset({"causal-lm"} | LABELLING_TASKS),
     "data.text_pair_column": frozenset({"classification"}),
-    "data.label_column": frozenset({"classification", "zero-shot"}),
-    "data.labels": frozenset({"classification", "ner", "zero-shot"}),
+    "data.label_column": LABELLING_TASKS,
+    "data.labels": frozenset({"ner"} | LABELLING_TASKS),
+    "data.multi_label": LABELLING_TASKS,
+    "data.threshold": LABELLING_TASKS,
+    "data.long_documents": frozenset({"classification"}),
+    "data.question_column": frozenset({"question-answering"}),
+    "data.context_column": frozenset({"question-answering"}),
+    "data.answers_column": frozenset({"question-answering"}),
+    "data.doc_stride": frozenset({"question-answering"}),
+    "data.max_answer_length": frozenset({"question-answering"}),
+    "data.null_threshold": frozenset({"question-answering"}),
     "data.tokens_column": frozenset({"ner"}),
     "data.tags_column": frozenset({"ner"}),
     "data.label_all_tokens": frozenset({"ner"}),
@@ -65,6 +100,7 @@ FIELD_TASKS: dict[str, frozenset[str]] = {
     "data.corpus": frozenset({"embedding"}),
     "lora": frozenset(FINE_TUNING_TASKS),
     "prompt": frozenset({"zero-shot"}),
+    "classical": frozenset({"classical"}),
     "generation.max_new_tokens": _GENERATING,
     "generation.min_new_tokens": _GENERATING,
     "generation.num_beams": _GENERATING,
@@ -73,8 +109,11 @@ FIELD_TASKS: dict[str, frozenset[str]] = {
     "generation.samples": frozenset({"causal-lm"}),
     # sentence-transformers' trainer batches with its own sampler (no duplicate texts in a
     # batch: each is another query's negative) and scores with its own loss.
-    "train.group_by_length": frozenset(set(TASKS) - {"embedding"}),
-    "train.label_smoothing_factor": frozenset(set(TASKS) - {"embedding"}),
+    "train.group_by_length": frozenset(set(TASKS) - {"embedding", "classical"}),
+    "train.label_smoothing_factor": frozenset(set(TASKS) - {"embedding", "classical"}),
+    # scikit-learn fits TF-IDF + logistic regression in one call: no steps, rates or batches.
+    # The fields of train every transformer task reads are listed here for it alone.
+    **{f"train.{name}": frozenset(set(TASKS) - {"classical"}) for name in _OPTIMISER_FIELDS},
 }
 
 #: Longest job name: leaves room for ``-<8 hex>`` run ids and ``-<index>`` pod hostnames
@@ -103,6 +142,8 @@ _QUANTITY_SUFFIX = {
 }  # fmt: skip
 
 DEFAULT_IMAGE = "ghcr.io/kubetune/kubetune-trainer:0.1.0"
+#: model.name of a spec whose task reads no model (classical): nothing to fetch or load.
+NO_MODEL = "none"
 
 
 # --- field types ---------------------------------------------------------------------------
@@ -254,6 +295,27 @@ class ModelSpec(_Model):
     )
 
 
+class LongDocumentsSpec(_Model):
+    """Texts longer than data.max_length, read in overlapping windows (classification)."""
+
+    stride: int = Field(
+        64,
+        ge=0,
+        description="Tokens each window shares with the one before it (less than max_length).",
+    )
+    aggregate: Literal["mean", "max", "first"] = Field(
+        "mean",
+        description="A document's prediction from its windows' logits: their mean, their "
+        "elementwise max, or the first window's alone (what truncation gives).",
+    )
+    max_windows: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="Read at most this many windows of a document (its start); null: all.",
+    )
+
+
 class DataSpec(_Model):
     """Where the examples come from and which columns hold what."""
 
@@ -317,6 +379,50 @@ class DataSpec(_Model):
         description="embedding: the documents evaluation searches (rows with id and text; same "
         "forms as train). A query's relevant document is the one whose id is the query row's "
         "id. Absent: each split's queries search that split's own positives.",
+    )
+    question_column: str = Field(
+        "question", description="question-answering: the question of each example."
+    )
+    context_column: str = Field(
+        "context", description="question-answering: the passage the answer is taken from."
+    )
+    answers_column: str = Field(
+        "answers",
+        description="question-answering: the gold answers, SQuAD's form: {text: [...], "
+        "answer_start: [...]} with character offsets into the context; empty lists for a "
+        "question the context does not answer.",
+    )
+    doc_stride: int = Field(
+        128,
+        ge=1,
+        description="question-answering: a context longer than max_length is read in windows "
+        "that share this many tokens with the one before, so an answer near a window's edge "
+        "is whole in the next.",
+    )
+    max_answer_length: int = Field(
+        30, ge=1, le=4096, description="question-answering: longest answer span, in tokens."
+    )
+    null_threshold: float = Field(
+        0.0,
+        description="question-answering with unanswerable questions: answer nothing when the "
+        "no-answer score beats the best span's by more than this (raise it to answer more).",
+    )
+    multi_label: bool = Field(
+        False,
+        description="classification, zero-shot, classical: label_column holds a list of labels "
+        "per text (any number, none included); each label is a yes/no decision (sigmoid "
+        "outputs against data.threshold).",
+    )
+    threshold: float | Literal["tune"] = Field(
+        0.5,
+        description="multi_label: a label applies when its score reaches this. 'tune': each "
+        "label's threshold is the one that maximises its F1 on the eval split, then applied "
+        "to test.",
+    )
+    long_documents: LongDocumentsSpec | None = Field(
+        None,
+        description="classification: read a text longer than max_length whole, in overlapping "
+        "windows, at train and predict time; one prediction per document from its windows'.",
     )
     labels: list[NonEmpty] | None = Field(
         None,
@@ -544,6 +650,28 @@ class Toleration(_Model):
     tolerationSeconds: int | None = Field(  # noqa: N815 - Kubernetes' name
         None, ge=0, description="How long a NoExecute taint is tolerated."
     )
+
+
+class ClassicalSpec(_Model):
+    """The classical baseline: TF-IDF features and logistic regression (scikit-learn)."""
+
+    ngram_max: int = Field(
+        2, ge=1, le=5, description="Word n-grams up to this length (1: single words)."
+    )
+    min_df: int = Field(2, ge=1, description="Drop terms found in fewer training texts than this.")
+    max_features: int | None = Field(
+        None, ge=1, description="Keep at most this many terms, the most frequent; null: all."
+    )
+    sublinear_tf: bool = Field(True, description="Use 1 + log(tf) for term frequencies.")
+    c: float = Field(
+        10.0,
+        gt=0,
+        description="Inverse regularisation strength of the logistic regression (sklearn's C).",
+    )
+    class_weight: Literal["balanced"] | None = Field(
+        None, description="balanced: weight classes inversely to their frequency."
+    )
+    max_iter: int = Field(1000, ge=1, description="Most iterations of the solver.")
 
 
 class ResourcesSpec(_Model):
@@ -874,18 +1002,26 @@ class JobSpec(_Model):
         description="Job name (DNS-1123 label, ≤ 40 chars); run ids derive from it."
     )
     task: Task = Field(
-        description="classification | ner | seq2seq | causal-lm | embedding | zero-shot. A field "
+        description="classification | ner | question-answering | seq2seq | causal-lm | "
+        "embedding | zero-shot | classical (TF-IDF + logistic regression). A field "
         "that only other tasks read (data.label_all_tokens beside classification, generation "
         "beside ner, …) is an error. A sweep over task may set a field any of its tasks reads: "
         "each run drops the ones its own task does not (a list point may not set them itself)."
     )
-    model: ModelSpec
+    model: ModelSpec = Field(
+        default_factory=lambda: ModelSpec(name=NO_MODEL),
+        description="The pretrained model. Required by every task except classical.",
+    )
     data: DataSpec
     train: TrainSpec = Field(default_factory=TrainSpec)
     lora: LoraSpec | None = Field(
         None, description="Train low-rank adapters instead of all weights."
     )
     prompt: PromptSpec | None = Field(None, description="Prompt for the zero-shot task.")
+    classical: ClassicalSpec = Field(
+        default_factory=ClassicalSpec,
+        description="Settings of the classical baseline (task: classical).",
+    )
     generation: GenerationSpec = Field(
         default_factory=GenerationSpec,
         description="Decoding settings (seq2seq evaluation, causal-lm samples).",
@@ -923,6 +1059,31 @@ def _cross_field_issues(spec: JobSpec, tasks: set[str] | None = None) -> list[tu
         )
     if spec.task in FINE_TUNING_TASKS and not spec.data.train:
         add("data.train", f"task {spec.task} needs training data; set data.train")
+    if spec.task == "classical":
+        if not spec.data.train:
+            add("data.train", "task classical fits on training data; set data.train")
+    elif spec.model.name == NO_MODEL and "model" not in spec.model_fields_set:
+        add("model", f"task {spec.task} needs a pretrained model; set model.name")
+    if is_set(spec, "data.threshold") and not spec.data.multi_label:
+        add("data.threshold", "only multi-label tasks use it; set data.multi_label: true")
+    if spec.data.multi_label and spec.data.text_pair_column:
+        add("data.text_pair_column", "multi-label classification reads one text per example")
+    long_docs = spec.data.long_documents
+    if long_docs is not None and long_docs.stride >= spec.data.max_length // 2:
+        add(
+            "data.long_documents.stride",
+            f"windows of data.max_length={spec.data.max_length} tokens can share at most "
+            f"{max(spec.data.max_length // 2 - 1, 0)}; lower the stride",
+        )
+    if (
+        "question-answering" in (tasks or {spec.task})
+        and spec.data.doc_stride >= spec.data.max_length // 2
+    ):
+        add(
+            "data.doc_stride",
+            f"windows of data.max_length={spec.data.max_length} tokens hold the question too; "
+            f"a stride below {spec.data.max_length // 2} leaves room for context; lower it",
+        )
     if spec.task == "zero-shot":
         if spec.prompt is None:
             add("prompt", "task zero-shot needs a prompt section; add prompt.method")
@@ -1570,7 +1731,9 @@ def _driven_issues(
             )
     objective = sweep.objective
     if objective.metric is not None and task in TASK_METRICS:
-        known = (*TASK_METRICS[task], "loss")
+        section = (data or {}).get("data")
+        multi = isinstance(section, dict) and section.get("multi_label") is True
+        known = (*metrics_of(task, multi), "loss")
         if objective.metric.removeprefix("eval_") not in known:
             issues.append(
                 (

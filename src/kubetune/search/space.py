@@ -27,7 +27,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from kubetune.headline import TASK_METRICS, higher_is_better
+from kubetune.headline import TASK_METRICS, higher_is_better, metrics_of
 from kubetune.spec import JobSpec, SweepParam, SweepSpec
 from kubetune.sweep import is_active, ordered_parameters
 
@@ -44,7 +44,8 @@ def objective(spec: JobSpec) -> tuple[str, Literal["maximize", "minimize"]]:
     """(eval metric, "maximize" | "minimize") of the sweep."""
     assert spec.sweep is not None
     chosen = spec.sweep.objective
-    metric = chosen.metric or TASK_METRICS.get(spec.task, ("loss",))[0]
+    known = metrics_of(spec.task, spec.data.multi_label) if spec.task in TASK_METRICS else ("loss",)
+    metric = chosen.metric or known[0]
     metric = metric.removeprefix("eval_")
     if chosen.direction is not None:
         return metric, chosen.direction

@@ -107,6 +107,13 @@ class ZeroShot(_Part):
     examples_per_class: int = 0
 
 
+class Classical(_Part):
+    """How a classical baseline was fitted: its features and classifier, and timings."""
+
+    features: int | None = None
+    fit_seconds: float | None = None
+
+
 class Rejected(_Part):
     step: int
     reason: str
@@ -171,6 +178,7 @@ class RunRecord(_Part):
     resumed_from_step: int | None = None
     metrics: Metrics = {}
     zero_shot: ZeroShot | None = None
+    classical: Classical | None = None
     lora: dict[str, Any] | None = None
     rejected_checkpoints: list[Rejected] = []
     optimizer_state_removed: StateRemoved | None = None

@@ -18,7 +18,8 @@ retrained. Then, over one :class:`~kubetune.train.context.RunContext`:
    - ``save``: final/, metrics, predictions, history, run.json ("completed")
      (:mod:`~kubetune.train.outputs`).
 
-   The zero-shot baseline (:func:`zero_shot`) scores the splits and saves the same way.
+   A baseline (:func:`baseline`: zero/few-shot, or the classical TF-IDF + logistic
+   regression) scores the splits and saves the same way.
 
 Everything a run produces lands in the store under ``<sweep>/<run-id>/``; see
 :mod:`kubetune.store`. Task families build on shared modules (``pretrained``, ``precision``,
@@ -128,7 +129,8 @@ def run(spec_path: str) -> Outcome:
     run_record = record.RecordWriter(location, previous, main=main, gpus=gpus)
     try:
         ctx = prepare(resolved, location, storage, run_record, state)
-        outcome = zero_shot(ctx) if ctx.spec.task == "zero-shot" else fine_tune(ctx)
+        recipe = baseline if ctx.spec.task in specmod.BASELINE_TASKS else fine_tune
+        outcome = recipe(ctx)
         wait_for_rank0(state)
         return outcome
     except checkpoints.WriterConflictError:
@@ -203,7 +205,8 @@ def prepare(
     work.mkdir(parents=True, exist_ok=True)
     fetch = Fetcher(location.store, storage, work / "inputs")
     splits = load_splits(spec, work / "data", fetch)
-    model_path = resolve_model_path(spec.model.name, fetch)
+    # classical reads no model: nothing to fetch or check.
+    model_path = "" if spec.task == "classical" else resolve_model_path(spec.model.name, fetch)
     local_spec = spec
     if spec.model.decoder is not None and spec.model.decoder.startswith("s3://"):
         # The task family reads model.decoder as a path: give it the fetched, checked copy.
@@ -213,7 +216,7 @@ def prepare(
         )
     # The pre-flight checks of `kubetune run`, on the folders this attempt loads: a Job with
     # a mistake fails at once (exit 2) instead of in a tensor-size error after loading.
-    preflight.check_model(
+    preflight.check_model(  # a no-op for a task without a model
         local_spec.model_copy(
             update={"model": local_spec.model.model_copy(update={"name": model_path})}
         ),
@@ -247,7 +250,11 @@ def _pinned(ctx: RunContext) -> dict[str, Any]:
         "params": record.sweep_params(resolved.params),
         "seed": spec.train.seed,
         "task": spec.task,
-        "model": record.model_identity(spec.model.name, ctx.model_path, spec.model.revision),
+        "model": (
+            record.model_identity(spec.model.name, ctx.model_path, spec.model.revision)
+            if ctx.model_path
+            else None
+        ),
         # What each staged input was on the submitter's machine: source, uri, sha256.
         "inputs": recorded_inputs(),
         "data": {
@@ -273,18 +280,24 @@ def _pinned(ctx: RunContext) -> dict[str, Any]:
 # --- 2. the recipes -------------------------------------------------------------------------
 
 
-def zero_shot(ctx: RunContext) -> Outcome:
-    """The zero-shot baseline: score the splits untrained, then save as a fine-tuned run."""
-    from kubetune.train import zeroshot
+def baseline(ctx: RunContext) -> Outcome:
+    """A baseline (zero/few-shot, or classical TF-IDF + logistic regression): score the
+    splits with no transformer trained, then save as a fine-tuned run."""
+    if ctx.spec.task == "classical":
+        from kubetune.train import classical
 
-    scored = zeroshot.score(ctx.local_spec, ctx.splits, ctx.model_path)
+        scored = classical.score(ctx.local_spec, ctx.splits)
+    else:
+        from kubetune.train import zeroshot
+
+        scored = zeroshot.score(ctx.local_spec, ctx.splits, ctx.model_path)
     if ctx.main:
         finished = outputs.Finished(
             results=scored.results,
             artifacts=scored.artifacts,
             labels=scored.labels,
             parameters={"trainable": 0, "total": scored.parameters},
-            extra={"zero_shot": scored.details},
+            extra={ctx.spec.task.replace("-", "_"): scored.details},
         )
         wandb_run = outputs.start_tracking(ctx)
         outputs.finish(ctx, finished, pool=None)
@@ -317,6 +330,10 @@ def build_task(ctx: RunContext, tokenizer: Any) -> Task:
         from kubetune.train import ner
 
         build = ner.build
+    elif ctx.spec.task == "question-answering":
+        from kubetune.train import question_answering
+
+        build = question_answering.build
     elif ctx.spec.task == "seq2seq":
         from kubetune.train import seq2seq
 
