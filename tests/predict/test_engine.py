@@ -87,3 +87,77 @@ def test_int8_keeps_the_labels_of_a_clear_case(classifier: Path) -> None:
     quick = engine.predict(engine.load(str(classifier), max_length=48, int8=True), texts)
     assert [r["label"] for r in quick] == [r["label"] for r in full]
     assert all(abs(q["score"] - f["score"]) < 0.05 for q, f in zip(quick, full, strict=True))
+
+
+def _settings(folder: Path, **fields: Any) -> None:
+    from kubetune import inference
+
+    inference.write(folder, inference.Inference(task="classification", **fields))
+
+
+@pytest.fixture()
+def windowed(classifier: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    folder = tmp_path / "windowed"
+    shutil.copytree(classifier, folder)
+    return folder
+
+
+@pytest.mark.parametrize("how", ["mean", "max", "first"])
+def test_a_long_text_is_read_whole_in_windows_whose_logits_are_joined(
+    windowed: Path, how: str
+) -> None:
+    import torch
+
+    from kubetune.predict import engine
+
+    _settings(windowed, long_documents={"stride": 4, "aggregate": how})
+    loaded = engine.load(str(windowed), max_length=16)
+    texts = ["bank price goal match team tech " * 6, "short one"]
+    results = engine.predict(loaded, texts, tokens=64, bf16=False)
+    # By hand: the tokenizer's own windows of the long text, each run alone.
+    encoded = loaded.tokenizer(
+        texts[0], truncation=True, max_length=16, stride=4, return_overflowing_tokens=True
+    )
+    assert len(encoded["input_ids"]) > 3, "the text must need several windows"
+    with torch.inference_mode():
+        rows = torch.cat(
+            [loaded.model(input_ids=torch.tensor([w])).logits for w in encoded["input_ids"]]
+        )
+    joined = {"mean": rows.mean(0), "max": rows.max(0).values, "first": rows[0]}[how]
+    expected = joined.softmax(-1)
+    assert results[0]["scores"] == pytest.approx(
+        dict(zip(loaded.labels, expected.tolist(), strict=True)), abs=1e-4
+    )
+    assert results[1]["label"] in loaded.labels
+
+
+def test_max_windows_reads_only_a_texts_first_windows(windowed: Path) -> None:
+    from kubetune.predict import engine
+
+    text = "bank price goal match team tech " * 6
+    _settings(windowed, long_documents={"stride": 4, "aggregate": "first"})
+    first = engine.predict(engine.load(str(windowed), max_length=16), [text], bf16=False)
+    _settings(windowed, long_documents={"stride": 4, "aggregate": "mean", "max_windows": 1})
+    capped = engine.predict(engine.load(str(windowed), max_length=16), [text], bf16=False)
+    assert capped[0]["scores"] == pytest.approx(first[0]["scores"], abs=1e-5)
+
+
+def test_a_multi_label_classifier_gives_every_label_over_its_threshold(windowed: Path) -> None:
+    import torch
+
+    from kubetune.predict import engine
+
+    text = "bank price goal"
+    loaded = engine.load(str(windowed), max_length=16)
+    encoded = loaded.tokenizer(text, return_tensors="pt")
+    with torch.inference_mode():
+        probs = loaded.model(**encoded).logits.sigmoid()[0].tolist()
+    # Thresholds that split the labels: the first two just under their scores, the last over.
+    tuned = {"money": probs[0] - 1e-3, "sport": probs[1] - 1e-3, "tech": probs[2] + 1e-3}
+    _settings(windowed, multi_label=True, threshold=0.5, thresholds=tuned)
+    [result] = engine.predict(engine.load(str(windowed), max_length=16), [text], bf16=False)
+    assert sorted(result["labels"]) == ["money", "sport"]
+    assert result["labels"] == sorted(["money", "sport"], key=lambda n: -result["scores"][n])
+    assert result["scores"] == pytest.approx(dict(zip(["money", "sport", "tech"], probs)), abs=1e-4)

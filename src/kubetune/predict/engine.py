@@ -25,6 +25,9 @@ from typing import Any
 
 import torch
 
+from kubetune import inference
+from kubetune.inference import Inference
+
 #: Tokens per batch (texts × padded length). On 2 CPU cores 4,096 beat 8,192 and 16,384
 #: (bench_predict: smaller batches stay in cache, int8 ones most of all); GPUs want more.
 TOKENS_PER_BATCH = 4_096
@@ -39,6 +42,15 @@ class Loaded:
     labels: list[str]
     task: str  # classification | ner | seq2seq | causal-lm
     max_length: int
+    #: final/kubetune.json: thresholds of a multi-label classifier, a long-document
+    #: classifier's windows (None: a plain checkpoint, applied with the defaults).
+    settings: Inference | None = None
+
+    @property
+    def multi_label(self) -> bool:
+        if self.settings is not None and self.settings.multi_label:
+            return True
+        return getattr(self.model.config, "problem_type", None) == "multi_label_classification"
 
 
 def load(
@@ -86,7 +98,7 @@ def load(
         tokenizer.padding_side = "left"
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-    return Loaded(model, tokenizer, labels, task, limit)
+    return Loaded(model, tokenizer, labels, task, limit, inference.read(folder))
 
 
 def _positions(config: Any) -> int:
@@ -176,6 +188,9 @@ def predict(
     bf16: bool | None = None,
 ) -> list[dict[str, Any]]:
     """One result per text, in order (see the module docstring)."""
+    windows = loaded.settings.long_documents if loaded.settings is not None else None
+    if loaded.task == "classification" and (windows is not None or loaded.multi_label):
+        return classify(loaded, texts, tokens=tokens, bf16=bf16)
     tokenizer, model = loaded.tokenizer, loaded.model
     encoded = tokenizer(
         list(texts),
@@ -214,6 +229,88 @@ def predict(
                         )
                     }
     return results
+
+
+def classify(
+    loaded: Loaded,
+    texts: Sequence[str],
+    *,
+    tokens: int = TOKENS_PER_BATCH,
+    bf16: bool | None = None,
+) -> list[dict[str, Any]]:
+    """Labels of each text, in order, as its run evaluated them: a long text read whole in
+    overlapping windows whose logits are joined (final/kubetune.json's long_documents), and
+    a multi-label classifier's every label over its threshold."""
+    tokenizer, model = loaded.tokenizer, loaded.model
+    settings = loaded.settings
+    windows = settings.long_documents if settings is not None else None
+    extra: dict[str, Any] = {}
+    if windows is not None:
+        extra = {"stride": windows.stride, "return_overflowing_tokens": True}
+    encoded = tokenizer(list(texts), truncation=True, max_length=loaded.max_length, **extra)
+    ids: list[list[int]] = encoded["input_ids"]
+    owner = list(range(len(ids)))
+    if windows is not None:
+        owner = list(encoded["overflow_to_sample_mapping"])
+    keep = _first_windows(owner, windows.max_windows if windows is not None else None)
+    lengths = [len(ids[i]) for i in keep]
+    device = next(model.parameters()).device
+    dtype = fast_dtype(device) if bf16 is None else (torch.bfloat16 if bf16 else None)
+    logits = torch.zeros(len(keep), len(loaded.labels))
+    pad = tokenizer.pad_token_id or 0
+    with (
+        torch.inference_mode(),
+        torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None),
+    ):
+        for batch in batches(lengths, tokens):
+            input_ids = padded([ids[keep[i]] for i in batch], pad)
+            attention = mask([lengths[i] for i in batch])
+            out = model(input_ids=input_ids.to(device), attention_mask=attention.to(device))
+            logits[batch] = out.logits.float().cpu()
+    joined = join_windows(
+        logits, [owner[i] for i in keep], len(texts), windows.aggregate if windows else "first"
+    )
+    if not loaded.multi_label:
+        return [_label(loaded.labels, row.softmax(-1)) for row in joined]
+    thresholds = inference.label_thresholds(settings, loaded.labels)
+    results = []
+    for row in joined.sigmoid():
+        scores = {name: round(float(p), 6) for name, p in zip(loaded.labels, row, strict=True)}
+        chosen = sorted(
+            (name for name, t in zip(loaded.labels, thresholds, strict=True) if scores[name] >= t),
+            key=lambda name: -scores[name],
+        )
+        results.append({"labels": chosen, "scores": scores})
+    return results
+
+
+def _first_windows(owner: Sequence[int], most: int | None) -> list[int]:
+    """Indices of the windows to read: each text's first ``most`` (all when None)."""
+    seen: dict[int, int] = {}
+    keep = []
+    for index, text in enumerate(owner):
+        seen[text] = seen.get(text, 0) + 1
+        if most is None or seen[text] <= most:
+            keep.append(index)
+    return keep
+
+
+def join_windows(logits: torch.Tensor, owner: Sequence[int], texts: int, how: str) -> torch.Tensor:
+    """One row of logits per text from its windows' rows (in order): their mean, their
+    elementwise max, or the first window's."""
+    out = torch.empty(texts, logits.shape[1])
+    rows: dict[int, list[int]] = {}
+    for index, text in enumerate(owner):
+        rows.setdefault(text, []).append(index)
+    for text, indices in rows.items():
+        part = logits[indices]
+        if how == "mean":
+            out[text] = part.mean(0)
+        elif how == "max":
+            out[text] = part.max(0).values
+        else:
+            out[text] = part[0]
+    return out
 
 
 def generate(

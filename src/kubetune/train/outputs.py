@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubetune import events
+from kubetune import events, inference
 from kubetune.events import emit
 from kubetune.faults import failpoint
+from kubetune.inference import Inference
 from kubetune.spec import JobSpec
 from kubetune.store import RunLocation, StoreError, checkpoints
 from kubetune.store.record import HISTORY, METRICS
@@ -91,10 +92,12 @@ def save_model(
     final: Path,
     pool: ThreadPoolExecutor,
     write: Callable[[Any, Path, Path | None], None] | None = None,
+    settings: Inference | None = None,
 ) -> None:
     """final/: the trained model and tokenizer. With LoRA the adapter goes to adapter/, and
     final/ holds the merged plain model (lora.merge) or the adapter alone. ``write``: a
-    family's own writer of final/ and adapter/ (:attr:`kubetune.train.task.OwnTrainer.save`)."""
+    family's own writer of final/ and adapter/ (:attr:`kubetune.train.task.OwnTrainer.save`);
+    ``settings``: how the model is applied (final/kubetune.json, :mod:`kubetune.inference`)."""
     adapter = final.parent / "adapter" if spec.lora is not None else None
     if write is not None:
         write(model, final, adapter)
@@ -109,6 +112,8 @@ def save_model(
                 model.get_base_model().config.save_pretrained(str(final))
         model.save_pretrained(str(final))
         tokenizer.save_pretrained(str(final))
+    if settings is not None:
+        inference.write(final, settings)
     if adapter is not None:
         checkpoints.upload_tree(location.store, adapter, location.key("adapter"), pool)
     location.store.delete_prefix(location.key("final"))

@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from kubetune import events, preflight, sweep
+from kubetune import events, inference, preflight, sweep
 from kubetune import spec as specmod
 from kubetune.errors import ConfigError, KubetuneError
 from kubetune.events import emit
@@ -670,6 +670,8 @@ class FineTune:
         if not ctx.main:
             return
         trainer, spec = self.trainer, ctx.spec
+        decided = self.task.inference() if self.task.inference is not None else {}
+        settings = inference.for_spec(spec, **decided)
         finished = outputs.Finished(
             results=evaluated.results,
             artifacts=evaluated.artifacts,
@@ -685,6 +687,7 @@ class FineTune:
                 final,
                 pool,
                 write=self.task.own.save if self.task.own is not None else None,
+                settings=settings,
             ),
             history=list(trainer.state.log_history),
             step=trainer.state.global_step,

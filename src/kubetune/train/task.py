@@ -75,3 +75,6 @@ class Task:
     derived_metrics: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     #: The family trains with its own library's Trainer (see :class:`OwnTrainer`).
     own: OwnTrainer | None = None
+    #: What final/kubetune.json records beside the spec's settings (kubetune.inference),
+    #: asked after evaluation: what it decided, e.g. the thresholds tuned on eval.
+    inference: Callable[[], dict[str, Any]] | None = None
