@@ -422,3 +422,152 @@ def test_the_page_renders_in_headless_chromium(built: Built, tmp_path: Path) -> 
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
     assert int.from_bytes(header[16:20], "big") == 1280
     assert int.from_bytes(header[20:24], "big") == found["height"]
+
+
+# --- the cheap baseline against fine-tuning ------------------------------------------------
+
+BASES = "bbc-base"
+CLASSICAL_RUN, ZERO_SHOT_RUN, TUNED_RUN = (
+    "bbc-base-c1a551ca",
+    "bbc-base-2e405407",
+    "bbc-base-f17e7e0d",
+)
+
+
+def compute(cpu: float, wall: float, gpus: int = 0) -> dict[str, float]:
+    return {"cpu_seconds": cpu, "wall_seconds": wall, "gpu_seconds": wall * gpus}
+
+
+def baseline_store(root: Path, *, tuned_test: float = 0.9865, gpus: int = 0) -> Path:
+    """A zero-shot arm, a classical arm and a fine-tuned arm of one sweep, with what each
+    run cost as the trainer records it."""
+    write_run(root, BASES, ZERO_SHOT_RUN, task="zero-shot", params={"task": "zero-shot"},
+              metrics=scores(0.8001, 0.7982), compute=compute(61.0, 40.0),
+              zero_shot={"method": "embedding", "examples_per_class": 0},
+              finished="2026-01-01T10:00:40Z")  # fmt: skip
+    write_run(root, BASES, CLASSICAL_RUN, task="classical", params={"task": "classical"},
+              metrics=scores(0.9686, 0.9731), compute=compute(17.0, 12.5),
+              classical={"features": 95641, "fit_seconds": 1.2},
+              predictions=classified(CLASSICAL_RUN), finished="2026-01-01T10:00:13Z")  # fmt: skip
+    metrics = scores(0.9731, tuned_test)
+    metrics["train"] = {"train_runtime": 3400.0, "train_loss": 0.2}
+    write_run(root, BASES, TUNED_RUN, params={"task": "classification"}, metrics=metrics,
+              compute=compute(3604.0, 3610.0 if not gpus else 190.0, gpus),
+              history=history(0.1), finished="2026-01-01T11:00:10Z")  # fmt: skip
+    return root
+
+
+def comparison_page(root: Path, out: Path) -> tuple[Page, str]:
+    result = report.build_report(f"file://{root}", out / "report.html")
+    return Page(result.html.read_text()), result.markdown.read_text()
+
+
+def test_fine_tuning_is_weighed_against_the_classical_baseline(tmp_path: Path) -> None:
+    page, markdown = comparison_page(baseline_store(tmp_path / "store"), tmp_path)
+    (verdict,) = [t for name, t in page.paragraphs.items() if name.startswith("verdict-")]
+    assert verdict == (
+        "Fine-tuning beat the cheap baseline by 1.3 points at 212× the CPU time (test accuracy "
+        f"0.9731 → 0.9865; baseline {CLASSICAL_RUN} (classical (TF-IDF + logistic regression)), "
+        f"fine-tuned {TUNED_RUN}; CPU time of each whole run: 17s against 1h 00m)."
+    )
+    assert f"**{report.markdown_escape(verdict)}**" in markdown
+    (table,) = [t for name, t in page.tables.items() if name.startswith("baseline-")]
+    rows = rows_by_run(table)
+    assert list(rows) == [ZERO_SHOT_RUN, CLASSICAL_RUN, TUNED_RUN]  # baselines first
+    assert rows[CLASSICAL_RUN]["kind"] == "classical (TF-IDF + logistic regression)"
+    assert rows[CLASSICAL_RUN]["test accuracy"] == "0.9731"
+    # The sweep's own table: a baseline's time is its whole run.
+    assert rows_by_run(page.tables[f"metrics-{BASES}"])[CLASSICAL_RUN]["time"] == "13s"
+
+
+def test_fine_tuning_that_loses_says_so(tmp_path: Path) -> None:
+    page, _ = comparison_page(baseline_store(tmp_path / "store", tuned_test=0.9686), tmp_path)
+    (verdict,) = [t for name, t in page.paragraphs.items() if name.startswith("verdict-")]
+    assert verdict.startswith(
+        "Fine-tuning lost to the cheap baseline by 0.4 points at 212× the CPU time "
+        "(test accuracy 0.9731 → 0.9686;"
+    )
+
+
+def test_a_gpu_run_is_weighed_by_wall_clock_time_with_its_gpus_named(tmp_path: Path) -> None:
+    page, _ = comparison_page(baseline_store(tmp_path / "store", gpus=2), tmp_path)
+    (verdict,) = [t for name, t in page.paragraphs.items() if name.startswith("verdict-")]
+    # CPU time would hide the GPUs' work: 190 s on two GPUs against 12.5 s on a CPU.
+    assert verdict.startswith("Fine-tuning beat the cheap baseline by 1.3 points at 15× the "
+                              "wall-clock time (")  # fmt: skip
+    assert verdict.endswith(
+        "wall-clock time of each whole run: 12s against 3m 10s; the fine-tuned run held "
+        "2 GPUs (6m 20s of GPU time))."
+    )
+
+
+def view(run_id: str, task: str, test: float, **record: Any) -> report.RunView:
+    from kubetune.store.record import RunRecord
+
+    metrics = {"test": {"accuracy": test}}
+    return report.RunView(BASES, run_id, f"file:///s/{run_id}", RunRecord(task=task, **record),
+                          "completed", task, metrics, [], [], None)  # fmt: skip
+
+
+def test_without_a_classical_run_the_best_baseline_is_named() -> None:
+    tuned = view(TUNED_RUN, "classification", 0.95, compute=compute(900.0, 950.0, 1))
+    few = view(ZERO_SHOT_RUN, "zero-shot", 0.9, compute=compute(10.0, 9.5, 1),
+               zero_shot={"method": "embedding", "examples_per_class": 8})  # fmt: skip
+    zero = view("bbc-base-0", "zero-shot", 0.7, zero_shot={"method": "nli"})
+    line = report.verdict(tuned, [zero, few], "test", "accuracy")
+    assert line == (
+        "Fine-tuning beat the best baseline, 8-shot (embedding), by 5.0 points at 100× the GPU "
+        f"time (test accuracy 0.9000 → 0.9500; baseline {ZERO_SHOT_RUN} (8-shot (embedding)), "
+        f"fine-tuned {TUNED_RUN}; GPU time of each whole run: 10s against 15m 50s)."
+    )
+
+
+def test_a_classical_run_is_the_cheap_baseline_even_when_another_scores_higher() -> None:
+    tuned = view(TUNED_RUN, "classification", 0.95)
+    line = report.verdict(
+        tuned,
+        [view(ZERO_SHOT_RUN, "zero-shot", 0.96), view(CLASSICAL_RUN, "classical", 0.95)],
+        "test",
+        "accuracy",
+    )
+    assert line == (
+        "Fine-tuning tied with the cheap baseline (test accuracy 0.9500 → 0.9500; baseline "
+        f"{CLASSICAL_RUN} (classical (TF-IDF + logistic regression)), fine-tuned {TUNED_RUN}; "
+        "neither record says what its run cost)."
+    )
+
+
+@pytest.mark.parametrize(
+    ("ratio", "shown"), [(212.4, "212×"), (1234.0, "1,234×"), (3.41, "3.4×"), (0.518, "0.52×")]
+)
+def test_cost_ratios_read_at_a_glance(ratio: float, shown: str) -> None:
+    assert report.format_ratio(ratio) == shown
+
+
+def test_multi_label_runs_show_their_metrics_and_label_sets(tmp_path: Path) -> None:
+    multi = {split: {"micro_f1": value, "macro_f1": value - 0.05, "subset_accuracy": value - 0.2,
+                     "micro_precision": 0.9, "f1_bug": 1.0}
+             for split, value in (("eval", 0.91), ("test", 0.88))}  # fmt: skip
+    rows = [
+        {"id": 1, "text": "crash asap", "label": ["bug", "urgent"],
+         "prediction": [{"label": "bug", "score": 0.766351}, {"label": "urgent", "score": 0.54}]},
+        {"id": 2, "text": "the app", "label": [], "prediction": []},
+        {"id": 3, "text": "wish", "label": ["feature"],
+         "prediction": [{"label": "bug", "score": 0.61}]},
+    ]  # fmt: skip
+    write_run(tmp_path / "store", "feedback", "feedback-c1", task="classical", metrics=multi,
+              predictions=rows, finished="2026-01-01T10:00:09Z")  # fmt: skip
+    result = report.build_report(f"file://{tmp_path}/store", tmp_path / "r.html")
+    page = Page(result.html.read_text())
+    header, *_ = page.tables["metrics-feedback"]
+    shown = ("micro_f1", "macro_f1", "subset_accuracy")  # the multi-label headline first
+    assert header[3:] == [f"{s} {m}" for s in ("eval", "test") for m in shown] + ["time"]
+    assert page.paragraphs["best-sweep-feedback"].startswith(
+        "Best run: feedback-c1, test micro_f1 0.8800"
+    )
+    _, *examples = page.tables["examples-feedback-c1"]
+    assert [e[1:] for e in examples] == [
+        ["bug, urgent", "bug (0.77), urgent (0.54)", "✓"],
+        ["(none)", "(none)", "✓"],
+        ["feature", "bug (0.61)", "✗"],
+    ]

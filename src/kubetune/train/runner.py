@@ -35,9 +35,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -283,10 +285,13 @@ def _pinned(ctx: RunContext) -> dict[str, Any]:
 def baseline(ctx: RunContext) -> Outcome:
     """A baseline (zero/few-shot, or classical TF-IDF + logistic regression): score the
     splits with no transformer trained, then save as a fine-tuned run."""
+    save_model: Callable[[Path, ThreadPoolExecutor], None] | None = None
     if ctx.spec.task == "classical":
         from kubetune.train import classical
 
-        scored = classical.score(ctx.local_spec, ctx.splits)
+        fitted = classical.fit(ctx.local_spec, ctx.splits)
+        scored = classical.evaluate(ctx.local_spec, ctx.splits, fitted)
+        save_model = partial(classical.store_final, fitted, ctx.location)
     else:
         from kubetune.train import zeroshot
 
@@ -298,9 +303,11 @@ def baseline(ctx: RunContext) -> Outcome:
             labels=scored.labels,
             parameters={"trainable": 0, "total": scored.parameters},
             extra={ctx.spec.task.replace("-", "_"): scored.details},
+            save_model=save_model,
         )
         wandb_run = outputs.start_tracking(ctx)
-        outputs.finish(ctx, finished, pool=None)
+        with ctx.transfers() as pool:  # final/ of a classical run; a zero-shot one has none
+            outputs.finish(ctx, finished, pool=pool)
         outputs.close(ctx, wandb_run, finished.results)
     return "completed"
 
