@@ -413,11 +413,13 @@ class DataSpec(_Model):
         "per text (any number, none included); each label is a yes/no decision (sigmoid "
         "outputs against data.threshold).",
     )
-    threshold: float | Literal["tune"] = Field(
+    threshold: Annotated[float, Field(gt=0, le=1)] | Literal["tune"] = Field(
         0.5,
         description="multi_label: a label applies when its score reaches this. 'tune': each "
         "label's threshold is the one that maximises its F1 on the eval split, then applied "
-        "to test.",
+        "to test. Zero-shot: with method embedding use 'tune' (a label's score is its share "
+        "of the text's similarity, and the shares sum to 1, so 0.5 picks at most one label); "
+        "with generate, a label the model names scores 1, so the threshold does not matter.",
     )
     long_documents: LongDocumentsSpec | None = Field(
         None,
@@ -616,7 +618,9 @@ class PromptSpec(_Model):
     template: Annotated[str, AfterValidator(_template)] | None = Field(
         None,
         description="generate: Jinja2 template of the prompt. Variables: text (the input), "
-        "labels (the label names), examples (few-shot examples, each with .text and .label).",
+        "labels (the label names), examples (few-shot examples, each with .text and .label). "
+        "With data.multi_label, .label is the names joined by ', ' and .labels their list; "
+        "ask the model to list every label that applies (comma- or newline-separated).",
     )
     hypothesis_template: str = Field(
         "This example is {}.",

