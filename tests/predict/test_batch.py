@@ -17,6 +17,7 @@ import yaml
 
 from kubetune.errors import ConfigError
 from kubetune.store import RunLocation, Store, open_store
+from kubetune.train import classical
 
 from conftest import ML_GROUP
 
@@ -102,7 +103,21 @@ def models(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> d
     )
     folders["embedding"] = root / "embedding"
     encoder.save(str(folders["embedding"]))
+    folders["classical"] = root / "classical"
+    classical.save_final(_classical_model(), folders["classical"])
     return folders
+
+
+def _classical_model() -> Any:
+    """A TF-IDF + logistic regression pipeline fitted on a few texts of each label."""
+    from kubetune.spec import ClassicalSpec
+    from kubetune.train import classical
+
+    texts = ["goal match team", "team win league", "bank price market", "shares profit bank",
+             "computer phone chip", "software code robot"]  # fmt: skip
+    pipeline = classical.build_pipeline(ClassicalSpec(min_df=1), multi_label=False, seed=0)
+    pipeline.fit(texts, [1, 1, 0, 0, 2, 2])
+    return classical.Classifier(pipeline, ["money", "sport", "tech"], False, "text")
 
 
 def corpus_file(folder: Path, texts: list[str] = TEXTS) -> Path:
@@ -124,7 +139,9 @@ def batch_spec(model: str, corpus: str, **overrides: Any) -> Any:
     return spec.validate(data)
 
 
-@pytest.mark.parametrize("family", ["classification", "ner", "seq2seq", "causal-lm", "embedding"])
+@pytest.mark.parametrize(
+    "family", ["classification", "ner", "seq2seq", "causal-lm", "embedding", "classical"]
+)
 def test_every_task_family_predicts_through_sharded_batch_job(
     family: str, models: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -139,7 +156,8 @@ def test_every_task_family_predicts_through_sharded_batch_job(
     rows = batch.gather(job, summary.output)
     assert [r["id"] for r in rows] == [f"doc-{i}" for i in range(len(TEXTS))]
     field = {"classification": "label", "ner": "entities", "seq2seq": "generated",
-             "causal-lm": "generated", "embedding": "embedding"}[family]  # fmt: skip
+             "causal-lm": "generated", "embedding": "embedding",
+             "classical": "label"}[family]  # fmt: skip
     assert all(field in r for r in rows), rows[0]
     record = summary.output.record()
     assert record is not None and record["status"] == "completed"
@@ -154,6 +172,10 @@ def test_every_task_family_predicts_through_sharded_batch_job(
         assert [r["label"] for r in rows] == [a["label"] for a in alone]
     if family == "embedding":
         assert len(rows[0]["embedding"]) == 32
+    if family == "classical":
+        # Words the pipeline was fitted on decide: scikit-learn alone, no transformer.
+        assert [r["label"] for r in rows[:3]] == ["sport", "money", "tech"]
+        assert all(sum(r["scores"].values()) == pytest.approx(1.0, abs=1e-4) for r in rows)
 
 
 def test_parquet_output_keeps_ids_and_nested_scores(

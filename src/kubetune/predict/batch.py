@@ -51,7 +51,7 @@ class Model:
 
     folder: Path
     sha256: str
-    task: str  # classification | ner | seq2seq | causal-lm | embedding
+    task: str  # a task of kubetune.spec.TASKS but zero-shot
     source: str
 
 
@@ -228,6 +228,12 @@ def applier(batch: BatchSpec, model: Model) -> Apply:
             return [{"embedding": [round(float(x), 6) for x in v]} for v in vectors], None
 
         return embed
+    if model.task == "classical":
+        from kubetune.predict.rows import classical_rows
+        from kubetune.train import classical
+
+        fitted = classical.load_final(model.folder)
+        return lambda texts: (classical_rows(fitted, texts), None)
     from kubetune.predict import engine
 
     loaded = engine.load(str(model.folder), max_length=batch.max_length, int8=batch.int8)

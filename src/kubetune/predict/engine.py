@@ -27,6 +27,7 @@ import torch
 
 from kubetune import inference
 from kubetune.inference import Inference
+from kubetune.predict.rows import label_row, labels_row
 
 #: Tokens per batch (texts × padded length). On 2 CPU cores 4,096 beat 8,192 and 16,384
 #: (bench_predict: smaller batches stay in cache, int8 ones most of all); GPUs want more.
@@ -217,7 +218,7 @@ def predict(
             probs = logits.float().softmax(-1).cpu()
             for row, index in enumerate(batch):
                 if loaded.task == "classification":
-                    results[index] = _label(loaded.labels, probs[row])
+                    results[index] = label_row(loaded.labels, probs[row].tolist())
                 else:
                     results[index] = {
                         "entities": _entities(
@@ -271,17 +272,9 @@ def classify(
         logits, [owner[i] for i in keep], len(texts), windows.aggregate if windows else "first"
     )
     if not loaded.multi_label:
-        return [_label(loaded.labels, row.softmax(-1)) for row in joined]
+        return [label_row(loaded.labels, row.softmax(-1).tolist()) for row in joined]
     thresholds = inference.label_thresholds(settings, loaded.labels)
-    results = []
-    for row in joined.sigmoid():
-        scores = {name: round(float(p), 6) for name, p in zip(loaded.labels, row, strict=True)}
-        chosen = sorted(
-            (name for name, t in zip(loaded.labels, thresholds, strict=True) if scores[name] >= t),
-            key=lambda name: -scores[name],
-        )
-        results.append({"labels": chosen, "scores": scores})
-    return results
+    return [labels_row(loaded.labels, row.tolist(), thresholds) for row in joined.sigmoid()]
 
 
 def _first_windows(owner: Sequence[int], most: int | None) -> list[int]:
@@ -357,17 +350,6 @@ def generate(
             for row, index in enumerate(batch):
                 results[index] = {"generated": decoded[row].strip()}
     return results
-
-
-def _label(labels: list[str], probs: torch.Tensor) -> dict[str, Any]:
-    best = int(probs.argmax())
-    return {
-        "label": labels[best],
-        "score": round(float(probs[best]), 6),
-        "scores": {
-            name: round(float(p), 6) for name, p in zip(labels, probs.tolist(), strict=True)
-        },
-    }
 
 
 def _entities(

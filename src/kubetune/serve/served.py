@@ -80,7 +80,11 @@ def model(
     Raises:
         ConfigError: the folder is not a model folder.
     """
+    from kubetune.train.classical import SETTINGS_FILE as CLASSICAL
+
     path = Path(folder)
+    if (path / CLASSICAL).is_file():
+        return _classical(path, model_sha256=model_sha256, source=source)
     _need(path, "config.json", "a model folder (a run's final/)")
 
     def load() -> Served:
@@ -101,6 +105,27 @@ def model(
         return Served(about, lambda texts: engine.predict(loaded, texts))
 
     return Target(f"a model ({source or path})", (PREDICT,), load)
+
+
+def _classical(path: Path, *, model_sha256: str | None, source: str | None) -> Target:
+    """A classical run's TF-IDF + logistic regression pipeline, scikit-learn alone."""
+
+    def load() -> Served:
+        from kubetune.predict.rows import classical_rows
+        from kubetune.train import classical
+
+        fitted = classical.load_final(path)  # ConfigError naming what is wrong
+        about: dict[str, Any] = {
+            "task": "classical",
+            "labels": fitted.labels,
+            "multi_label": fitted.multi_label,
+            "source": source or str(path),
+        }
+        if model_sha256:
+            about["model_sha256"] = model_sha256
+        return Served(about, lambda texts: classical_rows(fitted, texts))
+
+    return Target(f"a classical model ({source or path})", (PREDICT,), load)
 
 
 def encoder(
