@@ -360,6 +360,23 @@ def test_ner_and_seq2seq_rows_become_examples() -> None:
     assert (seq.reference, seq.prediction, seq.correct) == ("r", "g", None)
 
 
+def test_question_answering_rows_become_examples() -> None:
+    right = report.to_example({"id": "q1", "question": "Who wrote it?", "context_id": "c1",
+                               "answer": "Ada Lovelace", "start": 4, "end": 16, "score": 0.91,
+                               "gold": {"text": ["Ada Lovelace", "Lovelace"],
+                                        "answer_start": [4, 8]}})  # fmt: skip
+    assert right == report.Example(
+        "Who wrote it?", "Ada Lovelace | Lovelace", "Ada Lovelace (0.91)", True
+    )
+    gold = {"text": ["1843"], "answer_start": [9]}
+    wrong = report.to_example({"id": "q2", "question": "When?", "answer": "", "score": 0.4,
+                               "gold": gold})  # fmt: skip
+    assert (wrong.prediction, wrong.correct) == ("(no answer) (0.40)", False)
+    unanswerable = report.to_example({"id": "q3", "question": "Why?", "answer": "",
+                                      "gold": {"text": [], "answer_start": []}})  # fmt: skip
+    assert (unanswerable.reference, unanswerable.correct) == ("(no answer)", True)
+
+
 @pytest.mark.parametrize(
     ("param", "values", "expected"),
     [

@@ -314,6 +314,18 @@ def to_example(row: dict[str, Any]) -> Example:
             _clip(str(row.get("reference", ""))),
             f"{generation} [{scored}]" if scored else generation,
         )
+    if "question" in row and "answer" in row:  # question-answering
+        golds = [str(t) for t in (row.get("gold") or {}).get("text") or []]
+        answer = str(row["answer"]) or "(no answer)"
+        if _is_number(row.get("score")):
+            answer += f" ({row['score']:.2f})"
+        correct = (str(row["answer"]) in golds) if golds else row["answer"] == ""
+        return Example(
+            _clip(str(row["question"])),
+            _clip(" | ".join(golds) or "(no answer)"),
+            _clip(answer),
+            correct=correct,
+        )
     if "label" in row and "prediction" in row:  # classification, zero-shot, classical
         if isinstance(row["prediction"], list):  # multi-label
             return _labels_example(row)
