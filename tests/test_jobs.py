@@ -46,7 +46,7 @@ def laptop(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from kubetune import prepare
 
     cwd = tmp_path_factory.mktemp("laptop")
-    for name in ("bbc-news", "bbc-retrieval", "wnut16", "aclsum"):
+    for name in ("bbc-news", "bbc-retrieval", "wnut16", "aclsum", "squad"):
         prepare.prepare(name, cwd / "data" / name)
     return cwd
 

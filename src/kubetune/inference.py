@@ -44,6 +44,8 @@ class Inference(BaseModel):
     doc_stride: int | None = None
     max_answer_length: int | None = None
     null_threshold: float | None = None
+    #: Whether "no answer" may be the answer (False: the training data had none to learn it).
+    allow_null: bool | None = None
 
 
 def for_spec(spec: JobSpec, **extra: Any) -> Inference:

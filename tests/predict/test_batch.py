@@ -55,6 +55,7 @@ def models(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> d
     from transformers import (
         AutoTokenizer,
         BertConfig,
+        BertForQuestionAnswering,
         BertForSequenceClassification,
         BertForTokenClassification,
         EncoderDecoderModel,
@@ -74,6 +75,7 @@ def models(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> d
         "ner": BertForTokenClassification.from_pretrained(
             tiny["model"], num_labels=3, id2label=dict(enumerate(tags))
         ),
+        "question-answering": BertForQuestionAnswering.from_pretrained(tiny["model"]),
         "causal-lm": GPT2LMHeadModel(
             GPT2Config(
                 vocab_size=tokenizer.vocab_size, n_positions=64, n_embd=32, n_layer=1, n_head=2
@@ -103,6 +105,11 @@ def models(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> d
     )
     folders["embedding"] = root / "embedding"
     encoder.save(str(folders["embedding"]))
+    from kubetune import inference
+
+    qa = inference.Inference(task="question-answering", max_length=32, doc_stride=8,
+                             max_answer_length=5, null_threshold=0.0, allow_null=False)  # fmt: skip
+    inference.write(folders["question-answering"], qa)
     folders["classical"] = root / "classical"
     classical.save_final(_classical_model(), folders["classical"])
     return folders
@@ -122,8 +129,8 @@ def _classical_model() -> Any:
 
 def corpus_file(folder: Path, texts: list[str] = TEXTS) -> Path:
     path = folder / "corpus.jsonl"
-    path.write_text("".join(json.dumps({"id": f"doc-{i}", "text": t}) + "\n"
-                            for i, t in enumerate(texts)))  # fmt: skip
+    path.write_text("".join(json.dumps({"id": f"doc-{i}", "text": t, "question": "who won?"})
+                            + "\n" for i, t in enumerate(texts)))  # fmt: skip
     return path
 
 
@@ -139,9 +146,17 @@ def batch_spec(model: str, corpus: str, **overrides: Any) -> Any:
     return spec.validate(data)
 
 
+def asking(job: Any) -> Any:
+    """``job`` with its corpus's questions in the column "question"."""
+    corpus = job.corpus.model_copy(update={"question_column": "question"})
+    return job.model_copy(update={"corpus": corpus})
+
+
 @pytest.mark.parametrize(
-    "family", ["classification", "ner", "seq2seq", "causal-lm", "embedding", "classical"]
-)
+    "family",
+    ["classification", "ner", "question-answering", "seq2seq", "causal-lm", "embedding",
+     "classical"],
+)  # fmt: skip
 def test_every_task_family_predicts_through_sharded_batch_job(
     family: str, models: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -150,6 +165,8 @@ def test_every_task_family_predicts_through_sharded_batch_job(
     store = open_store(f"file://{tmp_path}/store")
     run = stored_run(store, "topic", family, models[family])
     job = batch_spec(run, str(corpus_file(tmp_path)))
+    if family == "question-answering":
+        job = asking(job)
     summary = batch.run_here(job, store.uri)
     assert [r.shard for r in summary.results] == [0, 1, 2]
     assert summary.rows == len(TEXTS) and summary.rows_per_second > 0
@@ -157,7 +174,7 @@ def test_every_task_family_predicts_through_sharded_batch_job(
     assert [r["id"] for r in rows] == [f"doc-{i}" for i in range(len(TEXTS))]
     field = {"classification": "label", "ner": "entities", "seq2seq": "generated",
              "causal-lm": "generated", "embedding": "embedding",
-             "classical": "label"}[family]  # fmt: skip
+             "classical": "label", "question-answering": "answer"}[family]  # fmt: skip
     assert all(field in r for r in rows), rows[0]
     record = summary.output.record()
     assert record is not None and record["status"] == "completed"
@@ -172,6 +189,11 @@ def test_every_task_family_predicts_through_sharded_batch_job(
         assert [r["label"] for r in rows] == [a["label"] for a in alone]
     if family == "embedding":
         assert len(rows[0]["embedding"]) == 32
+    if family == "question-answering":
+        # Never empty (allow_null: false), at most 5 tokens, always the row's own characters.
+        for row, text in zip(rows, TEXTS, strict=True):
+            assert row["answer"] and text[row["start"] : row["end"]] == row["answer"]
+        assert record["corpus"]["question_column"] == "question"
     if family == "classical":
         # Words the pipeline was fitted on decide: scikit-learn alone, no transformer.
         assert [r["label"] for r in rows[:3]] == ["sport", "money", "tech"]
@@ -231,6 +253,14 @@ def test_mistakes_are_one_line(models: dict[str, Path], tmp_path: Path) -> None:
         batch.run_here(
             batch_spec(f"{store.uri}/nothing/here", str(corpus_file(tmp_path))), store.uri
         )
+    reader = stored_run(store, "reader", "question-answering", models["question-answering"])
+    with pytest.raises(ConfigError, match="corpus.question_column: a question-answering model"):
+        batch.run_here(batch_spec(reader, str(corpus_file(tmp_path))), store.uri)
+    with pytest.raises(ConfigError, match="a classification model, which reads no questions"):
+        batch.run_here(asking(batch_spec(run, str(corpus_file(tmp_path)))), store.uri)
+    corpus.write_text('{"id": 1, "text": "x", "question": " "}\n')
+    with pytest.raises(ConfigError, match="no question in column 'question'"):
+        batch.run_here(asking(batch_spec(reader, str(corpus))), store.uri)
 
 
 def test_corpus_from_an_s3_prefix_and_from_a_datasets_source(

@@ -97,6 +97,44 @@ def test_a_tagger_answers_entity_spans_with_character_offsets(tagger: Path) -> N
     assert [e["text"] for e in second["entities"]] == ["a"]
 
 
+@pytest.fixture(scope="module")
+def reader(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A question-answering model with its run's settings: 24-token windows sharing 8."""
+    from transformers import AutoTokenizer, BertForQuestionAnswering
+
+    from kubetune import inference
+
+    folder = tmp_path_factory.mktemp("qa")
+    BertForQuestionAnswering.from_pretrained(tiny["model"]).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny["model"]).save_pretrained(folder)
+    inference.write(folder, inference.Inference(task="question-answering", max_length=24,
+                                                doc_stride=8, max_answer_length=4,
+                                                allow_null=False))  # fmt: skip
+    return folder
+
+
+def test_a_reader_answers_with_a_span_of_the_context(reader: Path) -> None:
+    from kubetune.predict import engine
+    from kubetune.serve import create_app
+
+    context = "The match was won by the home team after a late goal in the rain " * 3
+    question = "who won the match?"
+    with running(create_app(model=reader)) as client:
+        ready = wait_ready(client)
+        assert (ready["task"], ready["max_length"]) == ("question-answering", 24)
+        found = client.post("/v1/answer", json={"question": question, "context": context})
+        missing = client.post("/v1/answer", json={"question": question})
+        elsewhere = client.post("/v1/predict", json={"texts": ["x"]})
+    answer = found.json()
+    # Read whole in 24-token windows: the span is the context's own characters.
+    assert answer["answer"] and context[answer["start"] : answer["end"]] == answer["answer"]
+    assert len(answer["answer"].split()) <= 4
+    [alone] = engine.answer(engine.load(str(reader)), [question], [context], bf16=False)
+    assert answer == alone
+    assert missing.status_code == 422 and missing.json()["detail"].startswith("context:")
+    assert elsewhere.status_code == 404
+
+
 def test_an_encoder_answers_its_vectors(tiny: dict[str, Path]) -> None:
     import numpy as np
 

@@ -210,7 +210,8 @@ def _encoder_folder(source: str, cache: Path) -> Model:
 # --- one shard ---------------------------------------------------------------------------
 
 
-Apply = Callable[[list[str]], tuple[list[dict[str, Any]], np.ndarray | None]]
+#: (texts, each text's question or None) → (output rows, embeddings or None).
+Apply = Callable[[list[str], list[str] | None], tuple[list[dict[str, Any]], np.ndarray | None]]
 
 
 def applier(batch: BatchSpec, model: Model) -> Apply:
@@ -221,7 +222,9 @@ def applier(batch: BatchSpec, model: Model) -> Apply:
 
         encoder = encode.load(str(model.folder), int8=batch.int8, max_length=batch.max_length)
 
-        def embed(texts: list[str]) -> tuple[list[dict[str, Any]], np.ndarray | None]:
+        def embed(
+            texts: list[str], _questions: list[str] | None
+        ) -> tuple[list[dict[str, Any]], np.ndarray | None]:
             vectors = encoder.encode(texts, tokens=batch.tokens_per_batch)
             if batch.kind == "index":
                 return [{} for _ in texts], vectors
@@ -233,13 +236,15 @@ def applier(batch: BatchSpec, model: Model) -> Apply:
         from kubetune.train import classical
 
         fitted = classical.load_final(model.folder)
-        return lambda texts: (classical_rows(fitted, texts), None)
+        return lambda texts, _questions: (classical_rows(fitted, texts), None)
     from kubetune.predict import engine
 
     loaded = engine.load(str(model.folder), max_length=batch.max_length, int8=batch.int8)
     if loaded.task in ("seq2seq", "causal-lm"):
 
-        def gen(texts: list[str]) -> tuple[list[dict[str, Any]], np.ndarray | None]:
+        def gen(
+            texts: list[str], _questions: list[str] | None
+        ) -> tuple[list[dict[str, Any]], np.ndarray | None]:
             rows = engine.generate(
                 loaded,
                 texts,
@@ -251,7 +256,29 @@ def applier(batch: BatchSpec, model: Model) -> Apply:
 
         return gen
 
-    def label(texts: list[str]) -> tuple[list[dict[str, Any]], np.ndarray | None]:
+    if loaded.task == "question-answering":
+        if batch.corpus.question_column is None:
+            raise ConfigError(
+                "corpus.question_column: a question-answering model answers a question about "
+                "each row's text; name the column holding the questions"
+            )
+
+        def answers(
+            texts: list[str], questions: list[str] | None
+        ) -> tuple[list[dict[str, Any]], np.ndarray | None]:
+            assert questions is not None
+            return engine.answer(loaded, questions, texts, tokens=batch.tokens_per_batch), None
+
+        return answers
+    if batch.corpus.question_column is not None:
+        raise ConfigError(
+            f"corpus.question_column: the model is a {loaded.task} model, which reads no "
+            "questions; remove it"
+        )
+
+    def label(
+        texts: list[str], _questions: list[str] | None
+    ) -> tuple[list[dict[str, Any]], np.ndarray | None]:
         return engine.predict(loaded, texts, tokens=batch.tokens_per_batch), None
 
     return label
@@ -269,6 +296,7 @@ def record_for(batch: BatchSpec, model: Model, corpus: corpusmod.Corpus) -> dict
             "rows": len(corpus),
             "text_column": batch.corpus.text_column,
             "id_column": corpus.id_column,
+            **({"question_column": batch.corpus.question_column} if corpus.questions else {}),
         },
         "shards": batch.shards,
         "settings": {
@@ -296,8 +324,9 @@ def run_shard(
         return ShardResult(shard, 0, 0.0, skipped=True)
     rows = corpusmod.shard_range(len(corpus), batch.shards, shard)
     texts = [corpus.texts[i] for i in rows]
+    questions = [corpus.questions[i] for i in rows] if corpus.questions is not None else None
     started = time.perf_counter()
-    results, vectors = apply(texts)
+    results, vectors = apply(texts, questions)
     seconds = time.perf_counter() - started
     keys = [corpus.keys[i] for i in rows]
     if vectors is not None:

@@ -27,6 +27,8 @@ class Corpus:
     texts: list[str]
     fingerprint: str
     id_column: str | None  # None: rows are named by their number
+    #: corpus.question_column's: each row's question about its text (question answering).
+    questions: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -71,13 +73,24 @@ def read(spec: CorpusSpec, *, endpoint: str | None = None) -> Corpus:
                 f"(its columns: {columns})"
             )
         texts.append(text)
+    questions = None
+    if spec.question_column is not None:
+        questions = []
+        for row, at in zip(values, where, strict=True):
+            question = row.get(spec.question_column)
+            if not isinstance(question, str) or not question.strip():
+                raise ConfigError(
+                    f"{at}: no question in column {spec.question_column!r}; set "
+                    "corpus.question_column or give every row its question"
+                )
+            questions.append(question)
     column = spec.id_column
     if column is not None and all(column in row for row in values):
         keys = [{column: row[column]} for row in values]
     else:
         column = None
         keys = [{"row": number} for number in range(len(values))]
-    return Corpus(keys, texts, fingerprint, column)
+    return Corpus(keys, texts, fingerprint, column, questions)
 
 
 def _file_rows(files: list[Path]) -> tuple[list[dict[str, Any]], list[str], str]:

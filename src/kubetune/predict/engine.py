@@ -23,15 +23,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from kubetune import inference
+from kubetune.errors import ConfigError
 from kubetune.inference import Inference
 from kubetune.predict.rows import label_row, labels_row
 
 #: Tokens per batch (texts × padded length). On 2 CPU cores 4,096 beat 8,192 and 16,384
 #: (bench_predict: smaller batches stay in cache, int8 ones most of all); GPUs want more.
 TOKENS_PER_BATCH = 4_096
+#: A question-answering model's windows and answers where its final/ does not say
+#: (transformers' question-answering pipeline's defaults).
+QA_STRIDE = 128
+QA_MAX_ANSWER = 30
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,7 @@ class Loaded:
     model: Any
     tokenizer: Any
     labels: list[str]
-    task: str  # classification | ner | seq2seq | causal-lm
+    task: str  # classification | ner | question-answering | seq2seq | causal-lm
     max_length: int
     #: final/kubetune.json: thresholds of a multi-label classifier, a long-document
     #: classifier's windows (None: a plain checkpoint, applied with the defaults).
@@ -64,6 +70,7 @@ def load(
     from transformers import (
         AutoConfig,
         AutoModelForCausalLM,
+        AutoModelForQuestionAnswering,
         AutoModelForSeq2SeqLM,
         AutoModelForSequenceClassification,
         AutoModelForTokenClassification,
@@ -74,6 +81,7 @@ def load(
     task = family(config)
     auto = {
         "ner": AutoModelForTokenClassification,
+        "question-answering": AutoModelForQuestionAnswering,
         "seq2seq": AutoModelForSeq2SeqLM,
         "causal-lm": AutoModelForCausalLM,
     }.get(task, AutoModelForSequenceClassification)
@@ -92,14 +100,18 @@ def load(
         model.to(device)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     labels = [config.id2label[i] for i in range(config.num_labels)]
-    limit = max_length or min(tokenizer.model_max_length, _positions(config))
+    settings = inference.read(folder)
+    # The length the run trained and evaluated at (a long document's window), else all the
+    # model reads.
+    trained = settings.max_length if settings is not None else None
+    limit = max_length or trained or min(tokenizer.model_max_length, _positions(config))
     if task == "causal-lm":
         # Rows are continued from their end: pad on the left so every row's last token is
         # the last position of the batch.
         tokenizer.padding_side = "left"
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-    return Loaded(model, tokenizer, labels, task, limit, inference.read(folder))
+    return Loaded(model, tokenizer, labels, task, limit, settings)
 
 
 def _positions(config: Any) -> int:
@@ -117,6 +129,8 @@ def family(config: Any) -> str:
     architectures = config.architectures or []
     if any("TokenClassification" in a for a in architectures):
         return "ner"
+    if any("QuestionAnswering" in a for a in architectures):
+        return "question-answering"
     if getattr(config, "is_encoder_decoder", False) or any(
         "ConditionalGeneration" in a for a in architectures
     ):
@@ -275,6 +289,81 @@ def classify(
         return [label_row(loaded.labels, row.softmax(-1).tolist()) for row in joined]
     thresholds = inference.label_thresholds(settings, loaded.labels)
     return [labels_row(loaded.labels, row.tolist(), thresholds) for row in joined.sigmoid()]
+
+
+def answer(
+    loaded: Loaded,
+    questions: Sequence[str],
+    contexts: Sequence[str],
+    *,
+    tokens: int = TOKENS_PER_BATCH,
+    bf16: bool | None = None,
+) -> list[dict[str, Any]]:
+    """Each question's answer in its context, in order, as its run evaluated them (final/
+    kubetune.json's doc_stride, max_answer_length, null_threshold): the context read in
+    overlapping windows, the best span over all of them, or no answer (:mod:`qa_windows`).
+    transformers 5 removed the question-answering pipeline; this is what it did, with the
+    windows and span choice the run was scored with.
+
+    Raises:
+        ConfigError: a question that leaves its context no room in a window.
+    """
+    from kubetune.train import qa_windows
+
+    settings = loaded.settings
+    stride = settings.doc_stride if settings and settings.doc_stride else QA_STRIDE
+    crowded = qa_windows.crowded_question(loaded.tokenizer, questions, loaded.max_length, stride)
+    if crowded is not None:
+        index, room = crowded
+        raise ConfigError(
+            f"question {index + 1} leaves {room} of {loaded.max_length} tokens for its "
+            f"context, not more than the window overlap ({stride}); shorten the question"
+        )
+    encoded = qa_windows.encode(
+        loaded.tokenizer, questions, contexts, max_length=loaded.max_length, stride=stride
+    )
+    features = encoded.features
+    lengths = [len(ids) for ids in features["input_ids"]]
+    width = max(lengths, default=0)
+    starts = np.full((len(lengths), width), -1e4, dtype=np.float32)
+    ends = np.full((len(lengths), width), -1e4, dtype=np.float32)
+    model = loaded.model
+    device = next(model.parameters()).device
+    dtype = fast_dtype(device) if bf16 is None else (torch.bfloat16 if bf16 else None)
+    pad = loaded.tokenizer.pad_token_id or 0
+    with (
+        torch.inference_mode(),
+        torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None),
+    ):
+        for batch in batches(lengths, tokens):
+            inputs = {
+                name: padded([rows[i] for i in batch], pad if name == "input_ids" else 0)
+                for name, rows in features.items()
+            }
+            out = model(**{k: v.to(device) for k, v in inputs.items()})
+            for row, index in enumerate(batch):
+                n = lengths[index]
+                starts[index, :n] = out.start_logits[row, :n].float().cpu().numpy()
+                ends[index, :n] = out.end_logits[row, :n].float().cpu().numpy()
+    found = qa_windows.best_answers(
+        encoded.windows,
+        starts,
+        ends,
+        contexts,
+        max_answer_length=settings.max_answer_length
+        if settings and settings.max_answer_length
+        else QA_MAX_ANSWER,
+        null_threshold=settings.null_threshold
+        if settings and settings.null_threshold is not None
+        else 0.0,
+        allow_null=bool(settings.allow_null)
+        if settings and settings.allow_null is not None
+        else True,
+    )
+    return [
+        {"answer": a.text, "start": a.start, "end": a.end, "score": round(a.score, 4)}
+        for a in found
+    ]
 
 
 def _first_windows(owner: Sequence[int], most: int | None) -> list[int]:

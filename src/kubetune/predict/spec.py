@@ -48,6 +48,11 @@ class CorpusSpec(_Model):
     )
     split: NonEmpty = Field("train", description="Split of a hub dataset.")
     text_column: NonEmpty = Field("text", description="Column holding each row's text.")
+    question_column: NonEmpty | None = Field(
+        None,
+        description="A question-answering model: the column holding each row's question, "
+        "answered from the row's text_column (its context).",
+    )
     id_column: NonEmpty | None = Field(
         "id",
         description="Column kept on each output row to join it back; rows without it are "

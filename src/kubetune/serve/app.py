@@ -161,6 +161,7 @@ def app_for(
     models = request_models(limits)
     texts_body = _documented(models.texts)
     search_body = _documented(models.search)
+    answer_body = _documented(models.answer)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -233,6 +234,17 @@ def app_for(
             body = await _parse(request, models.texts)
             _, batcher = ready()
             return JSONResponse({"predictions": await batcher.submit(body.all_texts())})
+
+    if served.ANSWER in target.endpoints:
+
+        @app.post(served.ANSWER, openapi_extra=answer_body)
+        async def answer(request: Request) -> JSONResponse:
+            """The answer to the question in the context: its text and character offsets,
+            or an empty answer when the model finds none."""
+            body = await _parse(request, models.answer)
+            _, batcher = ready()
+            [found] = await batcher.submit([(body.question, body.context)])
+            return JSONResponse(found)
 
     if served.EMBED in target.endpoints:
 

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -56,7 +56,7 @@ class Batcher(Generic[T]):
     """
 
     def __init__(
-        self, run: Callable[[list[str]], Sequence[T]], *, max_batch: int, max_wait_ms: float
+        self, run: Callable[[list[Any]], Sequence[T]], *, max_batch: int, max_wait_ms: float
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1 (got {max_batch})")
@@ -79,7 +79,7 @@ class Batcher(Generic[T]):
         self._queue.put_nowait(_Pending(list(texts), future))
         return future
 
-    async def submit(self, texts: Sequence[str]) -> list[T]:
+    async def submit(self, texts: Sequence[Any]) -> list[T]:
         """The results of ``texts``, computed in a batch with whatever else is waiting.
 
         Raises:

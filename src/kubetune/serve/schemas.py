@@ -66,12 +66,22 @@ class SearchRequest(BaseModel):
     mode: Mode = "dense"
 
 
+class AnswerRequest(BaseModel):
+    """A question about a context, for a question-answering model."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    question: str
+    context: str
+
+
 @dataclass(frozen=True)
 class RequestModels:
     """The request bodies of one server's endpoints, with its limits."""
 
     texts: type[TextsRequest]
     search: type[SearchRequest]
+    answer: type[AnswerRequest]
 
 
 def request_models(limits: Limits) -> RequestModels:
@@ -109,11 +119,23 @@ def request_models(limits: Limits) -> RequestModels:
             Mode, Field(description="dense: nearest vectors; bm25: words; hybrid: both, fused")
         ] = "dense"
 
-    return RequestModels(LimitedTextsRequest, LimitedSearchRequest)
+    class LimitedAnswerRequest(AnswerRequest):
+        question: Annotated[
+            str,
+            Field(min_length=1, max_length=limits.max_chars,
+                  description=f"the question, at most {limits.max_chars} characters"),
+        ]  # fmt: skip
+        context: Annotated[
+            str,
+            Field(min_length=1, max_length=limits.max_chars,
+                  description="the text the answer is taken from; read whole, in windows"),
+        ]  # fmt: skip
+
+    return RequestModels(LimitedTextsRequest, LimitedSearchRequest, LimitedAnswerRequest)
 
 
 #: Every field of every request, for "did you mean" on an unknown one.
-FIELDS = ("texts", "text", "query", "k", "mode")
+FIELDS = ("texts", "text", "query", "k", "mode", "question", "context")
 
 
 def one_line(errors: Sequence[Mapping[str, Any]]) -> str:

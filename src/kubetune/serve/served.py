@@ -1,5 +1,6 @@
-"""What a server serves: a stored run's classifier or tagger, a sentence encoder, or an index
-searched with its encoder; checked when the server is made, loaded once when it starts.
+"""What a server serves: a stored run's classifier, tagger, question-answering model or
+classical pipeline, a sentence encoder, or an index searched with its encoder; checked when
+the server is made, loaded once when it starts.
 
 A :class:`Target` is known before anything heavy is imported: its description, its endpoints,
 and how to load it. Checking the folders up front turns a wrong path into one line before the
@@ -17,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 from kubetune.errors import ConfigError
 
 PREDICT = "/v1/predict"
+ANSWER = "/v1/answer"
 EMBED = "/v1/embed"
 SEARCH = "/v1/search"
 
@@ -52,7 +54,7 @@ class Served:
     (a float32 array) for an encoder."""
 
     about: dict[str, Any]
-    run: Callable[[list[str]], Sequence[Any]]
+    run: Callable[[list[Any]], Sequence[Any]]
     index: Searcher | None = None
 
 
@@ -86,6 +88,9 @@ def model(
     if (path / CLASSICAL).is_file():
         return _classical(path, model_sha256=model_sha256, source=source)
     _need(path, "config.json", "a model folder (a run's final/)")
+    if _answers_questions(path):
+        return _reader(path, model_sha256=model_sha256, source=source, max_length=max_length,
+                       device=device, int8=int8)  # fmt: skip
 
     def load() -> Served:
         from kubetune.predict import engine
@@ -105,6 +110,48 @@ def model(
         return Served(about, lambda texts: engine.predict(loaded, texts))
 
     return Target(f"a model ({source or path})", (PREDICT,), load)
+
+
+def _answers_questions(path: Path) -> bool:
+    """Whether the model folder's config names a question-answering head."""
+    import json
+
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path / 'config.json'}: not readable JSON ({exc})") from exc
+    return any("QuestionAnswering" in str(a) for a in config.get("architectures") or [])
+
+
+def _reader(
+    path: Path,
+    *,
+    model_sha256: str | None,
+    source: str | None,
+    max_length: int | None,
+    device: str | None,
+    int8: bool,
+) -> Target:
+    """A question-answering model: (question, context) pairs in, answers out."""
+
+    def load() -> Served:
+        from kubetune.predict import engine
+
+        _quiet()
+        loaded = _loading(path, lambda: engine.load(str(path), max_length=max_length,
+                                                    device=device, int8=int8))  # fmt: skip
+        about: dict[str, Any] = {"task": loaded.task, "max_length": loaded.max_length,
+                                 "source": source or str(path)}  # fmt: skip
+        if model_sha256:
+            about["model_sha256"] = model_sha256
+
+        def answer(pairs: list[Any]) -> list[dict[str, Any]]:
+            questions, contexts = [q for q, _ in pairs], [c for _, c in pairs]
+            return engine.answer(loaded, questions, contexts)
+
+        return Served(about, answer)
+
+    return Target(f"a question-answering model ({source or path})", (ANSWER,), load)
 
 
 def _classical(path: Path, *, model_sha256: str | None, source: str | None) -> Target:

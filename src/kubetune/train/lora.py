@@ -13,6 +13,14 @@ from kubetune.spec import JobSpec
 
 #: Modules a warm-started EncoderDecoderModel creates at random (peft names match suffixes).
 WARM_START_NEW_MODULES = ("crossattention", "transform")
+#: The task heads peft trains in full and saves beside the adapter for each task type: an
+#: ``all-linear`` adapter must leave them out, since peft cannot both adapt a module and save
+#: it whole ("modules_to_save cannot be applied to … lora Linear").
+TASK_HEADS = {
+    "SEQ_CLS": ["classifier", "score"],
+    "TOKEN_CLS": ["classifier", "score"],
+    "QUESTION_ANS": ["qa_outputs"],
+}
 
 
 def count_parameters(model: Any) -> tuple[int, int]:
@@ -48,12 +56,15 @@ def lora_config(model: Any, spec: JobSpec, task_type: str) -> Any:
         # new random layers: frozen they would stay random, so they train in full and are saved
         # with the adapter.
         modules_to_save += [m for m in WARM_START_NEW_MODULES if m not in modules_to_save]
+    targets = lora.target_modules or default_lora_targets(model)
+    heads = TASK_HEADS.get(task_type) if targets == "all-linear" else None
     return LoraConfig(
         task_type=task_type,
         r=lora.r,
         lora_alpha=lora.lora_alpha,  # type: ignore[arg-type]  # peft accepts floats
         lora_dropout=lora.lora_dropout,
-        target_modules=lora.target_modules or default_lora_targets(model),
+        target_modules=targets,
+        exclude_modules=heads,
         bias=lora.bias,
         modules_to_save=modules_to_save or None,
         use_rslora=lora.use_rslora,

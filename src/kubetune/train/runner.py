@@ -658,8 +658,11 @@ class FineTune:
                 if isinstance(output.predictions, tuple)
                 else output.predictions
             )
+            # One row per feature: an example of a family that reads long inputs in
+            # windows (question answering, long documents) has several.
+            features = len(self.task.tokenized[split])
             rows, more = self.task.predictions(
-                raw, own_rows(predicted, len(raw)), self.trainer.model
+                raw, own_rows(predicted, features), self.trainer.model
             )
             metrics = {k.removeprefix(f"{split}_"): v for k, v in (output.metrics or {}).items()}
             if self.task.derived_metrics is not None:
