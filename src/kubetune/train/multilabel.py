@@ -27,6 +27,11 @@ def multi_hot(values: Sequence[Any], names: list[str]) -> np.ndarray:
     for row, value in enumerate(values):
         for label in value if isinstance(value, list) else [value]:
             if isinstance(label, int) and not isinstance(label, bool):
+                if not 0 <= label < len(names):
+                    raise ConfigError(
+                        f"data.label_column: label id {label} of row {row + 1} is not an id of "
+                        f"data.labels (0 to {len(names) - 1}); fix the row or list the label"
+                    )
                 index = label
             elif str(label) in to_id:
                 index = to_id[str(label)]
@@ -56,17 +61,18 @@ def tune_thresholds(scores: np.ndarray, gold: np.ndarray) -> np.ndarray:
     Ties go to the threshold nearest 0.5, so a label whose F1 is flat over the grid (never
     present, or always separable) keeps the neutral threshold.
     """
-    from sklearn.metrics import f1_score
-
-    best = np.full(scores.shape[1], 0.5)
-    order = sorted(TUNING_GRID, key=lambda t: (abs(t - 0.5), t))
-    for label in range(scores.shape[1]):
-        top = -1.0
-        for threshold in order:
-            f1 = f1_score(gold[:, label], scores[:, label] >= threshold, zero_division=0)
-            if f1 > top + 1e-12:
-                top, best[label] = f1, threshold
-    return best
+    scores, gold = np.asarray(scores, dtype=np.float64), np.asarray(gold).astype(bool)
+    # The grid nearest 0.5 first: argmax keeps the first of equal F1s.
+    order = np.array(sorted(TUNING_GRID, key=lambda t: (abs(t - 0.5), t)))
+    f1 = np.zeros((len(order), scores.shape[1]))
+    for k, threshold in enumerate(order):
+        decided = scores >= threshold
+        tp = (decided & gold).sum(axis=0)
+        wrong = (decided != gold).sum(axis=0)  # false positives + false negatives
+        # F1 = 2tp / (2tp + fp + fn); 0 where nothing is predicted or present, as
+        # scikit-learn's zero_division=0.
+        f1[k] = np.divide(2 * tp, 2 * tp + wrong, out=np.zeros(len(tp)), where=tp > 0)
+    return np.asarray(order[np.argmax(f1, axis=0)], dtype=np.float64)
 
 
 def decide(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -101,7 +107,7 @@ def labels_over(
     ``prediction`` of a multi-label prediction row)."""
     rows: list[list[dict[str, Any]]] = []
     for row in scores:
-        chosen = [i for i in np.argsort(-row) if row[i] >= thresholds[i]]
+        chosen = [i for i in np.argsort(-row, kind="stable") if row[i] >= thresholds[i]]
         rows.append([{"label": names[i], "score": round(float(row[i]), 6)} for i in chosen])
     return rows
 
