@@ -554,6 +554,32 @@ def test_a_classical_run_is_the_cheap_baseline_even_when_another_scores_higher()
     )
 
 
+def test_a_tagging_baseline_is_weighed_on_the_ner_metrics_and_named_by_its_method() -> None:
+    """A CRF arm of a NER sweep: its columns are NER's (its method's family), not accuracy,
+    and its kind says which classical method it was."""
+    from kubetune.store.record import RunRecord
+
+    def tagger(run_id: str, task: str, f1: float, **record: Any) -> report.RunView:
+        metrics = {"test": {"f1": f1, "precision": f1, "recall": f1}}
+        return report.RunView("tags", run_id, f"file:///s/{run_id}",
+                              RunRecord(task=task, **record), "completed", task, metrics, [],
+                              [], None)  # fmt: skip
+
+    crf = tagger("tags-c", "classical", 0.85, classical={"method": "crf", "features": 10})
+    tuned = tagger("tags-t", "ner", 0.91)
+    assert report.metric_columns([crf, tuned]) == ["f1", "precision", "recall"]
+    assert report.run_kind(crf) == "classical (CRF over word features)"
+    assert report.verdict(tuned, [crf], "test", "f1") == (
+        "Fine-tuning beat the cheap baseline by 6.0 points (test f1 0.8500 → 0.9100; baseline "
+        "tags-c (classical (CRF over word features)), fine-tuned tags-t; neither record says "
+        "what its run cost)."
+    )
+    lead = tagger("tags-l", "classical", 0.2, classical={"method": "lead"})
+    assert report.run_kind(lead) == "classical (lead sentence)"
+    older = tagger("tags-o", "classical", 0.2, classical={"features": 3})
+    assert report.run_kind(older) == "classical (TF-IDF + logistic regression)"
+
+
 @pytest.mark.parametrize(
     ("ratio", "shown"), [(212.4, "212×"), (1234.0, "1,234×"), (3.41, "3.4×"), (0.518, "0.52×")]
 )

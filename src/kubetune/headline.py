@@ -24,6 +24,9 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     "causal-lm": ("perplexity", "token_accuracy"),
     "embedding": ("ndcg@10", "mrr@10", "recall@1", "recall@5", "recall@10"),
 }
+#: The family whose metrics each classical method reports (spec ``classical.method``): the
+#: baseline of a NER sweep is scored as NER is, a lead summary as generated text is.
+CLASSICAL_FAMILIES = {"tfidf-logreg": "classification", "crf": "ner", "lead": "seq2seq"}
 #: What a multi-label run reports (classification, zero-shot, classical with
 #: data.multi_label), headline first: see :func:`metrics_of`.
 MULTI_LABEL_METRICS = ("micro_f1", "macro_f1", "subset_accuracy")
@@ -52,24 +55,27 @@ def higher_is_better(metric: str) -> bool:
     return metric not in LOWER_IS_BETTER
 
 
-def metrics_of(task: str, multi_label: bool = False) -> tuple[str, ...]:
+def metrics_of(task: str, multi_label: bool = False, method: str | None = None) -> tuple[str, ...]:
     """The metrics a run of ``task`` reports, headline first; multi-label labelling tasks
-    report :data:`MULTI_LABEL_METRICS` instead of accuracy.
+    report :data:`MULTI_LABEL_METRICS` instead of accuracy; a classical run reports those of
+    its ``method``'s family (:data:`CLASSICAL_FAMILIES`).
 
     Raises:
         KeyError: ``task`` is not a task kubetune trains.
     """
+    if task == "classical" and method is not None:
+        task = CLASSICAL_FAMILIES.get(method, task)
     known = TASK_METRICS[task]
     return MULTI_LABEL_METRICS if multi_label and known[0] == "accuracy" else known
 
 
-def headline(task: str, multi_label: bool = False) -> Headline:
-    """The metric a run of ``task`` is judged by.
+def headline(task: str, multi_label: bool = False, method: str | None = None) -> Headline:
+    """The metric a run of ``task`` is judged by (``method``: a classical run's).
 
     Raises:
         KeyError: ``task`` is not a task kubetune trains.
     """
-    metric = metrics_of(task, multi_label)[0]
+    metric = metrics_of(task, multi_label, method)[0]
     return Headline(metric, higher_is_better(metric))
 
 

@@ -14,10 +14,10 @@ What it holds, per sweep: the metrics table (eval and test splits, status, swept
 the best run by the task's headline metric (lower is better for perplexity and loss), training
 loss and eval metric against step for every run (from ``history.json``), each swept parameter
 against the headline metric, and five example outputs per run. Across the whole report:
-baselines (zero/few-shot, classical TF-IDF + logistic regression) beside fine-tuned runs scored
-on the same data, with what fine-tuning bought over the cheap baseline and at what cost
-(:func:`verdict`). Runs that are still running, were interrupted, failed, or lack metrics or
-history appear with their status and empty cells.
+baselines (zero/few-shot; classical: TF-IDF + logistic regression, a CRF, the lead sentence)
+beside fine-tuned runs scored on the same data, with what fine-tuning bought over the cheap
+baseline and at what cost (:func:`verdict`). Runs that are still running, were interrupted,
+failed, or lack metrics or history appear with their status and empty cells.
 
 matplotlib (``pip install 'kubetune[report]'``) is imported only while drawing, and only its
 Agg canvas is used: no display, no GUI toolkit, no torch.
@@ -182,6 +182,15 @@ class RunView:
     @property
     def is_baseline(self) -> bool:
         return self.task in BASELINE_TASKS
+
+    @property
+    def method(self) -> str | None:
+        """A classical run's method (run.json's ``classical.method``; tfidf-logreg in records
+        older than methods), None for other runs."""
+        if self.task != "classical":
+            return None
+        details = self.record.classical
+        return (details.method if details else None) or "tfidf-logreg"
 
     @property
     def multi_label(self) -> bool:
@@ -644,8 +653,8 @@ def search_lines(state: SweepState) -> list[str]:
 def metric_columns(runs: list[RunView]) -> list[str]:
     """The task's metrics that some run has (all of them when no run has any yet)."""
     known: list[str] = []
-    for task, multi in dict.fromkeys((r.task, r.multi_label) for r in runs):
-        named = metrics_of(task, multi) if task in TASK_METRICS else ()
+    for task, multi, method in dict.fromkeys((r.task, r.multi_label, r.method) for r in runs):
+        named = metrics_of(task, multi, method) if task in TASK_METRICS else ()
         known += [m for m in named if m not in known]
     present = [m for m in known if _has(runs, m, SPLITS)]
     if present:
@@ -814,7 +823,7 @@ def run_kind(run: RunView) -> str:
     logistic regression), fine-tuned (ner, 0.3% trainable) where LoRA trained a share of the
     parameters."""
     if run.task == "classical":
-        return CLASSICAL
+        return CLASSICAL_KINDS.get(run.method or "", f"classical ({run.method})")
     if run.is_baseline:
         details = run.record.zero_shot
         shots = details.examples_per_class if details else 0
@@ -878,8 +887,12 @@ def verdict(tuned: RunView, baselines: list[RunView], split: str, metric: str) -
     return f"{head} ({figures})."
 
 
-#: How run_kind names a classical baseline.
-CLASSICAL = "classical (TF-IDF + logistic regression)"
+#: How run_kind names a classical baseline, by its method.
+CLASSICAL_KINDS = {
+    "tfidf-logreg": "classical (TF-IDF + logistic regression)",
+    "crf": "classical (CRF over word features)",
+    "lead": "classical (lead sentence)",
+}
 
 
 @dataclass(frozen=True)

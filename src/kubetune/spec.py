@@ -52,6 +52,16 @@ FINE_TUNING_TASKS: tuple[str, ...] = (
     "causal-lm",
     "embedding",
 )
+ClassicalMethod = Literal["tfidf-logreg", "crf", "lead"]
+#: The fields of ``classical`` each method reads (``method`` aside): setting another one is
+#: an error, as for FIELD_TASKS.
+CLASSICAL_METHOD_FIELDS: dict[str, frozenset[str]] = {
+    "tfidf-logreg": frozenset(
+        {"ngram_max", "min_df", "max_features", "sublinear_tf", "c", "class_weight", "max_iter"}
+    ),
+    "crf": frozenset({"c1", "c2", "max_iter"}),
+    "lead": frozenset({"lead_sentences"}),
+}
 #: Tasks that read labels per text: one per text, or several with data.multi_label.
 LABELLING_TASKS = frozenset({"classification", "zero-shot", "classical"})
 #: Baselines: runs that train no transformer, shown beside fine-tuned runs in the report.
@@ -84,11 +94,11 @@ FIELD_TASKS: dict[str, frozenset[str]] = {
     "data.doc_stride": frozenset({"question-answering"}),
     "data.max_answer_length": frozenset({"question-answering"}),
     "data.null_threshold": frozenset({"question-answering"}),
-    "data.tokens_column": frozenset({"ner"}),
-    "data.tags_column": frozenset({"ner"}),
+    "data.tokens_column": frozenset({"ner", "classical"}),
+    "data.tags_column": frozenset({"ner", "classical"}),
     "data.label_all_tokens": frozenset({"ner"}),
-    "data.source_column": frozenset({"seq2seq"}),
-    "data.target_column": frozenset({"seq2seq"}),
+    "data.source_column": frozenset({"seq2seq", "classical"}),
+    "data.target_column": frozenset({"seq2seq", "classical"}),
     "data.source_prefix": frozenset({"seq2seq"}),
     "data.max_target_length": frozenset({"seq2seq"}),
     "data.prompt_column": frozenset({"causal-lm"}),
@@ -657,25 +667,47 @@ class Toleration(_Model):
 
 
 class ClassicalSpec(_Model):
-    """The classical baseline: TF-IDF features and logistic regression (scikit-learn)."""
+    """The cheap baseline of a task family, fitted (or applied) with no transformer: TF-IDF +
+    logistic regression for labelling data, a CRF over word features for BIO tagging, or the
+    source's lead sentences for summaries."""
 
+    method: ClassicalMethod = Field(
+        "tfidf-logreg",
+        description="tfidf-logreg: TF-IDF features and logistic regression over "
+        "data.text_column/label_column (scikit-learn). crf: a linear-chain CRF over word "
+        "features of data.tokens_column/tags_column (CRFsuite), the classical NER baseline. "
+        "lead: the first lead_sentences sentences of data.source_column as the summary, "
+        "nothing fitted (the summarisation baseline). A field only other methods read is an "
+        "error.",
+    )
     ngram_max: int = Field(
-        2, ge=1, le=5, description="Word n-grams up to this length (1: single words)."
+        2, ge=1, le=5, description="tfidf-logreg: word n-grams up to this length (1: words)."
     )
-    min_df: int = Field(2, ge=1, description="Drop terms found in fewer training texts than this.")
+    min_df: int = Field(
+        2, ge=1, description="tfidf-logreg: drop terms found in fewer training texts than this."
+    )
     max_features: int | None = Field(
-        None, ge=1, description="Keep at most this many terms, the most frequent; null: all."
+        None, ge=1, description="tfidf-logreg: keep at most this many terms, the most frequent."
     )
-    sublinear_tf: bool = Field(True, description="Use 1 + log(tf) for term frequencies.")
+    sublinear_tf: bool = Field(
+        True, description="tfidf-logreg: use 1 + log(tf) for term frequencies."
+    )
     c: float = Field(
         10.0,
         gt=0,
-        description="Inverse regularisation strength of the logistic regression (sklearn's C).",
+        description="tfidf-logreg: inverse regularisation strength (scikit-learn's C).",
     )
     class_weight: Literal["balanced"] | None = Field(
-        None, description="balanced: weight classes inversely to their frequency."
+        None, description="tfidf-logreg: balanced weights classes inversely to their frequency."
     )
-    max_iter: int = Field(1000, ge=1, description="Most iterations of the solver.")
+    c1: float = Field(0.1, ge=0, description="crf: L1 penalty on the feature weights.")
+    c2: float = Field(0.1, ge=0, description="crf: L2 penalty on the feature weights.")
+    max_iter: int = Field(
+        1000, ge=1, description="tfidf-logreg, crf: most iterations of the solver."
+    )
+    lead_sentences: int = Field(
+        1, ge=1, le=20, description="lead: how many of the source's first sentences to keep."
+    )
 
 
 class ResourcesSpec(_Model):
@@ -1064,8 +1096,19 @@ def _cross_field_issues(spec: JobSpec, tasks: set[str] | None = None) -> list[tu
     if spec.task in FINE_TUNING_TASKS and not spec.data.train:
         add("data.train", f"task {spec.task} needs training data; set data.train")
     if spec.task == "classical":
-        if not spec.data.train:
-            add("data.train", "task classical fits on training data; set data.train")
+        method = spec.classical.method
+        if method != "lead" and not spec.data.train:
+            add("data.train", f"classical method {method} fits on training data; set data.train")
+        if method == "lead" and not (spec.data.eval or spec.data.test):
+            add("data.eval", "classical method lead scores data.eval or data.test; set one")
+        for name in sorted(set(ClassicalSpec.model_fields) - {"method"}):
+            if is_set(spec, f"classical.{name}") and name not in CLASSICAL_METHOD_FIELDS[method]:
+                readers = [m for m, fields in CLASSICAL_METHOD_FIELDS.items() if name in fields]
+                add(
+                    f"classical.{name}",
+                    f"classical method {method} does not read it ({' or '.join(readers)} "
+                    "does); drop it or change classical.method",
+                )
     elif spec.model.name == NO_MODEL and "model" not in spec.model_fields_set:
         add("model", f"task {spec.task} needs a pretrained model; set model.name")
     if is_set(spec, "data.threshold") and not spec.data.multi_label:
@@ -1737,7 +1780,9 @@ def _driven_issues(
     if objective.metric is not None and task in TASK_METRICS:
         section = (data or {}).get("data")
         multi = isinstance(section, dict) and section.get("multi_label") is True
-        known = (*metrics_of(task, multi), "loss")
+        classical = (data or {}).get("classical")
+        method = classical.get("method") if isinstance(classical, dict) else None
+        known = (*metrics_of(task, multi, method if isinstance(method, str) else None), "loss")
         if objective.metric.removeprefix("eval_") not in known:
             issues.append(
                 (

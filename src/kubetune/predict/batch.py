@@ -232,11 +232,10 @@ def applier(batch: BatchSpec, model: Model) -> Apply:
 
         return embed
     if model.task == "classical":
-        from kubetune.predict.rows import classical_rows
         from kubetune.train import classical
 
         fitted = classical.load_final(model.folder)
-        return lambda texts, _questions: (classical_rows(fitted, texts), None)
+        return lambda texts, _questions: (fitted.rows(texts), None)
     from kubetune.predict import engine
 
     loaded = engine.load(str(model.folder), max_length=batch.max_length, int8=batch.int8)

@@ -32,13 +32,3 @@ def labels_row(
         if float(p) >= t
     ]
     return {"labels": chosen, "scores": scores}
-
-
-def classical_rows(classifier: Any, texts: Sequence[str]) -> list[dict[str, Any]]:
-    """The rows of a classical run's pipeline (:class:`kubetune.train.classical.Classifier`)
-    for ``texts``: scikit-learn alone, no torch."""
-    probs = classifier.probabilities(texts)
-    if not classifier.multi_label:
-        return [label_row(classifier.labels, row.tolist()) for row in probs]
-    thresholds = [float(t) for t in classifier.thresholds]
-    return [labels_row(classifier.labels, row.tolist(), thresholds) for row in probs]

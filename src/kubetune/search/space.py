@@ -44,7 +44,11 @@ def objective(spec: JobSpec) -> tuple[str, Literal["maximize", "minimize"]]:
     """(eval metric, "maximize" | "minimize") of the sweep."""
     assert spec.sweep is not None
     chosen = spec.sweep.objective
-    known = metrics_of(spec.task, spec.data.multi_label) if spec.task in TASK_METRICS else ("loss",)
+    known = (
+        metrics_of(spec.task, spec.data.multi_label, spec.classical.method)
+        if spec.task in TASK_METRICS
+        else ("loss",)
+    )
     metric = chosen.metric or known[0]
     metric = metric.removeprefix("eval_")
     if chosen.direction is not None:

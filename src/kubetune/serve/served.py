@@ -155,22 +155,20 @@ def _reader(
 
 
 def _classical(path: Path, *, model_sha256: str | None, source: str | None) -> Target:
-    """A classical run's TF-IDF + logistic regression pipeline, scikit-learn alone."""
+    """A classical run's baseline (TF-IDF + logistic regression, CRF or lead), no torch."""
 
     def load() -> Served:
-        from kubetune.predict.rows import classical_rows
         from kubetune.train import classical
 
         fitted = classical.load_final(path)  # ConfigError naming what is wrong
-        about: dict[str, Any] = {
-            "task": "classical",
-            "labels": fitted.labels,
-            "multi_label": fitted.multi_label,
-            "source": source or str(path),
-        }
+        about: dict[str, Any] = {"task": "classical", "method": fitted.method}
+        for name in ("labels", "multi_label"):  # what a tagger and a classifier know
+            if hasattr(fitted, name):
+                about[name] = getattr(fitted, name)
+        about["source"] = source or str(path)
         if model_sha256:
             about["model_sha256"] = model_sha256
-        return Served(about, lambda texts: classical_rows(fitted, texts))
+        return Served(about, fitted.rows)
 
     return Target(f"a classical model ({source or path})", (PREDICT,), load)
 

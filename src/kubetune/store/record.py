@@ -108,8 +108,10 @@ class ZeroShot(_Part):
 
 
 class Classical(_Part):
-    """How a classical baseline was fitted: its features and classifier, and timings."""
+    """How a classical baseline was fitted: its method (spec ``classical.method``; None in
+    records older than methods: tfidf-logreg), features and timings."""
 
+    method: str | None = None
     features: int | None = None
     fit_seconds: float | None = None
 

@@ -1,5 +1,11 @@
-"""The classical baseline (``task: classical``): TF-IDF features and logistic regression.
+"""The classical baselines (``task: classical``): what ``classical.method`` names, fitted
+with no transformer (:func:`fit_and_score`). ``tfidf-logreg`` (the default, here) labels
+texts; ``crf`` (:mod:`kubetune.train.crf`) tags words; ``lead`` (:mod:`kubetune.train.lead`)
+summarises with the source's first sentences. Each is scored with its family's metrics and
+rows, and each final/ holds :data:`SETTINGS_FILE` naming its method, which :func:`load_final`
+reads to apply it.
 
+TF-IDF features and logistic regression:
 What experienced engineers fit before any transformer: scikit-learn's ``TfidfVectorizer``
 (word n-grams up to ``classical.ngram_max``, ``min_df``, ``max_features``, ``sublinear_tf``)
 feeding a ``LogisticRegression`` (``C = classical.c``, ``class_weight``, ``max_iter``;
@@ -27,9 +33,10 @@ import json
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,7 +53,9 @@ from kubetune.train import metrics, multilabel
 if TYPE_CHECKING:
     from datasets import Dataset
 
+    from kubetune.train.crf import Tagger
     from kubetune.train.data import Splits
+    from kubetune.train.lead import Lead
     from kubetune.train.zeroshot import Scored
 
 #: final/'s files: the fitted pipeline (skops), and what applying it needs besides.
@@ -106,6 +115,20 @@ class Classifier:
         out = np.zeros((found.shape[0], len(self.labels)))
         out[:, np.asarray(model.classes_, dtype=np.int64)] = found
         return out
+
+    method = "tfidf-logreg"
+
+    def rows(self, texts: Sequence[str]) -> list[dict[str, Any]]:
+        """``kubetune predict``'s rows (and ``kubetune serve``'s results) for ``texts``, as a
+        fine-tuned classifier answers them: scikit-learn alone, no torch."""
+        from kubetune.predict.rows import label_row, labels_row
+
+        probs = self.probabilities(texts)
+        if not self.multi_label:
+            return [label_row(self.labels, row.tolist()) for row in probs]
+        assert self.thresholds is not None
+        thresholds = [float(t) for t in self.thresholds]
+        return [labels_row(self.labels, row.tolist(), thresholds) for row in probs]
 
     def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
         """Per text, what a prediction row says: ``prediction`` (a label name) and ``score``
@@ -250,6 +273,7 @@ def evaluate(spec: JobSpec, splits: Splits, classifier: Classifier) -> Scored:
             raw, probabilities, classifier, d.label_column, seconds
         )
     details: dict[str, Any] = {
+        "method": "tfidf-logreg",
         **classifier.fit_details,
         "classifier": (
             f"one-vs-rest logistic regression ({SOLVER}), one per label"
@@ -273,6 +297,36 @@ def evaluate(spec: JobSpec, splits: Splits, classifier: Classifier) -> Scored:
 def score(spec: JobSpec, splits: Splits) -> Scored:
     """Fit on data.train, then score eval and test (:func:`fit`, :func:`evaluate`)."""
     return evaluate(spec, splits, fit(spec, splits))
+
+
+def fit_and_score(
+    spec: JobSpec, splits: Splits, scratch: Path
+) -> tuple[Scored, Callable[[Path], None]]:
+    """The baseline ``classical.method`` names, fitted and scored, and what writes its
+    final/ into a folder: TF-IDF + logistic regression here, a CRF (:mod:`.crf`) or the
+    lead sentences (:mod:`.lead`). ``scratch``: where a CRF's model file is written first."""
+    method = spec.classical.method
+    if method == "crf":
+        from kubetune.train import crf
+
+        tagger = crf.fit(spec, splits, scratch)
+        save = partial(crf.save_final, tagger, spec)
+        return crf.evaluate(spec, splits, tagger), partial(_save_settings, save)
+    if method == "lead":
+        from kubetune.train import lead
+
+        return lead.evaluate(spec, splits), partial(_save_settings, partial(lead.save_final, spec))
+    classifier = fit(spec, splits)
+    return evaluate(spec, splits, classifier), partial(save_final, classifier)
+
+
+def _save_settings(save: Callable[[Path], dict[str, Any]], folder: Path) -> None:
+    """final/ of a CRF or lead run: what ``save`` puts there, the settings it returns as
+    :data:`SETTINGS_FILE`, and kubetune.json."""
+    settings = save(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    inference.write(folder, inference.Inference(task="classical"))
 
 
 def _split_outputs(
@@ -371,6 +425,7 @@ def save_final(classifier: Classifier, folder: Path) -> None:
         else {n: float(t) for n, t in zip(classifier.labels, classifier.thresholds, strict=True)}
     )
     settings = {
+        "method": "tfidf-logreg",
         "pipeline": PIPELINE_FILE,
         "format": "skops",
         "labels": classifier.labels,
@@ -391,27 +446,49 @@ def save_final(classifier: Classifier, folder: Path) -> None:
 
 
 def store_final(
-    classifier: Classifier, location: RunLocation, final: Path, pool: ThreadPoolExecutor
+    save: Callable[[Path], None], location: RunLocation, final: Path, pool: ThreadPoolExecutor
 ) -> None:
-    """final/ written (:func:`save_final`) and uploaded to the run's folder in the store, in
-    place of any earlier one: ``outputs.Finished.save_model`` with the first two bound."""
-    save_final(classifier, final)
+    """final/ written (``save``, from :func:`fit_and_score`) and uploaded to the run's folder
+    in the store, in place of any earlier one: ``outputs.Finished.save_model`` with the first
+    two bound."""
+    save(final)
     location.store.delete_prefix(location.key("final"))
     checkpoints.upload_tree(location.store, final, location.key("final"), pool)
 
 
-def load_final(folder: str | Path) -> Classifier:
-    """The classifier a classical run stored in final/ (:func:`save_final`).
+def load_final(folder: str | Path) -> Classifier | Tagger | Lead:
+    """What a classical run stored in final/ (:func:`save_final`, ``crf.save_final``,
+    ``lead.save_final``): each answers ``rows(texts)`` as ``kubetune predict`` writes them.
 
     Raises:
         ConfigError: the folder is not a classical final/, or its pipeline file holds types
             other than scikit-learn's and numpy's own (skops refuses to build them).
     """
-    sio = _skops_io()
     root = Path(folder)
     path = root / SETTINGS_FILE
     try:
         settings = json.loads(path.read_text(encoding="utf-8"))
+        method = settings.get("method", "tfidf-logreg")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ConfigError(
+            f"{root}: not a classical model folder ({type(exc).__name__}: {exc}); give the "
+            "final/ of a task: classical run"
+        ) from exc
+    if method == "crf":
+        from kubetune.train import crf
+
+        return crf.load_final(root, settings)
+    if method == "lead":
+        from kubetune.train import lead
+
+        return lead.load_final(root, settings)
+    if method != "tfidf-logreg":
+        raise ConfigError(
+            f"{path}: method {method!r} is not one this kubetune knows (tfidf-logreg, crf, "
+            "lead); apply it with the kubetune version that trained it"
+        )
+    sio = _skops_io()
+    try:
         pipeline_path = root / str(settings["pipeline"])
         labels = [str(name) for name in settings["labels"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -22,6 +22,7 @@ from kubetune.errors import ConfigError
 from kubetune.headline import headline
 from kubetune.spec import JobSpec
 from kubetune.train import metrics
+from kubetune.train.bio import entity_spans
 from kubetune.train.data import Splits, infer_labels, require_columns
 from kubetune.train.pretrained import from_pretrained
 from kubetune.train.task import FINAL_METRICS, Task, pad_multiple
@@ -53,32 +54,6 @@ def align_labels(
             labels.append(IGNORE)
         previous = word
     return labels
-
-
-def entity_spans(tokens: list[str], tags: list[str]) -> list[dict[str, Any]]:
-    """Entities of a BIO sequence with character offsets into ``" ".join(tokens)``."""
-    starts, offset = [], 0
-    for token in tokens:
-        starts.append(offset)
-        offset += len(token) + 1
-    text = " ".join(tokens)
-    spans: list[dict[str, Any]] = []
-    current: dict[str, Any] | None = None
-    for i, tag in enumerate(tags):
-        kind = tag[2:] if tag[:2] in ("B-", "I-") else None
-        continues = tag.startswith("I-") and current is not None and current["type"] == kind
-        if current is not None and not continues:
-            spans.append(current)
-            current = None
-        if kind is not None and not continues:
-            current = {"type": kind, "start": starts[i], "end": starts[i] + len(tokens[i])}
-        elif continues and current is not None:
-            current["end"] = starts[i] + len(tokens[i])
-    if current is not None:
-        spans.append(current)
-    for span in spans:
-        span["text"] = text[span["start"] : span["end"]]
-    return spans
 
 
 def build(spec: JobSpec, splits: Splits, tokenizer: Any, model_path: str) -> Task:

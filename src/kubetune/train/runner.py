@@ -18,8 +18,8 @@ retrained. Then, over one :class:`~kubetune.train.context.RunContext`:
    - ``save``: final/, metrics, predictions, history, run.json ("completed")
      (:mod:`~kubetune.train.outputs`).
 
-   A baseline (:func:`baseline`: zero/few-shot, or the classical TF-IDF + logistic
-   regression) scores the splits and saves the same way.
+   A baseline (:func:`baseline`: zero/few-shot, or a classical method: TF-IDF + logistic
+   regression, a CRF, the lead sentences) scores the splits and saves the same way.
 
 Everything a run produces lands in the store under ``<sweep>/<run-id>/``; see
 :mod:`kubetune.store`. Task families build on shared modules (``pretrained``, ``precision``,
@@ -283,15 +283,15 @@ def _pinned(ctx: RunContext) -> dict[str, Any]:
 
 
 def baseline(ctx: RunContext) -> Outcome:
-    """A baseline (zero/few-shot, or classical TF-IDF + logistic regression): score the
-    splits with no transformer trained, then save as a fine-tuned run."""
+    """A baseline (zero/few-shot, or a classical method: TF-IDF + logistic regression, a
+    CRF, the lead sentences): score the splits with no transformer trained, then save as a
+    fine-tuned run."""
     save_model: Callable[[Path, ThreadPoolExecutor], None] | None = None
     if ctx.spec.task == "classical":
         from kubetune.train import classical
 
-        fitted = classical.fit(ctx.local_spec, ctx.splits)
-        scored = classical.evaluate(ctx.local_spec, ctx.splits, fitted)
-        save_model = partial(classical.store_final, fitted, ctx.location)
+        scored, save = classical.fit_and_score(ctx.local_spec, ctx.splits, ctx.work / "classical")
+        save_model = partial(classical.store_final, save, ctx.location)
     else:
         from kubetune.train import zeroshot
 
