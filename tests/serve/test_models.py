@@ -125,6 +125,9 @@ def test_a_reader_answers_with_a_span_of_the_context(reader: Path) -> None:
         found = client.post("/v1/answer", json={"question": question, "context": context})
         missing = client.post("/v1/answer", json={"question": question})
         elsewhere = client.post("/v1/predict", json={"texts": ["x"]})
+        # A question that fills the window: the caller's to shorten, and the server goes on.
+        crowded = client.post("/v1/answer", json={"question": "who " * 30, "context": context})
+        after = client.post("/v1/answer", json={"question": question, "context": context})
     answer = found.json()
     # Read whole in 24-token windows: the span is the context's own characters.
     assert answer["answer"] and context[answer["start"] : answer["end"]] == answer["answer"]
@@ -133,6 +136,10 @@ def test_a_reader_answers_with_a_span_of_the_context(reader: Path) -> None:
     assert answer == alone
     assert missing.status_code == 422 and missing.json()["detail"].startswith("context:")
     assert elsewhere.status_code == 404
+    assert crowded.status_code == 422
+    assert crowded.json()["detail"].startswith("question: leaves ")
+    assert crowded.json()["detail"].endswith("; shorten the question")
+    assert after.json() == answer
 
 
 def test_an_encoder_answers_its_vectors(tiny: dict[str, Path]) -> None:

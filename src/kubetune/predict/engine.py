@@ -310,15 +310,10 @@ def answer(
     """
     from kubetune.train import qa_windows
 
-    settings = loaded.settings
-    stride = settings.doc_stride if settings and settings.doc_stride else QA_STRIDE
-    crowded = qa_windows.crowded_question(loaded.tokenizer, questions, loaded.max_length, stride)
-    if crowded is not None:
-        index, room = crowded
-        raise ConfigError(
-            f"question {index + 1} leaves {room} of {loaded.max_length} tokens for its "
-            f"context, not more than the window overlap ({stride}); shorten the question"
-        )
+    settings, stride = loaded.settings, _qa_stride(loaded)
+    problem = crowded_questions(loaded, questions)
+    if problem is not None:
+        raise ConfigError(problem)
     encoded = qa_windows.encode(
         loaded.tokenizer, questions, contexts, max_length=loaded.max_length, stride=stride
     )
@@ -364,6 +359,27 @@ def answer(
         {"answer": a.text, "start": a.start, "end": a.end, "score": round(a.score, 4)}
         for a in found
     ]
+
+
+def _qa_stride(loaded: Loaded) -> int:
+    settings = loaded.settings
+    return settings.doc_stride if settings and settings.doc_stride else QA_STRIDE
+
+
+def crowded_questions(loaded: Loaded, questions: Sequence[str]) -> str | None:
+    """One line naming the first question too long to leave its context room in a window
+    (more than the window overlap), or None: what :func:`answer` refuses."""
+    from kubetune.train import qa_windows
+
+    stride = _qa_stride(loaded)
+    crowded = qa_windows.crowded_question(loaded.tokenizer, questions, loaded.max_length, stride)
+    if crowded is None:
+        return None
+    index, room = crowded
+    return (
+        f"question {index + 1} leaves {room} of {loaded.max_length} tokens for its "
+        f"context, not more than the window overlap ({stride}); shorten the question"
+    )
 
 
 def _first_windows(owner: Sequence[int], most: int | None) -> list[int]:

@@ -242,8 +242,12 @@ def app_for(
             """The answer to the question in the context: its text and character offsets,
             or an empty answer when the model finds none."""
             body = await _parse(request, models.answer)
-            _, batcher = ready()
-            [found] = await batcher.submit([(body.question, body.context)])
+            loaded, batcher = ready()
+            pair = (body.question, body.context)
+            problem = loaded.check(pair) if loaded.check else None
+            if problem is not None:
+                raise HTTPException(422, problem)
+            [found] = await batcher.submit([pair])
             return JSONResponse(found)
 
     if served.EMBED in target.endpoints:

@@ -56,6 +56,9 @@ class Served:
     about: dict[str, Any]
     run: Callable[[list[Any]], Sequence[Any]]
     index: Searcher | None = None
+    #: What one request item the model cannot take is (one line, answered with 422), or
+    #: None: checked before the item joins a batch, whose other requests it would fail.
+    check: Callable[[Any], str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,11 @@ def _reader(
             questions, contexts = [q for q, _ in pairs], [c for _, c in pairs]
             return engine.answer(loaded, questions, contexts)
 
-        return Served(about, answer)
+        def check(pair: Any) -> str | None:
+            problem = engine.crowded_questions(loaded, [pair[0]])
+            return None if problem is None else "question: " + problem.removeprefix("question 1 ")
+
+        return Served(about, answer, check=check)
 
     return Target(f"a question-answering model ({source or path})", (ANSWER,), load)
 
