@@ -162,3 +162,34 @@ def with_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
         else:
             data[key] = value
     return data
+
+
+def write_splits(folder: Path, rows: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
+    """Each split's rows as ``<folder>/<split>.jsonl``; the data section's paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, split_rows in rows.items():
+        lines = "".join(json.dumps(r) + "\n" for r in split_rows)
+        (folder / f"{split}.jsonl").write_text(lines, encoding="utf-8")
+    return {split: str(folder / f"{split}.jsonl") for split in rows}
+
+
+def run_trainer(data: dict[str, Any], tmp: Path) -> Path:
+    """One run of the spec ``data`` through ``python -m kubetune.train``, as a pod runs it,
+    into a local store under ``tmp``; the run's folder there."""
+    import os
+    import subprocess
+    import sys
+
+    from kubetune import spec, sweep
+
+    store = tmp / "store"
+    proc = subprocess.run(
+        [sys.executable, "-m", "kubetune.train", str(write_yaml(tmp / "job.yaml", data))],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KUBETUNE_STORE": f"file://{store}", "WANDB_DIR": str(tmp)},
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = sweep.expand(spec.validate(data))
+    return store / run.sweep / run.run_id

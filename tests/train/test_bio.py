@@ -26,3 +26,20 @@ def test_an_entity_of_several_words_keeps_the_text_between_them() -> None:
 def test_a_stray_or_mismatched_i_tag_begins_an_entity_as_seqeval_reads_it() -> None:
     spans = bio.entity_spans(["a", "b", "c", "d"], ["I-loc", "I-loc", "I-org", "O"])
     assert [(s["type"], s["text"]) for s in spans] == [("loc", "a b"), ("org", "c")]
+
+
+def test_entity_spans_have_character_offsets() -> None:
+    tokens = ["John", "Smith", "visited", "New", "York", "today"]
+    tags = ["B-person", "I-person", "O", "B-loc", "I-loc", "O"]
+    spans = bio.entity_spans(tokens, tags)
+    text = " ".join(tokens)
+    assert spans == [
+        {"type": "person", "start": 0, "end": 10, "text": "John Smith"},
+        {"type": "loc", "start": 19, "end": 27, "text": "New York"},
+    ]
+    assert all(text[s["start"] : s["end"]] == s["text"] for s in spans)
+
+
+def test_entity_spans_split_on_type_change_and_stray_i() -> None:
+    spans = bio.entity_spans(["a", "b", "c"], ["B-loc", "I-person", "I-person"])
+    assert [(s["type"], s["text"]) for s in spans] == [("loc", "a"), ("person", "b c")]

@@ -8,10 +8,7 @@ so ``datasets``) in its body, so collecting this module costs the fast suite not
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +20,7 @@ from kubetune.errors import ConfigError
 from kubetune.train import classical, multilabel
 
 from conftest import ROOT, base_spec
-from tiny import write_yaml
+from tiny import run_trainer, write_splits
 
 if TYPE_CHECKING:
     from kubetune.train.data import Splits
@@ -60,14 +57,6 @@ def feedback_rows(count: int, seed: int) -> list[dict[str, Any]]:
     return rows
 
 
-def write_splits(folder: Path, rows: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, split_rows in rows.items():
-        lines = "".join(json.dumps(r) + "\n" for r in split_rows)
-        (folder / f"{split}.jsonl").write_text(lines, encoding="utf-8")
-    return {split: str(folder / f"{split}.jsonl") for split in rows}
-
-
 def topic_job(folder: Path, **classical_settings: Any) -> dict[str, Any]:
     files = write_splits(
         folder,
@@ -100,6 +89,13 @@ def loaded(data: dict[str, Any], cache: Path) -> tuple[spec.JobSpec, Splits]:
 
     job = spec.validate(data)
     return job, load_splits(job, cache)
+
+
+def load_classifier(folder: Path) -> classical.Classifier:
+    """A TF-IDF final/ read back: :func:`classical.load_final` answers any method's."""
+    back = classical.load_final(folder)
+    assert isinstance(back, classical.Classifier)
+    return back
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -256,7 +252,7 @@ def test_a_label_training_never_saw_is_never_given_and_still_loads(tmp_path: Pat
     texts = [r["text"] for r in feedback_rows(20, 3)]
     assert not model.probabilities(texts)[:, 3].any()
     classical.save_final(model, tmp_path / "final")
-    back = classical.load_final(tmp_path / "final")
+    back = load_classifier(tmp_path / "final")
     np.testing.assert_array_equal(back.probabilities(texts), model.probabilities(texts))
 
 
@@ -271,7 +267,7 @@ def test_final_loads_back_and_predicts_as_the_run_scored(tmp_path: Path) -> None
 
     assert sorted(p.name for p in (tmp_path / "final").iterdir()) == [
         "classical.json", "kubetune.json", "pipeline.skops"]  # fmt: skip
-    back = classical.load_final(tmp_path / "final")
+    back = load_classifier(tmp_path / "final")
     assert (back.labels, back.multi_label, back.text_column) == ([*LABEL_WORDS], True, "text")
     np.testing.assert_array_equal(back.thresholds, model.thresholds)
     texts = [r["text"] for r in feedback_rows(20, 3)]
@@ -287,7 +283,7 @@ def test_single_label_final_predicts_names_and_scores(tmp_path: Path) -> None:
     job, splits = loaded(topic_job(tmp_path / "data"), tmp_path / "cache")
     model = classical.fit(job, splits)
     classical.save_final(model, tmp_path / "final")
-    back = classical.load_final(tmp_path / "final")
+    back = load_classifier(tmp_path / "final")
     answers = back.predict(["goal the news", "chip today big"])
     assert [a["prediction"] for a in answers] == ["sport", "tech"]
     assert all(1 / 3 < a["score"] <= 1 for a in answers)
@@ -402,18 +398,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One classical run through ``python -m kubetune.train``, as a pod runs it."""
     tmp = tmp_path_factory.mktemp("classical-run")
     data = topic_job(tmp / "data")
-    path = write_yaml(tmp / "job.yaml", data)
-    store = tmp / "store"
-    proc = subprocess.run(
-        [sys.executable, "-m", "kubetune.train", str(path)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "KUBETUNE_STORE": f"file://{store}", "WANDB_DIR": str(tmp)},
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (run,) = sweep.expand(spec.validate(data))
-    return {"dir": store / run.sweep / run.run_id, "data": data}
+    return {"dir": run_trainer(data, tmp), "data": data}
 
 
 @pytest.mark.slow
@@ -444,7 +429,7 @@ def test_a_run_writes_the_metrics_predictions_and_record_of_a_baseline(
 
 @pytest.mark.slow
 def test_a_run_stores_its_pipeline_in_final(trained: dict[str, Any]) -> None:
-    back = classical.load_final(trained["dir"] / "final")
+    back = load_classifier(trained["dir"] / "final")
     assert [a["prediction"] for a in back.predict(["bank news", "goal today"])] == [
         "money",
         "sport",

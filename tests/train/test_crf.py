@@ -6,20 +6,17 @@ an arm, and one run through the real trainer (slow). CRFsuite fits these in mill
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from kubetune import inference, spec, sweep
-from kubetune.errors import ConfigError
+from kubetune.errors import ConfigError, SpecError
 from kubetune.train import classical, crf
 
-from tiny import write_yaml
+from tiny import run_trainer, write_splits
 
 if TYPE_CHECKING:
     from kubetune.train.data import Splits
@@ -54,14 +51,6 @@ def tagged_rows(count: int, seed: int) -> list[dict[str, Any]]:
             tags.append(tag)
         rows.append({"id": f"{seed}-{i}", "tokens": words, "ner_tags": tags})
     return rows
-
-
-def write_splits(folder: Path, rows: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, split_rows in rows.items():
-        lines = "".join(json.dumps(r) + "\n" for r in split_rows)
-        (folder / f"{split}.jsonl").write_text(lines, encoding="utf-8")
-    return {split: str(folder / f"{split}.jsonl") for split in rows}
 
 
 def crf_job(folder: Path, **settings: Any) -> dict[str, Any]:
@@ -151,7 +140,8 @@ def test_final_loads_back_and_tags_raw_text_with_character_offsets(tmp_path: Pat
 
     assert sorted(p.name for p in (tmp_path / "final").iterdir()) == [
         "classical.json", inference.FILE, crf.MODEL_FILE]  # fmt: skip
-    assert inference.read(tmp_path / "final").task == "classical"
+    settings = inference.read(tmp_path / "final")
+    assert settings is not None and settings.task == "classical"
     back = classical.load_final(tmp_path / "final")
     assert isinstance(back, crf.Tagger) and back.labels == TAGS and back.method == "crf"
     text = "Ledgerly crashes on iOS since v4.2 ."
@@ -202,7 +192,7 @@ def test_words_and_tags_of_different_lengths_name_the_row(tmp_path: Path) -> Non
 def test_a_setting_of_another_method_is_an_error(
     settings: dict[str, Any], path: str, message: str, tmp_path: Path
 ) -> None:
-    with pytest.raises(spec.SpecError) as caught:
+    with pytest.raises(SpecError) as caught:
         spec.validate(crf_job(tmp_path, **settings))
     assert any(issue.path == path and message in issue.message for issue in caught.value.issues), (
         caught.value.issues
@@ -212,7 +202,7 @@ def test_a_setting_of_another_method_is_an_error(
 def test_a_crf_needs_training_data(tmp_path: Path) -> None:
     data = crf_job(tmp_path)
     del data["data"]["train"]
-    with pytest.raises(spec.SpecError, match="classical method crf fits on training data"):
+    with pytest.raises(SpecError, match="classical method crf fits on training data"):
         spec.validate(data)
 
 
@@ -242,19 +232,7 @@ def test_a_ner_sweep_keeps_the_tagging_columns_for_its_crf_arm() -> None:
 
 @pytest.mark.slow
 def test_a_run_through_the_trainer_stores_rows_record_and_final(tmp_path: Path) -> None:
-    data = crf_job(tmp_path / "data")
-    path = write_yaml(tmp_path / "job.yaml", data)
-    store = tmp_path / "store"
-    proc = subprocess.run(
-        [sys.executable, "-m", "kubetune.train", str(path)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "KUBETUNE_STORE": f"file://{store}", "WANDB_DIR": str(tmp_path)},
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (run,) = sweep.expand(spec.validate(data))
-    out = store / run.sweep / run.run_id
+    out = run_trainer(crf_job(tmp_path / "data"), tmp_path)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test"]["f1"] == 1.0
     record = json.loads((out / "run.json").read_text())

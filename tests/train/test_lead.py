@@ -6,19 +6,16 @@ the real trainer (slow)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kubetune import inference, spec, sweep
-from kubetune.errors import ConfigError
+from kubetune.errors import ConfigError, SpecError
 from kubetune.train import classical, lead, metrics
 
-from tiny import write_yaml
+from tiny import run_trainer
 
 PAIRS = [
     ("Tidewater crashes on export. It happens on iOS 17.2 too.", "Tidewater crashes on export."),
@@ -104,7 +101,7 @@ def test_lead_needs_no_training_data_but_a_split_to_score(tmp_path: Path) -> Non
     assert spec.validate(lead_job(tmp_path)).data.train is None
     data = lead_job(tmp_path)
     data["data"] = {"train": data["data"]["test"]}
-    with pytest.raises(spec.SpecError, match="classical method lead scores data.eval or data"):
+    with pytest.raises(SpecError, match="classical method lead scores data.eval or data"):
         spec.validate(data)
 
 
@@ -144,19 +141,7 @@ def test_a_seq2seq_sweep_keeps_the_text_columns_for_its_lead_arm() -> None:
 
 @pytest.mark.slow
 def test_a_run_through_the_trainer_stores_rows_record_and_final(tmp_path: Path) -> None:
-    data = lead_job(tmp_path / "data")
-    path = write_yaml(tmp_path / "job.yaml", data)
-    store = tmp_path / "store"
-    proc = subprocess.run(
-        [sys.executable, "-m", "kubetune.train", str(path)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "KUBETUNE_STORE": f"file://{store}", "WANDB_DIR": str(tmp_path)},
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (run,) = sweep.expand(spec.validate(data))
-    out = store / run.sweep / run.run_id
+    out = run_trainer(lead_job(tmp_path / "data"), tmp_path)
     assert set(json.loads((out / "metrics.json").read_text())) == {"test"}
     record = json.loads((out / "run.json").read_text())
     assert (record["status"], record["task"]) == ("completed", "classical")

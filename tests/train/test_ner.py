@@ -28,27 +28,6 @@ def test_label_all_tokens_turns_b_into_i_after_the_first() -> None:
     assert ner.align_labels(word_ids, tags, NAMES, label_all=True) == [-100, 3, 4, 4, 0, -100]
 
 
-def test_entity_spans_have_character_offsets() -> None:
-    from kubetune.train import ner
-
-    tokens = ["John", "Smith", "visited", "New", "York", "today"]
-    tags = ["B-person", "I-person", "O", "B-loc", "I-loc", "O"]
-    spans = ner.entity_spans(tokens, tags)
-    text = " ".join(tokens)
-    assert spans == [
-        {"type": "person", "start": 0, "end": 10, "text": "John Smith"},
-        {"type": "loc", "start": 19, "end": 27, "text": "New York"},
-    ]
-    assert all(text[s["start"] : s["end"]] == s["text"] for s in spans)
-
-
-def test_entity_spans_split_on_type_change_and_stray_i() -> None:
-    from kubetune.train import ner
-
-    spans = ner.entity_spans(["a", "b", "c"], ["B-loc", "I-person", "I-person"])
-    assert [(s["type"], s["text"]) for s in spans] == [("loc", "a"), ("person", "b c")]
-
-
 @pytest.mark.parametrize("label_all", [False, True])
 def test_no_label_reaches_padding_or_special_tokens(tiny: dict[str, Path], label_all: bool) -> None:
     from transformers import AutoTokenizer, DataCollatorForTokenClassification
