@@ -193,3 +193,22 @@ def run_trainer(data: dict[str, Any], tmp: Path) -> Path:
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = sweep.expand(spec.validate(data))
     return store / run.sweep / run.run_id
+
+
+def classical_final(method: str, root: Path) -> Path:
+    """final/ of a classical run of ``method`` (crf or lead) fitted on four tagged sentences
+    ("the <Product> crashed") whose documents are two sentences."""
+    from kubetune import spec
+    from kubetune.train import classical
+    from kubetune.train.data import load_splits
+
+    rows = [{"id": i, "tokens": ["the", word, "crashed"], "ner_tags": ["O", "B-PRODUCT", "O"],
+             "document": f"The {word} crashed. Twice.", "summary": f"{word} crashed."}
+            for i, word in enumerate(["Orbit", "Ledgerly", "Tidewater", "Beacon"])]  # fmt: skip
+    files = write_splits(root / "data", {"train": rows, "test": rows})
+    job = spec.validate(
+        {"name": "b", "task": "classical", "data": files, "classical": {"method": method}}
+    )
+    _, save = classical.fit_and_score(job, load_splits(job, root / "cache"), root / "scratch")
+    save(root / "final")
+    return root / "final"

@@ -20,6 +20,7 @@ from kubetune.store import RunLocation, Store, open_store
 from kubetune.train import classical
 
 from conftest import ML_GROUP
+from tiny import classical_final
 
 pytestmark = pytest.mark.xdist_group(ML_GROUP)
 
@@ -200,25 +201,6 @@ def test_every_task_family_predicts_through_sharded_batch_job(
         assert all(sum(r["scores"].values()) == pytest.approx(1.0, abs=1e-4) for r in rows)
 
 
-def _baseline_final(method: str, root: Path) -> Path:
-    """final/ of a classical crf or lead run fitted (crf) on a few tagged sentences."""
-    from kubetune import spec
-    from kubetune.train.data import load_splits
-
-    from tiny import write_splits
-
-    rows = [{"id": i, "tokens": ["the", word, "crashed"], "ner_tags": ["O", "B-PRODUCT", "O"],
-             "document": f"The {word} crashed. Twice.", "summary": f"{word} crashed."}
-            for i, word in enumerate(["Orbit", "Ledgerly", "Tidewater", "Beacon"])]  # fmt: skip
-    files = write_splits(root / "data", {"train": rows, "test": rows})
-    job = spec.validate(
-        {"name": "b", "task": "classical", "data": files, "classical": {"method": method}}
-    )
-    _, save = classical.fit_and_score(job, load_splits(job, root / "cache"), root / "scratch")
-    save(root / "final")
-    return root / "final"
-
-
 @pytest.mark.parametrize(("method", "field"), [("crf", "entities"), ("lead", "generated")])
 def test_a_tagging_or_summary_baseline_predicts_without_a_model(
     method: str, field: str, tmp_path: Path
@@ -226,7 +208,7 @@ def test_a_tagging_or_summary_baseline_predicts_without_a_model(
     from kubetune.predict import batch
 
     store = open_store(f"file://{tmp_path}/store")
-    run = stored_run(store, "base", "classical", _baseline_final(method, tmp_path))
+    run = stored_run(store, "base", "classical", classical_final(method, tmp_path))
     # Sentences shaped as the four the CRF was fitted on; the lead keeps the first of each.
     texts = ["the Orbit crashed. Twice.", "the Beacon crashed"]
     job = batch_spec(run, str(corpus_file(tmp_path, texts)))

@@ -142,6 +142,23 @@ def test_a_reader_answers_with_a_span_of_the_context(reader: Path) -> None:
     assert after.json() == answer
 
 
+@pytest.mark.parametrize("method", ["crf", "lead"])
+def test_a_classical_baseline_is_served_as_its_rows(method: str, tmp_path: Path) -> None:
+    from kubetune.serve import create_app
+    from kubetune.train import classical
+
+    from tiny import classical_final
+
+    folder = classical_final(method, tmp_path)
+    texts = ["the Orbit crashed. Twice.", "the Beacon crashed"]
+    with running(create_app(model=folder)) as client:
+        ready = wait_ready(client)
+        answer = client.post("/v1/predict", json={"texts": texts})
+    assert (ready["task"], ready["method"]) == ("classical", method)
+    assert ("labels" in ready) == (method == "crf")
+    assert answer.json() == {"predictions": classical.load_final(folder).rows(texts)}
+
+
 def test_an_encoder_answers_its_vectors(tiny: dict[str, Path]) -> None:
     import numpy as np
 
