@@ -13,7 +13,7 @@ from kubetune import spec as specmod
 from kubetune.errors import ConfigError
 from kubetune.store.record import parse_record
 
-from conftest import ML_GROUP
+from conftest import ML_GROUP, ROOT
 
 ROWS = [{"text": f"goal {i}", "label": "sport"} for i in range(6)] + [
     {"text": f"bank {i}", "label": "money"} for i in range(6)
@@ -144,3 +144,34 @@ def test_every_kind_of_mistake_is_reported_at_once(tmp_path: Path) -> None:
     assert len(lines) == 2
     assert lines[0].startswith("data.max_length: 4096 tokens")
     assert lines[1].startswith("data.label_column:")
+
+
+@pytest.mark.parametrize("job", ["feedback-triage", "feedback-entities", "feedback-reply"])
+def test_every_arm_of_the_feedback_jobs_passes_preflight_on_its_data(
+    job: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The baselines read their family's columns: a CRF arm the words and tags, a lead arm
+    the texts (and no training split), as `kubetune run` checks them before training."""
+    monkeypatch.chdir(ROOT)  # the jobs name their data from the repository root
+    path = ROOT / "jobs" / f"{job}.yaml"
+    runs = sweep.expand(specmod.load(path))
+    preflight.check_runs(runs, str(path))
+    baseline = next(r.spec for r in runs if r.spec.task == "classical")
+    family = {"feedback-triage": {"text_column", "label_column"},
+              "feedback-entities": {"tokens_column", "tags_column"},
+              "feedback-reply": {"source_column", "target_column"}}[job]  # fmt: skip
+    assert set(preflight.columns_for(baseline)) == family
+    assert ("train" in preflight.splits_read(baseline)) == (job != "feedback-reply")
+
+
+def test_a_crf_arm_names_a_missing_tags_column(tmp_path: Path) -> None:
+    rows = [{"tokens": ["the", "Orbit"], "tags": ["O", "B-PRODUCT"]}]
+    job = specmod.validate(
+        {"name": "pre", "task": "classical", "classical": {"method": "crf"},
+         "data": {"train": str(write_rows(tmp_path / "train.jsonl", rows)),
+                  "eval": str(write_rows(tmp_path / "eval.jsonl", rows))}}
+    )  # fmt: skip
+    with pytest.raises(preflight.InputsError) as error:
+        preflight.check_runs(sweep.expand(job), None)
+    (line,) = error.value.lines()
+    assert line.startswith("data.tags_column: column 'ner_tags' is not in the train data")

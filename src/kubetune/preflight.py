@@ -30,7 +30,7 @@ from urllib.parse import quote, urlparse
 
 from kubetune import datafiles
 from kubetune.errors import ConfigError, Issue, KubetuneError, SpecError, WorldError
-from kubetune.spec import LABELLING_TASKS, JobSpec, task_readers
+from kubetune.spec import LABELLING_TASKS, JobSpec, data_task, task_readers
 from kubetune.sweep import ResolvedRun
 
 if TYPE_CHECKING:
@@ -245,33 +245,34 @@ def check_model(spec: JobSpec, *, probe_hub: bool = True) -> None:
 
 
 def columns_for(spec: JobSpec) -> dict[str, str]:
-    """The columns a task reads: spec field (under ``data.``) → column name."""
-    d = spec.data
-    if spec.task == "ner":
+    """The columns a task reads (a classical run: its method's family's): spec field (under
+    ``data.``) → column name."""
+    d, task = spec.data, data_task(spec)
+    if task == "ner":
         return {"tokens_column": d.tokens_column, "tags_column": d.tags_column}
-    if spec.task == "seq2seq":
+    if task == "seq2seq":
         return {"source_column": d.source_column, "target_column": d.target_column}
-    if spec.task == "embedding":
+    if task == "embedding":
         return {"query_column": d.query_column, "positive_column": d.positive_column}
-    if spec.task == "question-answering":
+    if task == "question-answering":
         return {
             "question_column": d.question_column,
             "context_column": d.context_column,
             "answers_column": d.answers_column,
         }
-    if spec.task == "causal-lm":
+    if task == "causal-lm":
         if d.prompt_column is None:
             return {"text_column": d.text_column}
         return {"prompt_column": d.prompt_column, "completion_column": d.completion_column}
     columns = {"text_column": d.text_column, "label_column": d.label_column}
-    if d.text_pair_column and spec.task == "classification":
+    if d.text_pair_column and task == "classification":
         columns["text_pair_column"] = d.text_pair_column
     return columns
 
 
 def _text_fields(spec: JobSpec) -> list[str]:
     """The fields whose columns must hold text in every row."""
-    if spec.task == "ner":
+    if data_task(spec) == "ner":
         return []
     labels = {"label_column", "answers_column"}
     return [f for f in columns_for(spec) if f not in labels]
@@ -279,9 +280,10 @@ def _text_fields(spec: JobSpec) -> list[str]:
 
 def _label_field(spec: JobSpec) -> tuple[str, bool] | None:
     """The field holding labels, and whether each row holds a list of them."""
-    if spec.task == "ner":
+    task = data_task(spec)
+    if task == "ner":
         return "tags_column", True
-    if spec.task in LABELLING_TASKS:
+    if task in LABELLING_TASKS:
         return "label_column", spec.data.multi_label
     return None
 
@@ -292,6 +294,8 @@ def splits_read(spec: JobSpec) -> dict[str, str]:
     sources = {"train": d.train, "eval": d.eval, "test": d.test}
     if spec.task == "zero-shot" and not (spec.prompt and spec.prompt.examples):
         sources["train"] = None
+    if spec.task == "classical" and spec.classical.method == "lead":
+        sources["train"] = None  # nothing is fitted
     return {split: source for split, source in sources.items() if source}
 
 
@@ -398,7 +402,7 @@ def check_rows(spec: JobSpec, data: LocalData) -> None:
         return
     name, sequence = labelled
     column = getattr(spec.data, name)
-    if spec.task == "ner":
+    if data_task(spec) == "ner":
         _check_tag_lengths(spec, data)
     datafiles.label_names(
         {

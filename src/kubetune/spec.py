@@ -31,7 +31,7 @@ from pydantic import (
 
 from kubetune import _yaml
 from kubetune.errors import Issue, SpecError
-from kubetune.headline import TASK_METRICS, metrics_of
+from kubetune.headline import CLASSICAL_FAMILIES, TASK_METRICS, metrics_of
 
 Loc = tuple[str | int, ...]
 Task = Literal[
@@ -1248,6 +1248,14 @@ def _cross_field_issues(spec: JobSpec, tasks: set[str] | None = None) -> list[tu
         if storage.endpoint and not re.match(r"^https?://[^\s/]+(/\S*)?$", storage.endpoint):
             add("storage.endpoint", "use an http(s):// URL, e.g. http://minio:9000")
     return issues
+
+
+def data_task(spec: JobSpec) -> str:
+    """The task whose data a run of ``spec`` reads: its own, or for a classical run its
+    method's family (a CRF reads NER's words and tags, a lead baseline seq2seq's texts)."""
+    if spec.task == "classical":
+        return CLASSICAL_FAMILIES[spec.classical.method]
+    return spec.task
 
 
 def is_set(model: BaseModel, path: str) -> bool:
