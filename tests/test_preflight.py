@@ -90,6 +90,10 @@ def test_only_a_completed_runs_changed_splits_are_named() -> None:
     record = parse_record({"status": "completed", "data": {"fingerprints": dict(prints)}})
     assert preflight.data_changes(record, prints) == []
     assert preflight.data_changes(record, {**prints, "eval": "c"}) == ["eval"]
+    # A zero-shot or lead run reads no training split: its recorded one is not compared,
+    # and a split read now that the record lacks has changed.
+    assert preflight.data_changes(record, {"eval": "b"}) == []
+    assert preflight.data_changes(record, {"eval": "b", "test": "t"}) == ["test"]
     failed = record.model_copy(update={"status": "failed"})
     assert preflight.data_changes(failed, {"train": "x"}) == []
     # Records before per-split fingerprints: the combined one, so every split is named.

@@ -538,13 +538,18 @@ def local_prints(spec: JobSpec) -> dict[str, str] | None:
 
 
 def data_changes(record: RunRecord, prints: dict[str, str]) -> list[str]:
-    """The splits whose data differ from a completed run's record (all, if only the combined
-    fingerprint was recorded); empty when the run is not completed or nothing changed."""
+    """The splits the run reads (``prints``: :func:`splits_read`'s) whose data differ from a
+    completed run's record (all, if only the combined fingerprint was recorded); empty when
+    the run is not completed or nothing changed. A split the record holds that the run does
+    not read (the trainer fingerprints data.train for a zero-shot or lead run too) is no
+    change."""
     if record.status != "completed" or record.data is None:
         return []
     per_split = record.data.fingerprints
     if per_split:
-        return [s for s in ("train", "eval", "test") if per_split.get(s) != prints.get(s)]
+        return [
+            s for s in ("train", "eval", "test") if s in prints and per_split.get(s) != prints[s]
+        ]
     old = record.data.fingerprint
     if old is not None and old != datafiles.combined_fingerprint(prints):
         return list(prints)
