@@ -259,7 +259,9 @@ def multi_label_run(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
     """Multi-label with thresholds tuned on eval; no LoRA."""
-    data = tiny_spec(tiny, data={**multi_label_data, "multi_label": True, "threshold": "tune"})
+    # No checkpoints: what is tested is scored at the end, and 20 saves were most of its time.
+    data = tiny_spec(tiny, data={**multi_label_data, "multi_label": True, "threshold": "tune"},
+                     train={"save_strategy": "no"})  # fmt: skip
     return trained(tmp_path_factory.mktemp("ml"), data)
 
 
@@ -344,7 +346,7 @@ def test_predict_decides_with_the_thresholds_tuned_on_eval(multi_label_run: Path
 
 def long_documents(tiny: dict[str, Path], **overrides: Any) -> dict[str, Any]:
     """A spec whose texts (up to about 40 tokens) are read in windows of 12 tokens."""
-    train = {"epochs": 6, **overrides.pop("train", {})}
+    train = {"epochs": 6, "save_strategy": "no", **overrides.pop("train", {})}
     data = tiny_spec(tiny, train=train, **overrides)
     data["data"] = {
         **data["data"],

@@ -92,7 +92,14 @@ def qa_spec(tiny: dict[str, Path], qa_data: dict[str, Path], **overrides: Any) -
             "doc_stride": 16,
             "max_answer_length": 8,
         },
-        train={"epochs": 15, "learning_rate": 5e-3, "batch_size": 16, "precision": "fp32"},
+        # No checkpoints: nothing here resumes, and 15 saves would be most of its time.
+        train={
+            "epochs": 15,
+            "learning_rate": 5e-3,
+            "batch_size": 16,
+            "precision": "fp32",
+            "save_strategy": "no",
+        },
     )
     data["name"] = "tiny-qa"
     return with_overrides(data, overrides)
