@@ -212,3 +212,38 @@ def classical_final(method: str, root: Path) -> Path:
     _, save = classical.fit_and_score(job, load_splits(job, root / "cache"), root / "scratch")
     save(root / "final")
     return root / "final"
+
+
+def train_together(specs: dict[str, tuple[dict[str, Any], Path]]) -> dict[str, dict[str, Any]]:
+    """Each spec (key → (data, its own folder)) through ``python -m kubetune.train`` at once,
+    one process each on one thread; every run finishes (or times out) before any failure is
+    reported, so none is left running. Key → its data, stdout and run folder."""
+    import os
+    import subprocess
+    import sys
+
+    from kubetune import spec, sweep
+
+    started = {}
+    for key, (data, tmp) in specs.items():
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kubetune.train", str(write_yaml(tmp / "job.yaml", data))],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={
+                **os.environ,
+                "KUBETUNE_STORE": f"file://{tmp / 'store'}",
+                "WANDB_DIR": str(tmp),
+                "OMP_NUM_THREADS": "1",
+            },
+        )
+        started[key] = (data, proc, tmp / "store")
+    done = {key: proc.communicate(timeout=600) for key, (_, proc, _) in started.items()}
+    for key, (_, proc, _) in started.items():
+        assert proc.returncode == 0, f"{key}: {done[key][1][-3000:]}"
+    out = {}
+    for key, (data, _, store) in started.items():
+        (run,) = sweep.expand(spec.validate(data))
+        out[key] = {"data": data, "stdout": done[key][0], "dir": store / run.sweep / run.run_id}
+    return out

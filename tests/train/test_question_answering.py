@@ -13,10 +13,7 @@ workers nothing.
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -26,7 +23,7 @@ import pytest
 from kubetune import spec
 from kubetune.errors import ConfigError
 
-from tiny import FILLER, TOPICS, tiny_spec, with_overrides, write_yaml
+from tiny import FILLER, TOPICS, tiny_spec, train_together, with_overrides
 
 CITIES = ["Paris", "London", "Berlin"]
 QUESTIONS = ["where did they go ?", "which city was it ?", "where was the match ?"]
@@ -293,34 +290,12 @@ def runs(
     tiny: dict[str, Path], qa_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Any]:
     """The runs of :data:`RUNS`, finished; started together, one process each."""
-    from train.test_runner import run_dir
-
-    started: dict[str, Any] = {}
+    specs = {}
     for key, tweaks in RUNS.items():
-        tmp = tmp_path_factory.mktemp(f"qa-{key}")
         data = qa_spec(tiny, qa_data, **tweaks)
         data["name"] = f"tiny-qa-{key}"
-        store = tmp / "store"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kubetune.train", str(write_yaml(tmp / "job.yaml", data))],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={
-                **os.environ,
-                "KUBETUNE_STORE": f"file://{store}",
-                "WANDB_DIR": str(tmp),
-                "OMP_NUM_THREADS": "1",
-            },
-        )
-        started[key] = (data, proc, store)
-    done = {key: proc.communicate(timeout=600) for key, (_, proc, _) in started.items()}
-    for key, (_, proc, _) in started.items():
-        assert proc.returncode == 0, f"{key}: {done[key][1][-3000:]}"
-    return {
-        key: {"data": data, "stdout": done[key][0], "dir": run_dir(store, data)}
-        for key, (data, _, store) in started.items()
-    }
+        specs[key] = (data, tmp_path_factory.mktemp(f"qa-{key}"))
+    return train_together(specs)
 
 
 @pytest.mark.slow

@@ -11,11 +11,8 @@ this module costs the fast suite's other workers nothing.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +21,7 @@ import pytest
 from kubetune import spec
 from kubetune.errors import ConfigError
 
-from tiny import with_overrides, write_yaml
+from tiny import train_together, with_overrides
 
 TOPICS = {
     "sport": ("goal match team player coach league", "a match report"),
@@ -390,37 +387,15 @@ RUNS: dict[str, tuple[str, dict[str, Any]]] = {
 def runs(tiny_s2s: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The runs of :data:`RUNS`, finished. They start together, one thread each: most of a
     tiny run is the trainer importing its stack, which two cores do twice as fast in parallel."""
-    from train.test_runner import run_dir
 
-    started: dict[str, Any] = {}
+    specs = {}
     for key, (family, tweaks) in RUNS.items():
-        tmp = tmp_path_factory.mktemp(key)
         data = s2s_spec(tiny_s2s, family, **tweaks)
         data["name"] = f"tiny-{key}"
         data["data"]["source_prefix"] = PREFIX
         data["train"]["precision"] = "fp32"  # autocast only slows models this small
-        store = tmp / "store"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kubetune.train", str(write_yaml(tmp / "job.yaml", data))],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={
-                **os.environ,
-                "KUBETUNE_STORE": f"file://{store}",
-                "WANDB_DIR": str(tmp),
-                "OMP_NUM_THREADS": "1",
-            },
-        )
-        started[key] = (data, proc, store)
-    # Every run finishes (or times out) before any failure is reported: none is left running.
-    done = {key: proc.communicate(timeout=600) for key, (_, proc, _) in started.items()}
-    for key, (_, proc, _) in started.items():
-        assert proc.returncode == 0, f"{key}: {done[key][1][-3000:]}"
-    return {
-        key: {"data": data, "stdout": done[key][0], "dir": run_dir(store, data)}
-        for key, (data, _, store) in started.items()
-    }
+        specs[key] = (data, tmp_path_factory.mktemp(key))
+    return train_together(specs)
 
 
 @pytest.mark.slow
