@@ -19,13 +19,6 @@ from typing import Any
 import pytest
 import yaml
 
-# Under xdist every core already runs a worker, and each worker starts trainers: one OpenMP
-# thread per process, or threads wait on each other on busy cores (torch's default is one per
-# core). Set before any test process or trainer it starts imports torch; measured on 2 cores,
-# tests/train/test_runner.py, test_crash_safety.py and tests/test_local.py took 313 s, not 368.
-if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-
 # pytest caches each test module as it rewrote its asserts, and Python each kubetune module it
 # compiled, beside the source (git ignores __pycache__) -- unless bytecode writing is off, as
 # PYTHONDONTWRITEBYTECODE turns it off on these machines: then every worker of every run
